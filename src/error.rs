@@ -1,0 +1,88 @@
+//! The crate's one error type.
+
+use std::time::Duration;
+
+/// Everything that can go wrong. An operation that returns an error has changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A heartbeat, disconnect or leave named a session the tracker does not know: never
+    /// connected, or already expired. The client should connect again.
+    #[error("unknown session {session}")]
+    UnknownSession {
+        /// The session id, as `Debug` prints it.
+        session: String,
+    },
+    /// A connect named a session id that belongs to another user: a client cannot take over
+    /// someone else's session.
+    #[error("session {session} belongs to another user")]
+    SessionOwnedByOtherUser {
+        /// The session id, as `Debug` prints it.
+        session: String,
+    },
+    /// A string id was empty.
+    #[error("empty id")]
+    EmptyId,
+    /// A string id was longer than the policy's `max_id_len`.
+    #[error("id of {len} bytes is longer than the limit of {max}")]
+    IdTooLong {
+        /// The id's length in bytes.
+        len: usize,
+        /// The policy's limit.
+        max: usize,
+    },
+    /// A connect would give the user more sessions than the policy allows.
+    #[error("user {user} already has the maximum of {max} sessions")]
+    TooManySessionsForUser {
+        /// The user id, as `Debug` prints it.
+        user: String,
+        /// The policy's limit.
+        max: usize,
+    },
+    /// A connect would make more sessions in total than the policy allows.
+    #[error("the tracker already holds the maximum of {max} sessions")]
+    TooManySessions {
+        /// The policy's limit.
+        max: usize,
+    },
+    /// A client sent an activity that is not `active`, `idle` or `background`.
+    #[error("unknown activity {0:?}")]
+    UnknownActivity(String),
+    /// Text that is not a presence name.
+    #[error("unknown presence {0:?}")]
+    UnknownPresence(String),
+    /// A policy's thresholds are not strictly increasing.
+    #[error("threshold {name} ({value:?}) must be longer than {previous_name} ({previous:?})")]
+    ThresholdsNotIncreasing {
+        /// The threshold that is too short.
+        name: &'static str,
+        /// Its value.
+        value: Duration,
+        /// The threshold before it.
+        previous_name: &'static str,
+        /// That one's value.
+        previous: Duration,
+    },
+    /// A policy's grace is longer than its TTL, so it could never take effect.
+    #[error("{name} ({grace:?}) is longer than the ttl ({ttl:?})")]
+    GraceLongerThanTtl {
+        /// Which grace.
+        name: &'static str,
+        /// Its value.
+        grace: Duration,
+        /// The TTL.
+        ttl: Duration,
+    },
+    /// A policy's limit is zero, or a duration is shorter than the tracker's 1 ms resolution.
+    #[error("policy setting {name} must be at least {min}")]
+    PolicyValueTooSmall {
+        /// The setting.
+        name: &'static str,
+        /// Its smallest allowed value, in its own unit.
+        min: &'static str,
+    },
+    /// A snapshot is inconsistent (the same session twice, a session of two users, ids or
+    /// counts beyond the policy's limits).
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
+}

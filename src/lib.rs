@@ -1,0 +1,92 @@
+//! Session-first presence for Rust servers.
+//!
+//! A connected socket is not a present human, and a disconnect is not a departure. This crate
+//! records *signals* per session (connect, heartbeat with the client's activity, disconnect,
+//! leave), *derives* each session's presence from the age of its last signal, *aggregates*
+//! sessions into user presence, and emits *transitions*, not heartbeats.
+//!
+//! | presence | session's age (defaults) | capped by activity |
+//! |---|---|---|
+//! | `active` | < 15 s | reported `active` |
+//! | `idle` | < 60 s | reported `idle` caps here |
+//! | `away` | < 180 s | reported `background` caps here |
+//! | `stale` | < 240 s (the TTL) | |
+//! | `offline` | ≥ TTL, or the grace after a disconnect ran out | |
+//!
+//! A user is the highest of its sessions: one tab closing never takes down a user whose other
+//! tab is open.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use presence_tracker::{Activity, Cause, DisconnectKind, ManualClock, Policy, Presence, PresenceTracker};
+//!
+//! let clock = ManualClock::new();
+//! let tracker: PresenceTracker<&str, &str, ManualClock> =
+//!     PresenceTracker::with_clock(Policy::default(), clock.clone());
+//!
+//! // Two tabs of one user.
+//! let events = tracker.connect("ada", "tab-1", "sid-a")?;
+//! assert!(events.iter().any(|e| e.is_user() && e.to == Presence::Active));
+//! tracker.connect("ada", "tab-2", "sid-b")?;
+//!
+//! // A page reload: a clean disconnect, and the same session back a second later.
+//! tracker.disconnect(&"tab-1", "sid-a", DisconnectKind::Clean)?;
+//! clock.advance(Duration::from_secs(1));
+//! assert!(tracker.connect("ada", "tab-1", "sid-c")?.is_empty()); // nothing flapped
+//!
+//! // Tab 2 goes to the background; tab 1 falls silent (a frozen laptop, no close frame).
+//! tracker.heartbeat(&"tab-2", Activity::Background)?;
+//! clock.advance(Duration::from_secs(20));
+//! let events = tracker.tick();
+//! let user: Vec<_> = events.iter().filter(|e| e.is_user()).collect();
+//! assert_eq!((user[0].from, user[0].to, user[0].cause), (Presence::Active, Presence::Idle, Cause::Timeout));
+//! # Ok::<(), presence_tracker::Error>(())
+//! ```
+//!
+//! # Design
+//!
+//! Presence is a pure function of a session's record, the time and the policy: [`derive`].
+//! The tracker stores records and remembers what it last published for each session and user;
+//! signals publish upgrades at once, [`PresenceTracker::tick`] publishes what time brought at a
+//! cost proportional to what changed, and [`PresenceTracker::next_deadline`] says when to call
+//! it. Time comes from a [`Clock`]: [`SystemClock`] by default, [`ManualClock`] for tests and
+//! simulations, or the caller (every time-taking call has an `*_at` variant).
+//!
+//! The full type of a tracker with string ids on the system clock is
+//! `PresenceTracker<String, String, SystemClock>`.
+//!
+//! # Feature flags
+//!
+//! - `sim`: the presence-accuracy simulator in `presence_tracker::sim`, behind
+//!   `cargo run --release --features sim --example tune`.
+
+mod clock;
+mod derive;
+mod error;
+mod event;
+mod id;
+mod policy;
+mod presence;
+mod snapshot;
+mod tracker;
+mod view;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use derive::{derive, SessionRecord};
+pub use error::Error;
+pub use event::{Cause, Event, Subject};
+pub use id::{ConnectionId, Id};
+pub use policy::{Policy, PolicyBuilder};
+pub use presence::{Activity, DisconnectKind, Presence};
+pub use snapshot::{SessionSnapshot, Snapshot, UserSnapshot};
+pub use tracker::PresenceTracker;
+pub use view::{Census, Counts, SessionView, UserView};
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

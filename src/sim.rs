@@ -1,0 +1,1 @@
+//! The presence-accuracy simulator (work in progress).

@@ -1,0 +1,235 @@
+//! Snapshots: the whole tracker as plain data, to keep across a restart.
+
+use std::cmp::Reverse;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tracker::shard::{pack, Counters, Due, Retained, SessionEntry, UserEntry, NO_DEADLINE};
+use crate::{
+    Activity, Clock, ConnectionId, Error, Id, Policy, Presence, PresenceTracker, Timestamp,
+};
+
+/// Everything a tracker knows, as data: take it with [`PresenceTracker::snapshot`], store it
+/// (it is `serde`), and [`PresenceTracker::restore`] it after a restart.
+///
+/// Times are [`Timestamp`]s, which are wall-clock anchored, so a restored session keeps its
+/// age: seen 10 s before the snapshot, it is still active right after the restore. Downtime
+/// counts as age: a tracker restored ten minutes later derives what ten minutes of silence mean.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot<U, S> {
+    /// Format version, for future changes.
+    pub version: u32,
+    /// When it was taken.
+    pub taken_at: Timestamp,
+    /// Every user with a live session, and every retained offline user.
+    pub users: Vec<UserSnapshot<U, S>>,
+}
+
+/// One user in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSnapshot<U, S> {
+    /// The user.
+    pub user: U,
+    /// The presence last published for it.
+    pub published: Presence,
+    /// Its last event sequence number.
+    pub seq: u64,
+    /// Its last-seen time, counting only sessions that expired; `None` if none has.
+    pub gone_last_seen: Option<Timestamp>,
+    /// For a retained offline user, when it is forgotten.
+    pub retained_until: Option<Timestamp>,
+    /// Its live sessions.
+    pub sessions: Vec<SessionSnapshot<S>>,
+}
+
+/// One session in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSnapshot<S> {
+    /// The session.
+    pub session: S,
+    /// Its current connection.
+    pub connection: ConnectionId,
+    /// Server time of its last connect or heartbeat.
+    pub last_seen: Timestamp,
+    /// The activity last reported.
+    pub activity: Activity,
+    /// The presence last published for it.
+    pub published: Presence,
+    /// When it expires for want of a connection, if its connection closed.
+    pub grace_deadline: Option<Timestamp>,
+}
+
+const VERSION: u32 = 1;
+
+/// # Snapshots
+impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+    /// Everything the tracker knows. Consistent per user (each user shard is read under its
+    /// lock); signals recorded concurrently for other users may or may not be in it.
+    pub fn snapshot(&self) -> Snapshot<U, S> {
+        let taken_at = self.now();
+        let mut users = Vec::new();
+        for slot in self.users.iter() {
+            let shard = slot.0.shard.lock();
+            for (user, entry) in &shard.live {
+                let sessions = entry
+                    .sessions
+                    .iter()
+                    .filter_map(|session| {
+                        let map = self.session_slot(session).read();
+                        let e = map.get(session)?;
+                        let record = e.record();
+                        Some(SessionSnapshot {
+                            session: session.clone(),
+                            connection: e.connection,
+                            last_seen: record.last_seen,
+                            activity: record.activity,
+                            published: e.published(),
+                            grace_deadline: record.grace_deadline,
+                        })
+                    })
+                    .collect();
+                users.push(UserSnapshot {
+                    user: user.clone(),
+                    published: entry.published,
+                    seq: entry.seq,
+                    gone_last_seen: (entry.gone_last_seen != 0)
+                        .then_some(Timestamp::from_millis(entry.gone_last_seen)),
+                    retained_until: None,
+                    sessions,
+                });
+            }
+            for (user, r) in &shard.retained {
+                users.push(UserSnapshot {
+                    user: user.clone(),
+                    published: Presence::Offline,
+                    seq: r.seq,
+                    gone_last_seen: Some(Timestamp::from_millis(r.last_seen)),
+                    retained_until: Some(Timestamp::from_millis(r.until)),
+                    sessions: Vec::new(),
+                });
+            }
+        }
+        Snapshot {
+            version: VERSION,
+            taken_at,
+            users,
+        }
+    }
+
+    /// A tracker holding what `snapshot` holds, on `clock` with `policy`.
+    ///
+    /// If `clock` is behind the snapshot (a wall clock set back across the restart), every time
+    /// in it is moved back by the difference, so ages are kept. The published presences are
+    /// those of the snapshot; the first [`tick`](Self::tick) publishes what changed since.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSnapshot`] for a session listed twice, a user listed twice, a retained user
+    /// with sessions, or a live user without; [`Error::EmptyId`], [`Error::IdTooLong`],
+    /// [`Error::TooManySessionsForUser`], [`Error::TooManySessions`] where the policy refuses it.
+    pub fn restore(snapshot: Snapshot<U, S>, policy: Policy, clock: C) -> Result<Self, Error> {
+        let tracker = Self::with_clock(policy, clock);
+        let now = tracker.now().as_millis();
+        let shift = snapshot.taken_at.as_millis().saturating_sub(now);
+        let at = |t: Timestamp| t.as_millis().saturating_sub(shift).min(now);
+        tracker.validate(&snapshot)?;
+        for u in snapshot.users {
+            let slot = tracker.user_slot(&u.user);
+            let mut shard = slot.shard.lock();
+            let gone = u.gone_last_seen.map_or(0, at);
+            if let Some(until) = u.retained_until {
+                shard.retained.insert(
+                    u.user.clone(),
+                    Retained {
+                        last_seen: gone,
+                        seq: u.seq,
+                        until: until.as_millis().saturating_sub(shift),
+                    },
+                );
+                shard.queue.push(Reverse(Due {
+                    at: until.as_millis().saturating_sub(shift),
+                    user: u.user,
+                }));
+                Counters::add(&tracker.counters.users, Presence::Offline);
+            } else {
+                let mut entry = UserEntry {
+                    sessions: smallvec::SmallVec::new(),
+                    published: u.published,
+                    seq: u.seq,
+                    armed: now,
+                    gone_last_seen: gone,
+                };
+                for s in u.sessions {
+                    let grace = s
+                        .grace_deadline
+                        .map_or(NO_DEADLINE, |d| d.as_millis().saturating_sub(shift));
+                    tracker.session_slot(&s.session).write().insert(
+                        s.session.clone(),
+                        SessionEntry {
+                            user: u.user.clone(),
+                            hot: AtomicU64::new(pack(at(s.last_seen), s.activity)),
+                            published: AtomicU8::new(s.published as u8),
+                            connection: s.connection,
+                            grace,
+                        },
+                    );
+                    Counters::add(&tracker.counters.sessions, s.published);
+                    tracker.session_total.fetch_add(1, Ordering::Relaxed);
+                    entry.sessions.push(s.session);
+                }
+                Counters::add(&tracker.counters.users, u.published);
+                // Due at once: the first tick publishes whatever changed while it was down.
+                shard.queue.push(Reverse(Due {
+                    at: now,
+                    user: u.user.clone(),
+                }));
+                shard.live.insert(u.user, entry);
+            }
+            slot.earliest.store(shard.earliest(), Ordering::Release);
+        }
+        Ok(tracker)
+    }
+
+    fn validate(&self, snapshot: &Snapshot<U, S>) -> Result<(), Error> {
+        let mut users = HashSet::new();
+        let mut sessions = HashSet::new();
+        for u in &snapshot.users {
+            self.check_id(&u.user)?;
+            if !users.insert(&u.user) {
+                return Err(Error::InvalidSnapshot(format!(
+                    "user {:?} listed twice",
+                    u.user
+                )));
+            }
+            if u.retained_until.is_some() != u.sessions.is_empty() {
+                return Err(Error::InvalidSnapshot(format!(
+                    "user {:?} is both retained and live, or neither",
+                    u.user
+                )));
+            }
+            if u.sessions.len() > self.policy.max_sessions_per_user {
+                return Err(Error::TooManySessionsForUser {
+                    user: format!("{:?}", u.user),
+                    max: self.policy.max_sessions_per_user,
+                });
+            }
+            for s in &u.sessions {
+                self.check_id(&s.session)?;
+                if !sessions.insert(&s.session) {
+                    return Err(Error::InvalidSnapshot(format!(
+                        "session {:?} listed twice",
+                        s.session
+                    )));
+                }
+            }
+        }
+        if sessions.len() > self.policy.max_sessions {
+            return Err(Error::TooManySessions {
+                max: self.policy.max_sessions,
+            });
+        }
+        Ok(())
+    }
+}

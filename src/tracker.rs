@@ -1,0 +1,522 @@
+//! [`PresenceTracker`]: records signals, derives presence, emits transitions.
+
+mod read;
+mod settle;
+pub(crate) mod shard;
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::{
+    derive, Activity, Cause, Clock, ConnectionId, DisconnectKind, Error, Event, Id, Policy,
+    Presence, SystemClock, Timestamp,
+};
+use shard::{
+    pack, unpack, Counters, Hasher, Padded, Retained, SessionEntry, SessionSlot, UserEntry,
+    UserShard, UserSlot, NO_DEADLINE,
+};
+
+pub(crate) use shard::record_of;
+
+/// Shards of the session table. A power of two; 64 keeps two cores off each other's locks.
+const SESSION_SHARDS: usize = 64;
+/// Shards of the user table (and of the deadline queue).
+const USER_SHARDS: usize = 64;
+
+/// Tracks sessions, derives their users' presence, and reports the transitions.
+///
+/// `U` is the user id, `S` the session id (both [`Id`]s: integers, strings, `Arc<str>` ...), `C`
+/// the [`Clock`]. The tracker is `Send + Sync` and every method takes `&self`: share it in an
+/// `Arc` between handlers and the task that calls [`tick`](Self::tick). It owns no thread and
+/// no async runtime.
+///
+/// Every signal returns the [`Event`]s it caused; so does `tick`, which finds the downgrades
+/// that time brought, at a cost proportional to what changed. [`next_deadline`](Self::next_deadline)
+/// says when to tick again.
+///
+/// # Design
+///
+/// Sessions live in a table sharded by session id behind read-write locks; a heartbeat that
+/// changes no presence (the common one) takes a shard's read lock and stores one atomic word
+/// (`last_seen` and the activity): no exclusive lock, no allocation, no list to relink. Users live
+/// in a table sharded by user id behind mutexes, each shard with a queue of when its users must
+/// be looked at again; the queue is armed lazily (an entry may be early, never late), so a
+/// heartbeat never touches it, and a tick pops only what is due.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use presence_tracker::{Activity, ManualClock, Policy, Presence, PresenceTracker};
+///
+/// let clock = ManualClock::new();
+/// let tracker: PresenceTracker<u64, u64, _> = PresenceTracker::with_clock(Policy::default(), clock.clone());
+/// tracker.connect(7, 1, "socket-a")?;
+/// tracker.heartbeat(&1, Activity::Background)?;
+/// assert_eq!(tracker.user(&7).presence, Presence::Away);
+///
+/// clock.advance(Duration::from_secs(200));
+/// let events = tracker.tick();
+/// assert!(events.iter().any(|e| e.is_user() && e.to == Presence::Stale));
+/// # Ok::<(), presence_tracker::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct PresenceTracker<U, S, C = SystemClock> {
+    pub(crate) policy: Policy,
+    pub(crate) clock: C,
+    /// The latest `now` seen: a clock that goes backwards is treated as standing still.
+    pub(crate) high_water: AtomicU64,
+    pub(crate) shard_hasher: Hasher,
+    pub(crate) sessions: Box<[SessionSlot<U, S>]>,
+    pub(crate) users: Box<[Padded<UserSlot<U, S>>]>,
+    pub(crate) session_total: AtomicUsize,
+    pub(crate) counters: Counters,
+}
+
+/// What one signal call works on: the events it makes, under the owner's shard lock.
+type Events<U, S> = Vec<Event<U, S>>;
+
+/// # Building
+impl<U: Id, S: Id> PresenceTracker<U, S, SystemClock> {
+    /// A tracker on the [`SystemClock`].
+    pub fn new(policy: Policy) -> Self {
+        Self::with_clock(policy, SystemClock::new())
+    }
+}
+
+impl<U: Id, S: Id> Default for PresenceTracker<U, S, SystemClock> {
+    fn default() -> Self {
+        Self::new(Policy::default())
+    }
+}
+
+/// # Building
+impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+    /// A tracker on the given clock, for example a [`ManualClock`](crate::ManualClock).
+    pub fn with_clock(policy: Policy, clock: C) -> Self {
+        let hasher = Hasher::default();
+        let start = clock.now().as_millis();
+        PresenceTracker {
+            policy,
+            clock,
+            high_water: AtomicU64::new(start),
+            shard_hasher: Hasher::default(),
+            sessions: (0..SESSION_SHARDS)
+                .map(|_| Padded(RwLock::new(shard::SessionMap::with_hasher(hasher.clone()))))
+                .collect(),
+            users: (0..USER_SHARDS)
+                .map(|_| {
+                    Padded(UserSlot {
+                        earliest: AtomicU64::new(NO_DEADLINE),
+                        shard: Mutex::new(UserShard::new(&hasher)),
+                    })
+                })
+                .collect(),
+            session_total: AtomicUsize::new(0),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The clock's time, or the latest time the tracker has seen if the clock went back.
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.effective_now(self.clock.now()))
+    }
+
+    /// `now`, unless an earlier call saw a later time: then that one. Time never goes back.
+    fn effective_now(&self, now: Timestamp) -> u64 {
+        let now = now.as_millis();
+        let seen = self.high_water.load(Ordering::Relaxed);
+        if now > seen {
+            self.high_water.fetch_max(now, Ordering::Relaxed).max(now)
+        } else {
+            seen
+        }
+    }
+
+    pub(crate) fn session_slot(&self, session: &S) -> &RwLock<shard::SessionMap<U, S>> {
+        let h = self.shard_hasher.hash_one(session);
+        &self.sessions[(h >> 32) as usize & (SESSION_SHARDS - 1)].0
+    }
+
+    pub(crate) fn user_slot(&self, user: &U) -> &UserSlot<U, S> {
+        let h = self.shard_hasher.hash_one(user);
+        &self.users[(h >> 40) as usize & (USER_SHARDS - 1)].0
+    }
+
+    pub(crate) fn check_id<T: Id>(&self, id: &T) -> Result<(), Error> {
+        match id.byte_len() {
+            Some(0) => Err(Error::EmptyId),
+            Some(len) if len > self.policy.max_id_len => Err(Error::IdTooLong {
+                len,
+                max: self.policy.max_id_len,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// # Recording signals
+///
+/// Each returns the events it caused (often none) and takes the time from the clock; the `*_at`
+/// variants take it from the caller. An `Err` means nothing changed.
+impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+    /// A connection attached to a session: a new session for `user`, or a re-attach (after a
+    /// reconnect, with a new connection id) of one it already has.
+    ///
+    /// A new session starts `active`; a re-attached one keeps its last reported activity,
+    /// clears its disconnect, and counts as seen now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SessionOwnedByOtherUser`] if the session id is another user's;
+    /// [`Error::EmptyId`] / [`Error::IdTooLong`] for a bad string id;
+    /// [`Error::TooManySessionsForUser`] / [`Error::TooManySessions`] past the policy's limits.
+    pub fn connect(
+        &self,
+        user: U,
+        session: S,
+        connection: impl Into<ConnectionId>,
+    ) -> Result<Events<U, S>, Error> {
+        self.connect_at(user, session, connection, self.clock.now())
+    }
+
+    /// [`connect`](Self::connect) at a given time.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub fn connect_at(
+        &self,
+        user: U,
+        session: S,
+        connection: impl Into<ConnectionId>,
+        now: Timestamp,
+    ) -> Result<Events<U, S>, Error> {
+        self.check_id(&user)?;
+        self.check_id(&session)?;
+        let connection = connection.into();
+        let now = self.effective_now(now);
+        let slot = self.user_slot(&user);
+        let mut shard = slot.shard.lock();
+        {
+            let mut map = self.session_slot(&session).write();
+            match map.get_mut(&session) {
+                Some(entry) if entry.user != user => {
+                    return Err(Error::SessionOwnedByOtherUser {
+                        session: format!("{session:?}"),
+                    })
+                }
+                Some(entry) => {
+                    let (_, activity) = unpack(entry.hot.load(Ordering::SeqCst));
+                    entry.connection = connection;
+                    entry.grace = NO_DEADLINE;
+                    entry.hot.store(pack(now, activity), Ordering::SeqCst);
+                }
+                None => {
+                    let owned = shard.live.get(&user).map_or(0, |u| u.sessions.len());
+                    if owned >= self.policy.max_sessions_per_user {
+                        return Err(Error::TooManySessionsForUser {
+                            user: format!("{user:?}"),
+                            max: self.policy.max_sessions_per_user,
+                        });
+                    }
+                    let max = self.policy.max_sessions;
+                    if self
+                        .session_total
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            (n < max).then_some(n + 1)
+                        })
+                        .is_err()
+                    {
+                        return Err(Error::TooManySessions { max });
+                    }
+                    map.insert(
+                        session.clone(),
+                        SessionEntry {
+                            user: user.clone(),
+                            hot: AtomicU64::new(pack(now, Activity::Active)),
+                            published: AtomicU8::new(Presence::Offline as u8),
+                            connection,
+                            grace: NO_DEADLINE,
+                        },
+                    );
+                    Counters::add(&self.counters.sessions, Presence::Offline);
+                    self.user_entry(&mut shard, &user)
+                        .sessions
+                        .push(session.clone());
+                }
+            }
+        }
+        let mut events = Vec::new();
+        self.settle(
+            &mut shard,
+            &user,
+            now,
+            Some((&session, Cause::Connect)),
+            &mut events,
+        );
+        slot.earliest.store(shard.earliest(), Ordering::Release);
+        Ok(events)
+    }
+
+    /// The live entry of `user`, made (or revived from the retained ones) if needed.
+    fn user_entry<'a>(&self, shard: &'a mut UserShard<U, S>, user: &U) -> &'a mut UserEntry<S> {
+        if !shard.live.contains_key(user) {
+            let (seq, gone_last_seen) = match shard.retained.remove(user) {
+                Some(Retained { seq, last_seen, .. }) => (seq, last_seen),
+                None => {
+                    Counters::add(&self.counters.users, Presence::Offline);
+                    (0, 0)
+                }
+            };
+            shard.live.insert(
+                user.clone(),
+                UserEntry {
+                    sessions: smallvec::SmallVec::new(),
+                    published: Presence::Offline,
+                    seq,
+                    armed: NO_DEADLINE,
+                    gone_last_seen,
+                },
+            );
+        }
+        match shard.live.get_mut(user) {
+            Some(entry) => entry,
+            None => unreachable!("inserted above"),
+        }
+    }
+
+    /// The client behind a session is there, doing `activity`.
+    ///
+    /// The common heartbeat, one that changes no presence, updates one atomic word under a
+    /// shard's read lock and allocates nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSession`] if the session never connected or has expired (the client
+    /// should connect again); [`Error::EmptyId`] / [`Error::IdTooLong`] for a bad string id.
+    pub fn heartbeat(&self, session: &S, activity: Activity) -> Result<Events<U, S>, Error> {
+        self.heartbeat_at(session, activity, self.clock.now())
+    }
+
+    /// [`heartbeat`](Self::heartbeat) at a given time.
+    ///
+    /// # Errors
+    ///
+    /// As [`heartbeat`](Self::heartbeat).
+    pub fn heartbeat_at(
+        &self,
+        session: &S,
+        activity: Activity,
+        now: Timestamp,
+    ) -> Result<Events<U, S>, Error> {
+        self.check_id(session)?;
+        let now = self.effective_now(now);
+        let hot = pack(now, activity);
+        let slot = self.session_slot(session);
+        let user = {
+            let map = slot.read();
+            let entry = map.get(session).ok_or_else(|| unknown(session))?;
+            let fresh = derive(
+                &record_of(hot, entry.grace),
+                Timestamp::from_millis(now),
+                &self.policy,
+            );
+            if fresh == entry.published() {
+                entry.hot.store(hot, Ordering::SeqCst);
+                // A tick publishing a downgrade of this session at this very moment either sees
+                // the store above, or has already published and is seen here.
+                if fresh == entry.published() {
+                    return Ok(Vec::new());
+                }
+            }
+            entry.user.clone()
+        };
+        self.on_owner(user, session, now, Cause::Heartbeat, |entry| {
+            entry.hot.store(hot, Ordering::SeqCst);
+            Some(())
+        })
+    }
+
+    /// A connection of a session closed. Ignored (`Ok` with no events) unless `connection` is
+    /// the session's current one: the new socket's connect often arrives before the old one's
+    /// disconnect.
+    ///
+    /// The session lives on, decaying by age, and expires after the grace for `kind` unless a
+    /// connection re-attaches. A disconnect never refreshes `last_seen`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSession`]; [`Error::EmptyId`] / [`Error::IdTooLong`].
+    pub fn disconnect(
+        &self,
+        session: &S,
+        connection: impl Into<ConnectionId>,
+        kind: DisconnectKind,
+    ) -> Result<Events<U, S>, Error> {
+        self.disconnect_at(session, connection, kind, self.clock.now())
+    }
+
+    /// [`disconnect`](Self::disconnect) at a given time.
+    ///
+    /// # Errors
+    ///
+    /// As [`disconnect`](Self::disconnect).
+    pub fn disconnect_at(
+        &self,
+        session: &S,
+        connection: impl Into<ConnectionId>,
+        kind: DisconnectKind,
+        now: Timestamp,
+    ) -> Result<Events<U, S>, Error> {
+        self.check_id(session)?;
+        let connection = connection.into();
+        let now = self.effective_now(now);
+        let deadline = now.saturating_add(self.policy.grace_ms(kind));
+        self.close(session, now, Some(connection), deadline, Cause::Disconnect)
+    }
+
+    /// The client says it is leaving (logout, `pagehide`). The session expires after the
+    /// policy's `leave_grace` unless a connection re-attaches (a reload does).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSession`]; [`Error::EmptyId`] / [`Error::IdTooLong`].
+    pub fn leave(&self, session: &S) -> Result<Events<U, S>, Error> {
+        self.leave_at(session, self.clock.now())
+    }
+
+    /// [`leave`](Self::leave) at a given time.
+    ///
+    /// # Errors
+    ///
+    /// As [`leave`](Self::leave).
+    pub fn leave_at(&self, session: &S, now: Timestamp) -> Result<Events<U, S>, Error> {
+        self.check_id(session)?;
+        let now = self.effective_now(now);
+        let deadline = now.saturating_add(self.policy.leave_grace_ms);
+        self.close(session, now, None, deadline, Cause::Leave)
+    }
+
+    fn close(
+        &self,
+        session: &S,
+        now: u64,
+        connection: Option<ConnectionId>,
+        deadline: u64,
+        cause: Cause,
+    ) -> Result<Events<U, S>, Error> {
+        let user = {
+            let map = self.session_slot(session).read();
+            let entry = map.get(session).ok_or_else(|| unknown(session))?;
+            if connection.is_some_and(|c| c != entry.connection) {
+                return Ok(Vec::new());
+            }
+            entry.user.clone()
+        };
+        let slot = self.user_slot(&user);
+        let mut shard = slot.shard.lock();
+        {
+            let mut map = self.session_slot(session).write();
+            let entry = match map.get_mut(session) {
+                Some(entry) if entry.user == user => entry,
+                // Expired, or expired and taken by another user, while we waited for the lock.
+                _ => return Err(unknown(session)),
+            };
+            if connection.is_some_and(|c| c != entry.connection) {
+                return Ok(Vec::new());
+            }
+            entry.grace = entry.grace.min(deadline);
+        }
+        let mut events = Vec::new();
+        self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);
+        slot.earliest.store(shard.earliest(), Ordering::Release);
+        Ok(events)
+    }
+
+    /// Under the owner's lock, applies `update` to the session (if it still belongs to `user`)
+    /// and settles the user.
+    fn on_owner(
+        &self,
+        user: U,
+        session: &S,
+        now: u64,
+        cause: Cause,
+        update: impl FnOnce(&SessionEntry<U>) -> Option<()>,
+    ) -> Result<Events<U, S>, Error> {
+        let slot = self.user_slot(&user);
+        let mut shard = slot.shard.lock();
+        {
+            let map = self.session_slot(session).read();
+            match map.get(session) {
+                Some(entry) if entry.user == user => {
+                    update(entry);
+                }
+                _ => return Err(unknown(session)),
+            }
+        }
+        let mut events = Vec::new();
+        self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);
+        slot.earliest.store(shard.earliest(), Ordering::Release);
+        Ok(events)
+    }
+}
+
+/// # Driving time
+impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+    /// Publishes what time changed since the last call: downgrades of sessions and users whose
+    /// signals got old, and expiries. Call it at [`next_deadline`](Self::next_deadline) (or at
+    /// any interval you like: a late tick emits one event from the published presence to the
+    /// current one, however many thresholds it crossed).
+    ///
+    /// Costs O(transitions): shards with nothing due are skipped without taking their lock.
+    pub fn tick(&self) -> Events<U, S> {
+        self.tick_at(self.clock.now())
+    }
+
+    /// [`tick`](Self::tick) at a given time.
+    pub fn tick_at(&self, now: Timestamp) -> Events<U, S> {
+        let now = self.effective_now(now);
+        let mut events = Vec::new();
+        for slot in self.users.iter() {
+            let slot = &slot.0;
+            if slot.earliest.load(Ordering::Acquire) > now {
+                continue;
+            }
+            let mut shard = slot.shard.lock();
+            self.run_due(&mut shard, now, &mut events);
+            slot.earliest.store(shard.earliest(), Ordering::Release);
+        }
+        events
+    }
+
+    /// When the next downgrade or expiry may be due: sleep until then and [`tick`](Self::tick).
+    /// `None` when nothing is tracked. May be early (the session was heard from since), never
+    /// late.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.users
+            .iter()
+            .map(|slot| slot.0.earliest.load(Ordering::Acquire))
+            .min()
+            .filter(|&t| t != NO_DEADLINE)
+            .map(Timestamp::from_millis)
+    }
+}
+
+fn unknown<S: Id>(session: &S) -> Error {
+    Error::UnknownSession {
+        session: format!("{session:?}"),
+    }
+}

@@ -1,0 +1,147 @@
+//! Reading presence: derived at the time of the read, never by scanning all sessions.
+
+use super::shard::{UserEntry, UserShard, NO_DEADLINE};
+use super::PresenceTracker;
+use crate::view::Counts;
+use crate::{derive, Census, Clock, Id, Presence, SessionView, Timestamp, UserView};
+
+use super::shard::Counters;
+
+/// # Reading presence
+///
+/// Reads derive presence at the time of the read (the `*_at` variants take it), so they are
+/// exact even between ticks; they publish nothing.
+impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+    /// A session's presence and record; `None` if unknown or expired (derived offline).
+    pub fn session(&self, session: &S) -> Option<SessionView<U>> {
+        self.session_at(session, self.clock.now())
+    }
+
+    /// [`session`](Self::session) at a given time.
+    pub fn session_at(&self, session: &S, now: Timestamp) -> Option<SessionView<U>> {
+        let now = Timestamp::from_millis(self.effective_now(now));
+        let map = self.session_slot(session).read();
+        let entry = map.get(session)?;
+        let view = self.view_of(entry, now);
+        view.presence.is_online().then_some(view)
+    }
+
+    fn view_of(&self, entry: &super::SessionEntry<U>, now: Timestamp) -> SessionView<U> {
+        let record = entry.record();
+        let ttl = record.last_seen.saturating_add(self.policy.ttl());
+        SessionView {
+            user: entry.user.clone(),
+            presence: derive(&record, now, &self.policy),
+            activity: record.activity,
+            last_seen: record.last_seen,
+            connection: entry.connection,
+            connected: entry.grace == NO_DEADLINE,
+            expires_at: record.grace_deadline.map_or(ttl, |d| d.min(ttl)),
+        }
+    }
+
+    /// A user's presence: the highest of its sessions, how many are online, and when it was
+    /// last seen. O(the user's sessions).
+    pub fn user(&self, user: &U) -> UserView {
+        self.user_at(user, self.clock.now())
+    }
+
+    /// [`user`](Self::user) at a given time.
+    pub fn user_at(&self, user: &U, now: Timestamp) -> UserView {
+        let now = Timestamp::from_millis(self.effective_now(now));
+        let shard = self.user_slot(user).shard.lock();
+        self.user_view(&shard, user, now)
+    }
+
+    fn user_view(&self, shard: &UserShard<U, S>, user: &U, now: Timestamp) -> UserView {
+        if let Some(entry) = shard.live.get(user) {
+            return self.live_view(entry, now);
+        }
+        let last_seen = shard
+            .retained
+            .get(user)
+            .filter(|r| r.until > now.as_millis())
+            .map(|r| Timestamp::from_millis(r.last_seen));
+        UserView {
+            presence: Presence::Offline,
+            sessions: 0,
+            last_seen,
+        }
+    }
+
+    fn live_view(&self, entry: &UserEntry<S>, now: Timestamp) -> UserView {
+        let mut presence = Presence::Offline;
+        let mut sessions = 0;
+        let mut last_seen = entry.gone_last_seen;
+        for session in &entry.sessions {
+            let map = self.session_slot(session).read();
+            if let Some(e) = map.get(session) {
+                let record = e.record();
+                let p = derive(&record, now, &self.policy);
+                presence = presence.max(p);
+                sessions += usize::from(p.is_online());
+                last_seen = last_seen.max(record.last_seen.as_millis());
+            }
+        }
+        let retained_until = last_seen.saturating_add(self.policy.retention_ms);
+        UserView {
+            presence,
+            sessions,
+            last_seen: (presence.is_online() || retained_until > now.as_millis())
+                .then_some(Timestamp::from_millis(last_seen)),
+        }
+    }
+
+    /// The online sessions of a user, with their views. O(the user's sessions).
+    pub fn user_sessions(&self, user: &U) -> Vec<(S, SessionView<U>)> {
+        self.user_sessions_at(user, self.clock.now())
+    }
+
+    /// [`user_sessions`](Self::user_sessions) at a given time.
+    pub fn user_sessions_at(&self, user: &U, now: Timestamp) -> Vec<(S, SessionView<U>)> {
+        let now = Timestamp::from_millis(self.effective_now(now));
+        let shard = self.user_slot(user).shard.lock();
+        let Some(entry) = shard.live.get(user) else {
+            return Vec::new();
+        };
+        entry
+            .sessions
+            .iter()
+            .filter_map(|session| {
+                let map = self.session_slot(session).read();
+                let view = self.view_of(map.get(session)?, now);
+                view.presence.is_online().then(|| (session.clone(), view))
+            })
+            .collect()
+    }
+
+    /// Every user who is not offline, with its view. O(users with a live session), in no
+    /// particular order.
+    pub fn online(&self) -> Vec<(U, UserView)> {
+        self.online_at(self.clock.now())
+    }
+
+    /// [`online`](Self::online) at a given time.
+    pub fn online_at(&self, now: Timestamp) -> Vec<(U, UserView)> {
+        let now = Timestamp::from_millis(self.effective_now(now));
+        let mut online = Vec::new();
+        for slot in self.users.iter() {
+            let shard = slot.0.shard.lock();
+            for (user, entry) in &shard.live {
+                let view = self.live_view(entry, now);
+                if view.presence.is_online() {
+                    online.push((user.clone(), view));
+                }
+            }
+        }
+        online
+    }
+
+    /// How many users and sessions are in each presence, as last published. O(1).
+    pub fn census(&self) -> Census {
+        Census {
+            users: Counts::from_array(Counters::read(&self.counters.users)),
+            sessions: Counts::from_array(Counters::read(&self.counters.sessions)),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Bringing a user's published presences up to date, and the deadline queue.
+
+use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
+
+use super::shard::{Counters, Due, Retained, UserShard, NO_DEADLINE};
+use super::{Events, PresenceTracker};
+use crate::derive::next_change;
+use crate::{derive, Cause, Clock, Event, Id, Presence, Subject, Timestamp};
+
+impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+    /// Publishes every change of `user`'s sessions and of the user at `now`, frees expired
+    /// sessions, and re-arms the user's deadline. `signal` names the session a signal was
+    /// recorded for, and the cause to give its change.
+    ///
+    /// O(the user's sessions). The caller holds the user's shard lock.
+    pub(super) fn settle(
+        &self,
+        shard: &mut UserShard<U, S>,
+        user: &U,
+        now: u64,
+        signal: Option<(&S, Cause)>,
+        events: &mut Events<U, S>,
+    ) {
+        let Some(entry) = shard.live.get_mut(user) else {
+            return;
+        };
+        let at = Timestamp::from_millis(now);
+        let mut best = Presence::Offline;
+        let mut next = NO_DEADLINE;
+        let mut i = 0;
+        while i < entry.sessions.len() {
+            let session = &entry.sessions[i];
+            let slot = self.session_slot(session);
+            let (from, to, record) = {
+                let map = slot.read();
+                let Some(e) = map.get(session) else {
+                    // Cannot happen: a session leaves the table only here, under this lock.
+                    entry.sessions.swap_remove(i);
+                    continue;
+                };
+                let from = e.published();
+                loop {
+                    let hot = e.hot.load(Ordering::SeqCst);
+                    let record = super::record_of(hot, e.grace);
+                    let to = derive(&record, at, &self.policy);
+                    if to == e.published() {
+                        break (from, to, record);
+                    }
+                    e.published.store(to as u8, Ordering::SeqCst);
+                    // A heartbeat that stored after our load must be seen before we publish
+                    // a downgrade it would contradict.
+                    if e.hot.load(Ordering::SeqCst) == hot {
+                        break (from, to, record);
+                    }
+                }
+            };
+            if from != to {
+                let expired = record.grace_deadline.is_some_and(|d| d <= at);
+                let cause = match signal {
+                    Some((s, cause @ (Cause::Connect | Cause::Heartbeat))) if s == session => cause,
+                    Some((s, cause)) if s == session && expired && to == Presence::Offline => cause,
+                    _ if expired && to == Presence::Offline => Cause::GraceExpired,
+                    _ => Cause::Timeout,
+                };
+                entry.seq += 1;
+                events.push(Event {
+                    subject: Subject::Session {
+                        user: user.clone(),
+                        session: session.clone(),
+                    },
+                    from,
+                    to,
+                    at,
+                    cause,
+                    seq: entry.seq,
+                });
+                Counters::moved(&self.counters.sessions, from, to);
+            }
+            if to == Presence::Offline {
+                slot.write().remove(session);
+                Counters::sub(&self.counters.sessions, Presence::Offline);
+                self.session_total.fetch_sub(1, Ordering::Relaxed);
+                entry.gone_last_seen = entry.gone_last_seen.max(record.last_seen.as_millis());
+                entry.sessions.swap_remove(i);
+                continue;
+            }
+            best = best.max(to);
+            if let Some(t) = next_change(&record, to, &self.policy) {
+                next = next.min(t.as_millis());
+            }
+            i += 1;
+        }
+        if best != entry.published {
+            let cause = events
+                .last()
+                .filter(|e| e.user() == user)
+                .map_or(Cause::Timeout, |e| e.cause);
+            entry.seq += 1;
+            events.push(Event {
+                subject: Subject::User { user: user.clone() },
+                from: entry.published,
+                to: best,
+                at,
+                cause,
+                seq: entry.seq,
+            });
+            Counters::moved(&self.counters.users, entry.published, best);
+            entry.published = best;
+        }
+        if entry.sessions.is_empty() {
+            let until = entry
+                .gone_last_seen
+                .saturating_add(self.policy.retention_ms);
+            let retained = Retained {
+                last_seen: entry.gone_last_seen,
+                seq: entry.seq,
+                until,
+            };
+            shard.live.remove(user);
+            shard.retained.insert(user.clone(), retained);
+            shard.queue.push(Reverse(Due {
+                at: until,
+                user: user.clone(),
+            }));
+        } else if next < entry.armed {
+            entry.armed = next;
+            shard.queue.push(Reverse(Due {
+                at: next,
+                user: user.clone(),
+            }));
+        }
+    }
+
+    /// Pops and settles every user due at `now` in one shard; forgets retained users whose
+    /// retention ran out.
+    pub(super) fn run_due(&self, shard: &mut UserShard<U, S>, now: u64, events: &mut Events<U, S>) {
+        while shard.queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            let Some(Reverse(due)) = shard.queue.pop() else {
+                break;
+            };
+            if let Some(entry) = shard.live.get_mut(&due.user) {
+                if entry.armed != due.at {
+                    continue; // superseded by an earlier entry, already handled
+                }
+                entry.armed = NO_DEADLINE;
+                self.settle(shard, &due.user, now, None, events);
+            } else if shard
+                .retained
+                .get(&due.user)
+                .is_some_and(|r| r.until <= now)
+            {
+                shard.retained.remove(&due.user);
+                Counters::sub(&self.counters.users, Presence::Offline);
+            }
+        }
+    }
+}
