@@ -155,6 +155,24 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         &self.users[(h >> 40) as usize & (USER_SHARDS - 1)].0
     }
 
+    /// The session's entry, unless it is unknown or expired (derived offline at `now`): an
+    /// expired session is gone for every signal, though only a tick frees it.
+    fn live_entry<'m>(
+        &self,
+        map: &'m shard::SessionMap<U, S>,
+        session: &S,
+        now: u64,
+    ) -> Result<&'m SessionEntry<U>, Error> {
+        match map.get(session) {
+            Some(e)
+                if derive(&e.record(), Timestamp::from_millis(now), &self.policy).is_online() =>
+            {
+                Ok(e)
+            }
+            _ => Err(unknown(session)),
+        }
+    }
+
     pub(crate) fn check_id<T: Id>(&self, id: &T) -> Result<(), Error> {
         match id.byte_len() {
             Some(0) => Err(Error::EmptyId),
@@ -208,6 +226,22 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         self.check_id(&session)?;
         let connection = connection.into();
         let now = self.effective_now(now);
+        let mut events = Vec::new();
+        // An expired session (derived offline, not yet freed by a tick) is gone: publish its
+        // end under its owner's lock, so the connect below makes a new one.
+        let expired_owner = {
+            let map = self.session_slot(&session).read();
+            match map.get(&session) {
+                Some(e) if self.live_entry(&map, &session, now).is_err() => Some(e.user.clone()),
+                _ => None,
+            }
+        };
+        if let Some(owner) = expired_owner {
+            let slot = self.user_slot(&owner);
+            let mut shard = slot.shard.lock();
+            self.settle(&mut shard, &owner, now, None, &mut events);
+            slot.earliest.store(shard.earliest(), Ordering::Release);
+        }
         let slot = self.user_slot(&user);
         let mut shard = slot.shard.lock();
         {
@@ -259,7 +293,6 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 }
             }
         }
-        let mut events = Vec::new();
         self.settle(
             &mut shard,
             &user,
@@ -328,7 +361,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let slot = self.session_slot(session);
         let user = {
             let map = slot.read();
-            let entry = map.get(session).ok_or_else(|| unknown(session))?;
+            let entry = self.live_entry(&map, session, now)?;
             let fresh = derive(
                 &record_of(hot, entry.grace),
                 Timestamp::from_millis(now),
@@ -420,7 +453,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ) -> Result<Events<U, S>, Error> {
         let user = {
             let map = self.session_slot(session).read();
-            let entry = map.get(session).ok_or_else(|| unknown(session))?;
+            let entry = self.live_entry(&map, session, now)?;
             if connection.is_some_and(|c| c != entry.connection) {
                 return Ok(Vec::new());
             }
@@ -430,10 +463,13 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let mut shard = slot.shard.lock();
         {
             let mut map = self.session_slot(session).write();
-            let entry = match map.get_mut(session) {
-                Some(entry) if entry.user == user => entry,
+            match self.live_entry(&map, session, now) {
+                Ok(entry) if entry.user == user => {}
                 // Expired, or expired and taken by another user, while we waited for the lock.
                 _ => return Err(unknown(session)),
+            }
+            let Some(entry) = map.get_mut(session) else {
+                return Err(unknown(session));
             };
             if connection.is_some_and(|c| c != entry.connection) {
                 return Ok(Vec::new());
@@ -460,8 +496,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let mut shard = slot.shard.lock();
         {
             let map = self.session_slot(session).read();
-            match map.get(session) {
-                Some(entry) if entry.user == user => {
+            match self.live_entry(&map, session, now) {
+                Ok(entry) if entry.user == user => {
                     update(entry);
                 }
                 _ => return Err(unknown(session)),
