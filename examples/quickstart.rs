@@ -39,8 +39,14 @@ fn main() -> Result<(), presence_tracker::Error> {
         e.extend(tracker.connect("ada", "ada-tab2", "sid-2")?);
         e
     });
-    show("bob opens the app on his phone", tracker.connect("bob", "bob-phone", "sid-3")?);
-    show("ada hides tab 2", tracker.heartbeat(&"ada-tab2", Activity::Background)?);
+    show(
+        "bob opens the app on his phone",
+        tracker.connect("bob", "bob-phone", "sid-3")?,
+    );
+    show(
+        "ada hides tab 2",
+        tracker.heartbeat(&"ada-tab2", Activity::Background)?,
+    );
 
     clock.advance(Duration::from_secs(5));
     show("ada reloads tab 1 (clean close, reconnect 1 s later)", {
@@ -66,9 +72,15 @@ fn main() -> Result<(), presence_tracker::Error> {
         show("tick", tracker.tick());
     }
 
-    show("ada closes tab 1", tracker.disconnect(&"ada-tab1", "sid-4", DisconnectKind::Clean)?);
+    show(
+        "ada closes tab 1",
+        tracker.disconnect(&"ada-tab1", "sid-4", DisconnectKind::Clean)?,
+    );
     clock.advance(Duration::from_secs(6));
-    show("tick (tab 1's grace ran out; tab 2 keeps ada online)", tracker.tick());
+    show(
+        "tick (tab 1's grace ran out; tab 2 keeps ada online)",
+        tracker.tick(),
+    );
 
     // Nobody sends anything any more: follow the deadlines down to offline.
     while let Some(next) = tracker.next_deadline() {
