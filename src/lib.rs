@@ -47,7 +47,7 @@
 //!
 //! # Design
 //!
-//! Presence is a pure function of a session's record, the time and the policy: [`derive`].
+//! Presence is a pure function of a session's record, the time and the policy: [`derive()`].
 //! The tracker stores records and remembers what it last published for each session and user;
 //! signals publish upgrades at once, [`PresenceTracker::tick`] publishes what time brought at a
 //! cost proportional to what changed, and [`PresenceTracker::next_deadline`] says when to call

@@ -119,7 +119,8 @@ impl Policy {
         self.max_sessions_per_user
     }
 
-    /// The most sessions the tracker holds.
+    /// The most sessions the tracker holds: a memory bound, so a session that expired counts
+    /// until a tick (or a signal of its user) frees it.
     pub fn max_sessions(&self) -> usize {
         self.max_sessions
     }

@@ -127,8 +127,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// # Errors
     ///
     /// [`Error::InvalidSnapshot`] for a session listed twice, a user listed twice, a retained user
-    /// with sessions, or a live user without; [`Error::EmptyId`], [`Error::IdTooLong`],
-    /// [`Error::TooManySessionsForUser`], [`Error::TooManySessions`] where the policy refuses it.
+    /// with sessions, a live user without, or more sessions than the policy allows;
+    /// [`Error::EmptyId`] or [`Error::IdTooLong`] for an id the policy refuses.
     pub fn restore(snapshot: Snapshot<U, S>, policy: Policy, clock: C) -> Result<Self, Error> {
         let tracker = Self::with_clock(policy, clock);
         let now = tracker.now().as_millis();
@@ -210,10 +210,12 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 )));
             }
             if u.sessions.len() > self.policy.max_sessions_per_user {
-                return Err(Error::TooManySessionsForUser {
-                    user: format!("{:?}", u.user),
-                    max: self.policy.max_sessions_per_user,
-                });
+                return Err(Error::InvalidSnapshot(format!(
+                    "user {:?} has {} sessions, over the policy's limit of {}",
+                    u.user,
+                    u.sessions.len(),
+                    self.policy.max_sessions_per_user
+                )));
             }
             for s in &u.sessions {
                 self.check_id(&s.session)?;
@@ -226,9 +228,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             }
         }
         if sessions.len() > self.policy.max_sessions {
-            return Err(Error::TooManySessions {
-                max: self.policy.max_sessions,
-            });
+            return Err(Error::InvalidSnapshot(format!(
+                "{} sessions, over the policy's limit of {}",
+                sessions.len(),
+                self.policy.max_sessions
+            )));
         }
         Ok(())
     }

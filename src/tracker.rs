@@ -7,7 +7,7 @@ pub(crate) mod shard;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::{
     derive, Activity, Cause, Clock, ConnectionId, DisconnectKind, Error, Event, Id, Policy,
@@ -73,6 +73,25 @@ pub struct PresenceTracker<U, S, C = SystemClock> {
     pub(crate) users: Box<[Padded<UserSlot<U, S>>]>,
     pub(crate) session_total: AtomicUsize,
     pub(crate) counters: Counters,
+}
+
+/// The locked user shards of a connect: the user's, and the expired session's owner's if
+/// another.
+enum UserGuards<'a, U, S> {
+    One(MutexGuard<'a, UserShard<U, S>>),
+    Two(
+        MutexGuard<'a, UserShard<U, S>>,
+        MutexGuard<'a, UserShard<U, S>>,
+    ),
+}
+
+impl<U, S> UserGuards<'_, U, S> {
+    fn split(&mut self) -> (&mut UserShard<U, S>, Option<&mut UserShard<U, S>>) {
+        match self {
+            UserGuards::One(mine) => (&mut *mine, None),
+            UserGuards::Two(mine, other) => (&mut *mine, Some(&mut *other)),
+        }
+    }
 }
 
 /// What one signal call works on: the events it makes, under the owner's shard lock.
@@ -151,8 +170,19 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     }
 
     pub(crate) fn user_slot(&self, user: &U) -> &UserSlot<U, S> {
+        &self.users[self.user_index(user)].0
+    }
+
+    fn user_index(&self, user: &U) -> usize {
         let h = self.shard_hasher.hash_one(user);
-        &self.users[(h >> 40) as usize & (USER_SHARDS - 1)].0
+        (h >> 40) as usize & (USER_SHARDS - 1)
+    }
+
+    /// `now`, or the latest time any operation has seen if later: called under a user-shard
+    /// lock, so that events of one user never go back in time, whatever order threads that read
+    /// the clock take the lock in.
+    fn ordered(&self, now: u64) -> u64 {
+        now.max(self.high_water.load(Ordering::Relaxed))
     }
 
     /// The session's entry, unless it is unknown or expired (derived offline at `now`): an
@@ -225,83 +255,177 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         self.check_id(&user)?;
         self.check_id(&session)?;
         let connection = connection.into();
-        let now = self.effective_now(now);
-        let mut events = Vec::new();
-        // An expired session (derived offline, not yet freed by a tick) is gone: publish its
-        // end under its owner's lock, so the connect below makes a new one.
-        let expired_owner = {
-            let map = self.session_slot(&session).read();
-            match map.get(&session) {
-                Some(e) if self.live_entry(&map, &session, now).is_err() => Some(e.user.clone()),
-                _ => None,
+        let mut now = self.effective_now(now);
+        loop {
+            // An expired session (derived offline, not yet freed by a tick) is gone: its owner's
+            // shard is locked too, so that its end is published and the connect makes it anew,
+            // all or nothing.
+            let owner = self.expired_owner(&session, now);
+            let user_index = self.user_index(&user);
+            let owner_index = owner.as_ref().map(|o| self.user_index(o));
+            let mut guards = self.lock_users(user_index, owner_index);
+            now = self.ordered(now);
+            let owner_now = self.expired_owner(&session, now);
+            if owner_now.as_ref().map(|o| self.user_index(o)) != owner_index && owner_now.is_some()
+            {
+                continue; // the session changed hands while we took the locks
             }
-        };
-        if let Some(owner) = expired_owner {
-            let slot = self.user_slot(&owner);
-            let mut shard = slot.shard.lock();
-            self.settle(&mut shard, &owner, now, None, &mut events);
-            slot.earliest.store(shard.earliest(), Ordering::Release);
+            let (user_shard, owner_shard) = guards.split();
+            let result = self.connect_locked(
+                user,
+                session,
+                connection,
+                now,
+                owner_now,
+                user_shard,
+                owner_shard,
+            );
+            let (user_shard, owner_shard) = guards.split();
+            self.users[user_index]
+                .0
+                .earliest
+                .store(user_shard.earliest(), Ordering::Release);
+            if let (Some(shard), Some(i)) = (owner_shard, owner_index) {
+                self.users[i]
+                    .0
+                    .earliest
+                    .store(shard.earliest(), Ordering::Release);
+            }
+            return result;
         }
-        let slot = self.user_slot(&user);
-        let mut shard = slot.shard.lock();
-        {
-            let mut map = self.session_slot(&session).write();
-            match map.get_mut(&session) {
-                Some(entry) if entry.user != user => {
-                    return Err(Error::SessionOwnedByOtherUser {
-                        session: format!("{session:?}"),
-                    })
-                }
-                Some(entry) => {
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn connect_locked(
+        &self,
+        user: U,
+        session: S,
+        connection: ConnectionId,
+        now: u64,
+        expired_owner: Option<U>,
+        shard: &mut UserShard<U, S>,
+        owner_shard: Option<&mut UserShard<U, S>>,
+    ) -> Result<Events<U, S>, Error> {
+        let live_owner = {
+            let map = self.session_slot(&session).read();
+            self.live_entry(&map, &session, now)
+                .ok()
+                .map(|e| e.user.clone())
+        };
+        match live_owner {
+            Some(owner) if owner != user => {
+                return Err(Error::SessionOwnedByOtherUser {
+                    session: format!("{session:?}"),
+                })
+            }
+            Some(_) => {
+                let mut map = self.session_slot(&session).write();
+                if let Some(entry) = map.get_mut(&session) {
                     let (_, activity) = unpack(entry.hot.load(Ordering::SeqCst));
                     entry.connection = connection;
                     entry.grace = NO_DEADLINE;
                     entry.hot.store(pack(now, activity), Ordering::SeqCst);
                 }
-                None => {
-                    let owned = shard.live.get(&user).map_or(0, |u| u.sessions.len());
-                    if owned >= self.policy.max_sessions_per_user {
-                        return Err(Error::TooManySessionsForUser {
-                            user: format!("{user:?}"),
-                            max: self.policy.max_sessions_per_user,
-                        });
-                    }
-                    let max = self.policy.max_sessions;
-                    if self
+            }
+            None => {
+                let live = shard
+                    .live
+                    .get(&user)
+                    .map_or(0, |u| self.live_sessions(&u.sessions, now));
+                if live >= self.policy.max_sessions_per_user {
+                    return Err(Error::TooManySessionsForUser {
+                        user: format!("{user:?}"),
+                        max: self.policy.max_sessions_per_user,
+                    });
+                }
+                // An expired session about to be freed makes room for its replacement.
+                let max = self.policy.max_sessions;
+                if expired_owner.is_none()
+                    && self
                         .session_total
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                             (n < max).then_some(n + 1)
                         })
                         .is_err()
-                    {
-                        return Err(Error::TooManySessions { max });
-                    }
-                    map.insert(
-                        session.clone(),
-                        SessionEntry {
-                            user: user.clone(),
-                            hot: AtomicU64::new(pack(now, Activity::Active)),
-                            published: AtomicU8::new(Presence::Offline as u8),
-                            connection,
-                            grace: NO_DEADLINE,
-                        },
-                    );
-                    Counters::add(&self.counters.sessions, Presence::Offline);
-                    self.user_entry(&mut shard, &user)
-                        .sessions
-                        .push(session.clone());
+                {
+                    return Err(Error::TooManySessions { max });
                 }
+                let mut events = Vec::new();
+                if let Some(owner) = &expired_owner {
+                    let owner_shard = match owner_shard {
+                        Some(other) => other,
+                        None => &mut *shard,
+                    };
+                    self.settle(owner_shard, owner, now, None, &mut events);
+                    self.session_total.fetch_add(1, Ordering::Relaxed);
+                }
+                self.session_slot(&session).write().insert(
+                    session.clone(),
+                    SessionEntry {
+                        user: user.clone(),
+                        hot: AtomicU64::new(pack(now, Activity::Active)),
+                        published: AtomicU8::new(Presence::Offline as u8),
+                        connection,
+                        grace: NO_DEADLINE,
+                    },
+                );
+                Counters::add(&self.counters.sessions, Presence::Offline);
+                self.user_entry(shard, &user).sessions.push(session.clone());
+                self.settle(
+                    shard,
+                    &user,
+                    now,
+                    Some((&session, Cause::Connect)),
+                    &mut events,
+                );
+                return Ok(events);
             }
         }
+        let mut events = Vec::new();
         self.settle(
-            &mut shard,
+            shard,
             &user,
             now,
             Some((&session, Cause::Connect)),
             &mut events,
         );
-        slot.earliest.store(shard.earliest(), Ordering::Release);
         Ok(events)
+    }
+
+    /// The owner of `session` if it is expired (derived offline at `now`) but not yet freed.
+    fn expired_owner(&self, session: &S, now: u64) -> Option<U> {
+        let map = self.session_slot(session).read();
+        match map.get(session) {
+            Some(e) if self.live_entry(&map, session, now).is_err() => Some(e.user.clone()),
+            _ => None,
+        }
+    }
+
+    /// How many of `sessions` are not expired at `now`.
+    fn live_sessions(&self, sessions: &[S], now: u64) -> usize {
+        sessions
+            .iter()
+            .filter(|s| {
+                self.live_entry(&self.session_slot(s).read(), s, now)
+                    .is_ok()
+            })
+            .count()
+    }
+
+    /// Locks the shard at `first` and, if another, the one at `second`, in index order.
+    fn lock_users(&self, first: usize, second: Option<usize>) -> UserGuards<'_, U, S> {
+        let lock = |i: usize| self.users[i].0.shard.lock();
+        match second.filter(|&j| j != first) {
+            None => UserGuards::One(lock(first)),
+            Some(j) if j < first => {
+                let other = lock(j);
+                UserGuards::Two(lock(first), other)
+            }
+            Some(j) => {
+                let mine = lock(first);
+                UserGuards::Two(mine, lock(j))
+            }
+        }
     }
 
     /// The live entry of `user`, made (or revived from the retained ones) if needed.
@@ -377,9 +501,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             }
             entry.user.clone()
         };
-        self.on_owner(user, session, now, Cause::Heartbeat, |entry| {
-            entry.hot.store(hot, Ordering::SeqCst);
-            Some(())
+        self.on_owner(user, session, now, Cause::Heartbeat, |entry, now| {
+            entry.hot.store(pack(now, activity), Ordering::SeqCst);
         })
     }
 
@@ -417,8 +540,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         self.check_id(session)?;
         let connection = connection.into();
         let now = self.effective_now(now);
-        let deadline = now.saturating_add(self.policy.grace_ms(kind));
-        self.close(session, now, Some(connection), deadline, Cause::Disconnect)
+        let grace = self.policy.grace_ms(kind);
+        self.close(session, now, Some(connection), grace, Cause::Disconnect)
     }
 
     /// The client says it is leaving (logout, `pagehide`). The session expires after the
@@ -439,8 +562,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     pub fn leave_at(&self, session: &S, now: Timestamp) -> Result<Events<U, S>, Error> {
         self.check_id(session)?;
         let now = self.effective_now(now);
-        let deadline = now.saturating_add(self.policy.leave_grace_ms);
-        self.close(session, now, None, deadline, Cause::Leave)
+        self.close(session, now, None, self.policy.leave_grace_ms, Cause::Leave)
     }
 
     fn close(
@@ -448,7 +570,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         session: &S,
         now: u64,
         connection: Option<ConnectionId>,
-        deadline: u64,
+        grace: u64,
         cause: Cause,
     ) -> Result<Events<U, S>, Error> {
         let user = {
@@ -461,6 +583,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         };
         let slot = self.user_slot(&user);
         let mut shard = slot.shard.lock();
+        let now = self.ordered(now);
         {
             let mut map = self.session_slot(session).write();
             match self.live_entry(&map, session, now) {
@@ -474,7 +597,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             if connection.is_some_and(|c| c != entry.connection) {
                 return Ok(Vec::new());
             }
-            entry.grace = entry.grace.min(deadline);
+            entry.grace = entry.grace.min(now.saturating_add(grace));
         }
         let mut events = Vec::new();
         self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);
@@ -490,15 +613,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         session: &S,
         now: u64,
         cause: Cause,
-        update: impl FnOnce(&SessionEntry<U>) -> Option<()>,
+        update: impl FnOnce(&SessionEntry<U>, u64),
     ) -> Result<Events<U, S>, Error> {
         let slot = self.user_slot(&user);
         let mut shard = slot.shard.lock();
+        let now = self.ordered(now);
         {
             let map = self.session_slot(session).read();
             match self.live_entry(&map, session, now) {
                 Ok(entry) if entry.user == user => {
-                    update(entry);
+                    update(entry, now);
                 }
                 _ => return Err(unknown(session)),
             }
@@ -532,6 +656,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 continue;
             }
             let mut shard = slot.shard.lock();
+            let now = self.ordered(now);
             self.run_due(&mut shard, now, &mut events);
             slot.earliest.store(shard.earliest(), Ordering::Release);
         }

@@ -28,6 +28,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let at = Timestamp::from_millis(now);
         let mut best = Presence::Offline;
         let mut next = NO_DEADLINE;
+        // The user's event takes the cause of what moved it: a rise, the signal's; a fall, the
+        // last session's fall.
+        let (mut rise, mut fall) = (Cause::Timeout, Cause::Timeout);
         let mut i = 0;
         while i < entry.sessions.len() {
             let session = &entry.sessions[i];
@@ -63,6 +66,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     _ if expired && to == Presence::Offline => Cause::GraceExpired,
                     _ => Cause::Timeout,
                 };
+                if to > from {
+                    rise = cause;
+                } else {
+                    fall = cause;
+                }
                 entry.seq += 1;
                 events.push(Event {
                     subject: Subject::Session {
@@ -92,10 +100,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             i += 1;
         }
         if best != entry.published {
-            let cause = events
-                .last()
-                .filter(|e| e.user() == user)
-                .map_or(Cause::Timeout, |e| e.cause);
+            let cause = if best > entry.published { rise } else { fall };
             entry.seq += 1;
             events.push(Event {
                 subject: Subject::User { user: user.clone() },

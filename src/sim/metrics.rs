@@ -1,0 +1,279 @@
+//! The ground truth's books: per user, the truth's class against the tracker's published
+//! presence, integrated over virtual time. See [`Metrics`](super::Metrics) for the definitions.
+
+use crate::Presence;
+
+use super::report::{Latencies, Latency};
+
+/// A session's (or user's) ground-truth class. Ordered: a user is the highest of its sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Truth {
+    /// Closed, crashed, or suspended for good.
+    Gone,
+    /// Open but hidden: a background tab, or a suspended phone that will resume.
+    Hidden,
+    /// In the foreground, untouched.
+    Idle,
+    /// In the foreground, in use.
+    Active,
+}
+
+impl Truth {
+    /// What a perfect tracker would show.
+    pub(crate) fn expected(self) -> Presence {
+        match self {
+            Truth::Gone => Presence::Offline,
+            Truth::Hidden => Presence::Away,
+            Truth::Idle => Presence::Idle,
+            Truth::Active => Presence::Active,
+        }
+    }
+}
+
+/// One user's running state.
+#[derive(Clone, Debug)]
+struct Book {
+    truth: Truth,
+    shown: Presence,
+    /// When `truth` or `shown` last changed: time before it is already integrated.
+    since: u64,
+    /// When the current false-offline stretch began.
+    episode_since: Option<u64>,
+    departure: Option<Departure>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Departure {
+    at: u64,
+    lost: bool,
+    offline_at: Option<u64>,
+}
+
+/// Totals, read out by the engine when the run ends.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) present_ms: u64,
+    pub(crate) false_offline_ms: u64,
+    pub(crate) foreground_ms: u64,
+    pub(crate) foreground_offline_ms: u64,
+    pub(crate) episodes: u64,
+    pub(crate) flaps: u64,
+    pub(crate) truth_changes: u64,
+    pub(crate) user_events: u64,
+    pub(crate) session_events: u64,
+    pub(crate) brief_absences: u64,
+    pub(crate) latency: Latencies,
+    pub(crate) present_at_end: u32,
+    pub(crate) shown_online_at_end: u32,
+}
+
+/// The books of every user.
+#[derive(Debug)]
+pub(crate) struct Accounting {
+    books: Vec<Book>,
+    min_absence_ms: u64,
+    totals: Totals,
+    clean: Vec<u64>,
+    lost: Vec<u64>,
+}
+
+impl Accounting {
+    pub(crate) fn new(users: usize, min_absence_ms: u64) -> Self {
+        Accounting {
+            books: vec![
+                Book {
+                    truth: Truth::Gone,
+                    shown: Presence::Offline,
+                    since: 0,
+                    episode_since: None,
+                    departure: None,
+                };
+                users
+            ],
+            min_absence_ms,
+            totals: Totals::default(),
+            clean: Vec::new(),
+            lost: Vec::new(),
+        }
+    }
+
+    /// Integrates the user's time up to `now`.
+    fn settle(&mut self, user: usize, now: u64) {
+        let book = &mut self.books[user];
+        let dt = now.saturating_sub(book.since);
+        if book.truth != Truth::Gone {
+            self.totals.present_ms += dt;
+            let foreground = book.truth >= Truth::Idle;
+            if foreground {
+                self.totals.foreground_ms += dt;
+            }
+            if book.shown == Presence::Offline {
+                self.totals.false_offline_ms += dt;
+                if foreground {
+                    self.totals.foreground_offline_ms += dt;
+                }
+            }
+        }
+        book.since = now.max(book.since);
+    }
+
+    /// Opens or closes a false-offline stretch at `now`. A stretch counts as an episode only if
+    /// it lasted: a user who arrives is there an instant before its connect is recorded.
+    fn update_episode(&mut self, user: usize, now: u64) {
+        let book = &mut self.books[user];
+        let false_offline = book.truth != Truth::Gone && book.shown == Presence::Offline;
+        match (false_offline, book.episode_since) {
+            (true, None) => book.episode_since = Some(now),
+            (false, Some(since)) => {
+                book.episode_since = None;
+                if now > since {
+                    self.totals.episodes += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The user's ground truth changed at `now`. `lost` says, for a departure, whether some
+    /// session left without a close frame.
+    pub(crate) fn on_truth(&mut self, user: usize, truth: Truth, now: u64, lost: bool) {
+        if self.books[user].truth == truth {
+            return;
+        }
+        self.settle(user, now);
+        self.totals.truth_changes += 1;
+        let min_absence = self.min_absence_ms;
+        let book = &mut self.books[user];
+        let was = book.truth;
+        book.truth = truth;
+        if was != Truth::Gone && truth == Truth::Gone {
+            book.departure = Some(Departure {
+                at: now,
+                lost,
+                offline_at: (book.shown == Presence::Offline).then_some(now),
+            });
+        } else if was == Truth::Gone {
+            if let Some(departure) = book.departure.take() {
+                if now - departure.at >= min_absence {
+                    let latency = departure.offline_at.unwrap_or(now).min(now) - departure.at;
+                    self.record(departure.lost, latency);
+                } else {
+                    self.totals.brief_absences += 1;
+                }
+            }
+        }
+        self.update_episode(user, now);
+    }
+
+    fn record(&mut self, lost: bool, latency: u64) {
+        if lost {
+            self.lost.push(latency);
+        } else {
+            self.clean.push(latency);
+        }
+    }
+
+    /// The tracker published a user event.
+    pub(crate) fn on_user_event(&mut self, user: usize, from: Presence, to: Presence, now: u64) {
+        self.settle(user, now);
+        self.totals.user_events += 1;
+        let book = &mut self.books[user];
+        let expected = book.truth.expected();
+        if (to < from && to < expected) || (to > from && to > expected) {
+            self.totals.flaps += 1;
+        }
+        book.shown = to;
+        if to == Presence::Offline {
+            if let Some(departure) = &mut book.departure {
+                departure.offline_at.get_or_insert(now);
+            }
+        }
+        self.update_episode(user, now);
+    }
+
+    /// The tracker published a session event.
+    pub(crate) fn on_session_event(&mut self) {
+        self.totals.session_events += 1;
+    }
+
+    /// Closes the books at `end`.
+    pub(crate) fn finish(mut self, end: u64) -> Totals {
+        for user in 0..self.books.len() {
+            self.settle(user, end);
+            let book = &self.books[user];
+            if book.episode_since.is_some_and(|since| end > since) {
+                self.totals.episodes += 1;
+            }
+            if book.truth != Truth::Gone {
+                self.totals.present_at_end += 1;
+            }
+            if book.shown != Presence::Offline {
+                self.totals.shown_online_at_end += 1;
+            }
+            if let Some(departure) = book.departure {
+                if end - departure.at >= self.min_absence_ms {
+                    let latency = departure.offline_at.unwrap_or(end).min(end) - departure.at;
+                    self.record(departure.lost, latency);
+                } else {
+                    self.totals.brief_absences += 1;
+                }
+            }
+        }
+        let mut all: Vec<u64> = self.clean.iter().chain(&self.lost).copied().collect();
+        self.totals.latency = Latencies {
+            all: Latency::of(&mut all),
+            clean: Latency::of(&mut self.clean),
+            lost: Latency::of(&mut self.lost),
+        };
+        self.totals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn false_offline_time_episodes_and_flaps() {
+        let mut books = Accounting::new(1, 60_000);
+        books.on_truth(0, Truth::Active, 0, false);
+        books.on_user_event(0, Presence::Offline, Presence::Active, 0);
+        // A jittered heartbeat: active -> idle while active is a flap; the recovery is not.
+        books.on_user_event(0, Presence::Active, Presence::Idle, 10_000);
+        books.on_user_event(0, Presence::Idle, Presence::Active, 11_000);
+        // Shown offline for 5 s while there: one episode, one flap (the recovery is none).
+        books.on_user_event(0, Presence::Active, Presence::Offline, 20_000);
+        books.on_user_event(0, Presence::Offline, Presence::Active, 25_000);
+        // Leaves at 30 s; the decay toward offline is not a flap; detected 100 s later.
+        books.on_truth(0, Truth::Gone, 30_000, true);
+        books.on_user_event(0, Presence::Active, Presence::Idle, 40_000);
+        books.on_user_event(0, Presence::Idle, Presence::Offline, 130_000);
+        let totals = books.finish(1_000_000);
+        assert_eq!(totals.present_ms, 30_000);
+        assert_eq!(totals.false_offline_ms, 5_000);
+        assert_eq!(totals.episodes, 1);
+        assert_eq!(totals.flaps, 2);
+        assert_eq!(totals.user_events, 7);
+        assert_eq!(totals.latency.lost.count, 1);
+        assert_eq!(totals.latency.lost.p50, Duration::from_secs(100));
+        assert_eq!(totals.latency.clean.count, 0);
+    }
+
+    #[test]
+    fn brief_absences_are_not_latencies_and_undetected_ones_count_until_return() {
+        let mut books = Accounting::new(1, 60_000);
+        books.on_truth(0, Truth::Idle, 0, false);
+        books.on_user_event(0, Presence::Offline, Presence::Idle, 0);
+        books.on_truth(0, Truth::Gone, 1_000, false);
+        books.on_truth(0, Truth::Idle, 31_000, false); // back after 30 s: brief
+        books.on_truth(0, Truth::Gone, 40_000, false);
+        books.on_truth(0, Truth::Idle, 140_000, false); // back after 100 s, never shown offline
+        let totals = books.finish(200_000);
+        assert_eq!(totals.brief_absences, 1);
+        assert_eq!(totals.latency.clean.count, 1);
+        assert_eq!(totals.latency.clean.max, Duration::from_secs(100));
+        assert_eq!(totals.false_offline_ms, 0);
+        assert_eq!((totals.present_at_end, totals.shown_online_at_end), (1, 1));
+    }
+}

@@ -1,0 +1,283 @@
+//! The trade-off plot, as a hand-written SVG: detection latency against false offline, one
+//! point per candidate.
+
+use std::fmt::Write as _;
+
+use super::candidate::secs;
+use super::Study;
+
+const WIDTH: f64 = 1000.0;
+const HEIGHT: f64 = 620.0;
+const LEFT: f64 = 80.0;
+const RIGHT: f64 = 300.0;
+const TOP: f64 = 70.0;
+const BOTTOM: f64 = 70.0;
+
+const GREY: &str = "#9aa0a6";
+const FRONT: &str = "#e8710a";
+const DEFAULT: &str = "#1a1a1a";
+const RECOMMENDED: &str = "#188038";
+
+/// Renders the study's trade-off plot.
+pub(crate) fn tradeoff_svg(study: &Study) -> String {
+    let points: Vec<(f64, f64)> = study
+        .reports
+        .iter()
+        .map(|r| {
+            (
+                r.metrics.false_offline_share * 100.0,
+                r.metrics.latency.all.p95.as_secs_f64(),
+            )
+        })
+        .collect();
+    let x_max = nice_max(points.iter().map(|p| p.0).fold(0.0, f64::max), 0.01);
+    let y_max = nice_max(points.iter().map(|p| p.1).fold(0.0, f64::max), 1.0);
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let sx = |x: f64| LEFT + x / x_max * plot_w;
+    let sy = |y: f64| TOP + plot_h - y / y_max * plot_h;
+
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif">"##
+    );
+    let _ = writeln!(svg, r##"<rect width="100%" height="100%" fill="white"/>"##);
+    let s = &study.scenario;
+    let _ = writeln!(
+        svg,
+        r##"<text x="{LEFT}" y="28" font-size="18" font-weight="bold">Presence trade-off: {} ({} users, {} h, seed {})</text>"##,
+        escape(&s.name),
+        s.users,
+        s.hours,
+        s.seed
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{LEFT}" y="50" font-size="12" fill="#555">One point per candidate (numbers as in the table). Lower left is better: departures shown sooner, present users shown offline less.</text>"##
+    );
+
+    // Grid and axes.
+    for tick in ticks(x_max) {
+        let x = sx(tick);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"##,
+            TOP + plot_h,
+            TOP + plot_h + 18.0,
+            trim(tick)
+        );
+    }
+    for tick in ticks(y_max) {
+        let y = sy(tick);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text>"##,
+            LEFT + plot_w,
+            LEFT - 8.0,
+            y + 4.0,
+            trim(tick)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">false offline (% of the time users are there)</text>"##,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 25.0
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="22" y="{:.1}" font-size="13" text-anchor="middle" transform="rotate(-90 22 {:.1})">p95 detection latency of departures (s)</text>"##,
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0
+    );
+
+    // Points: the dominated first, so the front is drawn on top.
+    let on_front = |i: usize| study.front.get(i).copied().unwrap_or(false);
+    for (i, &(x, y)) in points.iter().enumerate().filter(|&(i, _)| !on_front(i)) {
+        let _ = writeln!(
+            svg,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="4.5" fill="{GREY}" fill-opacity="0.7"><title>#{} {}</title></circle>"##,
+            sx(x),
+            sy(y),
+            i + 1,
+            escape(&study.reports[i].candidate.label())
+        );
+    }
+    for (i, &(x, y)) in points.iter().enumerate().filter(|&(i, _)| on_front(i)) {
+        let _ = writeln!(
+            svg,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="6" fill="{FRONT}" stroke="#7a3b00"><title>#{} {}</title></circle><text x="{:.1}" y="{:.1}" font-size="11" fill="#7a3b00">{}</text>"##,
+            sx(x),
+            sy(y),
+            i + 1,
+            escape(&study.reports[i].candidate.label()),
+            sx(x) + 8.0,
+            sy(y) - 6.0,
+            i + 1
+        );
+    }
+    let rings = [
+        (study.default_index(), DEFAULT, "default"),
+        (study.recommended, RECOMMENDED, "recommended"),
+    ];
+    for (index, colour, name) in rings {
+        if let Some(i) = index {
+            let (x, y) = points[i];
+            let below = if name == "default" { 22.0 } else { 36.0 };
+            let _ = writeln!(
+                svg,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="11" fill="none" stroke="{colour}" stroke-width="2.5"/><text x="{:.1}" y="{:.1}" font-size="12" font-weight="bold" fill="{colour}">{name}</text>"##,
+                sx(x),
+                sy(y),
+                sx(x) + 12.0,
+                sy(y) + below
+            );
+        }
+    }
+
+    // Legend, and the front's members spelled out.
+    let lx = WIDTH - RIGHT + 20.0;
+    let mut ly = TOP + 10.0;
+    let legend = [
+        (
+            format!(
+                r##"<circle cx="{:.1}" cy="{:.1}" r="4.5" fill="{GREY}"/>"##,
+                lx + 6.0,
+                ly - 4.0
+            ),
+            "candidate",
+        ),
+        (
+            format!(
+                r##"<circle cx="{:.1}" cy="{:.1}" r="6" fill="{FRONT}" stroke="#7a3b00"/>"##,
+                lx + 6.0,
+                ly + 16.0
+            ),
+            "Pareto front (latency, false offline, flaps)",
+        ),
+        (
+            format!(
+                r##"<circle cx="{:.1}" cy="{:.1}" r="9" fill="none" stroke="{DEFAULT}" stroke-width="2.5"/>"##,
+                lx + 6.0,
+                ly + 36.0
+            ),
+            "the default policy",
+        ),
+        (
+            format!(
+                r##"<circle cx="{:.1}" cy="{:.1}" r="9" fill="none" stroke="{RECOMMENDED}" stroke-width="2.5"/>"##,
+                lx + 6.0,
+                ly + 56.0
+            ),
+            "recommended",
+        ),
+    ];
+    for (k, (symbol, text)) in legend.iter().enumerate() {
+        let y = ly + 20.0 * k as f64;
+        let _ = writeln!(
+            svg,
+            r##"{symbol}<text x="{:.1}" y="{:.1}" font-size="12">{}</text>"##,
+            lx + 20.0,
+            y,
+            escape(text)
+        );
+    }
+    ly += 100.0;
+    let _ = writeln!(
+        svg,
+        r##"<text x="{lx:.1}" y="{ly:.1}" font-size="12" font-weight="bold">On the front (flaps per user-hour):</text>"##
+    );
+    let members: Vec<usize> = (0..points.len()).filter(|&i| on_front(i)).collect();
+    let room = ((HEIGHT - BOTTOM - ly) / 15.0).max(1.0) as usize;
+    for (k, &i) in members.iter().take(room.saturating_sub(1)).enumerate() {
+        let c = &study.reports[i].candidate;
+        let _ = writeln!(
+            svg,
+            r##"<text x="{lx:.1}" y="{:.1}" font-size="11" font-family="monospace">#{:<3} ttl {} dg {} lg {} hb {} ({:.3})</text>"##,
+            ly + 16.0 + 15.0 * k as f64,
+            i + 1,
+            secs(c.ttl),
+            secs(c.disconnect_grace),
+            secs(c.leave_grace),
+            secs(c.heartbeat),
+            study.reports[i].metrics.flaps_per_user_hour
+        );
+    }
+    if members.len() + 1 > room {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{lx:.1}" y="{:.1}" font-size="11">... and {} more (see the table)</text>"##,
+            ly + 16.0 + 15.0 * (room - 1) as f64,
+            members.len() + 1 - room
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// A round axis maximum at or above `max` (at least `floor`).
+fn nice_max(max: f64, floor: f64) -> f64 {
+    let max = if max.is_finite() {
+        max.max(floor)
+    } else {
+        floor
+    };
+    let step = nice_step(max / 5.0);
+    ((max / step) - 1e-9).ceil() * step
+}
+
+/// 1, 2, 2.5 or 5 times a power of ten, at or above `raw`.
+fn nice_step(raw: f64) -> f64 {
+    let power = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * power)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * power)
+}
+
+/// Axis ticks from 0 to `max` inclusive.
+fn ticks(max: f64) -> Vec<f64> {
+    let step = nice_step(max / 5.0);
+    (0..=((max / step).round() as usize))
+        .map(|k| k as f64 * step)
+        .collect()
+}
+
+/// A tick label without float noise.
+fn trim(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_helpers() {
+        assert!((nice_max(0.0, 0.01) - 0.01).abs() < 1e-12);
+        assert_eq!(nice_max(173.0, 1.0), 200.0);
+        assert_eq!(ticks(200.0), [0.0, 50.0, 100.0, 150.0, 200.0]);
+        assert_eq!(trim(0.25), "0.25");
+        assert_eq!(trim(40.0), "40");
+        assert_eq!(escape("a<b&c"), "a&lt;b&amp;c");
+    }
+}

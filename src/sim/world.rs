@@ -1,0 +1,644 @@
+//! The discrete-event simulation: clients, network and server in virtual time, driving a real
+//! [`PresenceTracker`] on a [`ManualClock`], with the ground truth kept beside it.
+//!
+//! Everything that happens is an entry in one priority queue ordered by virtual time, so the
+//! cost is per simulated event, never per session per virtual second. The world (when users
+//! come and go, what they do, when the network fails) draws from one random stream per user,
+//! and transport noise (timer jitter, dropped heartbeats, reconnect delays) from a second one:
+//! candidates with the same heartbeat intervals see exactly the same users, and the tracker's
+//! answers never feed back into what the users do.
+
+mod clients;
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+use crate::{
+    Activity, ConnectionId, DisconnectKind, Error, Event, ManualClock, PresenceTracker, Subject,
+    Timestamp,
+};
+
+use super::metrics::{Accounting, Truth};
+use super::report::{Cost, Metrics, Report};
+use super::rng::Rng;
+use super::scenario::{Client, Population, Scenario, Span, Ticking};
+use super::{Candidate, ScenarioError};
+
+/// Simulates one candidate on one scenario and measures it.
+///
+/// Deterministic: the same scenario (seed included) and candidate give the same
+/// [`Report::metrics`]; only [`Report::cost`] (wall-clock time) varies.
+///
+/// # Examples
+///
+/// ```
+/// use presence_tracker::sim::{run, Candidate, Scenario};
+///
+/// let scenario = Scenario::named("office")?.with_users(20).with_hours(1.0);
+/// let report = run(&scenario, &Candidate::default())?;
+/// assert!(report.metrics.present_user_hours > 0.0);
+/// assert_eq!(report.metrics.tracker_errors, 0);
+/// # Ok::<(), presence_tracker::sim::ScenarioError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`ScenarioError::Invalid`] if the scenario does not validate, [`ScenarioError::Candidate`]
+/// if the candidate's thresholds do not make a policy.
+pub fn run(scenario: &Scenario, candidate: &Candidate) -> Result<Report, ScenarioError> {
+    scenario.validate()?;
+    let policy = candidate.policy()?;
+    let started = Instant::now();
+    let clock = ManualClock::new();
+    let mut world = World::new(
+        scenario,
+        candidate,
+        PresenceTracker::with_clock(policy, clock.clone()),
+        clock,
+    );
+    world.run();
+    let sim_events = world.sim_events;
+    let metrics = world.finish(scenario);
+    Ok(Report {
+        scenario: scenario.name.clone(),
+        candidate: candidate.clone(),
+        metrics,
+        cost: Cost {
+            sim_events,
+            wall: started.elapsed(),
+        },
+    })
+}
+
+/// Something that happens at a virtual instant.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// The server ticks the tracker.
+    Tick,
+    /// A user starts a visit.
+    Arrive { user: u32 },
+    /// The focused session of visit `visit` changes phase.
+    Phase { user: u32, visit: u32 },
+    /// Visit `visit` ends as planned.
+    VisitEnd { user: u32, visit: u32 },
+    /// The focused session of visit `visit` reloads.
+    Reload { user: u32, visit: u32 },
+    /// The user's network fails.
+    PartitionStart { user: u32 },
+    /// The user's network is back.
+    PartitionEnd { user: u32 },
+    /// A session's heartbeat timer fires (if `gen` is still its timer's generation).
+    Heartbeat { session: u32, gen: u32 },
+    /// A session's client (re)connects.
+    Connect { session: u32 },
+    /// The server notices a silent connection (if `gen` is still pending).
+    LossNotice { session: u32, gen: u32 },
+    /// The lost disconnect of an old connection reaches the tracker.
+    LateDisconnect { session: u32, conn: u32 },
+    /// Restart `index` of the scenario.
+    Restart { index: u32 },
+    /// Everybody leaves.
+    Exodus,
+}
+
+/// A queue entry: ordered by time, then by insertion, so runs are reproducible.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    at: u64,
+    seq: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    /// Reversed: `BinaryHeap` is a max-heap and the earliest entry must come out first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// A span in milliseconds, drawn as [`Span`] describes.
+#[derive(Clone, Copy, Debug)]
+struct Millis(Span);
+
+impl Millis {
+    fn new(span: Span, unit_ms: f64) -> Self {
+        Millis(Span::new(span.lo * unit_ms, span.hi * unit_ms))
+    }
+
+    fn draw(&self, rng: &mut Rng) -> u64 {
+        self.0.at(rng.unit()).max(0.0).round() as u64
+    }
+
+    fn mean(&self) -> f64 {
+        self.0.mean()
+    }
+}
+
+/// A population with its durations in milliseconds.
+#[derive(Clone, Debug)]
+struct Pop {
+    client: Client,
+    tabs: [u32; 2],
+    visit: Millis,
+    gap: Millis,
+    active: Millis,
+    idle: Millis,
+    hidden: Millis,
+    hide_share: f64,
+    /// Mean time between reloads; 0 for none.
+    reload_every: f64,
+    reload: Millis,
+    close_frame: f64,
+    background_signal: f64,
+    jitter: f64,
+    throttle_after: u64,
+    throttle: u64,
+    drop: f64,
+    /// Mean time between partitions; 0 for none.
+    partition_every: f64,
+    partition: Millis,
+    ping_timeout: u64,
+    reconnect: Millis,
+}
+
+const SECOND: f64 = 1000.0;
+const MINUTE: f64 = 60_000.0;
+const HOUR: f64 = 3_600_000.0;
+
+impl Pop {
+    fn new(p: &Population) -> Self {
+        let every = |per_hour: f64| if per_hour > 0.0 { HOUR / per_hour } else { 0.0 };
+        Pop {
+            client: p.client,
+            tabs: p.tabs,
+            visit: Millis::new(p.visit_minutes, MINUTE),
+            gap: Millis::new(p.gap_minutes, MINUTE),
+            active: Millis::new(p.active_minutes, MINUTE),
+            idle: Millis::new(p.idle_minutes, MINUTE),
+            hidden: Millis::new(p.hidden_minutes, MINUTE),
+            hide_share: p.hide_share,
+            reload_every: every(p.reloads_per_hour),
+            reload: Millis::new(p.reload_seconds, SECOND),
+            close_frame: p.close_frame,
+            background_signal: p.background_signal,
+            jitter: p.jitter,
+            throttle_after: (p.throttle_after_minutes * MINUTE).round() as u64,
+            throttle: ((p.throttle_seconds * SECOND).round() as u64).max(1),
+            drop: p.network.drop,
+            partition_every: every(p.network.partitions_per_hour),
+            partition: Millis::new(p.network.partition_seconds, SECOND),
+            ping_timeout: ((p.network.ping_timeout_seconds * SECOND).round() as u64).max(1),
+            reconnect: Millis::new(p.network.reconnect_seconds, SECOND),
+        }
+    }
+}
+
+/// A simulated user.
+#[derive(Debug)]
+struct User {
+    pop: usize,
+    /// What the user does: arrivals, phases, departures, partitions.
+    world: Rng,
+    /// Transport noise: jitter, drops, reconnect delays.
+    noise: Rng,
+    /// The current (or last) visit's number.
+    visit: u32,
+    in_visit: bool,
+    /// The current visit's sessions; the first is the focused one.
+    sessions: Vec<u32>,
+    planned_end: u64,
+    partitioned: bool,
+    /// Scales the first visit: a user already online at the start is part-way through it.
+    first_visit: f64,
+}
+
+/// A simulated session (a tab or an app), from its client's and the server's point of view.
+#[derive(Debug)]
+struct Session {
+    user: u32,
+    truth: Truth,
+    opened_at: u64,
+    hidden_since: u64,
+    /// A phone app the OS suspended: no timers, no traffic.
+    suspended: bool,
+    /// The connection number; the connection id combines it with the session.
+    conn: u32,
+    /// Whether the server holds a live connection for it.
+    conn_alive: bool,
+    /// Whether a connect is scheduled.
+    connecting: bool,
+    hb_gen: u32,
+    loss_gen: u32,
+    loss_pending: bool,
+}
+
+/// How a visit ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Close frames (the tab or app closed).
+    Close,
+    /// Nothing: a crash, a closed lid, the network gone.
+    Lost,
+    /// A phone app suspended for good, maybe after a last `background` heartbeat.
+    Suspend,
+}
+
+struct World<'a> {
+    tracker: PresenceTracker<u32, u64, ManualClock>,
+    clock: ManualClock,
+    origin: u64,
+    queue: BinaryHeap<Entry>,
+    seq: u64,
+    now: u64,
+    end: u64,
+    pops: Vec<Pop>,
+    users: Vec<User>,
+    sessions: Vec<Session>,
+    books: Accounting,
+    heartbeat: u64,
+    background_heartbeat: u64,
+    ticking: Ticking,
+    /// Deadline ticking: the tick in the queue that counts.
+    next_tick: u64,
+    scenario: &'a Scenario,
+    arrivals_closed: bool,
+    sim_events: u64,
+    session_ms: u64,
+    heartbeats_sent: u64,
+    heartbeats_delivered: u64,
+    reregistrations: u64,
+    tracker_errors: u64,
+}
+
+impl std::fmt::Debug for World<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("now", &self.now)
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> World<'a> {
+    fn new(
+        scenario: &'a Scenario,
+        candidate: &Candidate,
+        tracker: PresenceTracker<u32, u64, ManualClock>,
+        clock: ManualClock,
+    ) -> Self {
+        let pops: Vec<Pop> = scenario.populations.iter().map(Pop::new).collect();
+        let total_share: f64 = scenario.populations.iter().map(|p| p.share).sum();
+        let n = scenario.users as usize;
+        let mut world = World {
+            origin: clock.now().as_millis(),
+            tracker,
+            clock,
+            queue: BinaryHeap::with_capacity(n * 4),
+            seq: 0,
+            now: 0,
+            end: (scenario.hours * HOUR).round() as u64,
+            pops,
+            users: Vec::with_capacity(n),
+            sessions: Vec::new(),
+            books: Accounting::new(n, (scenario.min_absence_minutes * MINUTE).round() as u64),
+            heartbeat: (candidate.heartbeat.as_millis() as u64).max(1),
+            background_heartbeat: (candidate.background_heartbeat.as_millis() as u64).max(1),
+            ticking: scenario.ticking,
+            next_tick: u64::MAX,
+            scenario,
+            arrivals_closed: false,
+            sim_events: 0,
+            session_ms: 0,
+            heartbeats_sent: 0,
+            heartbeats_delivered: 0,
+            reregistrations: 0,
+            tracker_errors: 0,
+        };
+        for index in 0..n {
+            // Stratified: population shares are met exactly, not on average.
+            let position = (index as f64 + 0.5) / n as f64 * total_share;
+            let mut acc = 0.0;
+            let mut pop = scenario.populations.len() - 1;
+            for (i, p) in scenario.populations.iter().enumerate() {
+                acc += p.share;
+                if position < acc {
+                    pop = i;
+                    break;
+                }
+            }
+            let stream = (index as u64) << 1;
+            world.users.push(User {
+                pop,
+                world: Rng::new(scenario.seed, stream),
+                noise: Rng::new(scenario.seed, stream | 1),
+                visit: 0,
+                in_visit: false,
+                sessions: Vec::new(),
+                planned_end: 0,
+                partitioned: false,
+                first_visit: 1.0,
+            });
+            world.schedule_first(index);
+        }
+        for (index, restart) in scenario.restarts.iter().enumerate() {
+            world.push(
+                (restart.at_minutes * MINUTE).round() as u64,
+                Kind::Restart {
+                    index: index as u32,
+                },
+            );
+        }
+        if let Some(exodus) = &scenario.exodus {
+            world.push((exodus.at_minutes * MINUTE).round() as u64, Kind::Exodus);
+        }
+        if let Ticking::EveryMs(every) = world.ticking {
+            world.push(every, Kind::Tick);
+        }
+        world
+    }
+
+    /// The user's first arrival and first partition. A user is online at the start with the
+    /// steady-state probability, part-way through a visit; the others arrive within one gap.
+    fn schedule_first(&mut self, index: usize) {
+        let pop = &self.pops[self.users[index].pop];
+        let user = &mut self.users[index];
+        let online = pop.visit.mean() / (pop.visit.mean() + pop.gap.mean());
+        let arrive = if user.world.chance(online) {
+            user.first_visit = user.world.unit();
+            user.world.uniform(0.0, MINUTE)
+        } else {
+            user.world.unit() * pop.gap.draw(&mut user.world) as f64
+        };
+        let partition = (pop.partition_every > 0.0).then(|| user.world.exp(pop.partition_every));
+        let user32 = index as u32;
+        self.push(arrive as u64, Kind::Arrive { user: user32 });
+        if let Some(at) = partition {
+            self.push(at as u64, Kind::PartitionStart { user: user32 });
+        }
+    }
+
+    fn push(&mut self, at: u64, kind: Kind) {
+        self.seq += 1;
+        self.queue.push(Entry {
+            at,
+            seq: self.seq,
+            kind,
+        });
+    }
+
+    fn run(&mut self) {
+        while let Some(Entry { at, kind, .. }) = self.queue.pop() {
+            if at > self.end {
+                break;
+            }
+            if at != self.now {
+                self.now = at;
+                self.clock.set(self.ts(at));
+            }
+            self.sim_events += 1;
+            match kind {
+                Kind::Tick => self.on_tick(at),
+                Kind::Arrive { user } => self.arrive(user as usize),
+                Kind::Phase { user, visit } => self.on_phase(user as usize, visit),
+                Kind::VisitEnd { user, visit } => self.on_visit_end(user as usize, visit),
+                Kind::Reload { user, visit } => self.on_reload(user as usize, visit),
+                Kind::PartitionStart { user } => self.on_partition_start(user as usize),
+                Kind::PartitionEnd { user } => self.on_partition_end(user as usize),
+                Kind::Heartbeat { session, gen } => self.on_heartbeat(session as usize, gen),
+                Kind::Connect { session } => self.on_connect(session as usize),
+                Kind::LossNotice { session, gen } => self.on_loss_notice(session as usize, gen),
+                Kind::LateDisconnect { session, conn } => {
+                    self.disconnect(session as usize, conn, DisconnectKind::Lost)
+                }
+                Kind::Restart { index } => self.on_restart(index as usize),
+                Kind::Exodus => self.on_exodus(),
+            }
+        }
+    }
+
+    fn finish(self, scenario: &Scenario) -> Metrics {
+        let end = self.end;
+        let open_ms: u64 = self
+            .sessions
+            .iter()
+            .filter(|s| s.truth != Truth::Gone)
+            .map(|s| end.saturating_sub(s.opened_at))
+            .sum();
+        let session_ms = self.session_ms + open_ms;
+        let totals = self.books.finish(end);
+        let present_hours = totals.present_ms as f64 / HOUR;
+        let per_present_hour = |n: u64| {
+            if present_hours > 0.0 {
+                n as f64 / present_hours
+            } else {
+                0.0
+            }
+        };
+        let per_second_per_1k = |n: u64| {
+            n as f64 / (end as f64 / SECOND).max(1e-9) / (f64::from(scenario.users) / 1000.0)
+        };
+        Metrics {
+            users: scenario.users,
+            hours: end as f64 / HOUR,
+            present_user_hours: present_hours,
+            session_hours: session_ms as f64 / HOUR,
+            false_offline_share: if totals.present_ms > 0 {
+                totals.false_offline_ms as f64 / totals.present_ms as f64
+            } else {
+                0.0
+            },
+            false_offline_foreground_share: if totals.foreground_ms > 0 {
+                totals.foreground_offline_ms as f64 / totals.foreground_ms as f64
+            } else {
+                0.0
+            },
+            false_offline_episodes: totals.episodes,
+            false_offline_episodes_per_user_hour: per_present_hour(totals.episodes),
+            flaps: totals.flaps,
+            flaps_per_user_hour: per_present_hour(totals.flaps),
+            latency: totals.latency,
+            brief_absences: totals.brief_absences,
+            user_events: totals.user_events,
+            session_events: totals.session_events,
+            truth_changes: totals.truth_changes,
+            user_events_per_second_per_1k_users: per_second_per_1k(totals.user_events),
+            truth_changes_per_second_per_1k_users: per_second_per_1k(totals.truth_changes),
+            heartbeats_sent: self.heartbeats_sent,
+            heartbeats_delivered: self.heartbeats_delivered,
+            reregistrations: self.reregistrations,
+            tracker_errors: self.tracker_errors,
+            present_at_end: totals.present_at_end,
+            shown_online_at_end: totals.shown_online_at_end,
+        }
+    }
+
+    // # The server side: calls into the tracker and the books.
+
+    fn ts(&self, t: u64) -> Timestamp {
+        Timestamp::from_millis(self.origin + t)
+    }
+
+    fn connection(session: usize, conn: u32) -> ConnectionId {
+        ConnectionId::from(((session as u64) << 32) | u64::from(conn))
+    }
+
+    /// Books the tracker's events.
+    fn absorb(&mut self, events: Vec<Event<u32, u64>>) {
+        for event in events {
+            let at = event.at.as_millis().saturating_sub(self.origin);
+            match event.subject {
+                Subject::User { user } => {
+                    self.books
+                        .on_user_event(user as usize, event.from, event.to, at)
+                }
+                Subject::Session { .. } => self.books.on_session_event(),
+            }
+        }
+    }
+
+    /// Books a signal's result and, when ticking at deadlines, re-arms the tick.
+    fn signal(&mut self, result: Result<Vec<Event<u32, u64>>, Error>) {
+        match result {
+            Ok(events) => self.absorb(events),
+            Err(_) => self.tracker_errors += 1,
+        }
+        self.rearm(self.now);
+    }
+
+    fn rearm(&mut self, earliest: u64) {
+        if self.ticking != Ticking::Deadline {
+            return;
+        }
+        if let Some(deadline) = self.tracker.next_deadline() {
+            let at = deadline
+                .as_millis()
+                .saturating_sub(self.origin)
+                .max(earliest);
+            if at < self.next_tick {
+                self.next_tick = at;
+                self.push(at, Kind::Tick);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, at: u64) {
+        match self.ticking {
+            Ticking::EveryMs(every) => {
+                let events = self.tracker.tick_at(self.ts(at));
+                self.absorb(events);
+                self.push(at + every, Kind::Tick);
+            }
+            Ticking::Deadline => {
+                if at != self.next_tick {
+                    return; // superseded by an earlier one
+                }
+                self.next_tick = u64::MAX;
+                let events = self.tracker.tick_at(self.ts(at));
+                self.absorb(events);
+                // A deadline may be early, never late: never tick twice at one instant.
+                self.rearm(at + 1);
+            }
+        }
+    }
+
+    /// The client's connect, carrying its activity (as a handshake payload would): a connect
+    /// and a heartbeat at the same instant. Restarts the heartbeat timer.
+    fn connect(&mut self, s: usize) {
+        let session = &mut self.sessions[s];
+        session.conn += 1;
+        session.conn_alive = true;
+        session.connecting = false;
+        session.loss_pending = false;
+        let (user, conn, activity) = (session.user, session.conn, activity(session.truth));
+        let now = self.ts(self.now);
+        let result = self
+            .tracker
+            .connect_at(user, s as u64, Self::connection(s, conn), now);
+        self.signal(result);
+        let result = self.tracker.heartbeat_at(&(s as u64), activity, now);
+        self.signal(result);
+        self.restart_timer(s);
+    }
+
+    /// The client emits a heartbeat, if it has a connection; the network may lose it.
+    fn send_heartbeat(&mut self, s: usize, activity: Activity) {
+        let session = &self.sessions[s];
+        let u = session.user as usize;
+        if !session.conn_alive || self.users[u].partitioned {
+            return;
+        }
+        self.heartbeats_sent += 1;
+        let drop = self.pops[self.users[u].pop].drop;
+        if self.users[u].noise.chance(drop) {
+            return;
+        }
+        self.heartbeats_delivered += 1;
+        let now = self.ts(self.now);
+        match self.tracker.heartbeat_at(&(s as u64), activity, now) {
+            Ok(events) => {
+                self.absorb(events);
+                self.rearm(self.now);
+            }
+            Err(Error::UnknownSession { .. }) => {
+                // Expired while its connection lived: the handler connects it again.
+                self.reregistrations += 1;
+                let conn = Self::connection(s, self.sessions[s].conn);
+                let result = self.tracker.connect_at(u as u32, s as u64, conn, now);
+                self.signal(result);
+                let result = self.tracker.heartbeat_at(&(s as u64), activity, now);
+                self.signal(result);
+            }
+            Err(_) => self.tracker_errors += 1,
+        }
+    }
+
+    /// A disconnect reaches the tracker. One for a session that already expired is answered
+    /// with [`Error::UnknownSession`], which a server ignores.
+    fn disconnect(&mut self, s: usize, conn: u32, kind: DisconnectKind) {
+        let now = self.ts(self.now);
+        match self
+            .tracker
+            .disconnect_at(&(s as u64), Self::connection(s, conn), kind, now)
+        {
+            Ok(events) => self.absorb(events),
+            Err(Error::UnknownSession { .. }) => {}
+            Err(_) => self.tracker_errors += 1,
+        }
+        self.rearm(self.now);
+    }
+
+    /// The user's ground truth may have changed: books it.
+    fn refresh_truth(&mut self, u: usize, lost: bool) {
+        let truth = self.users[u]
+            .sessions
+            .iter()
+            .map(|&s| self.sessions[s as usize].truth)
+            .max()
+            .unwrap_or(Truth::Gone);
+        self.books.on_truth(u, truth, self.now, lost);
+    }
+}
+
+/// What a client in this class reports.
+fn activity(truth: Truth) -> Activity {
+    match truth {
+        Truth::Active => Activity::Active,
+        Truth::Idle => Activity::Idle,
+        Truth::Hidden | Truth::Gone => Activity::Background,
+    }
+}

@@ -1,0 +1,311 @@
+//! One session's life: connect, heartbeats, decay, disconnects, re-attach, expiry, retention.
+
+mod support;
+
+use presence_tracker::{Activity, Cause, ConnectionId, DisconnectKind, Error, Policy, Presence};
+use support::{
+    default_tracker, ms, secs, session_transitions, tick_through, tracker_with, user_transitions,
+};
+
+use Presence::{Active, Away, Idle, Offline, Stale};
+
+#[test]
+fn connect_starts_an_active_session() {
+    let (tracker, _clock) = default_tracker();
+    let now = tracker.now();
+    let events = tracker.connect(1, 10, "sock").expect("connect");
+    assert_eq!(
+        session_transitions(&events),
+        vec![(Offline, Active, Cause::Connect)]
+    );
+    assert_eq!(
+        user_transitions(&events),
+        vec![(Offline, Active, Cause::Connect)]
+    );
+    assert!(events.iter().all(|e| e.at == now && *e.user() == 1));
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    let view = tracker.session(&10).expect("alive");
+    assert_eq!(view.user, 1);
+    assert_eq!(view.presence, Active);
+    assert_eq!(view.activity, Activity::Active);
+    assert_eq!(view.last_seen, now);
+    assert_eq!(view.connection, ConnectionId::from("sock"));
+    assert!(view.connected);
+    assert_eq!(view.expires_at, now.saturating_add(secs(240)));
+    let user = tracker.user(&1);
+    assert_eq!(
+        (user.presence, user.sessions, user.last_seen),
+        (Active, 1, Some(now))
+    );
+}
+
+#[test]
+fn heartbeats_that_change_nothing_publish_nothing() {
+    let (tracker, clock) = default_tracker();
+    tracker.connect(1, 10, "sock").expect("connect");
+    for _ in 0..100 {
+        clock.advance(secs(5));
+        assert_eq!(
+            tracker.heartbeat(&10, Activity::Active).expect("heartbeat"),
+            vec![]
+        );
+        assert_eq!(tracker.tick(), vec![]);
+    }
+    assert_eq!(
+        tracker.session(&10).expect("alive").last_seen,
+        tracker.now()
+    );
+}
+
+#[test]
+fn reported_activity_caps_presence() {
+    let (tracker, clock) = default_tracker();
+    tracker.connect(1, 10, "sock").expect("connect");
+    let mut events = tracker.heartbeat(&10, Activity::Idle).expect("heartbeat");
+    events.extend(tracker.tick());
+    assert_eq!(session_transitions(&events).last().map(|t| t.1), Some(Idle));
+    assert_eq!(tracker.session(&10).expect("alive").presence, Idle);
+
+    let mut events = tracker
+        .heartbeat(&10, Activity::Background)
+        .expect("heartbeat");
+    events.extend(tracker.tick());
+    assert_eq!(user_transitions(&events).last().map(|t| t.1), Some(Away));
+    assert_eq!(tracker.user(&1).presence, Away);
+
+    // A fresh active heartbeat lifts the cap at once: an upgrade is published by the signal.
+    clock.advance(secs(1));
+    let events = tracker.heartbeat(&10, Activity::Active).expect("heartbeat");
+    assert_eq!(
+        user_transitions(&events),
+        vec![(Away, Active, Cause::Heartbeat)]
+    );
+}
+
+#[test]
+fn reattach_keeps_activity_and_clears_the_disconnect() {
+    let (tracker, clock) = default_tracker();
+    tracker.connect(1, 10, "sock-1").expect("connect");
+    tracker.heartbeat(&10, Activity::Idle).expect("heartbeat");
+    clock.advance(secs(30));
+    let seen = tracker.session(&10).expect("alive").last_seen;
+    tracker
+        .disconnect(&10, "sock-1", DisconnectKind::Lost)
+        .expect("lost");
+    let view = tracker.session(&10).expect("in grace");
+    assert_eq!(view.last_seen, seen, "a disconnect is not a sign of life");
+    assert!(!view.connected);
+    assert_eq!(view.expires_at, tracker.now().saturating_add(secs(120)));
+
+    clock.advance(secs(60));
+    tracker.connect(1, 10, "sock-2").expect("re-attach");
+    let view = tracker.session(&10).expect("re-attached");
+    assert_eq!(
+        view.activity,
+        Activity::Idle,
+        "a re-attach keeps the last activity"
+    );
+    assert_eq!(view.presence, Idle);
+    assert_eq!(view.last_seen, tracker.now());
+    assert!(view.connected);
+    assert_eq!(view.connection, ConnectionId::from("sock-2"));
+    assert_eq!(
+        view.expires_at,
+        tracker.now().saturating_add(secs(240)),
+        "grace cleared"
+    );
+    assert_eq!(tracker.user(&1).sessions, 1);
+
+    // Well past the old grace deadline, it is still alive.
+    let events = tick_through(&tracker, &clock, secs(150), secs(10));
+    assert!(events.iter().all(|e| e.to != Offline), "{events:?}");
+}
+
+#[test]
+fn heartbeat_in_grace_refreshes_age_but_not_the_deadline() {
+    let (tracker, clock) = default_tracker();
+    tracker.connect(1, 10, "sock").expect("connect");
+    let lost_at = tracker.now();
+    tracker
+        .disconnect(&10, "sock", DisconnectKind::Lost)
+        .expect("lost");
+    clock.advance(secs(100));
+    tracker.tick();
+    tracker
+        .heartbeat(&10, Activity::Active)
+        .expect("a heartbeat on a disconnected session");
+    let view = tracker.session(&10).expect("in grace");
+    assert_eq!(view.presence, Active);
+    assert_eq!(view.last_seen, tracker.now());
+    assert_eq!(view.expires_at, lost_at.saturating_add(secs(120)));
+
+    // Aged to idle by then (20 s), but not offline before the deadline.
+    let before = tick_through(&tracker, &clock, ms(19_999), secs(1));
+    assert_eq!(
+        user_transitions(&before),
+        vec![(Active, Idle, Cause::Timeout)]
+    );
+    clock.advance(ms(1));
+    let events = tracker.tick();
+    assert_eq!(
+        session_transitions(&events),
+        vec![(Idle, Offline, Cause::GraceExpired)]
+    );
+    assert_eq!(
+        user_transitions(&events),
+        vec![(Idle, Offline, Cause::GraceExpired)]
+    );
+    assert_eq!(tracker.session(&10), None);
+}
+
+#[test]
+fn leave_expires_after_the_leave_grace() {
+    let (tracker, clock) = default_tracker();
+    tracker.connect(1, 10, "sock").expect("connect");
+    clock.advance(secs(2));
+    let left = tracker.now();
+    assert_eq!(
+        tracker.leave(&10).expect("leave"),
+        vec![],
+        "a leave within its grace publishes nothing"
+    );
+    assert_eq!(
+        tracker.session(&10).expect("in grace").expires_at,
+        left.saturating_add(secs(5))
+    );
+    assert_eq!(tick_through(&tracker, &clock, ms(4_999), ms(4_999)), vec![]);
+    clock.advance(ms(1));
+    let events = tracker.tick();
+    assert_eq!(
+        user_transitions(&events),
+        vec![(Active, Offline, Cause::GraceExpired)]
+    );
+}
+
+#[test]
+fn expired_session_is_gone_and_a_connect_starts_afresh() {
+    let (tracker, clock) = default_tracker();
+    tracker.connect(1, 10, "sock").expect("connect");
+    tracker
+        .heartbeat(&10, Activity::Background)
+        .expect("heartbeat");
+    clock.advance(secs(240));
+    // Expired but not yet ticked: reads already treat it as gone.
+    assert_eq!(tracker.session(&10), None);
+    assert_eq!(tracker.user(&1).presence, Offline);
+    assert_eq!(tracker.user(&1).sessions, 0);
+    assert!(matches!(
+        tracker.heartbeat(&10, Activity::Active),
+        Err(Error::UnknownSession { .. })
+    ));
+    let events = tracker.tick();
+    assert_eq!(
+        session_transitions(&events),
+        vec![(Away, Offline, Cause::Timeout)]
+    );
+    let events = tracker.connect(1, 10, "sock-2").expect("connect again");
+    assert_eq!(
+        user_transitions(&events),
+        vec![(Offline, Active, Cause::Connect)]
+    );
+    assert_eq!(
+        tracker.session(&10).expect("new").activity,
+        Activity::Active
+    );
+}
+
+#[test]
+fn connect_on_expired_unticked_session_starts_afresh() {
+    let (tracker, clock) = default_tracker();
+    let mut all = tracker.connect(1, 10, "sock").expect("connect");
+    all.extend(tracker.heartbeat(&10, Activity::Idle).expect("heartbeat"));
+    all.extend(tracker.tick());
+    clock.advance(secs(250));
+    // No tick in between: the old session is expired all the same.
+    all.extend(tracker.connect(1, 10, "sock-2").expect("connect again"));
+    assert_eq!(
+        tracker.session(&10).expect("new").activity,
+        Activity::Active
+    );
+    assert_eq!(tracker.user(&1).presence, Active);
+    all.extend(tracker.tick());
+    // The old session's end and the new one's start chain through offline.
+    let mut replay = support::Replay::new();
+    if let Err(e) = replay.apply_all(&all) {
+        panic!("{e}: {all:?}");
+    }
+    assert_eq!(replay.session(&10), Some((1, Active)));
+    assert_eq!(replay.user(&1), Active);
+}
+
+#[test]
+fn last_seen_is_retained_then_forgotten() {
+    let policy = Policy::builder()
+        .retention(secs(600))
+        .build()
+        .expect("valid");
+    let (tracker, clock) = tracker_with::<u64, u64>(policy);
+    tracker.connect(1, 10, "sock").expect("connect");
+    let seen = tracker.now();
+    tracker.leave(&10).expect("leave");
+    clock.advance(secs(5));
+    tracker.tick();
+    let user = tracker.user(&1);
+    assert_eq!(
+        (user.presence, user.sessions, user.last_seen),
+        (Offline, 0, Some(seen))
+    );
+    assert_eq!(tracker.online(), vec![]);
+    tick_through(&tracker, &clock, ms(594_999), secs(10));
+    assert_eq!(
+        tracker.user(&1).last_seen,
+        Some(seen),
+        "kept for the whole retention"
+    );
+    tick_through(&tracker, &clock, secs(20), secs(1));
+    assert_eq!(
+        tracker.user(&1).last_seen,
+        None,
+        "forgotten after the retention"
+    );
+    assert_eq!(tracker.census().users.total(), 0);
+    // An unknown user reads as offline.
+    let unknown = tracker.user(&99);
+    assert_eq!(
+        (unknown.presence, unknown.sessions, unknown.last_seen),
+        (Offline, 0, None)
+    );
+}
+
+#[test]
+fn next_deadline_never_overshoots_a_transition() {
+    let (tracker, _clock) = default_tracker();
+    assert_eq!(tracker.next_deadline(), None, "nothing to wait for");
+    let t0 = tracker.now();
+    tracker.connect(1, 10, "sock").expect("connect");
+    let mut found = vec![];
+    for _ in 0..100 {
+        let Some(d) = tracker.next_deadline() else {
+            break;
+        };
+        assert!(d > tracker.now(), "a deadline in the past: {d:?}");
+        assert_eq!(
+            tracker.tick_at(d.saturating_sub(ms(1))),
+            vec![],
+            "a transition before {d:?}"
+        );
+        for e in tracker.tick_at(d) {
+            if e.is_user() {
+                found.push((e.to, e.at.saturating_duration_since(t0).as_secs()));
+            }
+        }
+        if tracker.session(&10).is_none() && tracker.user(&1).last_seen.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        found,
+        vec![(Idle, 15), (Away, 60), (Stale, 180), (Offline, 240)]
+    );
+}
