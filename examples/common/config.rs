@@ -1,0 +1,182 @@
+//! Command line and environment settings of the example servers, parsed with std only.
+//!
+//! Every flag `--some-name VALUE` can also be given as the environment variable
+//! `PRESENCE_SOME_NAME`; the command line wins. Durations are in milliseconds, so a test can run
+//! the whole policy scaled down (`--active-ms 1000 --ttl-ms 8000 ...`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use presence_tracker::{Policy, PolicyBuilder};
+
+/// What the servers are told at startup.
+#[derive(Debug)]
+pub(crate) struct Config {
+    /// Port on 127.0.0.1.
+    pub(crate) port: u16,
+    /// The tracker's thresholds.
+    pub(crate) policy: Policy,
+    /// How often the transport pings the client (Socket.IO's `pingInterval`, a WebSocket ping).
+    pub(crate) ping_interval: Duration,
+    /// How long after a ping without an answer the connection counts as lost.
+    pub(crate) ping_timeout: Duration,
+    /// Where socket.io-client's browser bundle is read from, for `/socket.io.js`.
+    pub(crate) socket_io_js: PathBuf,
+}
+
+/// The flags that take a value, with what they mean (printed by `--help`).
+const FLAGS: &[(&str, &str)] = &[
+    ("port", "port to listen on, on 127.0.0.1 (default 3000)"),
+    (
+        "active-ms",
+        "age below which a session is active (default 15000)",
+    ),
+    (
+        "idle-ms",
+        "age below which a session is idle (default 60000)",
+    ),
+    (
+        "away-ms",
+        "age below which a session is away (default 180000)",
+    ),
+    (
+        "ttl-ms",
+        "age below which a session is stale, offline after (default 240000)",
+    ),
+    (
+        "disconnect-grace-ms",
+        "grace after a lost connection (default 120000)",
+    ),
+    (
+        "leave-grace-ms",
+        "grace after a clean close or a leave (default 5000)",
+    ),
+    (
+        "ping-interval-ms",
+        "transport ping interval (default 25000)",
+    ),
+    ("ping-timeout-ms", "transport ping timeout (default 20000)"),
+    (
+        "socket-io-js",
+        "path of socket.io.min.js (default: assets/vendor/socket.io.min.js)",
+    ),
+];
+
+/// One of the policy builder's duration setters.
+type Setter = fn(PolicyBuilder, Duration) -> PolicyBuilder;
+
+/// socket.io-client's browser bundle, vendored from npm (see assets/vendor/README.md).
+const DEFAULT_SOCKET_IO_JS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/assets/vendor/socket.io.min.js"
+);
+
+impl Config {
+    /// Reads the process's arguments and environment. `Ok(None)` means `--help` was printed.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the flag that is unknown, lacks a value or has a bad one, or the
+    /// policy's own error when the thresholds do not fit together.
+    pub(crate) fn from_env_and_args(program: &str) -> Result<Option<Config>, String> {
+        let mut values: Vec<(&str, String)> = Vec::new();
+        for (name, _) in FLAGS {
+            let var = format!("PRESENCE_{}", name.replace('-', "_").to_uppercase());
+            if let Ok(value) = std::env::var(&var) {
+                values.push((name, value));
+            }
+        }
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            if arg == "--help" || arg == "-h" {
+                print_help(program);
+                return Ok(None);
+            }
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
+                None => (arg.clone(), None),
+            };
+            let name = flag
+                .strip_prefix("--")
+                .and_then(|n| FLAGS.iter().find(|(f, _)| *f == n).map(|(f, _)| *f))
+                .ok_or_else(|| format!("unknown argument {arg:?} (try --help)"))?;
+            let value = match inline {
+                Some(value) => value,
+                None => args
+                    .next()
+                    .ok_or_else(|| format!("--{name} needs a value"))?,
+            };
+            values.push((name, value));
+        }
+        // Later entries (the command line) override earlier ones (the environment).
+        let get = |name: &str| {
+            values
+                .iter()
+                .rev()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v)
+        };
+        let millis = |name: &str| -> Result<Option<Duration>, String> {
+            get(name)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map(Duration::from_millis)
+                        .map_err(|_| format!("--{name}: {v:?} is not a number of milliseconds"))
+                })
+                .transpose()
+        };
+
+        let port = match get("port") {
+            Some(v) => v
+                .parse::<u16>()
+                .map_err(|_| format!("--port: {v:?} is not a port number"))?,
+            None => 3000,
+        };
+        let mut builder = Policy::builder();
+        let setters: [(&str, Setter); 6] = [
+            ("active-ms", PolicyBuilder::active),
+            ("idle-ms", PolicyBuilder::idle),
+            ("away-ms", PolicyBuilder::away),
+            ("ttl-ms", PolicyBuilder::ttl),
+            ("disconnect-grace-ms", PolicyBuilder::disconnect_grace),
+            ("leave-grace-ms", PolicyBuilder::leave_grace),
+        ];
+        for (name, set) in setters {
+            if let Some(d) = millis(name)? {
+                builder = set(builder, d);
+            }
+        }
+        let policy = builder.build().map_err(|e| format!("policy: {e}"))?;
+        Ok(Some(Config {
+            port,
+            policy,
+            ping_interval: millis("ping-interval-ms")?.unwrap_or(Duration::from_secs(25)),
+            ping_timeout: millis("ping-timeout-ms")?.unwrap_or(Duration::from_secs(20)),
+            socket_io_js: get("socket-io-js")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_IO_JS)),
+        }))
+    }
+
+    /// One line describing the thresholds, for the startup banner.
+    pub(crate) fn describe(&self) -> String {
+        let p = &self.policy;
+        format!(
+            "active < {:?}, idle < {:?}, away < {:?}, ttl {:?}, grace {:?} (lost) / {:?} (clean, leave)",
+            p.active(),
+            p.idle(),
+            p.away(),
+            p.ttl(),
+            p.disconnect_grace(),
+            p.leave_grace()
+        )
+    }
+}
+
+fn print_help(program: &str) {
+    println!("usage: {program} [--flag VALUE]...\n");
+    for (name, help) in FLAGS {
+        let var = format!("PRESENCE_{}", name.replace('-', "_").to_uppercase());
+        println!("  --{name:<22} {help}\n  {:24} (env {var})", "");
+    }
+}

@@ -1,0 +1,6 @@
+//! Code both example servers share. Included by each with
+//! `#[path = "common/mod.rs"] mod common;` (a folder without `main.rs` is not an example).
+
+pub(crate) mod config;
+pub(crate) mod http;
+pub(crate) mod hub;
