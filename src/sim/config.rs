@@ -32,7 +32,7 @@ impl Scenario {
     ///     "restarts": [ { "at_minutes": 120 } ]
     /// }"#)?;
     /// assert_eq!(scenario.populations[1].network.drop, 0.05);
-    /// assert_eq!(scenario.populations[1].network.ping_timeout_seconds, 45.0); // from the preset
+    /// assert_eq!(scenario.populations[1].network.partitions_per_hour, 1.0); // from the preset
     /// # Ok::<(), presence_tracker::sim::ScenarioError>(())
     /// ```
     ///

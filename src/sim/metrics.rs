@@ -52,10 +52,16 @@ struct Departure {
 /// Totals, read out by the engine when the run ends.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Totals {
-    pub(crate) present_ms: u64,
-    pub(crate) false_offline_ms: u64,
-    pub(crate) foreground_ms: u64,
-    pub(crate) foreground_offline_ms: u64,
+    /// Time users had a session open (there or hidden).
+    pub(crate) open_ms: u64,
+    /// Time users were there (active or idle).
+    pub(crate) there_ms: u64,
+    /// ... and shown offline: false offline.
+    pub(crate) there_offline_ms: u64,
+    /// Time users' best session was hidden.
+    pub(crate) hidden_ms: u64,
+    /// ... and shown offline.
+    pub(crate) hidden_offline_ms: u64,
     pub(crate) episodes: u64,
     pub(crate) flaps: u64,
     pub(crate) truth_changes: u64,
@@ -63,7 +69,7 @@ pub(crate) struct Totals {
     pub(crate) session_events: u64,
     pub(crate) brief_absences: u64,
     pub(crate) latency: Latencies,
-    pub(crate) present_at_end: u32,
+    pub(crate) open_at_end: u32,
     pub(crate) shown_online_at_end: u32,
 }
 
@@ -101,27 +107,33 @@ impl Accounting {
     fn settle(&mut self, user: usize, now: u64) {
         let book = &mut self.books[user];
         let dt = now.saturating_sub(book.since);
-        if book.truth != Truth::Gone {
-            self.totals.present_ms += dt;
-            let foreground = book.truth >= Truth::Idle;
-            if foreground {
-                self.totals.foreground_ms += dt;
+        let offline = book.shown == Presence::Offline;
+        match book.truth {
+            Truth::Gone => {}
+            Truth::Hidden => {
+                self.totals.open_ms += dt;
+                self.totals.hidden_ms += dt;
+                if offline {
+                    self.totals.hidden_offline_ms += dt;
+                }
             }
-            if book.shown == Presence::Offline {
-                self.totals.false_offline_ms += dt;
-                if foreground {
-                    self.totals.foreground_offline_ms += dt;
+            Truth::Idle | Truth::Active => {
+                self.totals.open_ms += dt;
+                self.totals.there_ms += dt;
+                if offline {
+                    self.totals.there_offline_ms += dt;
                 }
             }
         }
         book.since = now.max(book.since);
     }
 
-    /// Opens or closes a false-offline stretch at `now`. A stretch counts as an episode only if
-    /// it lasted: a user who arrives is there an instant before its connect is recorded.
+    /// Opens or closes a false-offline stretch (there, shown offline) at `now`. A stretch counts
+    /// as an episode only if it lasted: a user who arrives is there an instant before its
+    /// connect is recorded.
     fn update_episode(&mut self, user: usize, now: u64) {
         let book = &mut self.books[user];
-        let false_offline = book.truth != Truth::Gone && book.shown == Presence::Offline;
+        let false_offline = book.truth >= Truth::Idle && book.shown == Presence::Offline;
         match (false_offline, book.episode_since) {
             (true, None) => book.episode_since = Some(now),
             (false, Some(since)) => {
@@ -205,7 +217,7 @@ impl Accounting {
                 self.totals.episodes += 1;
             }
             if book.truth != Truth::Gone {
-                self.totals.present_at_end += 1;
+                self.totals.open_at_end += 1;
             }
             if book.shown != Presence::Offline {
                 self.totals.shown_online_at_end += 1;
@@ -250,8 +262,9 @@ mod tests {
         books.on_user_event(0, Presence::Active, Presence::Idle, 40_000);
         books.on_user_event(0, Presence::Idle, Presence::Offline, 130_000);
         let totals = books.finish(1_000_000);
-        assert_eq!(totals.present_ms, 30_000);
-        assert_eq!(totals.false_offline_ms, 5_000);
+        assert_eq!((totals.open_ms, totals.there_ms), (30_000, 30_000));
+        assert_eq!(totals.there_offline_ms, 5_000);
+        assert_eq!((totals.hidden_ms, totals.hidden_offline_ms), (0, 0));
         assert_eq!(totals.episodes, 1);
         assert_eq!(totals.flaps, 2);
         assert_eq!(totals.user_events, 7);
@@ -273,7 +286,7 @@ mod tests {
         assert_eq!(totals.brief_absences, 1);
         assert_eq!(totals.latency.clean.count, 1);
         assert_eq!(totals.latency.clean.max, Duration::from_secs(100));
-        assert_eq!(totals.false_offline_ms, 0);
-        assert_eq!((totals.present_at_end, totals.shown_online_at_end), (1, 1));
+        assert_eq!(totals.there_offline_ms, 0);
+        assert_eq!((totals.open_at_end, totals.shown_online_at_end), (1, 1));
     }
 }

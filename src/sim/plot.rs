@@ -54,7 +54,7 @@ pub(crate) fn tradeoff_svg(study: &Study) -> String {
     );
     let _ = writeln!(
         svg,
-        r##"<text x="{LEFT}" y="50" font-size="12" fill="#555">One point per candidate (numbers as in the table). Lower left is better: departures shown sooner, present users shown offline less.</text>"##
+        r##"<text x="{LEFT}" y="50" font-size="12" fill="#555">One point per candidate (numbers as in the table). Lower left is better: departures shown sooner, users who are there shown offline less.</text>"##
     );
 
     // Grid and axes.
@@ -85,7 +85,7 @@ pub(crate) fn tradeoff_svg(study: &Study) -> String {
     );
     let _ = writeln!(
         svg,
-        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">false offline (% of the time users are there)</text>"##,
+        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">false offline (% of the time users are there: active or idle)</text>"##,
         LEFT + plot_w / 2.0,
         HEIGHT - 25.0
     );
@@ -96,46 +96,88 @@ pub(crate) fn tradeoff_svg(study: &Study) -> String {
         TOP + plot_h / 2.0
     );
 
-    // Points: the dominated first, so the front is drawn on top.
+    // Points: the dominated first, so the front is drawn on top. A point's area grows with
+    // its flaps, the third objective.
     let on_front = |i: usize| study.front.get(i).copied().unwrap_or(false);
-    for (i, &(x, y)) in points.iter().enumerate().filter(|&(i, _)| !on_front(i)) {
+    let max_flaps = study
+        .reports
+        .iter()
+        .map(|r| r.metrics.flaps_per_user_hour)
+        .fold(0.0, f64::max);
+    let radius = |i: usize| {
+        let flaps = study.reports[i].metrics.flaps_per_user_hour;
+        if max_flaps > 0.0 {
+            3.5 + 7.0 * (flaps / max_flaps).sqrt()
+        } else {
+            4.5
+        }
+    };
+    let mut order: Vec<usize> = (0..points.len()).filter(|&i| !on_front(i)).collect();
+    order.extend((0..points.len()).filter(|&i| on_front(i)));
+    for &i in &order {
+        let (x, y) = points[i];
+        let (fill, stroke, opacity) = if on_front(i) {
+            (FRONT, "#7a3b00", 0.85)
+        } else {
+            (GREY, "#5f6368", 0.6)
+        };
         let _ = writeln!(
             svg,
-            r##"<circle cx="{:.1}" cy="{:.1}" r="4.5" fill="{GREY}" fill-opacity="0.7"><title>#{} {}</title></circle>"##,
+            r##"<circle cx="{:.1}" cy="{:.1}" r="{:.1}" fill="{fill}" fill-opacity="{opacity}" stroke="{stroke}"><title>#{} {} ({:.3} flaps/user-hour)</title></circle>"##,
             sx(x),
             sy(y),
-            i + 1,
-            escape(&study.reports[i].candidate.label())
-        );
-    }
-    for (i, &(x, y)) in points.iter().enumerate().filter(|&(i, _)| on_front(i)) {
-        let _ = writeln!(
-            svg,
-            r##"<circle cx="{:.1}" cy="{:.1}" r="6" fill="{FRONT}" stroke="#7a3b00"><title>#{} {}</title></circle><text x="{:.1}" y="{:.1}" font-size="11" fill="#7a3b00">{}</text>"##,
-            sx(x),
-            sy(y),
+            radius(i),
             i + 1,
             escape(&study.reports[i].candidate.label()),
-            sx(x) + 8.0,
-            sy(y) - 6.0,
-            i + 1
+            study.reports[i].metrics.flaps_per_user_hour
+        );
+    }
+    // One label per spot: front members that land within a few pixels share it.
+    let mut spots: Vec<((f64, f64), Vec<usize>)> = Vec::new();
+    for i in (0..points.len()).filter(|&i| on_front(i)) {
+        let at = (sx(points[i].0), sy(points[i].1));
+        match spots
+            .iter_mut()
+            .find(|(p, _)| (p.0 - at.0).abs() < 12.0 && (p.1 - at.1).abs() < 10.0)
+        {
+            Some((_, members)) => members.push(i + 1),
+            None => spots.push((at, vec![i + 1])),
+        }
+    }
+    // Labels go right of their point, or left of it near the right edge.
+    let right_edge = LEFT + 0.85 * plot_w;
+    for ((x, y), members) in spots {
+        let names: Vec<String> = members.iter().map(ToString::to_string).collect();
+        let (lx, anchor) = if x > right_edge {
+            (x - 10.0, "end")
+        } else {
+            (x + 10.0, "start")
+        };
+        let _ = writeln!(
+            svg,
+            r##"<text x="{lx:.1}" y="{:.1}" font-size="11" fill="#7a3b00" text-anchor="{anchor}">{}</text>"##,
+            y - 8.0,
+            names.join(",")
         );
     }
     let rings = [
-        (study.default_index(), DEFAULT, "default"),
-        (study.recommended, RECOMMENDED, "recommended"),
+        (study.default_index(), DEFAULT, "default", 22.0),
+        (study.recommended, RECOMMENDED, "recommended", -16.0),
     ];
-    for (index, colour, name) in rings {
+    for (index, colour, name, dy) in rings {
         if let Some(i) = index {
-            let (x, y) = points[i];
-            let below = if name == "default" { 22.0 } else { 36.0 };
+            let (x, y) = (sx(points[i].0), sy(points[i].1));
+            let r = radius(i) + 5.0;
+            // Left of the ring, unless that would run into the axis.
+            let (lx, anchor) = if x < LEFT + 0.3 * plot_w {
+                (x + r + 4.0, "start")
+            } else {
+                (x - r - 4.0, "end")
+            };
             let _ = writeln!(
                 svg,
-                r##"<circle cx="{:.1}" cy="{:.1}" r="11" fill="none" stroke="{colour}" stroke-width="2.5"/><text x="{:.1}" y="{:.1}" font-size="12" font-weight="bold" fill="{colour}">{name}</text>"##,
-                sx(x),
-                sy(y),
-                sx(x) + 12.0,
-                sy(y) + below
+                r##"<circle cx="{x:.1}" cy="{y:.1}" r="{r:.1}" fill="none" stroke="{colour}" stroke-width="2.5"/><text x="{lx:.1}" y="{:.1}" font-size="12" font-weight="bold" fill="{colour}" text-anchor="{anchor}">{name}</text>"##,
+                y + dy
             );
         }
     }
@@ -150,7 +192,7 @@ pub(crate) fn tradeoff_svg(study: &Study) -> String {
                 lx + 6.0,
                 ly - 4.0
             ),
-            "candidate",
+            "dominated candidate",
         ),
         (
             format!(
@@ -158,7 +200,7 @@ pub(crate) fn tradeoff_svg(study: &Study) -> String {
                 lx + 6.0,
                 ly + 16.0
             ),
-            "Pareto front (latency, false offline, flaps)",
+            "on the Pareto front",
         ),
         (
             format!(
@@ -187,7 +229,21 @@ pub(crate) fn tradeoff_svg(study: &Study) -> String {
             escape(text)
         );
     }
-    ly += 100.0;
+    for (k, note) in [
+        "front: no candidate is better in p95 latency,",
+        "false offline and flaps at once;",
+        "a larger point flaps more",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{lx:.1}" y="{:.1}" font-size="11" fill="#555">{note}</text>"##,
+            ly + 84.0 + 14.0 * k as f64
+        );
+    }
+    ly += 140.0;
     let _ = writeln!(
         svg,
         r##"<text x="{lx:.1}" y="{ly:.1}" font-size="12" font-weight="bold">On the front (flaps per user-hour):</text>"##

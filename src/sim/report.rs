@@ -31,17 +31,19 @@ impl Report {
 /// The ground truth knows, at every instant, each session's class: *active* (in the
 /// foreground, the user interacting), *idle* (in the foreground, untouched), *hidden* (open in
 /// a background tab, or on a phone suspended by the OS that will resume) or *gone* (closed,
-/// crashed, or suspended for good). A user's class is the highest of its sessions'; the user is
-/// *there* unless it is gone. The presence a perfect tracker would show for each class is its
+/// crashed, or suspended for good). A user's class is the highest of its sessions'. The user
+/// is *there* when that is active or idle (someone is in front of the app), *open* when it is
+/// anything but gone. The presence a perfect tracker would show for each class is its
 /// *expected presence*: `active`, `idle`, `away` (what a `background` activity caps at) and
 /// `offline`. The tracker's user presence is the one its user events published.
 ///
 /// - **False offline**: time during which the user is there but the tracker shows it
 ///   `offline`. [`false_offline_share`](Self::false_offline_share) is its share of the time
-///   users are there; an *episode* is one uninterrupted stretch of it. Much of it is usually
-///   phones suspended for minutes that will resume, which no tracker can tell from phones that
-///   will not; [`false_offline_foreground_share`](Self::false_offline_foreground_share) counts
-///   only the time the user was in front of the app.
+///   users are there; an *episode* is one uninterrupted stretch of it. Time a user's sessions
+///   are all hidden and shown offline is counted apart, in
+///   [`hidden_offline_share`](Self::hidden_offline_share): it is mostly phones suspended for
+///   minutes that will resume, which no tracker can tell from phones that will not, so it is the
+///   price of quick detection rather than an error.
 /// - **Flap**: a user event that moves the shown presence *away* from the expected one: a
 ///   downgrade to below the expected presence (`active → idle` while the user is active, `away
 ///   → offline` while a phone is only suspended), or an upgrade to above it. Events that lag
@@ -59,30 +61,31 @@ impl Report {
 ///   class changes at [`truth_changes_per_second_per_1k_users`](Self::truth_changes_per_second_per_1k_users)
 ///   are the floor a perfect tracker would need.
 ///
-/// Per-hour rates are per hour that users are there.
+/// Per-hour rates are per hour that users have a session open.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metrics {
     /// Users simulated.
     pub users: u32,
     /// Virtual hours simulated.
     pub hours: f64,
-    /// Hours users were there, summed over users.
-    pub present_user_hours: f64,
+    /// Hours users had a session open (there or hidden), summed over users.
+    pub open_user_hours: f64,
+    /// Hours users were there (active or idle), summed over users.
+    pub there_user_hours: f64,
     /// Hours sessions were open (not gone), summed over sessions.
     pub session_hours: f64,
-    /// Share of present user-time shown `offline`, in `[0, 1]`.
+    /// Share of the time users were there that they were shown `offline`, in `[0, 1]`.
     pub false_offline_share: f64,
-    /// Share of foreground user-time (the user active or idle in front of the app) shown
-    /// `offline`, in `[0, 1]`: the inexcusable part of false offline, without the time a phone
-    /// spent suspended.
-    pub false_offline_foreground_share: f64,
+    /// Share of the time users' sessions were all hidden that they were shown `offline`, in
+    /// `[0, 1]`.
+    pub hidden_offline_share: f64,
     /// False-offline episodes.
     pub false_offline_episodes: u64,
-    /// False-offline episodes per present user-hour.
+    /// False-offline episodes per open user-hour.
     pub false_offline_episodes_per_user_hour: f64,
     /// Flaps.
     pub flaps: u64,
-    /// Flaps per present user-hour.
+    /// Flaps per open user-hour.
     pub flaps_per_user_hour: f64,
     /// Detection latency of departures.
     pub latency: Latencies,
@@ -108,8 +111,8 @@ pub struct Metrics {
     pub reregistrations: u64,
     /// Errors the tracker returned for signals a correct server would send: should be zero.
     pub tracker_errors: u64,
-    /// Users there at the end of the run.
-    pub present_at_end: u32,
+    /// Users with a session open at the end of the run.
+    pub open_at_end: u32,
     /// Users the tracker showed not offline at the end of the run.
     pub shown_online_at_end: u32,
 }

@@ -105,10 +105,10 @@ pub struct Network {
     pub partitions_per_hour: f64,
     /// How long a partition lasts, in seconds.
     pub partition_seconds: Span,
-    /// How long the server takes to notice a connection that went silent (Socket.IO: ping
-    /// interval plus ping timeout, 25 s + 20 s). Partitions shorter than this do not break the
-    /// connection.
-    pub ping_timeout_seconds: f64,
+    /// How long the server takes to notice a connection that went silent, in seconds. With
+    /// Socket.IO's defaults the next ping comes within 25 s and the pong is awaited 20 s: 20 to
+    /// 45 s. A partition that ends sooner does not break the connection.
+    pub ping_timeout_seconds: Span,
     /// How long a client waits before reconnecting once it can (Socket.IO's backoff).
     pub reconnect_seconds: Span,
 }
@@ -119,7 +119,7 @@ impl Default for Network {
             drop: 0.0,
             partitions_per_hour: 0.0,
             partition_seconds: Span::new(2.0, 60.0),
-            ping_timeout_seconds: 45.0,
+            ping_timeout_seconds: Span::new(20.0, 45.0),
             reconnect_seconds: Span::new(0.5, 5.0),
         }
     }
@@ -259,16 +259,14 @@ impl Population {
                 return fail(format!("{what} must be >= 0, got {v}"));
             }
         }
-        for (what, v) in [
-            ("throttle_seconds", self.throttle_seconds),
-            (
-                "network.ping_timeout_seconds",
-                self.network.ping_timeout_seconds,
-            ),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return fail(format!("{what} must be > 0, got {v}"));
-            }
+        if !(self.throttle_seconds.is_finite() && self.throttle_seconds > 0.0) {
+            return fail(format!(
+                "throttle_seconds must be > 0, got {}",
+                self.throttle_seconds
+            ));
+        }
+        if self.network.ping_timeout_seconds.lo <= 0.0 {
+            return fail("network.ping_timeout_seconds must be above 0".to_string());
         }
         for (what, span) in [
             ("visit_minutes", self.visit_minutes),
@@ -279,6 +277,10 @@ impl Population {
             ("reload_seconds", self.reload_seconds),
             ("network.partition_seconds", self.network.partition_seconds),
             ("network.reconnect_seconds", self.network.reconnect_seconds),
+            (
+                "network.ping_timeout_seconds",
+                self.network.ping_timeout_seconds,
+            ),
         ] {
             span.check(&format!("population {name}: {what}"))?;
         }

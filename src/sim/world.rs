@@ -37,7 +37,7 @@ use super::{Candidate, ScenarioError};
 ///
 /// let scenario = Scenario::named("office")?.with_users(20).with_hours(1.0);
 /// let report = run(&scenario, &Candidate::default())?;
-/// assert!(report.metrics.present_user_hours > 0.0);
+/// assert!(report.metrics.open_user_hours > 0.0);
 /// assert_eq!(report.metrics.tracker_errors, 0);
 /// # Ok::<(), presence_tracker::sim::ScenarioError>(())
 /// ```
@@ -172,7 +172,7 @@ struct Pop {
     /// Mean time between partitions; 0 for none.
     partition_every: f64,
     partition: Millis,
-    ping_timeout: u64,
+    ping_timeout: Millis,
     reconnect: Millis,
 }
 
@@ -202,7 +202,7 @@ impl Pop {
             drop: p.network.drop,
             partition_every: every(p.network.partitions_per_hour),
             partition: Millis::new(p.network.partition_seconds, SECOND),
-            ping_timeout: ((p.network.ping_timeout_seconds * SECOND).round() as u64).max(1),
+            ping_timeout: Millis::new(p.network.ping_timeout_seconds, SECOND),
             reconnect: Millis::new(p.network.reconnect_seconds, SECOND),
         }
     }
@@ -242,6 +242,8 @@ struct Session {
     conn_alive: bool,
     /// Whether a connect is scheduled.
     connecting: bool,
+    /// Whether the last connection ended with a close frame (a reload in progress).
+    closed_clean: bool,
     hb_gen: u32,
     loss_gen: u32,
     loss_pending: bool,
@@ -441,10 +443,17 @@ impl<'a> World<'a> {
             .sum();
         let session_ms = self.session_ms + open_ms;
         let totals = self.books.finish(end);
-        let present_hours = totals.present_ms as f64 / HOUR;
-        let per_present_hour = |n: u64| {
-            if present_hours > 0.0 {
-                n as f64 / present_hours
+        let open_hours = totals.open_ms as f64 / HOUR;
+        let per_open_hour = |n: u64| {
+            if open_hours > 0.0 {
+                n as f64 / open_hours
+            } else {
+                0.0
+            }
+        };
+        let share = |part: u64, whole: u64| {
+            if whole > 0 {
+                part as f64 / whole as f64
             } else {
                 0.0
             }
@@ -455,22 +464,15 @@ impl<'a> World<'a> {
         Metrics {
             users: scenario.users,
             hours: end as f64 / HOUR,
-            present_user_hours: present_hours,
+            open_user_hours: open_hours,
+            there_user_hours: totals.there_ms as f64 / HOUR,
             session_hours: session_ms as f64 / HOUR,
-            false_offline_share: if totals.present_ms > 0 {
-                totals.false_offline_ms as f64 / totals.present_ms as f64
-            } else {
-                0.0
-            },
-            false_offline_foreground_share: if totals.foreground_ms > 0 {
-                totals.foreground_offline_ms as f64 / totals.foreground_ms as f64
-            } else {
-                0.0
-            },
+            false_offline_share: share(totals.there_offline_ms, totals.there_ms),
+            hidden_offline_share: share(totals.hidden_offline_ms, totals.hidden_ms),
             false_offline_episodes: totals.episodes,
-            false_offline_episodes_per_user_hour: per_present_hour(totals.episodes),
+            false_offline_episodes_per_user_hour: per_open_hour(totals.episodes),
             flaps: totals.flaps,
-            flaps_per_user_hour: per_present_hour(totals.flaps),
+            flaps_per_user_hour: per_open_hour(totals.flaps),
             latency: totals.latency,
             brief_absences: totals.brief_absences,
             user_events: totals.user_events,
@@ -482,7 +484,7 @@ impl<'a> World<'a> {
             heartbeats_delivered: self.heartbeats_delivered,
             reregistrations: self.reregistrations,
             tracker_errors: self.tracker_errors,
-            present_at_end: totals.present_at_end,
+            open_at_end: totals.open_at_end,
             shown_online_at_end: totals.shown_online_at_end,
         }
     }
@@ -563,6 +565,7 @@ impl<'a> World<'a> {
         session.conn += 1;
         session.conn_alive = true;
         session.connecting = false;
+        session.closed_clean = false;
         session.loss_pending = false;
         let (user, conn, activity) = (session.user, session.conn, activity(session.truth));
         let now = self.ts(self.now);

@@ -46,6 +46,7 @@ impl World<'_> {
                 conn: 0,
                 conn_alive: false,
                 connecting: false,
+                closed_clean: false,
                 hb_gen: 0,
                 loss_gen: 0,
                 loss_pending: false,
@@ -105,10 +106,12 @@ impl World<'_> {
         let closes = |session: &Session| {
             end == End::Close && session.conn_alive && !partitioned && !session.suspended
         };
-        let lost = sessions
-            .iter()
-            .any(|&s| !closes(&self.sessions[s as usize]) && self.sessions[s as usize].conn_alive)
-            || end != End::Close;
+        // Clean only if every session says goodbye now or already did (a reload in progress).
+        let lost = end != End::Close
+            || sessions.iter().any(|&s| {
+                let session = &self.sessions[s as usize];
+                !closes(session) && !session.closed_clean
+            });
         for &s in &sessions {
             let session = &mut self.sessions[s as usize];
             session.truth = Truth::Gone;
@@ -268,6 +271,7 @@ impl World<'_> {
         session.conn_alive = false;
         session.loss_pending = false;
         session.connecting = true;
+        session.closed_clean = true;
         let conn = session.conn;
         self.disconnect(f, conn, DisconnectKind::Clean);
         self.push(self.now + delay, Kind::Connect { session: f as u32 });
@@ -346,7 +350,11 @@ impl World<'_> {
         if !session.conn_alive || session.loss_pending {
             return;
         }
-        let timeout = self.pops[self.users[session.user as usize].pop].ping_timeout;
+        let u = session.user as usize;
+        let timeout = self.pops[self.users[u].pop]
+            .ping_timeout
+            .draw(&mut self.users[u].noise)
+            .max(1);
         let session = &mut self.sessions[s];
         session.loss_gen += 1;
         session.loss_pending = true;

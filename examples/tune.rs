@@ -1,0 +1,263 @@
+//! Tune presence thresholds for your traffic: simulate a grid of candidate policies on a
+//! scenario, print the table with the Pareto front marked, recommend one, and write the
+//! trade-off plot.
+//!
+//! ```text
+//! cargo run --release --features sim --example tune -- --scenario mobile
+//! cargo run --release --features sim --example tune -- --config scenarios/my-traffic.json --out target/tune
+//! cargo run --release --features sim --example tune -- --scenario all --default-only
+//! cargo run --release --features sim --example tune -- --scenario mixed --print-config > my-traffic.json
+//! ```
+//!
+//! Options:
+//!
+//! ```text
+//! --scenario NAME    office, mobile, flaky-network, restart-storm, mixed, or all (default mixed)
+//! --config FILE      a scenario in JSON (see presence_tracker::sim::Scenario::from_json)
+//! --users N          users (default: the scenario's, 1000 for the named ones)
+//! --hours H          virtual hours (default: the scenario's, 24 for the named ones)
+//! --seed S           seed (default: the scenario's, 1 for the named ones)
+//! --grid G           standard (36 candidates, the default) or full (108, the leave grace too)
+//! --default-only     only the default policy: one summary row per scenario
+//! --ticking T        deadline, or a tick interval in ms (default: the scenario's, 1000)
+//! --threads N        simulation threads (default: all cores)
+//! --max-false-offline PCT   recommendation budget, % of present time (default 0.1)
+//! --max-flaps F             recommendation budget, flaps per user-hour (default 0.05)
+//! --out DIR          where the SVG plots go (default target/tune)
+//! --print-config     print the (first) scenario as JSON and exit
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use presence_tracker::sim::{
+    run_many, summary_table, Budget, Candidate, Grid, Scenario, Study, Ticking,
+};
+
+const USAGE: &str = "usage: tune [--scenario NAME|all] [--config FILE] [--users N] [--hours H] \
+[--seed S] [--grid standard|full] [--default-only] [--ticking deadline|MS] [--threads N] \
+[--max-false-offline PCT] [--max-flaps F] [--out DIR] [--print-config]";
+
+#[derive(Debug)]
+struct Options {
+    scenarios: Vec<Scenario>,
+    grid: String,
+    threads: usize,
+    budget: Budget,
+    out: PathBuf,
+    print_config: bool,
+}
+
+fn parse() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mut scenario = "mixed".to_string();
+    let mut config = None;
+    let (mut users, mut hours, mut seed, mut ticking) = (None, None, None, None);
+    let mut options = Options {
+        scenarios: Vec::new(),
+        grid: "standard".to_string(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        budget: Budget::default(),
+        out: PathBuf::from("target/tune"),
+        print_config: false,
+    };
+    while let Some(flag) = args.next() {
+        if flag == "--print-config" {
+            options.print_config = true;
+            continue;
+        }
+        if flag == "--default-only" {
+            options.grid = "default-only".to_string();
+            continue;
+        }
+        if flag == "--help" || flag == "-h" {
+            return Err(USAGE.to_string());
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let number = |what: &str| -> Result<f64, String> {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("{what} must be a non-negative number, got {value:?}"))
+        };
+        match flag.as_str() {
+            "--scenario" => scenario = value.clone(),
+            "--config" => config = Some(value.clone()),
+            "--users" => {
+                users = Some(
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| format!("--users: not a count: {value:?}"))?,
+                )
+            }
+            "--hours" => hours = Some(number("--hours")?),
+            "--seed" => {
+                seed = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| format!("--seed: not an integer: {value:?}"))?,
+                )
+            }
+            "--grid" => options.grid = value.clone(),
+            "--ticking" => {
+                ticking = Some(if value == "deadline" {
+                    Ticking::Deadline
+                } else {
+                    Ticking::EveryMs(value.parse::<u64>().map_err(|_| {
+                        format!("--ticking: deadline or milliseconds, got {value:?}")
+                    })?)
+                })
+            }
+            "--threads" => {
+                options.threads = value
+                    .parse::<usize>()
+                    .map_err(|_| format!("--threads: not a count: {value:?}"))?
+                    .max(1)
+            }
+            "--max-false-offline" => {
+                options.budget.max_false_offline_share = number("--max-false-offline")? / 100.0
+            }
+            "--max-flaps" => options.budget.max_flaps_per_user_hour = number("--max-flaps")?,
+            "--out" => options.out = PathBuf::from(&value),
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
+    }
+    let mut scenarios = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            vec![Scenario::from_json(&text).map_err(|e| format!("{path}: {e}"))?]
+        }
+        None if scenario == "all" => Scenario::NAMES
+            .iter()
+            .map(|name| Scenario::named(name))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?,
+        None => vec![Scenario::named(&scenario).map_err(|e| e.to_string())?],
+    };
+    for s in &mut scenarios {
+        if let Some(users) = users {
+            s.users = users;
+        }
+        if let Some(hours) = hours {
+            s.hours = hours;
+        }
+        if let Some(seed) = seed {
+            s.seed = seed;
+        }
+        if let Some(ticking) = ticking {
+            s.ticking = ticking;
+        }
+        s.validate().map_err(|e| e.to_string())?;
+    }
+    options.scenarios = scenarios;
+    Ok(options)
+}
+
+fn main() -> ExitCode {
+    let options = match parse() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    if options.print_config {
+        if let Some(s) = options.scenarios.first() {
+            println!("{}", s.to_json());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let candidates = match options.grid.as_str() {
+        "standard" => Grid::default().candidates(),
+        "full" => Grid::full().candidates(),
+        "default-only" => vec![Candidate::default()],
+        other => {
+            eprintln!("unknown grid {other:?}: standard or full\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run_all(&options, &candidates) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_all(options: &Options, candidates: &[Candidate]) -> Result<(), String> {
+    if candidates.len() == 1 {
+        // One candidate: a summary row per scenario, the scenarios run in parallel.
+        let started = Instant::now();
+        let mut reports = Vec::new();
+        for chunk in options.scenarios.chunks(options.threads) {
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|s| scope.spawn(move || run_many(s, candidates, 1)))
+                    .collect();
+                handles.into_iter().map(|h| h.join()).collect()
+            });
+            for result in results {
+                let mut batch = result
+                    .map_err(|_| "a simulation thread panicked".to_string())?
+                    .map_err(|e| e.to_string())?;
+                reports.append(&mut batch);
+            }
+        }
+        let s = options.scenarios.first();
+        println!(
+            "{} with heartbeats every {:?} (background {:?}); {} users, {} h, seed {} per scenario; {:.1} s wall on {} threads\n",
+            candidates[0].label(),
+            candidates[0].heartbeat,
+            candidates[0].background_heartbeat,
+            s.map_or(0, |s| s.users),
+            s.map_or(0.0, |s| s.hours),
+            s.map_or(0, |s| s.seed),
+            started.elapsed().as_secs_f64(),
+            options.threads.min(options.scenarios.len()),
+        );
+        print!("{}", summary_table(&reports));
+        for r in &reports {
+            println!(
+                "{}: {:.0} session-hours and {} simulation events in {:.2} s: {:.0} session-hours per wall second",
+                r.scenario,
+                r.metrics.session_hours,
+                r.cost.sim_events,
+                r.cost.wall.as_secs_f64(),
+                r.session_hours_per_second()
+            );
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(&options.out).map_err(|e| format!("{}: {e}", options.out.display()))?;
+    for scenario in &options.scenarios {
+        let study = Study::run(scenario, candidates, options.budget, options.threads)
+            .map_err(|e| e.to_string())?;
+        print!("{}", study.table());
+        println!("{}", study.recommendation());
+        let path = options
+            .out
+            .join(format!("tradeoff-{}.svg", file_name(&scenario.name)));
+        std::fs::write(&path, study.svg()).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("plot: {}\n", path.display());
+    }
+    Ok(())
+}
+
+/// A name safe in a file name.
+fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
