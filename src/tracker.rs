@@ -94,6 +94,13 @@ impl<U, S> UserGuards<'_, U, S> {
     }
 }
 
+/// What a connect attaches: the connection, and the activity if the client reported one.
+#[derive(Clone, Copy, Debug)]
+struct Attach {
+    connection: ConnectionId,
+    activity: Option<Activity>,
+}
+
 /// What one signal call works on: the events it makes, under the owner's shard lock.
 type Events<U, S> = Vec<Event<U, S>>;
 
@@ -252,9 +259,56 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         connection: impl Into<ConnectionId>,
         now: Timestamp,
     ) -> Result<Events<U, S>, Error> {
+        self.attach(user, session, connection.into(), None, now)
+    }
+
+    /// [`connect`](Self::connect) with the activity the client reports as it connects (a
+    /// background tab or a phone resuming in the background): the session starts, or
+    /// re-attaches, with it, so it never shows `active` for an instant.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub fn connect_with_activity(
+        &self,
+        user: U,
+        session: S,
+        connection: impl Into<ConnectionId>,
+        activity: Activity,
+    ) -> Result<Events<U, S>, Error> {
+        self.connect_with_activity_at(user, session, connection, activity, self.clock.now())
+    }
+
+    /// [`connect_with_activity`](Self::connect_with_activity) at a given time.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub fn connect_with_activity_at(
+        &self,
+        user: U,
+        session: S,
+        connection: impl Into<ConnectionId>,
+        activity: Activity,
+        now: Timestamp,
+    ) -> Result<Events<U, S>, Error> {
+        self.attach(user, session, connection.into(), Some(activity), now)
+    }
+
+    fn attach(
+        &self,
+        user: U,
+        session: S,
+        connection: ConnectionId,
+        activity: Option<Activity>,
+        now: Timestamp,
+    ) -> Result<Events<U, S>, Error> {
         self.check_id(&user)?;
         self.check_id(&session)?;
-        let connection = connection.into();
+        let attach = Attach {
+            connection,
+            activity,
+        };
         let mut now = self.effective_now(now);
         loop {
             // An expired session (derived offline, not yet freed by a tick) is gone: its owner's
@@ -274,7 +328,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             let result = self.connect_locked(
                 user,
                 session,
-                connection,
+                attach,
                 now,
                 owner_now,
                 user_shard,
@@ -300,7 +354,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         &self,
         user: U,
         session: S,
-        connection: ConnectionId,
+        Attach {
+            connection,
+            activity,
+        }: Attach,
         now: u64,
         expired_owner: Option<U>,
         shard: &mut UserShard<U, S>,
@@ -321,7 +378,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             Some(_) => {
                 let mut map = self.session_slot(&session).write();
                 if let Some(entry) = map.get_mut(&session) {
-                    let (_, activity) = unpack(entry.hot.load(Ordering::SeqCst));
+                    let (_, last) = unpack(entry.hot.load(Ordering::SeqCst));
+                    let activity = activity.unwrap_or(last);
                     entry.connection = connection;
                     entry.grace = NO_DEADLINE;
                     entry.hot.store(pack(now, activity), Ordering::SeqCst);
@@ -363,7 +421,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     session.clone(),
                     SessionEntry {
                         user: user.clone(),
-                        hot: AtomicU64::new(pack(now, Activity::Active)),
+                        hot: AtomicU64::new(pack(now, activity.unwrap_or(Activity::Active))),
                         published: AtomicU8::new(Presence::Offline as u8),
                         connection,
                         grace: NO_DEADLINE,

@@ -309,3 +309,36 @@ fn next_deadline_never_overshoots_a_transition() {
         vec![(Idle, 15), (Away, 60), (Stale, 180), (Offline, 240)]
     );
 }
+
+/// A client that connects in the background says so with the connect: the session never shows
+/// `active`, neither when new nor when re-attached.
+#[test]
+fn connect_with_activity_starts_where_the_client_is() {
+    let (tracker, clock) = default_tracker();
+    let events = tracker
+        .connect_with_activity(1, 10, "a", Activity::Background)
+        .expect("connect");
+    assert_eq!(
+        user_transitions(&events),
+        vec![(Offline, Away, Cause::Connect)]
+    );
+    assert_eq!(
+        tracker.session(&10).expect("live").activity,
+        Activity::Background
+    );
+
+    // Lost, then back in the foreground but idle, with a new connection.
+    tracker
+        .disconnect(&10, "a", DisconnectKind::Lost)
+        .expect("disconnect");
+    clock.advance(secs(30));
+    let events = tracker
+        .connect_with_activity(1, 10, "b", Activity::Idle)
+        .expect("re-attach");
+    assert_eq!(
+        session_transitions(&events),
+        vec![(Away, Idle, Cause::Connect)]
+    );
+    let view = tracker.session(&10).expect("live");
+    assert_eq!((view.presence, view.connected), (Idle, true));
+}

@@ -558,8 +558,8 @@ impl<'a> World<'a> {
         }
     }
 
-    /// The client's connect, carrying its activity (as a handshake payload would): a connect
-    /// and a heartbeat at the same instant. Restarts the heartbeat timer.
+    /// The client's connect, carrying its activity (as a handshake payload would). Restarts the
+    /// heartbeat timer.
     fn connect(&mut self, s: usize) {
         let session = &mut self.sessions[s];
         session.conn += 1;
@@ -569,11 +569,13 @@ impl<'a> World<'a> {
         session.loss_pending = false;
         let (user, conn, activity) = (session.user, session.conn, activity(session.truth));
         let now = self.ts(self.now);
-        let result = self
-            .tracker
-            .connect_at(user, s as u64, Self::connection(s, conn), now);
-        self.signal(result);
-        let result = self.tracker.heartbeat_at(&(s as u64), activity, now);
+        let result = self.tracker.connect_with_activity_at(
+            user,
+            s as u64,
+            Self::connection(s, conn),
+            activity,
+            now,
+        );
         self.signal(result);
         self.restart_timer(s);
     }
@@ -601,9 +603,9 @@ impl<'a> World<'a> {
                 // Expired while its connection lived: the handler connects it again.
                 self.reregistrations += 1;
                 let conn = Self::connection(s, self.sessions[s].conn);
-                let result = self.tracker.connect_at(u as u32, s as u64, conn, now);
-                self.signal(result);
-                let result = self.tracker.heartbeat_at(&(s as u64), activity, now);
+                let result = self
+                    .tracker
+                    .connect_with_activity_at(u as u32, s as u64, conn, activity, now);
                 self.signal(result);
             }
             Err(_) => self.tracker_errors += 1,
