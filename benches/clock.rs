@@ -1,0 +1,92 @@
+//! Question 7: what does reading the clock add to a heartbeat?
+//!
+//! 10^4 sessions (u64 ids, cache-resident so the clock's share is visible), heartbeats in a random
+//! order, batches of 1024. Compares:
+//! - `tracker/heartbeat`: `heartbeat` on a tracker with `SystemClock` (reads the clock per call);
+//! - `tracker/heartbeat_at`: `heartbeat_at` with a caller-provided `now` (one per batch), same clock;
+//! - `instant_now`: `std::time::Instant::now()` alone;
+//! - `system_clock_now`: `SystemClock::now()` alone (the tracker's own clock read).
+
+use std::{hint::black_box, time::Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use presence_tracker::{Activity, Clock, Policy, PresenceTracker, SystemClock, Timestamp};
+
+#[allow(dead_code)]
+mod support;
+use support::ids_and_order;
+
+const SESSIONS: usize = 10_000;
+const BATCH: usize = 1024;
+
+fn system_tracker(ids: &[u64]) -> PresenceTracker<u64, u64> {
+    let tracker = PresenceTracker::new(Policy::default());
+    for (i, &id) in ids.iter().enumerate() {
+        if let Err(e) = tracker.connect(id, id, i as u64) {
+            panic!("setup: connect failed: {e}");
+        }
+    }
+    tracker
+}
+
+fn clock(c: &mut Criterion) {
+    support::record_run("clock");
+    let (ids, order) = ids_and_order::<u64>(SESSIONS);
+    let mut group = c.benchmark_group("clock_1e4");
+    group.throughput(Throughput::Elements(BATCH as u64));
+
+    {
+        let tracker = system_tracker(&ids);
+        let mut pos = 0;
+        group.bench_function(BenchmarkId::new("tracker", "heartbeat"), |b| {
+            b.iter(|| {
+                for _ in 0..BATCH {
+                    let _ = black_box(tracker.heartbeat(black_box(&order[pos]), Activity::Active));
+                    pos = (pos + 1) % SESSIONS;
+                }
+            })
+        });
+    }
+    {
+        let tracker = system_tracker(&ids);
+        let start = tracker.now();
+        let started = Instant::now();
+        let mut pos = 0;
+        group.bench_function(BenchmarkId::new("tracker", "heartbeat_at"), |b| {
+            b.iter(|| {
+                // The caller's now: one clock read per batch, as a server reading the clock once
+                // per event-loop turn would.
+                let now = Timestamp::from_millis(
+                    start.as_millis() + started.elapsed().as_millis() as u64,
+                );
+                for _ in 0..BATCH {
+                    let _ = black_box(tracker.heartbeat_at(
+                        black_box(&order[pos]),
+                        Activity::Active,
+                        now,
+                    ));
+                    pos = (pos + 1) % SESSIONS;
+                }
+            })
+        });
+    }
+    group.bench_function(BenchmarkId::new("instant_now", "alone"), |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                black_box(Instant::now());
+            }
+        })
+    });
+    let system = SystemClock::new();
+    group.bench_function(BenchmarkId::new("system_clock_now", "alone"), |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                black_box(system.now());
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, clock);
+criterion_main!(benches);

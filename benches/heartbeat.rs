@@ -1,0 +1,172 @@
+//! Question 1: what does a heartbeat on a live session cost, one thread, clock excluded?
+//!
+//! Compares, in one group per size (10^4 and 10^6 sessions; 10^7 with `PRESENCE_BENCH_1E7=1`),
+//! each with u64 ids and with 36-character UUID strings (`Arc<str>`), heartbeats in a random order:
+//! - `tracker`: `PresenceTracker::heartbeat_at` with a caller-provided `now`;
+//! - `hashbrown` (the limit): a raw `hashbrown::HashMap<K, (u8, u64)>` with foldhash, updating the
+//!   state byte and `last_seen` of the entry;
+//! - `moka` (the peer a Rust user would pick): `moka::sync::Cache` with `time_to_idle` and an
+//!   eviction listener, one `insert` per heartbeat;
+//! - `vec_slot` (the handle-path limit): the same update in a dense `Vec` indexed by slot number.
+//!
+//! One session per user. Each iteration is a batch of 1024 heartbeats at one `now`; virtual time
+//! moves 1 ms per batch, so every session is heartbeated well within the active threshold and no
+//! heartbeat causes an event (checked before timing).
+
+use std::{
+    hint::black_box,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use moka::{notification::RemovalCause, sync::Cache};
+use presence_tracker::Activity;
+
+#[allow(dead_code)]
+mod support;
+use support::{ids_and_order, shuffled, size_label, BenchId, RawMap, Slot, ACTIVE};
+
+/// Heartbeats per timed iteration.
+const BATCH: usize = 1024;
+
+fn heartbeat(c: &mut Criterion) {
+    support::record_run("heartbeat");
+    for n in support::sizes() {
+        let mut group = c.benchmark_group(format!("heartbeat_{}", size_label(n)));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        if n >= 1_000_000 {
+            group.sample_size(30);
+        }
+        vec_slot(&mut group, n);
+        by_key::<u64>(&mut group, n);
+        by_key::<Arc<str>>(&mut group, n);
+        group.finish();
+    }
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Runs `op(key, now_ms)` over `order` cyclically, `BATCH` per iteration, advancing `now` by 1 ms
+/// per batch.
+fn run_batches<K>(
+    group: &mut Group<'_>,
+    id: BenchmarkId,
+    order: &[K],
+    t0: u64,
+    mut op: impl FnMut(&K, u64),
+) {
+    let mut pos = 0;
+    let mut now = t0;
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            now += 1;
+            for _ in 0..BATCH {
+                op(black_box(&order[pos]), now);
+                pos += 1;
+                if pos == order.len() {
+                    pos = 0;
+                }
+            }
+        })
+    });
+}
+
+fn vec_slot(group: &mut Group<'_>, n: usize) {
+    let t0 = support::t0();
+    let mut slots: Vec<Slot> = vec![(ACTIVE, t0); n];
+    let order: Vec<u32> = shuffled(n, n as u64)
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    run_batches(
+        group,
+        BenchmarkId::new("vec_slot", "handle"),
+        &order,
+        t0,
+        |&i, now| slots[i as usize] = (ACTIVE, now),
+    );
+    black_box(&slots);
+}
+
+fn by_key<K: BenchId>(group: &mut Group<'_>, n: usize) {
+    let t0 = support::t0();
+    let (ids, order) = ids_and_order::<K>(n);
+
+    // The limit: a raw map update.
+    {
+        let mut map: RawMap<K> = ids.iter().map(|k| (k.clone(), (ACTIVE, t0))).collect();
+        run_batches(
+            group,
+            BenchmarkId::new("hashbrown", K::NAME),
+            &order,
+            t0,
+            |k, now| {
+                if let Some(slot) = map.get_mut(k) {
+                    *slot = (ACTIVE, now);
+                }
+            },
+        );
+        black_box(&map);
+    }
+
+    // The subject.
+    {
+        let tracker = support::tracker_with(&ids, support::at(t0, 0));
+        // Every heartbeat must hit a live session and change nothing, or we would time errors or
+        // event allocation instead of the update.
+        for k in order.iter().take(BATCH) {
+            match tracker.heartbeat_at(k, Activity::Active, support::at(t0, 1)) {
+                Ok(events) => assert!(events.is_empty(), "setup: heartbeat emitted {events:?}"),
+                Err(e) => panic!("setup: heartbeat failed: {e}"),
+            }
+        }
+        run_batches(
+            group,
+            BenchmarkId::new("tracker", K::NAME),
+            &order,
+            t0,
+            |k, now| {
+                let _ = black_box(tracker.heartbeat_at(
+                    k,
+                    Activity::Active,
+                    presence_tracker::Timestamp::from_millis(now),
+                ));
+            },
+        );
+    }
+
+    // The peer.
+    {
+        let expired = Arc::new(AtomicU64::new(0));
+        let listener_count = Arc::clone(&expired);
+        let cache: Cache<K, Slot> = Cache::builder()
+            .time_to_idle(Duration::from_secs(240))
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Expired {
+                    listener_count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        for k in &ids {
+            cache.insert(k.clone(), (ACTIVE, t0));
+        }
+        cache.run_pending_tasks();
+        run_batches(
+            group,
+            BenchmarkId::new("moka", K::NAME),
+            &order,
+            t0,
+            |k, now| {
+                cache.insert(k.clone(), (ACTIVE, now));
+            },
+        );
+        black_box(expired.load(Ordering::Relaxed));
+    }
+}
+
+criterion_group!(benches, heartbeat);
+criterion_main!(benches);

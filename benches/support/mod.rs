@@ -1,0 +1,225 @@
+//! Helpers shared by the benchmark modules: deterministic ids, shuffled access orders, the sizes to
+//! run, the baselines' value type, and a record of how each run was started (read by
+//! `scripts/bench-report.py`).
+
+use std::{
+    fs,
+    path::PathBuf,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use presence_tracker::{ManualClock, Policy, PresenceTracker, Timestamp};
+
+/// Set to any value to add 10^7 sessions to the sizes of the heartbeat benchmark.
+pub(crate) const HUGE_ENV: &str = "PRESENCE_BENCH_1E7";
+
+/// The state byte the baselines store; the tracker's own states are richer.
+pub(crate) const ACTIVE: u8 = 4;
+
+/// The value a hand-written baseline keeps per session: (published state, last_seen in ms).
+pub(crate) type Slot = (u8, u64);
+
+/// The raw-map limit: hashbrown with its default hasher (foldhash), as the tracker uses.
+pub(crate) type RawMap<K> = hashbrown::HashMap<K, Slot, hashbrown::DefaultHashBuilder>;
+
+/// A tracker driven in virtual time.
+pub(crate) type Tracker<K> = PresenceTracker<K, K, ManualClock>;
+
+/// A bijection on u64 (splitmix64's finaliser): distinct inputs give distinct, random-looking ids.
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The ids the benchmarks use: u64s and 36-character UUID strings.
+pub(crate) trait BenchId: presence_tracker::Id + Ord {
+    /// Short name of the id type, used as the benchmark variant.
+    const NAME: &'static str;
+    /// The `i`-th id; distinct for distinct `i`.
+    fn nth(i: usize) -> Self;
+    /// An equal id in its own allocation, as a request handler would hold it (so no comparison
+    /// can short-cut on pointer equality with the map's copy).
+    fn fresh_copy(&self) -> Self;
+}
+
+impl BenchId for u64 {
+    const NAME: &'static str = "u64";
+    fn nth(i: usize) -> Self {
+        mix(i as u64)
+    }
+    fn fresh_copy(&self) -> Self {
+        *self
+    }
+}
+
+impl BenchId for Arc<str> {
+    const NAME: &'static str = "uuid36";
+    fn nth(i: usize) -> Self {
+        let hi = mix(i as u64);
+        let lo = mix(hi ^ 0x5151_5151_5151_5151);
+        // Version-4 layout: xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx.
+        let hi = (hi & !0xF000) | 0x4000;
+        let lo = (lo & !(0xC << 60)) | (0x8 << 60);
+        let s = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            hi >> 32,
+            (hi >> 16) & 0xFFFF,
+            hi & 0xFFFF,
+            lo >> 48,
+            lo & 0xFFFF_FFFF_FFFF
+        );
+        debug_assert_eq!(s.len(), 36);
+        Arc::from(s)
+    }
+    fn fresh_copy(&self) -> Self {
+        Arc::from(String::from(&**self))
+    }
+}
+
+/// A random permutation of `0..n` (xorshift-driven Fisher-Yates, fixed seed).
+pub(crate) fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = mix(seed) | 1;
+    for i in (1..n).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let j = (state % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// `n` ids and the same ids again, in their own allocations, in a random order.
+pub(crate) fn ids_and_order<K: BenchId>(n: usize) -> (Vec<K>, Vec<K>) {
+    let ids: Vec<K> = (0..n).map(K::nth).collect();
+    let order = shuffled(n, n as u64)
+        .into_iter()
+        .map(|i| ids[i].fresh_copy())
+        .collect();
+    (ids, order)
+}
+
+/// The sizes a scaling benchmark runs at: 10^4 and 10^6, plus 10^7 when [`HUGE_ENV`] is set.
+pub(crate) fn sizes() -> Vec<usize> {
+    let mut sizes = vec![10_000, 1_000_000];
+    if std::env::var_os(HUGE_ENV).is_some() {
+        sizes.push(10_000_000);
+    }
+    sizes
+}
+
+/// `1e4`, `1e6`: a size as a benchmark name.
+pub(crate) fn size_label(n: usize) -> String {
+    let exp = (n as f64).log10().round() as u32;
+    if 10usize.pow(exp) == n {
+        format!("1e{exp}")
+    } else {
+        n.to_string()
+    }
+}
+
+/// Where the ManualClock starts, in ms since the epoch.
+pub(crate) fn t0() -> u64 {
+    ManualClock::new().now().as_millis()
+}
+
+/// A timestamp `ms` after [`t0`].
+pub(crate) fn at(t0: u64, ms: u64) -> Timestamp {
+    Timestamp::from_millis(t0 + ms)
+}
+
+/// A tracker in virtual time with `ids[i]` connected as session `i` of user `ids[i]` at `now`.
+pub(crate) fn tracker_with<K: BenchId>(ids: &[K], now: Timestamp) -> Tracker<K> {
+    let tracker = PresenceTracker::with_clock(Policy::default(), ManualClock::starting_at(now));
+    for (i, id) in ids.iter().enumerate() {
+        if let Err(e) = tracker.connect_at(id.clone(), id.clone(), i as u64, now) {
+            panic!("benchmark setup: connect failed: {e}");
+        }
+    }
+    tracker
+}
+
+/// Writes `<criterion dir>/presence-meta/<bench>.json`: the command line, the opt-in environment,
+/// the machine and the time, so the report can say exactly what produced each table.
+///
+/// A run with [`HUGE_ENV`] set is recorded apart (`<bench>-1e7.json`), as it is usually filtered
+/// to the 10^7 group and must not be taken for the command behind the other groups.
+pub(crate) fn record_run(bench: &str) {
+    let dir = criterion_dir().join("presence-meta");
+    let huge = std::env::var_os(HUGE_ENV).is_some();
+    let record = if huge {
+        format!("{bench}-1e7")
+    } else {
+        bench.to_string()
+    };
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut command = String::new();
+    if huge {
+        command.push_str(HUGE_ENV);
+        command.push_str("=1 ");
+    }
+    command.push_str("cargo bench --bench ");
+    command.push_str(bench);
+    if !args.is_empty() {
+        command.push_str(" -- ");
+        command.push_str(&args.join(" "));
+    }
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let json = format!(
+        "{{\"bench\":{},\"command\":{},\"cpu\":{},\"cores\":{},\"unix_time\":{}}}\n",
+        json_str(bench),
+        json_str(&command),
+        json_str(&cpu),
+        cores,
+        secs
+    );
+    // The record is for the report only: a benchmark still runs if it cannot be written.
+    if fs::create_dir_all(&dir).is_ok() {
+        let _ = fs::write(dir.join(format!("{record}.json")), json);
+    }
+}
+
+/// The directory criterion writes to, found the way criterion finds it (without `cargo metadata`).
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        PathBuf::from(home)
+    } else if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        PathBuf::from(target).join("criterion")
+    } else {
+        PathBuf::from("target/criterion")
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

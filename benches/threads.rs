@@ -1,0 +1,129 @@
+//! Question 2: do heartbeats from two threads get more done than from one?
+//!
+//! Aggregate throughput of heartbeats from 1 and 2 threads, each thread heartbeating its own
+//! sessions (distinct users) in a random order, u64 ids, at 10^4 and 10^6 sessions:
+//! - `tracker`: `PresenceTracker::heartbeat_at` on one shared tracker;
+//! - `mutex_map` (what a user writes by hand): one `std::sync::Mutex<hashbrown::HashMap>` updated
+//!   under the lock.
+//!
+//! `iter_custom` splits the iterations between the threads (started inside `std::thread::scope`)
+//! and times from the moment all threads are released until the last one finishes, so the time per
+//! element is wall time over the heartbeats of all threads.
+
+use std::{
+    cell::Cell,
+    hint::black_box,
+    sync::{Barrier, Mutex},
+    time::{Duration, Instant},
+};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use presence_tracker::{Activity, Timestamp};
+
+#[allow(dead_code)]
+mod support;
+use support::{ids_and_order, size_label, RawMap, ACTIVE};
+
+/// Runs `iters` heartbeats split between `threads` threads; thread `t` heartbeats
+/// `orders[t]` cyclically via `op(key, now_ms)`, virtual time moving 1 ms per 1024 heartbeats
+/// from `t0`.
+fn timed_split(
+    iters: u64,
+    orders: &[Vec<u64>],
+    t0: u64,
+    op: &(impl Fn(&u64, u64) + Sync),
+) -> Duration {
+    let threads = orders.len() as u64;
+    let start_line = Barrier::new(orders.len() + 1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = orders
+            .iter()
+            .enumerate()
+            .map(|(t, order)| {
+                let share = iters / threads + u64::from((t as u64) < iters % threads);
+                let start_line = &start_line;
+                s.spawn(move || {
+                    start_line.wait();
+                    let mut pos = 0;
+                    for i in 0..share {
+                        op(black_box(&order[pos]), t0 + (i >> 10));
+                        pos += 1;
+                        if pos == order.len() {
+                            pos = 0;
+                        }
+                    }
+                })
+            })
+            .collect();
+        start_line.wait();
+        let start = Instant::now();
+        for w in workers {
+            if w.join().is_err() {
+                panic!("benchmark worker panicked");
+            }
+        }
+        start.elapsed()
+    })
+}
+
+fn threads(c: &mut Criterion) {
+    support::record_run("threads");
+    for n in [10_000, 1_000_000] {
+        let mut group = c.benchmark_group(format!("threads_{}", size_label(n)));
+        group.throughput(Throughput::Elements(1));
+        let t0 = support::t0();
+        let (ids, order) = ids_and_order::<u64>(n);
+        for threads in [1usize, 2] {
+            // Thread t owns the sessions whose position in the random order is t modulo threads.
+            let orders: Vec<Vec<u64>> = (0..threads)
+                .map(|t| order.iter().skip(t).step_by(threads).copied().collect())
+                .collect();
+            let variant = format!("{threads}_thread{}", if threads > 1 { "s" } else { "" });
+
+            let clock = Cell::new(t0);
+            let next_base = |iters: u64| {
+                let base = clock.get();
+                clock.set(base + iters / 1024 + 1);
+                base
+            };
+
+            let map: Mutex<RawMap<u64>> =
+                Mutex::new(ids.iter().map(|&k| (k, (ACTIVE, t0))).collect());
+            group.bench_function(BenchmarkId::new("mutex_map", &variant), |b| {
+                b.iter_custom(|iters| {
+                    timed_split(iters, &orders, next_base(iters), &|k, now| {
+                        let mut guard = match map.lock() {
+                            Ok(guard) => guard,
+                            Err(poisoned) => poisoned.into_inner(),
+                        };
+                        if let Some(slot) = guard.get_mut(k) {
+                            *slot = (ACTIVE, now);
+                        }
+                    })
+                })
+            });
+            drop(map);
+
+            // A fresh tracker, and time restarts with it so its sessions are seen within the
+            // active threshold from the first heartbeat on.
+            clock.set(t0);
+
+            let tracker = support::tracker_with(&ids, support::at(t0, 0));
+            group.bench_function(BenchmarkId::new("tracker", &variant), |b| {
+                b.iter_custom(|iters| {
+                    timed_split(iters, &orders, next_base(iters), &|k, now| {
+                        let _ = black_box(tracker.heartbeat_at(
+                            k,
+                            Activity::Active,
+                            Timestamp::from_millis(now),
+                        ));
+                    })
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, threads);
+criterion_main!(benches);

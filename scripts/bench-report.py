@@ -1,0 +1,601 @@
+#!/usr/bin/env python3
+"""Regenerates BENCHMARKS.md from criterion's output and the memory example's JSON.
+
+    python3 scripts/bench-report.py > BENCHMARKS.md
+
+Reads <criterion dir>/<group>/<bench>/new/{benchmark,estimates}.json, the run records the
+benches write to <criterion dir>/presence-meta/<bench>.json, and the memory example's output
+(`cargo run --release --example memory -- --json > <criterion dir>/presence-meta/memory.json`).
+The criterion dir is $CRITERION_HOME, else $CARGO_TARGET_DIR/criterion, else target/criterion
+(or --criterion-dir DIR). Python 3 standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+MEMORY_COMMAND = (
+    "cargo run --release --example memory -- --json "
+    "> $CARGO_TARGET_DIR/criterion/presence-meta/memory.json"
+)
+
+
+def criterion_dir_default():
+    if os.environ.get("CRITERION_HOME"):
+        return os.environ["CRITERION_HOME"]
+    if os.environ.get("CARGO_TARGET_DIR"):
+        return os.path.join(os.environ["CARGO_TARGET_DIR"], "criterion")
+    return os.path.join("target", "criterion")
+
+
+def load_benchmarks(root):
+    """{group_id: {(function_id, value_str): record}} for every benchmark with a `new` result."""
+    groups = {}
+    for dirpath, _dirnames, filenames in os.walk(root):
+        if os.path.basename(dirpath) != "new" or "benchmark.json" not in filenames:
+            continue
+        try:
+            with open(os.path.join(dirpath, "benchmark.json")) as f:
+                bench = json.load(f)
+            with open(os.path.join(dirpath, "estimates.json")) as f:
+                est = json.load(f)
+        except (OSError, ValueError):
+            continue
+        elements = None
+        throughput = bench.get("throughput") or {}
+        if isinstance(throughput, dict) and "Elements" in throughput:
+            elements = throughput["Elements"]
+        median = est["median"]["point_estimate"]
+        groups.setdefault(bench["group_id"], {})[(bench.get("function_id"), bench.get("value_str"))] = {
+            "function": bench.get("function_id") or "",
+            "value": bench.get("value_str") or "",
+            "median": median,  # ns per iteration
+            "low": est["median"]["confidence_interval"]["lower_bound"],
+            "high": est["median"]["confidence_interval"]["upper_bound"],
+            "elements": elements,
+            "per_element": median / elements if elements else median,
+            "mtime": os.path.getmtime(os.path.join(dirpath, "estimates.json")),
+        }
+    return groups
+
+
+def load_meta(root):
+    meta = {}
+    d = os.path.join(root, "presence-meta")
+    if os.path.isdir(d):
+        for name in os.listdir(d):
+            if name.endswith(".json") and name != "memory.json":
+                try:
+                    with open(os.path.join(d, name)) as f:
+                        meta[name[:-5]] = json.load(f)
+                except (OSError, ValueError):
+                    pass
+    return meta
+
+
+def machine():
+    model, cores = "unknown", os.cpu_count()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return model, cores
+
+
+def fmt_time(ns):
+    if ns is None:
+        return "n/a"
+    if ns < 1_000:
+        return f"{ns:.1f} ns"
+    if ns < 1_000_000:
+        return f"{ns / 1_000:.2f} µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1_000_000:.2f} ms"
+    return f"{ns / 1_000_000_000:.2f} s"
+
+
+def fmt_rate(per_element_ns):
+    if not per_element_ns:
+        return "n/a"
+    rate = 1e9 / per_element_ns
+    if rate >= 1e6:
+        return f"{rate / 1e6:.1f} M/s"
+    if rate >= 1e3:
+        return f"{rate / 1e3:.1f} k/s"
+    return f"{rate:.1f} /s"
+
+
+def fmt_ratio(x):
+    if x is None:
+        return "–"
+    if 0 < x < 0.01:
+        return f"1/{1 / x:.0f}"
+    if x >= 100:
+        return f"{x:.0f}x"
+    if x >= 10:
+        return f"{x:.1f}x"
+    return f"{x:.2f}x"
+
+
+def faster(x):
+    """`x` = other ÷ this: how many times faster this is, or slower."""
+    if x is None:
+        return "n/a"
+    if x >= 1:
+        return f"{fmt_ratio(x)} faster"
+    return f"{fmt_ratio(1 / x)} slower"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def when(ts):
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run_line(out, meta, bench, rows, label="Command"):
+    m = meta.get(bench)
+    fallback = (f"PRESENCE_BENCH_1E7=1 cargo bench --bench {bench[:-4]}" if bench.endswith("-1e7")
+                else f"cargo bench --bench {bench}")
+    command = m["command"] if m else fallback
+    date = when(m["unix_time"]) if m else (when(max(r["mtime"] for r in rows)) if rows else "n/a")
+    out.append(f"{label}: `CARGO_TARGET_DIR=... {command}` (run {date}).")
+    out.append("")
+
+
+def table(out, header, rows):
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    out.append("")
+
+
+def check(out, label, ok, detail):
+    if ok is None:
+        out.append(f"- {label}: not measured.")
+    else:
+        out.append(f"- {label}: **{'met' if ok else 'MISSED'}** ({detail}).")
+
+
+def ci(r):
+    e = r["elements"] or 1
+    return f"{fmt_time(r['low'] / e)} – {fmt_time(r['high'] / e)}"
+
+
+def get(group, function, value):
+    r = group.get((function, value)) if group else None
+    return r["per_element"] if r else None
+
+
+# Why targets are missed: written by hand from `perf record` profiles of the benches (the VM has no
+# hardware counters, so these are cpu-clock samples) against src/ as of 2026-11-27. The tables are
+# regenerated from each run; this text is not, so re-check it when src/tracker changes.
+NOTES = {
+    "heartbeat": [
+        "At 10^4 sessions (tables in cache) the gap to the raw map is fixed instruction cost: the "
+        "fast path hashes the id twice (once with the tracker's shard hasher to pick one of 64 session "
+        "shards, once inside the shard's `HashMap`), takes and releases the shard's `RwLock` read lock "
+        "and stores `hot` with `SeqCst` (three locked instructions on x86), and derives the presence "
+        "twice (`live_entry`, then the fresh one).",
+        "At 10^6 the heartbeat is bound by memory latency: `perf record` on "
+        "`heartbeat_1e6/tracker/u64` puts about 95 % of `live_entry`'s samples on the two loads of "
+        "the map probe (control bytes, then the 48-byte entry, half of which straddle two cache "
+        "lines). A raw map update has no locked instruction, so the CPU overlaps the misses of "
+        "consecutive updates; the tracker's locked instructions are full barriers, so each heartbeat "
+        "waits out its own misses. Ways out (src/): pick the shard from the hash the table uses "
+        "(`hashbrown::HashTable` with a precomputed hash), a `Release` store instead of `SeqCst`, one "
+        "`derive`; the lock itself stays the floor in safe Rust.",
+        "String ids cost more for the same reasons plus hashing 36 bytes twice and comparing them.",
+    ],
+    "threads": [
+        "Distinct users do not mean distinct cache lines. `perf record` on "
+        "`threads_1e4/tracker/2_threads` (heartbeat path): about 21 % of `heartbeat_at`'s own samples "
+        "on loading the shard `RwLock`'s state word and 40 % right after the `SeqCst` store of `hot`; "
+        "`live_entry`'s probe loads take most of the rest. A read lock still writes its lock word, and "
+        "both threads sweep all 64 shards, so nearly every heartbeat pulls a lock line from the other "
+        "core; and `SessionEntry`s are 48 bytes, so neighbouring sessions of the two threads share "
+        "lines that both write (`hot`). At 10^6 the misses to memory hide part of it. The single "
+        "`Mutex` baseline serialises instead and holds its throughput. Ways out (src/): a handle "
+        "path (a connection keeps an `Arc` to its session's cell; a heartbeat is one store to that "
+        "cell, as `vec_slot` in question 1), or reads that do not write shared state (not possible "
+        "with a lock in safe Rust).",
+        "The VM has 2 cores shared with other agents' builds: when they were busy (an earlier short "
+        "run) both tracker rows came out equal, since the two threads then mostly shared one core.",
+    ],
+    "tick": [
+        "Idle: a tick reads 64 per-shard `earliest` atomics and takes no lock, hence tens of ns.",
+        "Steady state: deadlines live in a per-user-shard `BinaryHeap`, armed lazily: a heartbeat "
+        "does not touch the heap, so every heartbeating user's deadline comes up early once per "
+        "active threshold (15 s) and a tick pops it, re-derives the user (a user-map probe and a "
+        "session-map probe under the shard's read lock) and pushes it back. That is O(live users / "
+        "15 s) of work per second however often one ticks, about 67,000 pops a second at 10^6 "
+        "users. `perf record` on `due_0_steady`: 72 % of `tick_at`'s own samples are the comparisons "
+        "in the heap's `sift_down_to_bottom` (one cache miss per level at these sizes) and about 85 % "
+        "of `settle`'s are the two hash probes.",
+        "Per due transition the same path: heap pop (log2 of ~15,600 entries per shard), user probe, "
+        "session probe, event push, re-arm push, and later the pop of the superseded entry that the "
+        "next heartbeat leaves behind: about six dependent cache misses. Meeting 250 ns needs the "
+        "due structure to lead to the session record without hash probes and without a log-depth "
+        "heap: DESIGN.md's lists per state ordered by `last_seen` (a heartbeat moves the session to the "
+        "tail, a tick pops heads), or a coarse timing wheel whose buckets are appended to and drained "
+        "in order.",
+    ],
+    "churn": [
+        "A connect inserts into two sharded tables and the deadline heap and returns two events; "
+        "an expiry pops the heap, settles the user, frees the session and keeps the user in the "
+        "retained (last seen) table, with two more events. The raw map row does none of that, so it "
+        "is a floor, not a target; moka pays its own bookkeeping (6 allocations per entry).",
+    ],
+    "reads": [
+        "`online` walks every user shard's live table and builds each user's view by probing the "
+        "session table for each of its sessions (another shard, under its read lock): one or two "
+        "cache misses per online user, where the raw scan reads its values in place. It is "
+        "O(online users) plus the tables' capacity (tables do not shrink after a peak). `census` "
+        "reads counters: O(1).",
+    ],
+    "memory": [
+        "Two tables of 10^6 entries (sessions: 8-byte key + 40-byte `SessionEntry` + 1 control byte; "
+        "users: 8-byte key + 56-byte `UserEntry` with an inline `SmallVec<[S; 2]>` + 1), each split "
+        "into 64 power-of-two shards. At 10^6 every shard holds 15,625 entries, just past the 7/8 load "
+        "limit of 16,384 buckets, so each has 32,768 (48 % full), plus a 16-byte heap entry per user: "
+        "(49 + 65) x 2.1 + 16 = about 256 bytes. The raw map sits at the same 48 % load (2^21 buckets "
+        "x 25 bytes), so the gap is the entry sizes and the second table. With `Arc<str>` ids the id "
+        "is held five times (session key, `SessionEntry::user`, user key, the `SmallVec`, the heap "
+        "entry), 16 bytes each; with `String` ids each would be a separate copy.",
+        "By resident set the tracker is below moka: moka makes about 6 allocations per entry and "
+        "the allocator's per-block overhead is not in the requested bytes.",
+    ],
+    "clock": [
+        "`heartbeat` pays one `SystemClock::now()` per call, and on this VM a clock read costs about "
+        "as much as a whole cache-resident `heartbeat_at`; `heartbeat_at` lets a server read the "
+        "clock once per batch or event-loop turn.",
+    ],
+}
+
+
+def notes(out, key):
+    if key in NOTES:
+        out.append("Why (analysis of src/ as of 2026-11-27 from `perf record` profiles and the data "
+                   "layout; hand-written, see `NOTES` in scripts/bench-report.py):")
+        out.append("")
+        for n in NOTES[key]:
+            out.append(f"- {n}")
+        out.append("")
+
+
+def q1(out, groups, meta):
+    out.append("## 1. Heartbeat on a live session (one thread, clock excluded)")
+    out.append("")
+    out.append(
+        "Random order, one session per user, batches of 1024 `heartbeat_at` calls at one caller-provided "
+        "`now`. Median per heartbeat. Limit: raw `hashbrown::HashMap<K, (u8, u64)>` update with foldhash, "
+        "same id type; peer: `moka::sync::Cache::insert` (time_to_idle, eviction listener); `vec_slot`: "
+        "the same update in a dense `Vec` (the handle-path limit). Ratios are median ÷ median, same run."
+    )
+    out.append("")
+    names = [g for g in ("heartbeat_1e4", "heartbeat_1e6", "heartbeat_1e7") if g in groups]
+    rows_all = [r for g in names for r in groups[g].values() if g != "heartbeat_1e7"]
+    run_line(out, meta, "heartbeat", rows_all)
+    if "heartbeat_1e7" in groups:
+        run_line(out, meta, "heartbeat-1e7", list(groups["heartbeat_1e7"].values()),
+                 label="Command for the 10^7 rows (opt-in)")
+    rows = []
+    for g in names:
+        grp = groups[g]
+        for r in sorted(grp.values(), key=lambda r: (r["value"], r["function"])):
+            ids = r["value"]
+            limit = get(grp, "hashbrown", ids) if ids != "handle" else None
+            peer = get(grp, "moka", ids) if ids != "handle" else None
+            rows.append([
+                g.split("_")[1], f"{r['function']} ({ids})", fmt_time(r["per_element"]), ci(r),
+                fmt_rate(r["per_element"]), fmt_ratio(ratio(r["per_element"], limit)),
+                fmt_ratio(ratio(r["per_element"], peer)),
+            ])
+    table(out, ["sessions", "variant", "median / heartbeat", "95 % CI", "throughput", "÷ raw map",
+                "÷ moka"], rows)
+    g = groups.get("heartbeat_1e6")
+    out.append("Targets at 10^6:")
+    for ids, bound in (("u64", 2.0), ("uuid36", 1.5)):
+        x = ratio(get(g, "tracker", ids), get(g, "hashbrown", ids))
+        check(out, f"{ids} ids ≤ {bound}x the raw map", None if x is None else x <= bound,
+              f"{fmt_ratio(x)}")
+    for ids in ("u64", "uuid36"):
+        x = ratio(get(g, "moka", ids), get(g, "tracker", ids))
+        check(out, f"{ids} ids ≥ 30x faster than moka", None if x is None else x >= 30,
+              faster(x))
+    out.append("")
+    notes(out, "heartbeat")
+
+
+def q2(out, groups, meta):
+    out.append("## 2. Heartbeats from 1 and 2 threads (aggregate throughput)")
+    out.append("")
+    out.append(
+        "Each thread heartbeats its own users (u64 ids) in a random order; `iter_custom` times from the "
+        "release of all threads to the end of the last. Median wall time per heartbeat of all threads "
+        "together (lower is better). Baseline: one `std::sync::Mutex<hashbrown::HashMap>`."
+    )
+    out.append("")
+    names = [g for g in ("threads_1e4", "threads_1e6") if g in groups]
+    run_line(out, meta, "threads", [r for g in names for r in groups[g].values()])
+    rows, checks = [], []
+    for g in names:
+        grp = groups[g]
+        for r in sorted(grp.values(), key=lambda r: (r["function"], r["value"])):
+            base = get(grp, "mutex_map", r["value"])
+            one = get(grp, r["function"], "1_thread")
+            rows.append([
+                g.split("_")[1], f"{r['function']} ({r['value']})", fmt_time(r["per_element"]), ci(r),
+                fmt_rate(r["per_element"]), fmt_ratio(ratio(r["per_element"], base)),
+                fmt_ratio(ratio(one, r["per_element"])),
+            ])
+        t1, t2 = get(grp, "tracker", "1_thread"), get(grp, "tracker", "2_threads")
+        x = ratio(t1, t2)
+        checks.append((g, x))
+    table(out, ["sessions", "variant", "wall time / heartbeat", "95 % CI", "aggregate", "÷ mutex map",
+                "throughput ÷ 1 thread"], rows)
+    out.append("Target: 2 threads never below 1 thread's aggregate throughput:")
+    for g, x in checks:
+        check(out, f"tracker at {g.split('_')[1]}", None if x is None else x >= 1.0,
+              f"2 threads give {fmt_ratio(x)} the throughput of 1")
+    if not checks:
+        check(out, "tracker", None, "")
+    out.append("")
+    notes(out, "threads")
+
+
+def q3(out, groups, meta):
+    out.append("## 3. Tick at 10^6 sessions")
+    out.append("")
+    out.append(
+        "u64 ids, one session per user, default policy; median per tick. `due_0_idle`: nothing due and no "
+        "deadline to look at (ticks 1 ms apart between untimed re-arms). `due_0_steady`: nothing due in a "
+        "live system: every session heartbeats every 10 s (untimed) and the server ticks every 100 ms, so "
+        "no presence changes but deadlines the heartbeats made early come up. `due_0.1pct` / `due_1pct`: "
+        "exactly k = 1,000 / 10,000 sessions (random members) cross the active threshold before each tick "
+        "(checked on every tick), and are heartbeated again untimed. The alternative (`full_scan`) derives "
+        "every session of a `hashbrown::HashMap` each tick. Per due transition = (median with k due − "
+        "median idle) ÷ k; each due session also moves its user (2 events)."
+    )
+    out.append("")
+    grp = groups.get("tick_1e6", {})
+    variants = ["due_0_idle", "due_0_steady", "due_0.1pct", "due_1pct"]
+    k_of = {"due_0_idle": 0, "due_0_steady": 0, "due_0.1pct": 1_000, "due_1pct": 10_000}
+    rows_present = [r for r in grp.values() if r["value"] in k_of]
+    run_line(out, meta, "tick", rows_present)
+    rows = []
+    idle = grp.get(("tracker", "due_0_idle"))
+    for function in ("tracker", "full_scan"):
+        for v in variants:
+            r = grp.get((function, v))
+            if not r:
+                continue
+            k = k_of[v]
+            per = (r["median"] - idle["median"]) / k if (function == "tracker" and k and idle) else None
+            scan = grp.get(("full_scan", v))
+            rows.append([
+                f"{function} ({v})", k, fmt_time(r["median"]),
+                fmt_ratio(ratio(r["median"], scan["median"] if scan else None)),
+                fmt_time(per) if per is not None else "–",
+            ])
+    table(out, ["variant", "due", "median / tick", "÷ full scan", "per due transition"], rows)
+    s0 = grp.get(("full_scan", "due_0_idle"))
+    steady = grp.get(("tracker", "due_0_steady"))
+    s_steady = grp.get(("full_scan", "due_0_steady"))
+    out.append("Targets:")
+    check(out, "nothing due < 5 µs (idle)", None if not idle else idle["median"] < 5_000,
+          fmt_time(idle["median"]) if idle else "")
+    x = ratio(s0["median"], idle["median"]) if (idle and s0) else None
+    check(out, "nothing due > 1000x faster than the full scan (idle)", None if x is None else x > 1000,
+          faster(x))
+    check(out, "nothing due < 5 µs (steady state)", None if not steady else steady["median"] < 5_000,
+          fmt_time(steady["median"]) if steady else "")
+    x = ratio(s_steady["median"], steady["median"]) if (steady and s_steady) else None
+    check(out, "nothing due > 1000x faster than the full scan (steady state)",
+          None if x is None else x > 1000, faster(x))
+    for label in ("due_0.1pct", "due_1pct"):
+        tk = grp.get(("tracker", label))
+        per = (tk["median"] - idle["median"]) / k_of[label] if (tk and idle) else None
+        check(out, f"≤ 250 ns per due transition ({label})", None if per is None else per <= 250,
+              fmt_time(per))
+    out.append("")
+    notes(out, "tick")
+
+
+def q4(out, groups, meta):
+    out.append("## 4. Churn and reconnect storms")
+    out.append("")
+    out.append(
+        "`churn`: batches of 10^4 new sessions (new users) connected and then removed: `expire` = one tick "
+        "after the TTL; `leave` = a clean disconnect and a tick after the leave grace; limit: raw map insert "
+        "+ `retain`; peer: moka `insert` + `invalidate` + `run_pending_tasks` (moka's clock cannot be "
+        "advanced). `reconnect_storm`: 10^5 live sessions re-attach with new connection ids within one "
+        "virtual second: `after_lost` (after an untimed lost disconnect), `connect_first` (new connect, then "
+        "the old connection's disconnect, which is ignored; both timed). Median per session."
+    )
+    out.append("")
+    names = [g for g in ("churn", "reconnect_storm") if g in groups]
+    run_line(out, meta, "churn", [r for g in names for r in groups[g].values()])
+    rows = []
+    for g in names:
+        grp = groups[g]
+        limit = next((r["per_element"] for r in grp.values() if r["function"] == "hashbrown"), None)
+        peer = next((r["per_element"] for r in grp.values() if r["function"] == "moka"), None)
+        for r in sorted(grp.values(), key=lambda r: (r["function"], r["value"])):
+            rows.append([
+                g, f"{r['function']} ({r['value']})", fmt_time(r["per_element"]),
+                fmt_rate(r["per_element"]).replace("/s", " sessions/s"),
+                fmt_ratio(ratio(r["per_element"], limit)), fmt_ratio(ratio(r["per_element"], peer)),
+            ])
+    table(out, ["group", "variant", "median / session", "throughput", "÷ raw map", "÷ moka"], rows)
+    notes(out, "churn")
+
+
+def q5(out, groups, meta):
+    out.append("## 5. Reads")
+    out.append("")
+    out.append(
+        "10^6 known users (u64, one session each); 1 % or 50 % online, the rest left and are kept offline "
+        "for last-seen. `user`: median per lookup (batches of 1024 random users); `online`: median per "
+        "call (the list of online users); `census`: median per call. Limit: a raw map of user → (state, "
+        "last_seen) (`get`, a filtering scan, a counting scan); peer: moka holding the online users "
+        "(`get`, `iter`, `entry_count`)."
+    )
+    out.append("")
+    names = [g for g in ("reads_1pct_online", "reads_50pct_online") if g in groups]
+    run_line(out, meta, "reads", [r for g in names for r in groups[g].values()])
+    rows = []
+    ops = {"user": 0, "online": 1, "census": 2}
+    for g in names:
+        grp = groups[g]
+        for r in sorted(grp.values(), key=lambda r: (ops.get(r["value"], 9), r["function"])):
+            per_call = r["per_element"] if r["value"] == "user" else r["median"]
+            lim = grp.get(("hashbrown", r["value"]))
+            peer = grp.get(("moka", r["value"]))
+            key = "per_element" if r["value"] == "user" else "median"
+            rows.append([
+                g.split("_")[1], f"{r['function']} ({r['value']})", fmt_time(per_call),
+                fmt_ratio(ratio(per_call, lim[key] if lim else None)),
+                fmt_ratio(ratio(per_call, peer[key] if peer else None)),
+            ])
+    table(out, ["online", "variant", "median", "÷ raw map", "÷ moka"], rows)
+    notes(out, "reads")
+
+
+def q6(out, memory_path):
+    out.append("## 6. Memory per session")
+    out.append("")
+    out.append(
+        "`examples/memory.rs`: a counting global allocator (`stats_alloc`); live bytes requested after "
+        "inserting 10^6 sessions minus before, per session; each structure in its own process, which also "
+        "reports its resident-set growth (that includes the allocator's per-block overhead). The tracker "
+        "holds one session per user."
+    )
+    out.append("")
+    try:
+        with open(memory_path) as f:
+            mem = json.load(f)
+    except (OSError, ValueError):
+        out.append(f"Not run: no memory JSON at `{memory_path}`. Run `{MEMORY_COMMAND}`.")
+        out.append("")
+        return
+    date = when(os.path.getmtime(memory_path))
+    out.append(f"Command: `{MEMORY_COMMAND}` (run {date}).")
+    out.append("")
+    rows = mem["rows"]
+    by = {(r["structure"], r["ids"]): r for r in rows}
+    trows = []
+    for r in rows:
+        lim = by.get(("hashbrown", r["ids"]))
+        peer = by.get(("moka", r["ids"]))
+        trows.append([
+            f"{r['structure']} ({r['ids']})", r["sessions"], f"{r['bytes_per_session']:.1f}",
+            f"{r['rss_per_session']:.1f}", f"{r['blocks'] / r['sessions']:.2f}",
+            fmt_ratio(ratio(r["bytes_per_session"], lim["bytes_per_session"] if lim else None)),
+            fmt_ratio(ratio(r["bytes_per_session"], peer["bytes_per_session"] if peer else None)),
+            fmt_ratio(ratio(r["rss_per_session"], peer["rss_per_session"] if peer else None)),
+        ])
+    table(out, ["variant", "sessions", "bytes / session", "RSS / session", "blocks / session",
+                "bytes ÷ raw map", "bytes ÷ moka", "RSS ÷ moka"], trows)
+    out.append(
+        f"Allocations made by {mem['heartbeats']} heartbeats on live sessions: "
+        f"{mem['heartbeat_allocations']}."
+    )
+    out.append("")
+    t, h, m = by.get(("tracker", "u64")), by.get(("hashbrown", "u64")), by.get(("moka", "u64"))
+    out.append("Targets (u64 ids):")
+    if t and h:
+        x = t["bytes_per_session"] / h["bytes_per_session"]
+        check(out, "≤ 2x the raw map's bytes per entry", x <= 2.0, f"{fmt_ratio(x)}")
+    if t and m:
+        x = t["bytes_per_session"] / m["bytes_per_session"]
+        check(out, "below moka (requested bytes)", x < 1.0, f"{fmt_ratio(x)} moka's")
+        x = t["rss_per_session"] / m["rss_per_session"]
+        check(out, "below moka (resident set)", x < 1.0, f"{fmt_ratio(x)} moka's")
+    out.append("")
+    notes(out, "memory")
+
+
+def q7(out, groups, meta):
+    out.append("## 7. The clock")
+    out.append("")
+    out.append(
+        "10^4 sessions (cache-resident), u64 ids, random order, batches of 1024, tracker on `SystemClock`. "
+        "`heartbeat` reads the clock per call; `heartbeat_at` takes the caller's `now` (one clock read per "
+        "batch). Ratios are to `heartbeat_at`."
+    )
+    out.append("")
+    grp = groups.get("clock_1e4", {})
+    run_line(out, meta, "clock", list(grp.values()))
+    base = get(grp, "tracker", "heartbeat_at")
+    rows = [[f"{r['function']} ({r['value']})", fmt_time(r["per_element"]), fmt_rate(r["per_element"]),
+             fmt_ratio(ratio(r["per_element"], base))]
+            for r in sorted(grp.values(), key=lambda r: (r["function"], r["value"]))]
+    table(out, ["variant", "median / call", "throughput", "÷ heartbeat_at"], rows)
+    notes(out, "clock")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--criterion-dir", default=criterion_dir_default())
+    parser.add_argument("--memory", default=None, help="the memory example's --json output")
+    args = parser.parse_args()
+    root = args.criterion_dir
+    memory_path = args.memory or os.path.join(root, "presence-meta", "memory.json")
+    groups = load_benchmarks(root)
+    meta = load_meta(root)
+    model, cores = machine()
+    cpu = next((m["cpu"] for m in meta.values() if m.get("cpu")), model)
+    cores = next((m["cores"] for m in meta.values() if m.get("cores")), cores)
+
+    out = []
+    out.append("# Benchmarks")
+    out.append("")
+    out.append(
+        "Generated by `python3 scripts/bench-report.py > BENCHMARKS.md` from criterion's output and the "
+        "memory example; do not edit by hand. Each table comes from one run of one bench, so the ratios "
+        "in it are read from one run."
+    )
+    out.append("")
+    out.append(f"Machine: `lscpu` model name \"{model}\", {cores} cores (`/proc/cpuinfo` at run time: "
+               f"\"{cpu}\"). Generated {when(datetime.datetime.now(datetime.timezone.utc).timestamp())}.")
+    out.append("")
+    out.append(
+        "**Caveat:** the runs were made on a shared, busy 2-core VM (other agents were compiling at the "
+        "same time), so absolute numbers are noisy and ratios between benchmarks run minutes apart "
+        "can be off by tens of percent. The \"95 % CI\" columns give criterion's confidence interval of the "
+        "median per element; all estimates are in `<criterion dir>/<group>/<bench>/new/estimates.json`."
+    )
+    out.append("")
+    out.append("Run everything (then regenerate this file):")
+    out.append("")
+    out.append("```sh")
+    out.append("export CARGO_TARGET_DIR=target")
+    out.append("cargo bench --bench heartbeat --bench threads --bench tick --bench churn --bench reads --bench clock")
+    out.append("PRESENCE_BENCH_1E7=1 cargo bench --bench heartbeat -- heartbeat_1e7   # optional: ~6 GB, ~4 min")
+    out.append(MEMORY_COMMAND.replace("$CARGO_TARGET_DIR", "target"))
+    out.append("python3 scripts/bench-report.py > BENCHMARKS.md")
+    out.append("```")
+    out.append("")
+    q1(out, groups, meta)
+    q2(out, groups, meta)
+    q3(out, groups, meta)
+    q4(out, groups, meta)
+    q5(out, groups, meta)
+    q6(out, memory_path)
+    q7(out, groups, meta)
+    sys.stdout.write("\n".join(out).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    main()
