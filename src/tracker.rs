@@ -699,7 +699,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// any interval you like: a late tick emits one event from the published presence to the
     /// current one, however many thresholds it crossed).
     ///
-    /// Costs O(transitions): shards with nothing due are skipped without taking their lock.
+    /// Never scans: it pops only the deadlines that came due, the transitions plus one early
+    /// re-check per active window for a session that kept heartbeating (deadlines are armed
+    /// lazily, so a heartbeat never touches them). Shards with nothing due are skipped without
+    /// taking their lock.
     pub fn tick(&self) -> Events<U, S> {
         self.tick_at(self.clock.now())
     }
