@@ -77,7 +77,9 @@
       throw new Error('PresenceClient: the socketio transport needs socket.io-client\'s io');
     }
     const socket = options.io(options.url || undefined, {
-      auth: { user: options.user, session: options.session },
+      // A function, so every reconnect sends the activity of that moment: a hidden tab that
+      // reconnects starts as background and never shows active for an instant.
+      auth: (send) => send({ user: options.user, session: options.session, activity: handlers.activity() }),
       reconnectionDelay: options.reconnectMs,
       reconnectionDelayMax: options.reconnectMaxMs,
     });
@@ -118,7 +120,9 @@
       ws = socket;
       socket.onopen = () => {
         delay = options.reconnectMs;
-        socket.send(JSON.stringify({ type: 'hello', user: options.user, session: options.session }));
+        socket.send(JSON.stringify({
+          type: 'hello', user: options.user, session: options.session, activity: handlers.activity(),
+        }));
         counter += 1;
         handlers.connected('ws-' + counter);
       };
@@ -242,6 +246,7 @@
     const transport = (options.transport === 'websocket' ? webSocketTransport : socketIoTransport)(
       options,
       {
+        activity,
         connected(connectionId) {
           client.connectionId = connectionId;
           setStatus('connected');

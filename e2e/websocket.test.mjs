@@ -138,6 +138,7 @@ describe('websocket example with scripted clients', { timeout: 60_000 }, () => {
       [{ type: 'hello', session: 'e-1' }, /missing user/],
       [{ type: 'hello', user: 'eve', session: 'w-1' }, /belongs to another user/],
       [{ type: 'hello', user: 'eve', session: '' }, /empty id/],
+      [{ type: 'hello', user: 'eve', session: 'e-2', activity: 'dancing' }, /unknown activity/],
     ]) {
       const c = await connect();
       c.send(hello);
@@ -149,6 +150,16 @@ describe('websocket example with scripted clients', { timeout: 60_000 }, () => {
     assert.deepEqual((await sessions('wes')).map((x) => [x.session, x.activity, x.connected]),
       [['w-1', 'background', true], ['w-2', 'background', true]]);
     assert.equal(await userView('eve'), undefined);
+  });
+
+  it('a hello that says background starts away: never active, not for an instant', async () => {
+    const hidden = await connect();
+    hidden.send({ type: 'hello', user: 'hana', session: 'h-1', activity: 'background' });
+    await waitFor(() => hidden.of('state').length === 1, { what: 'state for hana' });
+    await waitFor(async () => (await userView('hana'))?.presence === 'away', { what: 'hana away' });
+    assert.deepEqual(transitions(await events(), 'hana'), ['offline>away']);
+    assert.deepEqual((await sessions('hana')).map((x) => [x.session, x.activity]), [['h-1', 'background']]);
+    hidden.ws.close();
   });
 
   it('a reconnect re-attaches the session: new connection, no event', async () => {
@@ -202,9 +213,9 @@ describe('websocket example with scripted clients', { timeout: 60_000 }, () => {
     assert.deepEqual([back.session, back.activity, back.connected], ['r-1', 'idle', true]);
     const seen = transitions(await events(), 'rita');
     assert.equal(seen[0], 'offline>active');
-    // Connected again (a new session starts active), then the heartbeat's activity.
-    assert.ok(seen.at(-3).endsWith('>offline'), `${seen}`);
-    assert.deepEqual(seen.slice(-2), ['offline>active', 'active>idle']);
+    // Connected again with the heartbeat's activity: straight to idle, never active on the way.
+    assert.ok(seen.at(-2).endsWith('>offline'), `${seen}`);
+    assert.equal(seen.at(-1), 'offline>idle', `${seen}`);
     assert.deepEqual(rita.of('error'), []);
     rita.ws.close();
   });

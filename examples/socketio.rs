@@ -10,7 +10,7 @@
 //!
 //! | direction | event | payload |
 //! |---|---|---|
-//! | client → server | connect `auth` | `{ "user": "ada", "session": "<stable id of the tab>" }` |
+//! | client → server | connect `auth` | `{ "user": "ada", "session": "<stable id of the tab>", "activity": "background" }` (activity optional) |
 //! | client → server | `heartbeat` | `"active"`, `"idle"` or `"background"` (or `{ "activity": .. }`) |
 //! | client → server | `leave` | none: the tab is going away (`pagehide`) |
 //! | server → client | `state` | on connect: `{ "now": ms, "users": [{ "user", "presence", "sessions", "last_seen" }] }` |
@@ -44,6 +44,8 @@ use common::hub::{Broadcast, Hub, Identity};
 struct Auth {
     user: Option<String>,
     session: Option<String>,
+    /// What the client is doing as it connects (a hidden tab reconnecting says `background`).
+    activity: Option<String>,
 }
 
 /// The `error` event's payload.
@@ -69,14 +71,19 @@ fn reject(socket: SocketRef, message: &str) {
 
 async fn on_connect(socket: SocketRef, State(hub): State<Hub>, TryData(auth): TryData<Auth>) {
     let claim = match auth {
-        Ok(auth) => Identity::from_claim(auth.user, auth.session),
+        Ok(auth) => Identity::from_claim(auth.user, auth.session).and_then(|id| {
+            let activity = auth.activity.as_deref().map(Activity::from_str).transpose();
+            activity
+                .map(|activity| (id, activity))
+                .map_err(|e| e.to_string())
+        }),
         Err(e) => Err(format!("bad auth payload: {e}")),
     };
-    let id = match claim {
-        Ok(id) => id,
+    let (id, activity) = match claim {
+        Ok(claim) => claim,
         Err(message) => return reject(socket, &message),
     };
-    if let Err(e) = hub.connect(&id, connection_of(&socket)) {
+    if let Err(e) = hub.connect(&id, connection_of(&socket), activity) {
         return reject(socket, &e.to_string());
     }
     socket.extensions.insert(id);

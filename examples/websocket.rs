@@ -9,7 +9,7 @@
 //!
 //! | direction | message |
 //! |---|---|
-//! | client → server | `{"type":"hello","user":"ada","session":"<stable id of the tab>"}` first |
+//! | client → server | `{"type":"hello","user":"ada","session":"<stable id of the tab>","activity":"idle"}` first (activity optional) |
 //! | client → server | `{"type":"heartbeat","activity":"active"}` (`idle`, `background`) |
 //! | client → server | `{"type":"leave"}`: the tab is going away |
 //! | server → client | `{"type":"state","now":ms,"users":[..]}` after the hello |
@@ -46,6 +46,8 @@ enum ClientMessage {
     Hello {
         user: Option<String>,
         session: Option<String>,
+        /// What the client is doing as it connects (a hidden tab reconnecting says `background`).
+        activity: Option<String>,
     },
     Heartbeat {
         activity: String,
@@ -136,9 +138,11 @@ impl Connection {
     async fn on_text(&mut self, text: &str) -> Flow {
         let result = match serde_json::from_str::<ClientMessage>(text) {
             Err(e) => Err(format!("bad message: {e}")),
-            Ok(ClientMessage::Hello { user, session }) => {
-                return self.on_hello(user, session).await
-            }
+            Ok(ClientMessage::Hello {
+                user,
+                session,
+                activity,
+            }) => return self.on_hello(user, session, activity).await,
             Ok(ClientMessage::Heartbeat { activity }) => match &self.identity {
                 None => Err("say hello first".to_string()),
                 Some(id) => Activity::from_str(&activity)
@@ -158,13 +162,19 @@ impl Connection {
         }
     }
 
-    async fn on_hello(&mut self, user: Option<String>, session: Option<String>) -> Flow {
+    async fn on_hello(
+        &mut self,
+        user: Option<String>,
+        session: Option<String>,
+        activity: Option<String>,
+    ) -> Flow {
         if self.identity.is_some() {
             let message = "hello was already said on this connection";
             return self.send(&ServerMessage::Error { message }).await;
         }
         let accepted = Identity::from_claim(user, session).and_then(|id| {
-            let connected = self.hub.connect(&id, self.connection);
+            let activity = activity.as_deref().map(Activity::from_str).transpose();
+            let connected = activity.and_then(|a| self.hub.connect(&id, self.connection, a));
             connected.map(|()| id).map_err(|e| e.to_string())
         });
         match accepted {

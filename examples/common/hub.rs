@@ -166,11 +166,20 @@ impl Hub {
     ///
     /// The tracker's: the session belongs to another user, an id is empty or too long, too
     /// many sessions. Nothing changed.
-    pub(crate) fn connect(&self, id: &Identity, connection: ConnectionId) -> Result<(), Error> {
-        let events = self
-            .inner
-            .tracker
-            .connect(id.user.clone(), id.session.clone(), connection)?;
+    pub(crate) fn connect(
+        &self,
+        id: &Identity,
+        connection: ConnectionId,
+        activity: Option<Activity>,
+    ) -> Result<(), Error> {
+        let (user, session) = (id.user.clone(), id.session.clone());
+        let tracker = &self.inner.tracker;
+        let events = match activity {
+            // A client that says what it is doing as it connects (a hidden tab reconnecting)
+            // starts there, instead of showing `active` for an instant.
+            Some(activity) => tracker.connect_with_activity(user, session, connection, activity)?,
+            None => tracker.connect(user, session, connection)?,
+        };
         self.publish(events);
         self.inner.wake.notify_one();
         Ok(())
@@ -191,8 +200,8 @@ impl Hub {
         let tracker = &self.inner.tracker;
         let events = match tracker.heartbeat(&id.session, activity) {
             Err(Error::UnknownSession { .. }) => {
-                self.connect(id, connection)?;
-                tracker.heartbeat(&id.session, activity)?
+                self.connect(id, connection, Some(activity))?;
+                Vec::new()
             }
             other => other?,
         };
