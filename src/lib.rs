@@ -81,7 +81,7 @@ pub use id::{ConnectionId, Id};
 pub use policy::{Policy, PolicyBuilder};
 pub use presence::{Activity, DisconnectKind, Presence};
 pub use snapshot::{SessionSnapshot, Snapshot, UserSnapshot};
-pub use tracker::PresenceTracker;
+pub use tracker::{BatchOutcome, PresenceTracker};
 pub use view::{Census, Counts, SessionView, UserView};
 
 #[cfg(feature = "sim")]

@@ -1,5 +1,6 @@
 //! [`PresenceTracker`]: records signals, derives presence, emits transitions.
 
+mod batch;
 mod read;
 mod settle;
 pub(crate) mod shard;
@@ -19,6 +20,7 @@ use shard::{
 };
 
 pub(crate) use shard::record_of;
+pub use batch::BatchOutcome;
 
 /// Shards of the session table. A power of two; 64 keeps two cores off each other's locks.
 const SESSION_SHARDS: usize = 64;
