@@ -4,6 +4,8 @@
 //! order, batches of 1024. Compares:
 //! - `tracker/heartbeat`: `heartbeat` on a tracker with `SystemClock` (reads the clock per call);
 //! - `tracker/heartbeat_at`: `heartbeat_at` with a caller-provided `now` (one per batch), same clock;
+//! - `tracker/heartbeat_batch`: `heartbeat_batch`, the batch's 1024 heartbeats in one call, which
+//!   reads the tracker's clock once;
 //! - `instant_now`: `std::time::Instant::now()` alone;
 //! - `system_clock_now`: `SystemClock::now()` alone (the tracker's own clock read).
 
@@ -14,7 +16,7 @@ use presence_tracker::{Activity, Clock, Policy, PresenceTracker, SystemClock, Ti
 
 #[allow(dead_code)]
 mod support;
-use support::ids_and_order;
+use support::{cyclic_window, ids_and_order};
 
 const SESSIONS: usize = 10_000;
 const BATCH: usize = 1024;
@@ -67,6 +69,32 @@ fn clock(c: &mut Criterion) {
                     ));
                     pos = (pos + 1) % SESSIONS;
                 }
+            })
+        });
+    }
+    {
+        let tracker = system_tracker(&ids);
+        // Every heartbeat must hit a live session and change nothing (checked once, untimed).
+        let (head, tail) = cyclic_window(&order, 0, BATCH);
+        let outcome =
+            tracker.heartbeat_batch(head.iter().chain(tail).map(|k| (k, Activity::Active)));
+        assert!(
+            outcome.events.is_empty() && outcome.errors.is_empty(),
+            "setup: heartbeat batch gave {outcome:?}"
+        );
+        let mut pos = 0;
+        group.bench_function(BenchmarkId::new("tracker", "heartbeat_batch"), |b| {
+            b.iter(|| {
+                let (head, tail) = cyclic_window(&order, pos, BATCH);
+                black_box(
+                    tracker.heartbeat_batch(
+                        black_box(head)
+                            .iter()
+                            .chain(black_box(tail))
+                            .map(|k| (k, Activity::Active)),
+                    ),
+                );
+                pos = (pos + BATCH) % SESSIONS;
             })
         });
     }

@@ -2,7 +2,9 @@
 //!
 //! Compares, in one group per size (10^4 and 10^6 sessions; 10^7 with `PRESENCE_BENCH_1E7=1`),
 //! each with u64 ids and with 36-character UUID strings (`Arc<str>`), heartbeats in a random order:
-//! - `tracker`: `PresenceTracker::heartbeat_at` with a caller-provided `now`;
+//! - `tracker`: `PresenceTracker::heartbeat_at` with a caller-provided `now`, one call per heartbeat;
+//! - `tracker_batch`: `PresenceTracker::heartbeat_batch_at`, the iteration's 1024 heartbeats in
+//!   one call at the caller's `now` (on a tracker of its own, set up like `tracker`'s);
 //! - `hashbrown` (the limit): a raw `hashbrown::HashMap<K, (u8, u64)>` with foldhash, updating the
 //!   state byte and `last_seen` of the entry;
 //! - `moka` (the peer a Rust user would pick): `moka::sync::Cache` with `time_to_idle` and an
@@ -11,7 +13,7 @@
 //!
 //! One session per user. Each iteration is a batch of 1024 heartbeats at one `now`; virtual time
 //! moves 1 ms per batch, so every session is heartbeated well within the active threshold and no
-//! heartbeat causes an event (checked before timing).
+//! heartbeat causes an event or an error (checked before timing, for both tracker paths).
 
 use std::{
     hint::black_box,
@@ -24,11 +26,11 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use moka::{notification::RemovalCause, sync::Cache};
-use presence_tracker::Activity;
+use presence_tracker::{Activity, Timestamp};
 
 #[allow(dead_code)]
 mod support;
-use support::{ids_and_order, shuffled, size_label, BenchId, RawMap, Slot, ACTIVE};
+use support::{cyclic_window, ids_and_order, shuffled, size_label, BenchId, RawMap, Slot, ACTIVE};
 
 /// Heartbeats per timed iteration.
 const BATCH: usize = 1024;
@@ -75,6 +77,28 @@ fn run_batches<K>(
     });
 }
 
+/// Runs `op(head, tail, now_ms)` once per iteration on the next `BATCH` keys of `order`, in the
+/// same cyclic order as [`run_batches`] (`tail` continues from the start of `order` when the batch
+/// wraps around its end), advancing `now` by 1 ms per batch.
+fn run_batch_calls<K>(
+    group: &mut Group<'_>,
+    id: BenchmarkId,
+    order: &[K],
+    t0: u64,
+    mut op: impl FnMut(&[K], &[K], u64),
+) {
+    let mut pos = 0;
+    let mut now = t0;
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            now += 1;
+            let (head, tail) = cyclic_window(order, pos, BATCH);
+            op(black_box(head), black_box(tail), now);
+            pos = (pos + BATCH) % order.len();
+        })
+    });
+}
+
 fn vec_slot(group: &mut Group<'_>, n: usize) {
     let t0 = support::t0();
     let mut slots: Vec<Slot> = vec![(ACTIVE, t0); n];
@@ -113,7 +137,7 @@ fn by_key<K: BenchId>(group: &mut Group<'_>, n: usize) {
         black_box(&map);
     }
 
-    // The subject.
+    // The subject, one call per heartbeat.
     {
         let tracker = support::tracker_with(&ids, support::at(t0, 0));
         // Every heartbeat must hit a live session and change nothing, or we would time errors or
@@ -133,7 +157,40 @@ fn by_key<K: BenchId>(group: &mut Group<'_>, n: usize) {
                 let _ = black_box(tracker.heartbeat_at(
                     k,
                     Activity::Active,
-                    presence_tracker::Timestamp::from_millis(now),
+                    Timestamp::from_millis(now),
+                ));
+            },
+        );
+    }
+
+    // The subject, one call per batch: a tracker of its own, so virtual time restarts with it.
+    {
+        let tracker = support::tracker_with(&ids, support::at(t0, 0));
+        // As above: a batch must hit live sessions only and change nothing.
+        let (head, tail) = cyclic_window(&order, 0, BATCH);
+        let outcome = tracker.heartbeat_batch_at(
+            head.iter().chain(tail).map(|k| (k, Activity::Active)),
+            support::at(t0, 1),
+        );
+        assert!(
+            outcome.events.is_empty(),
+            "setup: heartbeat batch emitted {:?}",
+            outcome.events
+        );
+        assert!(
+            outcome.errors.is_empty(),
+            "setup: heartbeat batch refused {:?}",
+            outcome.errors
+        );
+        run_batch_calls(
+            group,
+            BenchmarkId::new("tracker_batch", K::NAME),
+            &order,
+            t0,
+            |head, tail, now| {
+                black_box(tracker.heartbeat_batch_at(
+                    head.iter().chain(tail).map(|k| (k, Activity::Active)),
+                    Timestamp::from_millis(now),
                 ));
             },
         );

@@ -2,13 +2,16 @@
 //!
 //! Aggregate throughput of heartbeats from 1 and 2 threads, each thread heartbeating its own
 //! sessions (distinct users) in a random order, u64 ids, at 10^4 and 10^6 sessions:
-//! - `tracker`: `PresenceTracker::heartbeat_at` on one shared tracker;
+//! - `tracker`: `PresenceTracker::heartbeat_at` on one shared tracker, one call per heartbeat;
+//! - `tracker_batch`: `PresenceTracker::heartbeat_batch_at` on one shared tracker, each thread
+//!   handing over its heartbeats 1024 per call (the same `now` as `tracker`'s for each of them);
 //! - `mutex_map` (what a user writes by hand): one `std::sync::Mutex<hashbrown::HashMap>` updated
 //!   under the lock.
 //!
 //! `iter_custom` splits the iterations between the threads (started inside `std::thread::scope`)
 //! and times from the moment all threads are released until the last one finishes, so the time per
-//! element is wall time over the heartbeats of all threads.
+//! element is wall time over the heartbeats of all threads. Each tracker variant gets a fresh tracker
+//! and restarts virtual time with it.
 
 use std::{
     cell::Cell,
@@ -22,7 +25,10 @@ use presence_tracker::{Activity, Timestamp};
 
 #[allow(dead_code)]
 mod support;
-use support::{ids_and_order, size_label, RawMap, ACTIVE};
+use support::{cyclic_window, ids_and_order, size_label, RawMap, ACTIVE};
+
+/// Heartbeats per call of the batch variant.
+const BATCH: usize = 1024;
 
 /// Runs `iters` heartbeats split between `threads` threads; thread `t` heartbeats
 /// `orders[t]` cyclically via `op(key, now_ms)`, virtual time moving 1 ms per 1024 heartbeats
@@ -51,6 +57,52 @@ fn timed_split(
                         if pos == order.len() {
                             pos = 0;
                         }
+                    }
+                })
+            })
+            .collect();
+        start_line.wait();
+        let start = Instant::now();
+        for w in workers {
+            if w.join().is_err() {
+                panic!("benchmark worker panicked");
+            }
+        }
+        start.elapsed()
+    })
+}
+
+/// [`timed_split`] for batches: thread `t` hands `orders[t]` over cyclically in calls of
+/// `op(head, tail, now_ms)` with [`BATCH`] heartbeats each (fewer in a thread's last call), `tail`
+/// continuing from the start of the order when a batch wraps around its end. Heartbeat `i` of a
+/// thread is at `t0 + i / 1024` ms, as in [`timed_split`].
+fn timed_split_batches(
+    iters: u64,
+    orders: &[Vec<u64>],
+    t0: u64,
+    op: &(impl Fn(&[u64], &[u64], u64) + Sync),
+) -> Duration {
+    let threads = orders.len() as u64;
+    let start_line = Barrier::new(orders.len() + 1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = orders
+            .iter()
+            .enumerate()
+            .map(|(t, order)| {
+                let share = iters / threads + u64::from((t as u64) < iters % threads);
+                let start_line = &start_line;
+                s.spawn(move || {
+                    start_line.wait();
+                    let mut pos = 0;
+                    let mut done = 0;
+                    let mut now = t0;
+                    while done < share {
+                        let len = (share - done).min(BATCH as u64) as usize;
+                        let (head, tail) = cyclic_window(order, pos, len);
+                        op(black_box(head), black_box(tail), now);
+                        pos = (pos + len) % order.len();
+                        done += len as u64;
+                        now += 1;
                     }
                 })
             })
@@ -115,6 +167,41 @@ fn threads(c: &mut Criterion) {
                         let _ = black_box(tracker.heartbeat_at(
                             k,
                             Activity::Active,
+                            Timestamp::from_millis(now),
+                        ));
+                    })
+                })
+            });
+            drop(tracker);
+
+            // The same on a fresh tracker, in batches: again time restarts with it.
+            clock.set(t0);
+
+            let tracker = support::tracker_with(&ids, support::at(t0, 0));
+            // A batch must hit live sessions only and change nothing, or we would time errors or
+            // event allocation instead of the update.
+            for order in &orders {
+                let (head, tail) = cyclic_window(order, 0, BATCH.min(order.len()));
+                let outcome = tracker.heartbeat_batch_at(
+                    head.iter().chain(tail).map(|k| (k, Activity::Active)),
+                    support::at(t0, 0),
+                );
+                assert!(
+                    outcome.events.is_empty(),
+                    "setup: heartbeat batch emitted {:?}",
+                    outcome.events
+                );
+                assert!(
+                    outcome.errors.is_empty(),
+                    "setup: heartbeat batch refused {:?}",
+                    outcome.errors
+                );
+            }
+            group.bench_function(BenchmarkId::new("tracker_batch", &variant), |b| {
+                b.iter_custom(|iters| {
+                    timed_split_batches(iters, &orders, next_base(iters), &|head, tail, now| {
+                        black_box(tracker.heartbeat_batch_at(
+                            head.iter().chain(tail).map(|k| (k, Activity::Active)),
                             Timestamp::from_millis(now),
                         ));
                     })

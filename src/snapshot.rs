@@ -77,8 +77,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     .sessions
                     .iter()
                     .filter_map(|session| {
-                        let map = self.session_slot(session).read();
-                        let e = map.get(session)?;
+                        let (slot, hash) = self.locate(session);
+                        let map = slot.read();
+                        let e = map.get(hash, session)?;
                         let record = e.record();
                         Some(SessionSnapshot {
                             session: session.clone(),
@@ -165,9 +166,12 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     let grace = s
                         .grace_deadline
                         .map_or(NO_DEADLINE, |d| d.as_millis().saturating_sub(shift));
-                    tracker.session_slot(&s.session).write().insert(
-                        s.session.clone(),
+                    let (session_slot, hash) = tracker.locate(&s.session);
+                    session_slot.write().insert(
+                        &tracker.shard_hasher,
+                        hash,
                         SessionEntry {
+                            session: s.session.clone(),
                             user: u.user.clone(),
                             hot: AtomicU64::new(pack(at(s.last_seen), s.activity)),
                             published: AtomicU8::new(s.published as u8),

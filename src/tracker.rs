@@ -15,12 +15,12 @@ use crate::{
     Presence, SystemClock, Timestamp,
 };
 use shard::{
-    pack, unpack, Counters, Hasher, Padded, Retained, SessionEntry, SessionSlot, UserEntry,
-    UserShard, UserSlot, NO_DEADLINE,
+    pack, unpack, Counters, Hasher, Padded, Retained, SessionEntry, SessionSlot, SessionTable,
+    UserEntry, UserShard, UserSlot, NO_DEADLINE,
 };
 
-pub(crate) use shard::record_of;
 pub use batch::BatchOutcome;
+pub(crate) use shard::record_of;
 
 /// Shards of the session table. A power of two; 64 keeps two cores off each other's locks.
 const SESSION_SHARDS: usize = 64;
@@ -132,7 +132,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             high_water: AtomicU64::new(start),
             shard_hasher: Hasher::default(),
             sessions: (0..SESSION_SHARDS)
-                .map(|_| Padded(RwLock::new(shard::SessionMap::with_hasher(hasher.clone()))))
+                .map(|_| Padded(RwLock::new(SessionTable::new())))
                 .collect(),
             users: (0..USER_SHARDS)
                 .map(|_| {
@@ -173,9 +173,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         }
     }
 
-    pub(crate) fn session_slot(&self, session: &S) -> &RwLock<shard::SessionMap<U, S>> {
+    /// The session's hash, and the shard it picks: the one hash a lookup computes.
+    pub(crate) fn locate(&self, session: &S) -> (&RwLock<SessionTable<U, S>>, u64) {
         let h = self.shard_hasher.hash_one(session);
-        &self.sessions[(h >> 32) as usize & (SESSION_SHARDS - 1)].0
+        (&self.sessions[Self::session_shard(h)].0, h)
+    }
+
+    /// The shard of a session hash: middle bits, which the table itself does not use (it takes
+    /// the low bits for the bucket and the top seven for the tag).
+    fn session_shard(hash: u64) -> usize {
+        (hash >> 32) as usize & (SESSION_SHARDS - 1)
     }
 
     pub(crate) fn user_slot(&self, user: &U) -> &UserSlot<U, S> {
@@ -198,16 +205,13 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// expired session is gone for every signal, though only a tick frees it.
     fn live_entry<'m>(
         &self,
-        map: &'m shard::SessionMap<U, S>,
+        map: &'m SessionTable<U, S>,
+        hash: u64,
         session: &S,
         now: u64,
-    ) -> Result<&'m SessionEntry<U>, Error> {
-        match map.get(session) {
-            Some(e)
-                if derive(&e.record(), Timestamp::from_millis(now), &self.policy).is_online() =>
-            {
-                Ok(e)
-            }
+    ) -> Result<&'m SessionEntry<U, S>, Error> {
+        match map.get(hash, session) {
+            Some(e) if !e.expired(now, self.policy.ttl_ms) => Ok(e),
             _ => Err(unknown(session)),
         }
     }
@@ -365,9 +369,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         shard: &mut UserShard<U, S>,
         owner_shard: Option<&mut UserShard<U, S>>,
     ) -> Result<Events<U, S>, Error> {
+        let (slot, hash) = self.locate(&session);
         let live_owner = {
-            let map = self.session_slot(&session).read();
-            self.live_entry(&map, &session, now)
+            let map = slot.read();
+            self.live_entry(&map, hash, &session, now)
                 .ok()
                 .map(|e| e.user.clone())
         };
@@ -378,13 +383,13 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 })
             }
             Some(_) => {
-                let mut map = self.session_slot(&session).write();
-                if let Some(entry) = map.get_mut(&session) {
-                    let (_, last) = unpack(entry.hot.load(Ordering::SeqCst));
+                let mut map = slot.write();
+                if let Some(entry) = map.get_mut(hash, &session) {
+                    let (_, last) = unpack(entry.hot.load(Ordering::Relaxed));
                     let activity = activity.unwrap_or(last);
                     entry.connection = connection;
                     entry.grace = NO_DEADLINE;
-                    entry.hot.store(pack(now, activity), Ordering::SeqCst);
+                    entry.hot.store(pack(now, activity), Ordering::Relaxed);
                 }
             }
             None => {
@@ -419,9 +424,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     self.settle(owner_shard, owner, now, None, &mut events);
                     self.session_total.fetch_add(1, Ordering::Relaxed);
                 }
-                self.session_slot(&session).write().insert(
-                    session.clone(),
+                slot.write().insert(
+                    &self.shard_hasher,
+                    hash,
                     SessionEntry {
+                        session: session.clone(),
                         user: user.clone(),
                         hot: AtomicU64::new(pack(now, activity.unwrap_or(Activity::Active))),
                         published: AtomicU8::new(Presence::Offline as u8),
@@ -454,11 +461,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
 
     /// The owner of `session` if it is expired (derived offline at `now`) but not yet freed.
     fn expired_owner(&self, session: &S, now: u64) -> Option<U> {
-        let map = self.session_slot(session).read();
-        match map.get(session) {
-            Some(e) if self.live_entry(&map, session, now).is_err() => Some(e.user.clone()),
-            _ => None,
-        }
+        let (slot, hash) = self.locate(session);
+        let map = slot.read();
+        map.get(hash, session)
+            .filter(|e| e.expired(now, self.policy.ttl_ms))
+            .map(|e| e.user.clone())
     }
 
     /// How many of `sessions` are not expired at `now`.
@@ -466,8 +473,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         sessions
             .iter()
             .filter(|s| {
-                self.live_entry(&self.session_slot(s).read(), s, now)
-                    .is_ok()
+                let (slot, hash) = self.locate(s);
+                let map = slot.read();
+                self.live_entry(&map, hash, s, now).is_ok()
             })
             .count()
     }
@@ -541,28 +549,57 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ) -> Result<Events<U, S>, Error> {
         self.check_id(session)?;
         let now = self.effective_now(now);
-        let hot = pack(now, activity);
-        let slot = self.session_slot(session);
+        let (slot, hash) = self.locate(session);
         let user = {
             let map = slot.read();
-            let entry = self.live_entry(&map, session, now)?;
-            let fresh = derive(
-                &record_of(hot, entry.grace),
-                Timestamp::from_millis(now),
-                &self.policy,
-            );
-            if fresh == entry.published() {
-                entry.hot.store(hot, Ordering::SeqCst);
-                // A tick publishing a downgrade of this session at this very moment either sees
-                // the store above, or has already published and is seen here.
-                if fresh == entry.published() {
-                    return Ok(Vec::new());
-                }
+            let entry = self.live_entry(&map, hash, session, now)?;
+            if let Some(no_change) = self.record_heartbeat(entry, activity, now) {
+                return Ok(no_change);
             }
             entry.user.clone()
         };
+        self.heartbeat_slow(user, session, activity, now)
+    }
+
+    /// The fast path of a heartbeat on a live session, under its shard's read lock: if the
+    /// session's presence stays what was published, stores `last_seen` and the activity (one
+    /// relaxed store: a publication takes the write lock, so it cannot fall between this
+    /// comparison and this store) and returns no events; otherwise `None`, and the caller takes
+    /// the slow path.
+    #[inline]
+    fn record_heartbeat(
+        &self,
+        entry: &SessionEntry<U, S>,
+        activity: Activity,
+        now: u64,
+    ) -> Option<Events<U, S>> {
+        // Seen now and live (not expired): age 0, so the presence is the activity's cap.
+        let fresh = activity.cap();
+        debug_assert_eq!(
+            fresh,
+            derive(
+                &record_of(pack(now, activity), entry.grace),
+                Timestamp::from_millis(now),
+                &self.policy
+            )
+        );
+        if fresh != entry.published() {
+            return None;
+        }
+        entry.hot.store(pack(now, activity), Ordering::Relaxed);
+        Some(Vec::new())
+    }
+
+    /// A heartbeat that changes a presence: under the owner's lock.
+    fn heartbeat_slow(
+        &self,
+        user: U,
+        session: &S,
+        activity: Activity,
+        now: u64,
+    ) -> Result<Events<U, S>, Error> {
         self.on_owner(user, session, now, Cause::Heartbeat, |entry, now| {
-            entry.hot.store(pack(now, activity), Ordering::SeqCst);
+            entry.hot.store(pack(now, activity), Ordering::Relaxed);
         })
     }
 
@@ -633,9 +670,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         grace: u64,
         cause: Cause,
     ) -> Result<Events<U, S>, Error> {
+        let (session_slot, hash) = self.locate(session);
         let user = {
-            let map = self.session_slot(session).read();
-            let entry = self.live_entry(&map, session, now)?;
+            let map = session_slot.read();
+            let entry = self.live_entry(&map, hash, session, now)?;
             if connection.is_some_and(|c| c != entry.connection) {
                 return Ok(Vec::new());
             }
@@ -645,13 +683,13 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let mut shard = slot.shard.lock();
         let now = self.ordered(now);
         {
-            let mut map = self.session_slot(session).write();
-            match self.live_entry(&map, session, now) {
+            let mut map = session_slot.write();
+            match self.live_entry(&map, hash, session, now) {
                 Ok(entry) if entry.user == user => {}
                 // Expired, or expired and taken by another user, while we waited for the lock.
                 _ => return Err(unknown(session)),
             }
-            let Some(entry) = map.get_mut(session) else {
+            let Some(entry) = map.get_mut(hash, session) else {
                 return Err(unknown(session));
             };
             if connection.is_some_and(|c| c != entry.connection) {
@@ -673,14 +711,15 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         session: &S,
         now: u64,
         cause: Cause,
-        update: impl FnOnce(&SessionEntry<U>, u64),
+        update: impl FnOnce(&SessionEntry<U, S>, u64),
     ) -> Result<Events<U, S>, Error> {
         let slot = self.user_slot(&user);
         let mut shard = slot.shard.lock();
         let now = self.ordered(now);
         {
-            let map = self.session_slot(session).read();
-            match self.live_entry(&map, session, now) {
+            let (session_slot, hash) = self.locate(session);
+            let map = session_slot.read();
+            match self.live_entry(&map, hash, session, now) {
                 Ok(entry) if entry.user == user => {
                     update(entry, now);
                 }

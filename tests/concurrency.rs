@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use presence_tracker::{
-    derive, Activity, DisconnectKind, Event, ManualClock, Policy, Presence, PresenceTracker,
+    derive, Activity, Cause, DisconnectKind, Event, ManualClock, Policy, Presence, PresenceTracker,
     SessionRecord, Subject, SystemClock,
 };
 use support::{ms, Replay};
@@ -80,11 +80,24 @@ fn hammer() -> (Shared, Vec<Event<u64, u64>>) {
                     let conn = rng.next(3);
                     let got = match rng.next(10) {
                         0..=2 => tracker.connect(user, session, conn),
-                        3..=5 => tracker.heartbeat(
+                        3 | 4 => tracker.heartbeat(
                             &session,
                             [Activity::Active, Activity::Idle, Activity::Background]
                                 [rng.next(3) as usize],
                         ),
+                        5 => {
+                            let activities =
+                                [Activity::Active, Activity::Idle, Activity::Background];
+                            let others = [session, t * 1_000 + rng.next(6)];
+                            let out = tracker.heartbeat_batch([
+                                (&others[0], activities[rng.next(3) as usize]),
+                                (&others[1], activities[rng.next(3) as usize]),
+                            ]);
+                            match out.errors.into_iter().next() {
+                                Some((_, e)) if out.events.is_empty() => Err(e),
+                                _ => Ok(out.events),
+                            }
+                        }
                         6 => tracker.disconnect(
                             &session,
                             conn,
@@ -137,6 +150,14 @@ fn threads_never_make_a_users_time_go_back() {
 }
 
 fn assert_user_times_never_go_back(all: &[Event<u64, u64>]) {
+    for e in all {
+        // Time only lowers presence: a rise published as a timeout would be a heartbeat lost
+        // between a tick's derivation and its publication.
+        assert!(
+            e.to <= e.from || e.cause != Cause::Timeout,
+            "rise by timeout: {e:?}"
+        );
+    }
     for w in all.windows(2) {
         if e_user(&w[0]) == e_user(&w[1]) {
             assert!(

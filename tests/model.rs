@@ -600,7 +600,18 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 explicit,
             } => {
                 let user = model.sessions.get(&session).map(|r| r.user);
-                let got = if explicit {
+                // Every third heartbeat goes through the batch path, as a batch of one.
+                let got = if session % 3 == 0 {
+                    let outcome = if explicit {
+                        tracker.heartbeat_batch_at([(&session, activity)], now)
+                    } else {
+                        tracker.heartbeat_batch([(&session, activity)])
+                    };
+                    match outcome.errors.into_iter().next() {
+                        Some((_, e)) => Err(e),
+                        None => Ok(outcome.events),
+                    }
+                } else if explicit {
                     tracker.heartbeat_at(&session, activity, now)
                 } else {
                     tracker.heartbeat(&session, activity)

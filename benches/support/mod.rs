@@ -93,6 +93,21 @@ pub(crate) fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
+/// The `len` elements of `order` from `pos` on, wrapping around its end: the part up to the end
+/// and the part from the start (empty unless the window wraps). `len` is at most `order.len()`.
+pub(crate) fn cyclic_window<T>(order: &[T], pos: usize, len: usize) -> (&[T], &[T]) {
+    assert!(
+        len <= order.len() && pos < order.len(),
+        "cyclic_window: a window of {len} at {pos} in {}",
+        order.len()
+    );
+    if pos + len <= order.len() {
+        (&order[pos..pos + len], &[])
+    } else {
+        (&order[pos..], &order[..pos + len - order.len()])
+    }
+}
+
 /// `n` ids and the same ids again, in their own allocations, in a random order.
 pub(crate) fn ids_and_order<K: BenchId>(n: usize) -> (Vec<K>, Vec<K>) {
     let ids: Vec<K> = (0..n).map(K::nth).collect();

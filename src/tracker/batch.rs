@@ -1,6 +1,10 @@
 //! Heartbeats in batches: each session shard's lock taken once per batch.
 
-use super::PresenceTracker;
+use std::hash::BuildHasher;
+
+use parking_lot::RwLockReadGuard;
+
+use super::{PresenceTracker, SESSION_SHARDS};
 use crate::{Activity, Clock, Error, Event, Id, Timestamp};
 
 /// What [`PresenceTracker::heartbeat_batch`] did: the events the batch caused, and the
@@ -30,7 +34,28 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// its sockets' heartbeats into a buffer and hands them over every few milliseconds.
     ///
     /// Each heartbeat has the meaning of [`heartbeat`](Self::heartbeat); the batch is not
-    /// atomic, and one refused heartbeat does not stop the others.
+    /// atomic, and one refused heartbeat does not stop the others. Heartbeats of one session
+    /// apply in their order in the batch; those of different sessions in an order of the
+    /// tracker's choosing (so when two sessions of one user both rise, the user may rise in one
+    /// event or in two).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use presence_tracker::{Activity, ManualClock, Policy, PresenceTracker};
+    ///
+    /// let tracker: PresenceTracker<u64, u64, _> =
+    ///     PresenceTracker::with_clock(Policy::default(), ManualClock::new());
+    /// tracker.connect(7, 1, "socket-a")?;
+    /// tracker.connect(8, 2, "socket-b")?;
+    /// // Drained from the sockets since the last call:
+    /// let pending = [(1, Activity::Active), (2, Activity::Active), (3, Activity::Idle)];
+    /// let outcome = tracker.heartbeat_batch(pending.iter().map(|(s, a)| (s, *a)));
+    /// assert!(outcome.events.is_empty()); // nothing changed presence
+    /// assert_eq!(outcome.errors.len(), 1); // session 3 never connected
+    /// assert_eq!(outcome.errors[0].0, 2);
+    /// # Ok::<(), presence_tracker::Error>(())
+    /// ```
     pub fn heartbeat_batch<'a>(
         &self,
         heartbeats: impl IntoIterator<Item = (&'a S, Activity)>,
@@ -42,6 +67,13 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     }
 
     /// [`heartbeat_batch`](Self::heartbeat_batch) at a given time.
+    ///
+    /// The heartbeats are grouped by session shard, and each shard's read lock is taken once
+    /// for all of its heartbeats: the common heartbeat, which changes no presence, is then a
+    /// table probe and one relaxed store, with no locked instruction of its own. A heartbeat
+    /// that changes a presence releases the shard's lock and takes the slow path of
+    /// [`heartbeat`](Self::heartbeat) where it stands, so heartbeats for one session apply in
+    /// their order in the batch. Allocates its scratch space, once per call.
     pub fn heartbeat_batch_at<'a>(
         &self,
         heartbeats: impl IntoIterator<Item = (&'a S, Activity)>,
@@ -50,13 +82,75 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     where
         S: 'a,
     {
+        let now = self.effective_now(now);
         let mut outcome = BatchOutcome::default();
-        for (i, (session, activity)) in heartbeats.into_iter().enumerate() {
-            match self.heartbeat_at(session, activity, now) {
-                Ok(mut events) => outcome.events.append(&mut events),
-                Err(e) => outcome.errors.push((i, e)),
+        let iter = heartbeats.into_iter();
+        let mut items: Vec<Item<'a, S>> = Vec::with_capacity(iter.size_hint().0);
+        let mut counts = [0u32; SESSION_SHARDS];
+        for (position, (session, activity)) in iter.enumerate() {
+            if let Err(e) = self.check_id(session) {
+                outcome.errors.push((position, e));
+                continue;
+            }
+            let hash = self.shard_hasher.hash_one(session);
+            counts[Self::session_shard(hash)] += 1;
+            items.push(Item {
+                session,
+                hash,
+                activity,
+                position,
+            });
+        }
+        // Group by shard, keeping the batch's order within a shard (a counting sort).
+        let mut start = [0usize; SESSION_SHARDS + 1];
+        for (i, &c) in counts.iter().enumerate() {
+            start[i + 1] = start[i] + c as usize;
+        }
+        let mut order = vec![0usize; items.len()];
+        let mut fill = start;
+        for (i, item) in items.iter().enumerate() {
+            let shard = Self::session_shard(item.hash);
+            order[fill[shard]] = i;
+            fill[shard] += 1;
+        }
+        for shard in 0..SESSION_SHARDS {
+            let group = &order[start[shard]..start[shard + 1]];
+            if group.is_empty() {
+                continue;
+            }
+            let mut map = self.sessions[shard].0.read();
+            for &i in group {
+                let item = &items[i];
+                let user = match self.live_entry(&map, item.hash, item.session, now) {
+                    Ok(entry) => match self.record_heartbeat(entry, item.activity, now) {
+                        Some(_) => continue,
+                        None => entry.user.clone(),
+                    },
+                    Err(e) => {
+                        outcome.errors.push((item.position, e));
+                        continue;
+                    }
+                };
+                // A change: the slow path takes the owner's lock, which comes before a session
+                // shard's in the lock order, so let go of this one meanwhile.
+                let result = RwLockReadGuard::unlocked(&mut map, || {
+                    self.heartbeat_slow(user, item.session, item.activity, now)
+                });
+                match result {
+                    Ok(mut events) => outcome.events.append(&mut events),
+                    Err(e) => outcome.errors.push((item.position, e)),
+                }
             }
         }
+        outcome.errors.sort_by_key(|&(position, _)| position);
         outcome
     }
+}
+
+/// One heartbeat of a batch, hashed.
+struct Item<'a, S> {
+    session: &'a S,
+    hash: u64,
+    activity: Activity,
+    position: usize,
 }

@@ -20,13 +20,14 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// [`session`](Self::session) at a given time.
     pub fn session_at(&self, session: &S, now: Timestamp) -> Option<SessionView<U>> {
         let now = Timestamp::from_millis(self.effective_now(now));
-        let map = self.session_slot(session).read();
-        let entry = map.get(session)?;
+        let (slot, hash) = self.locate(session);
+        let map = slot.read();
+        let entry = map.get(hash, session)?;
         let view = self.view_of(entry, now);
         view.presence.is_online().then_some(view)
     }
 
-    fn view_of(&self, entry: &super::SessionEntry<U>, now: Timestamp) -> SessionView<U> {
+    fn view_of(&self, entry: &super::SessionEntry<U, S>, now: Timestamp) -> SessionView<U> {
         let record = entry.record();
         let ttl = record.last_seen.saturating_add(self.policy.ttl());
         SessionView {
@@ -74,8 +75,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let mut sessions = 0;
         let mut last_seen = entry.gone_last_seen;
         for session in &entry.sessions {
-            let map = self.session_slot(session).read();
-            if let Some(e) = map.get(session) {
+            let (slot, hash) = self.locate(session);
+            let map = slot.read();
+            if let Some(e) = map.get(hash, session) {
                 let record = e.record();
                 let p = derive(&record, now, &self.policy);
                 presence = presence.max(p);
@@ -108,8 +110,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             .sessions
             .iter()
             .filter_map(|session| {
-                let map = self.session_slot(session).read();
-                let view = self.view_of(map.get(session)?, now);
+                let (slot, hash) = self.locate(session);
+                let map = slot.read();
+                let view = self.view_of(map.get(hash, session)?, now);
                 view.presence.is_online().then(|| (session.clone(), view))
             })
             .collect()

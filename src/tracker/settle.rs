@@ -34,30 +34,32 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let mut i = 0;
         while i < entry.sessions.len() {
             let session = &entry.sessions[i];
-            let slot = self.session_slot(session);
-            let (from, to, record) = {
+            let (slot, hash) = self.locate(session);
+            let seen = {
                 let map = slot.read();
-                let Some(e) = map.get(session) else {
-                    // Cannot happen: a session leaves the table only here, under this lock.
+                map.get(hash, session).map(|e| (e.published(), e.record()))
+            };
+            let Some((from, mut record)) = seen else {
+                // Cannot happen: a session leaves the table only here, under this lock.
+                entry.sessions.swap_remove(i);
+                continue;
+            };
+            let mut to = derive(&record, at, &self.policy);
+            if to != from || to == Presence::Offline {
+                // Publish under the write lock, so that no heartbeat is between its comparison
+                // with `published` and its store (see `SessionEntry`); re-read what it stored.
+                let mut map = slot.write();
+                let Some(e) = map.get(hash, session) else {
                     entry.sessions.swap_remove(i);
                     continue;
                 };
-                let from = e.published();
-                loop {
-                    let hot = e.hot.load(Ordering::SeqCst);
-                    let record = super::record_of(hot, e.grace);
-                    let to = derive(&record, at, &self.policy);
-                    if to == e.published() {
-                        break (from, to, record);
-                    }
-                    e.published.store(to as u8, Ordering::SeqCst);
-                    // A heartbeat that stored after our load must be seen before we publish
-                    // a downgrade it would contradict.
-                    if e.hot.load(Ordering::SeqCst) == hot {
-                        break (from, to, record);
-                    }
+                record = e.record();
+                to = derive(&record, at, &self.policy);
+                e.published.store(to as u8, Ordering::Relaxed);
+                if to == Presence::Offline {
+                    map.remove(hash, session);
                 }
-            };
+            }
             if from != to {
                 let expired = record.grace_deadline.is_some_and(|d| d <= at);
                 let cause = match signal {
@@ -86,7 +88,6 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 Counters::moved(&self.counters.sessions, from, to);
             }
             if to == Presence::Offline {
-                slot.write().remove(session);
                 Counters::sub(&self.counters.sessions, Presence::Offline);
                 self.session_total.fetch_sub(1, Ordering::Relaxed);
                 entry.gone_last_seen = entry.gone_last_seen.max(record.last_seen.as_millis());

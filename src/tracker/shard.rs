@@ -2,6 +2,10 @@
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 
 use parking_lot::{Mutex, RwLock};
@@ -34,9 +38,12 @@ pub(crate) fn unpack(hot: u64) -> (u64, Activity) {
 ///
 /// `hot` and `published` are atomics because the heartbeat fast path updates `hot` under the
 /// shard's *read* lock. Everything else changes only under the write lock, taken by code that
-/// holds the owner's user-shard lock.
+/// holds the owner's user-shard lock; `published` changes only under the write lock too, so a
+/// heartbeat, which compares its presence with `published` and stores `hot` under the read lock,
+/// never interleaves with a publication (the lock orders them; the atomics can be relaxed).
 #[derive(Debug)]
-pub(crate) struct SessionEntry<U> {
+pub(crate) struct SessionEntry<U, S> {
+    pub(crate) session: S,
     pub(crate) user: U,
     pub(crate) hot: AtomicU64,
     pub(crate) published: AtomicU8,
@@ -45,13 +52,64 @@ pub(crate) struct SessionEntry<U> {
     pub(crate) grace: u64,
 }
 
-impl<U> SessionEntry<U> {
+impl<U, S> SessionEntry<U, S> {
     pub(crate) fn record(&self) -> SessionRecord {
-        record_of(self.hot.load(Ordering::SeqCst), self.grace)
+        record_of(self.hot.load(Ordering::Relaxed), self.grace)
     }
 
     pub(crate) fn published(&self) -> Presence {
-        Presence::from_index(self.published.load(Ordering::SeqCst))
+        Presence::from_index(self.published.load(Ordering::Relaxed))
+    }
+
+    /// Derived offline at `now`: [`derive`](crate::derive) gives `Offline` exactly when the
+    /// grace deadline has come or the age reached the TTL (an activity caps at `away` at most).
+    pub(crate) fn expired(&self, now: u64, ttl_ms: u64) -> bool {
+        let (last_seen, _) = unpack(self.hot.load(Ordering::Relaxed));
+        self.grace <= now || now.saturating_sub(last_seen) >= ttl_ms
+    }
+}
+
+/// One shard of the session table: the entries, found by the hash the tracker computed once
+/// (whose middle bits also picked the shard).
+#[derive(Debug)]
+pub(crate) struct SessionTable<U, S> {
+    table: HashTable<SessionEntry<U, S>>,
+}
+
+impl<U, S: Eq + Hash> SessionTable<U, S> {
+    pub(crate) fn new() -> Self {
+        SessionTable {
+            table: HashTable::new(),
+        }
+    }
+
+    pub(crate) fn get(&self, hash: u64, session: &S) -> Option<&SessionEntry<U, S>> {
+        self.table.find(hash, |e| e.session == *session)
+    }
+
+    pub(crate) fn get_mut(&mut self, hash: u64, session: &S) -> Option<&mut SessionEntry<U, S>> {
+        self.table.find_mut(hash, |e| e.session == *session)
+    }
+
+    /// Inserts or replaces the entry of `entry.session`, whose hash is `hash`.
+    pub(crate) fn insert(&mut self, hasher: &Hasher, hash: u64, entry: SessionEntry<U, S>) {
+        match self.table.entry(
+            hash,
+            |e| e.session == entry.session,
+            |e| hasher.hash_one(&e.session),
+        ) {
+            Entry::Occupied(mut o) => *o.get_mut() = entry,
+            Entry::Vacant(v) => {
+                v.insert(entry);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, hash: u64, session: &S) -> Option<SessionEntry<U, S>> {
+        self.table
+            .find_entry(hash, |e| e.session == *session)
+            .ok()
+            .map(|o| o.remove().0)
     }
 }
 
@@ -63,8 +121,6 @@ pub(crate) fn record_of(hot: u64, grace: u64) -> SessionRecord {
         grace_deadline: (grace != NO_DEADLINE).then_some(Timestamp::from_millis(grace)),
     }
 }
-
-pub(crate) type SessionMap<U, S> = HashMap<S, SessionEntry<U>, Hasher>;
 
 /// A user with at least one live session.
 #[derive(Debug)]
@@ -142,7 +198,7 @@ pub(crate) struct UserSlot<U, S> {
     pub(crate) shard: Mutex<UserShard<U, S>>,
 }
 
-pub(crate) type SessionSlot<U, S> = Padded<RwLock<SessionMap<U, S>>>;
+pub(crate) type SessionSlot<U, S> = Padded<RwLock<SessionTable<U, S>>>;
 
 /// Counts of published presences. Signed: a move is a decrement and an increment, and a reader
 /// between them on another core may see one without the other.
