@@ -4,6 +4,7 @@ mod batch;
 mod read;
 mod settle;
 pub(crate) mod shard;
+mod wheel;
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -19,8 +20,8 @@ use shard::{
     UserShard, UserSlot, NO_DEADLINE,
 };
 
-pub(crate) use shard::record_of;
 pub use batch::BatchOutcome;
+pub(crate) use shard::record_of;
 
 /// Shards of the session table. A power of two; 64 keeps two cores off each other's locks.
 const SESSION_SHARDS: usize = 64;
