@@ -1,12 +1,11 @@
 //! Snapshots: the whole tracker as plain data, to keep across a restart.
 
-use std::cmp::Reverse;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tracker::shard::{pack, Counters, Due, Retained, SessionEntry, UserEntry, NO_DEADLINE};
+use crate::tracker::shard::{pack, Counters, Retained, SessionEntry, UserEntry, NO_DEADLINE};
 use crate::{
     Activity, Clock, ConnectionId, Error, Id, Policy, Presence, PresenceTracker, Timestamp,
 };
@@ -149,10 +148,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                         until: until.as_millis().saturating_sub(shift),
                     },
                 );
-                shard.queue.push(Reverse(Due {
-                    at: until.as_millis().saturating_sub(shift),
-                    user: u.user,
-                }));
+                shard
+                    .queue
+                    .push(until.as_millis().saturating_sub(shift), u.user);
                 Counters::add(&tracker.counters.users, Presence::Offline);
             } else {
                 let mut entry = UserEntry {
@@ -185,10 +183,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 }
                 Counters::add(&tracker.counters.users, u.published);
                 // Due at once: the first tick publishes whatever changed while it was down.
-                shard.queue.push(Reverse(Due {
-                    at: now,
-                    user: u.user.clone(),
-                }));
+                shard.queue.push(now, u.user.clone());
                 shard.live.insert(u.user, entry);
             }
             slot.earliest.store(shard.earliest(), Ordering::Release);

@@ -4,6 +4,7 @@ mod batch;
 mod read;
 mod settle;
 pub(crate) mod shard;
+mod wheel;
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};

@@ -239,6 +239,27 @@ fn connect_on_expired_unticked_session_starts_afresh() {
     assert_eq!(replay.user(&1), Active);
 }
 
+/// A user whose retention already ran out when its last session expires is forgotten by the
+/// same tick, and leaves nothing queued.
+#[test]
+fn retention_over_at_expiry_is_forgotten_by_the_same_tick() {
+    let policy = Policy::builder()
+        .retention(secs(10))
+        .build()
+        .expect("valid");
+    let (tracker, clock) = tracker_with::<u64, u64>(policy);
+    tracker.connect(1, 10, "sock").expect("connect");
+    clock.advance(secs(240));
+    let events = tracker.tick();
+    assert_eq!(
+        user_transitions(&events),
+        vec![(Active, Offline, Cause::Timeout)]
+    );
+    assert_eq!(tracker.user(&1).last_seen, None);
+    assert_eq!(tracker.census().users.total(), 0);
+    assert_eq!(tracker.next_deadline(), None);
+}
+
 #[test]
 fn last_seen_is_retained_then_forgotten() {
     let policy = Policy::builder()

@@ -1,16 +1,16 @@
 //! The tracker's internals: sharded session and user tables, and the deadline queue.
 
-use std::cmp::{Ordering as CmpOrdering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
-
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
+use super::wheel::DueQueue;
 use crate::{Activity, ConnectionId, Presence, SessionRecord, Timestamp};
 
 pub(crate) type Hasher = foldhash::fast::RandomState;
@@ -172,8 +172,8 @@ pub(crate) struct UserShard<U, S> {
     pub(crate) live: HashMap<U, UserEntry<S>, Hasher>,
     pub(crate) retained: HashMap<U, Retained, Hasher>,
     /// Lazily re-armed deadlines: an entry may be early (the session was heard from since) or
-    /// stale (superseded), never late. Popping re-derives and re-arms.
-    pub(crate) queue: BinaryHeap<Reverse<Due<U>>>,
+    /// stale (superseded), never late. Taking one re-derives and re-arms.
+    pub(crate) queue: DueQueue<U>,
 }
 
 impl<U, S> UserShard<U, S> {
@@ -181,12 +181,12 @@ impl<U, S> UserShard<U, S> {
         UserShard {
             live: HashMap::with_hasher(hasher.clone()),
             retained: HashMap::with_hasher(hasher.clone()),
-            queue: BinaryHeap::new(),
+            queue: DueQueue::new(),
         }
     }
 
     pub(crate) fn earliest(&self) -> u64 {
-        self.queue.peek().map_or(NO_DEADLINE, |Reverse(d)| d.at)
+        self.queue.earliest()
     }
 }
 
