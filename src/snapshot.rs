@@ -151,7 +151,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 shard
                     .queue
                     .push(until.as_millis().saturating_sub(shift), u.user);
-                Counters::add(&tracker.counters.users, Presence::Offline);
+                Counters::add(&tracker.counters[shard.index].users, Presence::Offline);
             } else {
                 let mut entry = UserEntry {
                     sessions: smallvec::SmallVec::new(),
@@ -177,11 +177,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                             grace,
                         },
                     );
-                    Counters::add(&tracker.counters.sessions, s.published);
+                    Counters::add(&tracker.counters[shard.index].sessions, s.published);
                     tracker.session_total.fetch_add(1, Ordering::Relaxed);
                     entry.sessions.push(s.session);
                 }
-                Counters::add(&tracker.counters.users, u.published);
+                Counters::add(&tracker.counters[shard.index].users, u.published);
                 // Due at once: the first tick publishes whatever changed while it was down.
                 shard.queue.push(now, u.user.clone());
                 shard.live.insert(u.user, entry);

@@ -75,7 +75,8 @@ pub struct PresenceTracker<U, S, C = SystemClock> {
     pub(crate) sessions: Box<[SessionSlot<U, S>]>,
     pub(crate) users: Box<[Padded<UserSlot<U, S>>]>,
     pub(crate) session_total: AtomicUsize,
-    pub(crate) counters: Counters,
+    /// Per user shard.
+    pub(crate) counters: Box<[Counters]>,
 }
 
 /// The locked user shards of a connect: the user's, and the expired session's owner's if
@@ -136,15 +137,15 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 .map(|_| Padded(RwLock::new(SessionTable::new())))
                 .collect(),
             users: (0..USER_SHARDS)
-                .map(|_| {
+                .map(|i| {
                     Padded(UserSlot {
                         earliest: AtomicU64::new(NO_DEADLINE),
-                        shard: Mutex::new(UserShard::new(&hasher)),
+                        shard: Mutex::new(UserShard::new(&hasher, i)),
                     })
                 })
                 .collect(),
             session_total: AtomicUsize::new(0),
-            counters: Counters::default(),
+            counters: (0..USER_SHARDS).map(|_| Counters::default()).collect(),
         }
     }
 
@@ -437,7 +438,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                         grace: NO_DEADLINE,
                     },
                 );
-                Counters::add(&self.counters.sessions, Presence::Offline);
+                Counters::add(&self.counters[shard.index].sessions, Presence::Offline);
                 self.user_entry(shard, &user).sessions.push(session.clone());
                 self.settle(
                     shard,
@@ -503,7 +504,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             let (seq, gone_last_seen) = match shard.retained.remove(user) {
                 Some(Retained { seq, last_seen, .. }) => (seq, last_seen),
                 None => {
-                    Counters::add(&self.counters.users, Presence::Offline);
+                    Counters::add(&self.counters[shard.index].users, Presence::Offline);
                     (0, 0)
                 }
             };

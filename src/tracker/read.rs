@@ -143,8 +143,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// How many users and sessions are in each presence, as last published. O(1).
     pub fn census(&self) -> Census {
         Census {
-            users: Counts::from_array(Counters::read(&self.counters.users)),
-            sessions: Counts::from_array(Counters::read(&self.counters.sessions)),
+            users: Counts::from_array(Counters::read(&self.counters, |c| &c.users)),
+            sessions: Counts::from_array(Counters::read(&self.counters, |c| &c.sessions)),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::shard::{Counters, Retained, UserShard, NO_DEADLINE};
+use super::shard::{Counters, Due, Retained, UserShard, NO_DEADLINE};
 use super::{Events, PresenceTracker};
 use crate::derive::next_change;
 use crate::{derive, Cause, Clock, Event, Id, Presence, Subject, Timestamp};
@@ -84,10 +84,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     cause,
                     seq: entry.seq,
                 });
-                Counters::moved(&self.counters.sessions, from, to);
+                Counters::moved(&self.counters[shard.index].sessions, from, to);
             }
             if to == Presence::Offline {
-                Counters::sub(&self.counters.sessions, Presence::Offline);
+                Counters::sub(&self.counters[shard.index].sessions, Presence::Offline);
                 self.session_total.fetch_sub(1, Ordering::Relaxed);
                 entry.gone_last_seen = entry.gone_last_seen.max(record.last_seen.as_millis());
                 entry.sessions.swap_remove(i);
@@ -110,7 +110,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 cause,
                 seq: entry.seq,
             });
-            Counters::moved(&self.counters.users, entry.published, best);
+            Counters::moved(&self.counters[shard.index].users, entry.published, best);
             entry.published = best;
         }
         if entry.sessions.is_empty() {
@@ -149,10 +149,18 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             // their cache misses overlap (settle's locks would serialise them), and they leave
             // the users that remain in cache for settle.
             taken.retain(|due| shard.live.get(&due.user).is_none_or(|e| e.armed == due.at));
-            for due in taken.drain(..) {
+            // Most of the rest came up early (their sessions were heard from since): find those
+            // that need no publication, with one read lock per session shard, and re-arm them.
+            let quiet = self.quiet_deadlines(shard, &taken, now);
+            for (due, quiet) in taken.drain(..).zip(quiet) {
                 if let Some(entry) = shard.live.get_mut(&due.user) {
                     if entry.armed != due.at {
                         continue; // superseded by an earlier entry, already handled
+                    }
+                    if quiet != NO_DEADLINE {
+                        entry.armed = quiet;
+                        shard.queue.push(quiet, due.user);
+                        continue;
                     }
                     entry.armed = NO_DEADLINE;
                     self.settle(shard, &due.user, now, None, events);
@@ -162,9 +170,72 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     .is_some_and(|r| r.until <= now)
                 {
                     shard.retained.remove(&due.user);
-                    Counters::sub(&self.counters.users, Presence::Offline);
+                    Counters::sub(&self.counters[shard.index].users, Presence::Offline);
                 }
             }
         }
+    }
+
+    /// For each taken entry, the user's next deadline if settling it at `now` would publish
+    /// nothing (every session's presence is the published one, none expired, and the user's
+    /// too), else [`NO_DEADLINE`]: settle it.
+    ///
+    /// Reads the sessions grouped by session shard, each shard's read lock taken once, so the
+    /// table probes' cache misses overlap. A heartbeat that lands after a read only makes that
+    /// session fresher: it cannot need a downgrade, and the deadline computed from the older
+    /// read is early, never late. Everything else that changes a session holds the user's
+    /// shard lock, which the caller holds.
+    fn quiet_deadlines(&self, shard: &UserShard<U, S>, taken: &[Due<U>], now: u64) -> Vec<u64> {
+        let at = Timestamp::from_millis(now);
+        let mut lookups: Vec<(usize, u64, usize, &S)> = Vec::new();
+        let mut state: Vec<(Presence, u64, bool)> = Vec::with_capacity(taken.len());
+        for (k, due) in taken.iter().enumerate() {
+            match shard.live.get(&due.user) {
+                Some(entry) if entry.armed == due.at => {
+                    state.push((Presence::Offline, NO_DEADLINE, !entry.sessions.is_empty()));
+                    for session in &entry.sessions {
+                        let (_, hash) = self.locate(session);
+                        lookups.push((Self::session_shard(hash), hash, k, session));
+                    }
+                }
+                _ => state.push((Presence::Offline, NO_DEADLINE, false)),
+            }
+        }
+        lookups.sort_unstable_by_key(|&(shard, ..)| shard);
+        for group in lookups.chunk_by(|a, b| a.0 == b.0) {
+            let map = self.sessions[group[0].0].0.read();
+            for &(_, hash, k, session) in group {
+                let (best, next, quiet) = &mut state[k];
+                if !*quiet {
+                    continue;
+                }
+                let Some(e) = map.get(hash, session) else {
+                    *quiet = false;
+                    continue;
+                };
+                let record = e.record();
+                let to = derive(&record, at, &self.policy);
+                match next_change(&record, to, &self.policy) {
+                    Some(t) if to == e.published() => {
+                        *best = (*best).max(to);
+                        *next = (*next).min(t.as_millis());
+                    }
+                    _ => *quiet = false,
+                }
+            }
+        }
+        taken
+            .iter()
+            .zip(state)
+            .map(|(due, (best, next, quiet))| {
+                let user_quiet =
+                    quiet && shard.live.get(&due.user).is_some_and(|e| e.published == best);
+                if user_quiet {
+                    next
+                } else {
+                    NO_DEADLINE
+                }
+            })
+            .collect()
     }
 }

@@ -174,14 +174,17 @@ pub(crate) struct UserShard<U, S> {
     /// Lazily re-armed deadlines: an entry may be early (the session was heard from since) or
     /// stale (superseded), never late. Taking one re-derives and re-arms.
     pub(crate) queue: DueQueue<U>,
+    /// This shard's place in the tracker's tables (its [`Counters`]).
+    pub(crate) index: usize,
 }
 
 impl<U, S> UserShard<U, S> {
-    pub(crate) fn new(hasher: &Hasher) -> Self {
+    pub(crate) fn new(hasher: &Hasher, index: usize) -> Self {
         UserShard {
             live: HashMap::with_hasher(hasher.clone()),
             retained: HashMap::with_hasher(hasher.clone()),
             queue: DueQueue::new(),
+            index,
         }
     }
 
@@ -200,21 +203,31 @@ pub(crate) struct UserSlot<U, S> {
 
 pub(crate) type SessionSlot<U, S> = Padded<RwLock<SessionTable<U, S>>>;
 
-/// Counts of published presences. Signed: a move is a decrement and an increment, and a reader
-/// between them on another core may see one without the other.
+/// Counts of published presences of one user shard's users and their sessions. Signed: a move
+/// is a decrement and an increment, and a reader between them on another core may see one
+/// without the other.
+///
+/// Written only under the shard's lock, so an update is a load and a store, not a locked
+/// read-modify-write; readers ([`census`](crate::PresenceTracker::census)) sum the shards
+/// without taking any lock.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub(crate) struct Counters {
     pub(crate) users: [AtomicI64; 5],
     pub(crate) sessions: [AtomicI64; 5],
 }
 
 impl Counters {
+    fn bump(cell: &AtomicI64, by: i64) {
+        cell.store(cell.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    }
+
     pub(crate) fn add(which: &[AtomicI64; 5], p: Presence) {
-        which[p.index()].fetch_add(1, Ordering::Relaxed);
+        Self::bump(&which[p.index()], 1);
     }
 
     pub(crate) fn sub(which: &[AtomicI64; 5], p: Presence) {
-        which[p.index()].fetch_sub(1, Ordering::Relaxed);
+        Self::bump(&which[p.index()], -1);
     }
 
     pub(crate) fn moved(which: &[AtomicI64; 5], from: Presence, to: Presence) {
@@ -222,7 +235,14 @@ impl Counters {
         Self::add(which, to);
     }
 
-    pub(crate) fn read(which: &[AtomicI64; 5]) -> [usize; 5] {
-        std::array::from_fn(|i| usize::try_from(which[i].load(Ordering::Relaxed)).unwrap_or(0))
+    /// The totals over all shards of the counts `pick` chooses.
+    pub(crate) fn read(all: &[Counters], pick: fn(&Counters) -> &[AtomicI64; 5]) -> [usize; 5] {
+        std::array::from_fn(|i| {
+            let sum: i64 = all
+                .iter()
+                .map(|c| pick(c)[i].load(Ordering::Relaxed))
+                .sum();
+            usize::try_from(sum).unwrap_or(0)
+        })
     }
 }
