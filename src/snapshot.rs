@@ -1,7 +1,7 @@
 //! Snapshots: the whole tracker as plain data, to keep across a restart.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,8 +92,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     .collect();
                 users.push(UserSnapshot {
                     user: user.clone(),
-                    published: entry.published,
-                    seq: entry.seq,
+                    published: entry.published(),
+                    seq: entry.seq(),
                     gone_last_seen: (entry.gone_last_seen != 0)
                         .then_some(Timestamp::from_millis(entry.gone_last_seen)),
                     retained_until: None,
@@ -153,13 +153,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     .push(until.as_millis().saturating_sub(shift), u.user);
                 Counters::add(&tracker.counters[shard.index].users, Presence::Offline);
             } else {
-                let mut entry = UserEntry {
-                    sessions: smallvec::SmallVec::new(),
-                    published: u.published,
-                    seq: u.seq,
-                    armed: now,
-                    gone_last_seen: gone,
-                };
+                let mut entry = UserEntry::new(u.published, u.seq, now, gone);
                 for s in u.sessions {
                     let grace = s
                         .grace_deadline
@@ -168,14 +162,14 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     session_slot.write().insert(
                         &tracker.shard_hasher,
                         hash,
-                        SessionEntry {
-                            session: s.session.clone(),
-                            user: u.user.clone(),
-                            hot: AtomicU64::new(pack(at(s.last_seen), s.activity)),
-                            published: AtomicU8::new(s.published as u8),
-                            connection: s.connection,
+                        SessionEntry::new(
+                            s.session.clone(),
+                            u.user.clone(),
+                            pack(at(s.last_seen), s.activity),
+                            s.published,
+                            s.connection,
                             grace,
-                        },
+                        ),
                     );
                     Counters::add(&tracker.counters[shard.index].sessions, s.published);
                     tracker.session_total.fetch_add(1, Ordering::Relaxed);

@@ -7,7 +7,7 @@ pub(crate) mod shard;
 mod wheel;
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
@@ -390,7 +390,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     let (_, last) = unpack(entry.hot.load(Ordering::Relaxed));
                     let activity = activity.unwrap_or(last);
                     entry.connection = connection;
-                    entry.grace = NO_DEADLINE;
+                    entry.set_grace(NO_DEADLINE);
                     entry.hot.store(pack(now, activity), Ordering::Relaxed);
                 }
             }
@@ -429,14 +429,14 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 slot.write().insert(
                     &self.shard_hasher,
                     hash,
-                    SessionEntry {
-                        session: session.clone(),
-                        user: user.clone(),
-                        hot: AtomicU64::new(pack(now, activity.unwrap_or(Activity::Active))),
-                        published: AtomicU8::new(Presence::Offline as u8),
+                    SessionEntry::new(
+                        session.clone(),
+                        user.clone(),
+                        pack(now, activity.unwrap_or(Activity::Active)),
+                        Presence::Offline,
                         connection,
-                        grace: NO_DEADLINE,
-                    },
+                        NO_DEADLINE,
+                    ),
                 );
                 Counters::add(&self.counters[shard.index].sessions, Presence::Offline);
                 self.user_entry(shard, &user).sessions.push(session.clone());
@@ -510,13 +510,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             };
             shard.live.insert(
                 user.clone(),
-                UserEntry {
-                    sessions: smallvec::SmallVec::new(),
-                    published: Presence::Offline,
-                    seq,
-                    armed: NO_DEADLINE,
-                    gone_last_seen,
-                },
+                UserEntry::new(Presence::Offline, seq, NO_DEADLINE, gone_last_seen),
             );
         }
         match shard.live.get_mut(user) {
@@ -580,7 +574,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         debug_assert_eq!(
             fresh,
             derive(
-                &record_of(pack(now, activity), entry.grace),
+                &record_of(pack(now, activity), entry.grace()),
                 Timestamp::from_millis(now),
                 &self.policy
             )
@@ -697,7 +691,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             if connection.is_some_and(|c| c != entry.connection) {
                 return Ok(Vec::new());
             }
-            entry.grace = entry.grace.min(now.saturating_add(grace));
+            entry.set_grace(entry.grace().min(now.saturating_add(grace)));
         }
         let mut events = Vec::new();
         self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);

@@ -36,7 +36,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             activity: record.activity,
             last_seen: record.last_seen,
             connection: entry.connection,
-            connected: entry.grace == NO_DEADLINE,
+            connected: entry.grace() == NO_DEADLINE,
             expires_at: record.grace_deadline.map_or(ttl, |d| d.min(ttl)),
         }
     }

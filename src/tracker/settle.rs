@@ -48,13 +48,13 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 // Publish under the write lock, so that no heartbeat is between its comparison
                 // with `published` and its store (see `SessionEntry`); re-read what it stored.
                 let mut map = slot.write();
-                let Some(e) = map.get(hash, session) else {
+                let Some(e) = map.get_mut(hash, session) else {
                     entry.sessions.swap_remove(i);
                     continue;
                 };
                 record = e.record();
                 to = derive(&record, at, &self.policy);
-                e.published.store(to as u8, Ordering::Relaxed);
+                e.set_published(to);
                 if to == Presence::Offline {
                     map.remove(hash, session);
                 }
@@ -72,7 +72,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 } else {
                     fall = cause;
                 }
-                entry.seq += 1;
+                let seq = entry.state.next_seq();
                 events.push(Event {
                     subject: Subject::Session {
                         user: user.clone(),
@@ -82,7 +82,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     to,
                     at,
                     cause,
-                    seq: entry.seq,
+                    seq,
                 });
                 Counters::moved(&self.counters[shard.index].sessions, from, to);
             }
@@ -99,19 +99,20 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             }
             i += 1;
         }
-        if best != entry.published {
-            let cause = if best > entry.published { rise } else { fall };
-            entry.seq += 1;
+        let published = entry.published();
+        if best != published {
+            let cause = if best > published { rise } else { fall };
+            let seq = entry.state.next_seq();
             events.push(Event {
                 subject: Subject::User { user: user.clone() },
-                from: entry.published,
+                from: published,
                 to: best,
                 at,
                 cause,
-                seq: entry.seq,
+                seq,
             });
-            Counters::moved(&self.counters[shard.index].users, entry.published, best);
-            entry.published = best;
+            Counters::moved(&self.counters[shard.index].users, published, best);
+            entry.state.set_published(best);
         }
         if entry.sessions.is_empty() {
             let until = entry
@@ -119,7 +120,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 .saturating_add(self.policy.retention_ms);
             let retained = Retained {
                 last_seen: entry.gone_last_seen,
-                seq: entry.seq,
+                seq: entry.seq(),
                 until,
             };
             shard.live.remove(user);
@@ -228,8 +229,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             .iter()
             .zip(state)
             .map(|(due, (best, next, quiet))| {
-                let user_quiet =
-                    quiet && shard.live.get(&due.user).is_some_and(|e| e.published == best);
+                let user_quiet = quiet
+                    && shard
+                        .live
+                        .get(&due.user)
+                        .is_some_and(|e| e.published() == best);
                 if user_quiet {
                     next
                 } else {

@@ -3,12 +3,11 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
-use smallvec::SmallVec;
 
 use super::wheel::DueQueue;
 use crate::{Activity, ConnectionId, Presence, SessionRecord, Timestamp};
@@ -36,36 +35,80 @@ pub(crate) fn unpack(hot: u64) -> (u64, Activity) {
 
 /// One session, in the session table (sharded by session id).
 ///
-/// `hot` and `published` are atomics because the heartbeat fast path updates `hot` under the
-/// shard's *read* lock. Everything else changes only under the write lock, taken by code that
-/// holds the owner's user-shard lock; `published` changes only under the write lock too, so a
-/// heartbeat, which compares its presence with `published` and stores `hot` under the read lock,
-/// never interleaves with a publication (the lock orders them; the atomics can be relaxed).
+/// `hot` is atomic because the heartbeat fast path stores it under the shard's *read* lock.
+/// Everything else changes only under the write lock, taken by code that holds the owner's
+/// user-shard lock; so does the published presence, which is why a heartbeat, which compares
+/// its presence with the published one and stores `hot` under the read lock, never interleaves
+/// with a publication (the lock orders them; `hot` can be relaxed).
 #[derive(Debug)]
 pub(crate) struct SessionEntry<U, S> {
     pub(crate) session: S,
     pub(crate) user: U,
     pub(crate) hot: AtomicU64,
-    pub(crate) published: AtomicU8,
     pub(crate) connection: ConnectionId,
-    /// Grace deadline in ms, [`NO_DEADLINE`] while connected.
-    pub(crate) grace: u64,
+    /// The grace deadline and the published presence, in one word (40 bytes an entry with u64
+    /// ids, not 48).
+    grace_published: u64,
 }
 
+/// The largest grace deadline stored; [`NO_DEADLINE`] is stored as the next value. A deadline
+/// beyond it (some 73 million years after 1970) saturates to it.
+const MAX_GRACE: u64 = (1 << 61) - 2;
+
 impl<U, S> SessionEntry<U, S> {
+    pub(crate) fn new(
+        session: S,
+        user: U,
+        hot: u64,
+        published: Presence,
+        connection: ConnectionId,
+        grace: u64,
+    ) -> Self {
+        let mut entry = SessionEntry {
+            session,
+            user,
+            hot: AtomicU64::new(hot),
+            connection,
+            grace_published: published as u64,
+        };
+        entry.set_grace(grace);
+        entry
+    }
+
     pub(crate) fn record(&self) -> SessionRecord {
-        record_of(self.hot.load(Ordering::Relaxed), self.grace)
+        record_of(self.hot.load(Ordering::Relaxed), self.grace())
     }
 
     pub(crate) fn published(&self) -> Presence {
-        Presence::from_index(self.published.load(Ordering::Relaxed))
+        Presence::from_index((self.grace_published & 7) as u8)
+    }
+
+    pub(crate) fn set_published(&mut self, p: Presence) {
+        self.grace_published = (self.grace_published & !7) | p as u64;
+    }
+
+    /// Grace deadline in ms, [`NO_DEADLINE`] while connected.
+    pub(crate) fn grace(&self) -> u64 {
+        match self.grace_published >> 3 {
+            g if g > MAX_GRACE => NO_DEADLINE,
+            g => g,
+        }
+    }
+
+    pub(crate) fn set_grace(&mut self, grace: u64) {
+        let stored = if grace == NO_DEADLINE {
+            MAX_GRACE + 1
+        } else {
+            grace.min(MAX_GRACE)
+        };
+        self.grace_published = (stored << 3) | (self.grace_published & 7);
     }
 
     /// Derived offline at `now`: [`derive`](crate::derive) gives `Offline` exactly when the
     /// grace deadline has come or the age reached the TTL (an activity caps at `away` at most).
     pub(crate) fn expired(&self, now: u64, ttl_ms: u64) -> bool {
         let (last_seen, _) = unpack(self.hot.load(Ordering::Relaxed));
-        self.grace <= now || now.saturating_sub(last_seen) >= ttl_ms
+        self.grace() <= now || now.saturating_sub(last_seen) >= ttl_ms
     }
 }
 
@@ -125,13 +168,117 @@ pub(crate) fn record_of(hot: u64, grace: u64) -> SessionRecord {
 /// A user with at least one live session.
 #[derive(Debug)]
 pub(crate) struct UserEntry<S> {
-    pub(crate) sessions: SmallVec<[S; 2]>,
-    pub(crate) published: Presence,
-    pub(crate) seq: u64,
+    pub(crate) sessions: Sessions<S>,
+    pub(crate) state: SeqPublished,
     /// The deadline of this user's valid queue entry, [`NO_DEADLINE`] if none.
     pub(crate) armed: u64,
     /// The latest `last_seen` of its sessions that expired, 0 if none.
     pub(crate) gone_last_seen: u64,
+}
+
+impl<S> UserEntry<S> {
+    pub(crate) fn new(published: Presence, seq: u64, armed: u64, gone_last_seen: u64) -> Self {
+        UserEntry {
+            sessions: Sessions::Empty,
+            state: SeqPublished((seq << 3) | published as u64),
+            armed,
+            gone_last_seen,
+        }
+    }
+
+    pub(crate) fn published(&self) -> Presence {
+        self.state.published()
+    }
+
+    pub(crate) fn seq(&self) -> u64 {
+        self.state.seq()
+    }
+}
+
+/// A user's last event's seq, shifted left by 3, and its published presence in the low 3 bits:
+/// one word instead of two (the user entry is a large part of the memory per session).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeqPublished(u64);
+
+impl SeqPublished {
+    pub(crate) fn published(self) -> Presence {
+        Presence::from_index((self.0 & 7) as u8)
+    }
+
+    pub(crate) fn set_published(&mut self, p: Presence) {
+        self.0 = (self.0 & !7) | p as u64;
+    }
+
+    pub(crate) fn seq(self) -> u64 {
+        self.0 >> 3
+    }
+
+    /// The seq for the user's next event. Wraps after 2^61 events, which no user will reach.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(8);
+        self.seq()
+    }
+}
+
+/// A user's live sessions: most users have one, kept inline; more go to the heap. 16 bytes with
+/// u64 ids (a `SmallVec` is 24).
+#[derive(Debug)]
+pub(crate) enum Sessions<S> {
+    Empty,
+    One(S),
+    /// Boxed on purpose: a thin pointer keeps the enum at 16 bytes (a `Vec` would make it 32).
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<S>>),
+}
+
+impl<S> Sessions<S> {
+    pub(crate) fn push(&mut self, session: S) {
+        *self = match std::mem::replace(self, Sessions::Empty) {
+            Sessions::Empty => Sessions::One(session),
+            Sessions::One(first) => Sessions::Many(Box::new(vec![first, session])),
+            Sessions::Many(mut all) => {
+                all.push(session);
+                Sessions::Many(all)
+            }
+        };
+    }
+
+    /// Removes the `i`-th session, the last one taking its place. Out of range: nothing.
+    pub(crate) fn swap_remove(&mut self, i: usize) {
+        *self = match std::mem::replace(self, Sessions::Empty) {
+            Sessions::One(_) if i == 0 => Sessions::Empty,
+            Sessions::Many(mut all) if i < all.len() => {
+                all.swap_remove(i);
+                match all.len() {
+                    0 => Sessions::Empty,
+                    1 => all.pop().map_or(Sessions::Empty, Sessions::One),
+                    _ => Sessions::Many(all),
+                }
+            }
+            other => other,
+        };
+    }
+}
+
+impl<S> std::ops::Deref for Sessions<S> {
+    type Target = [S];
+
+    fn deref(&self) -> &[S] {
+        match self {
+            Sessions::Empty => &[],
+            Sessions::One(s) => std::slice::from_ref(s),
+            Sessions::Many(all) => all,
+        }
+    }
+}
+
+impl<'a, S> IntoIterator for &'a Sessions<S> {
+    type Item = &'a S;
+    type IntoIter = std::slice::Iter<'a, S>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
 }
 
 /// An offline user whose last-seen time is still kept.
@@ -219,7 +366,10 @@ pub(crate) struct Counters {
 
 impl Counters {
     fn bump(cell: &AtomicI64, by: i64) {
-        cell.store(cell.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+        cell.store(
+            cell.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn add(which: &[AtomicI64; 5], p: Presence) {
@@ -238,11 +388,72 @@ impl Counters {
     /// The totals over all shards of the counts `pick` chooses.
     pub(crate) fn read(all: &[Counters], pick: fn(&Counters) -> &[AtomicI64; 5]) -> [usize; 5] {
         std::array::from_fn(|i| {
-            let sum: i64 = all
-                .iter()
-                .map(|c| pick(c)[i].load(Ordering::Relaxed))
-                .sum();
+            let sum: i64 = all.iter().map(|c| pick(c)[i].load(Ordering::Relaxed)).sum();
             usize::try_from(sum).unwrap_or(0)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_go_from_none_to_one_to_many_and_back() {
+        let mut s: Sessions<u64> = Sessions::Empty;
+        assert!(s.is_empty());
+        s.push(1);
+        assert!(matches!(s, Sessions::One(1)));
+        s.push(2);
+        s.push(3);
+        assert_eq!(&*s, &[1, 2, 3]);
+        s.swap_remove(0);
+        assert_eq!(&*s, &[3, 2]);
+        s.swap_remove(7); // out of range: nothing
+        assert_eq!(&*s, &[3, 2]);
+        s.swap_remove(1);
+        assert!(matches!(s, Sessions::One(3)));
+        s.swap_remove(1);
+        assert!(matches!(s, Sessions::One(3)));
+        s.swap_remove(0);
+        assert!(matches!(s, Sessions::Empty));
+        s.swap_remove(0);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn seq_and_published_share_a_word_without_mixing() {
+        let mut e: UserEntry<u64> = UserEntry::new(Presence::Away, 41, NO_DEADLINE, 0);
+        assert_eq!((e.published(), e.seq()), (Presence::Away, 41));
+        assert_eq!(e.state.next_seq(), 42);
+        e.state.set_published(Presence::Active);
+        assert_eq!((e.published(), e.seq()), (Presence::Active, 42));
+        e.state.set_published(Presence::Offline);
+        assert_eq!((e.published(), e.seq()), (Presence::Offline, 42));
+    }
+
+    #[test]
+    fn grace_and_published_share_a_word_without_mixing() {
+        let c = ConnectionId::from(1u64);
+        let mut e = SessionEntry::new(1u64, 2u64, 0, Presence::Idle, c, NO_DEADLINE);
+        assert_eq!((e.grace(), e.published()), (NO_DEADLINE, Presence::Idle));
+        e.set_grace(1_767_225_600_000);
+        e.set_published(Presence::Active);
+        assert_eq!(
+            (e.grace(), e.published()),
+            (1_767_225_600_000, Presence::Active)
+        );
+        e.set_grace(u64::MAX - 1); // saturates, and still expires (far away)
+        assert_eq!((e.grace(), e.published()), (MAX_GRACE, Presence::Active));
+        e.set_grace(NO_DEADLINE);
+        e.set_published(Presence::Offline);
+        assert_eq!((e.grace(), e.published()), (NO_DEADLINE, Presence::Offline));
+        assert_eq!(std::mem::size_of::<SessionEntry<u64, u64>>(), 40);
+    }
+
+    #[test]
+    fn the_user_entry_is_five_words_with_u64_ids() {
+        assert_eq!(std::mem::size_of::<Sessions<u64>>(), 16);
+        assert_eq!(std::mem::size_of::<UserEntry<u64>>(), 40);
     }
 }
