@@ -34,31 +34,29 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         while i < entry.sessions.len() {
             let session = &entry.sessions[i];
             let (slot, hash) = self.locate(session);
+            // Under the write lock: a publication must not fall between a heartbeat's
+            // comparison with the published presence and its store (see `SessionEntry`).
             let seen = {
-                let map = slot.read();
-                map.get(hash, session).map(|e| (e.published(), e.record()))
+                let mut map = slot.write();
+                let seen = map.get_mut(hash, session).map(|e| {
+                    let from = e.published();
+                    let record = e.record();
+                    let to = derive(&record, at, &self.policy);
+                    if to != from {
+                        e.set_published(to);
+                    }
+                    (from, to, record)
+                });
+                if matches!(seen, Some((_, Presence::Offline, _))) {
+                    map.remove(hash, session);
+                }
+                seen
             };
-            let Some((from, mut record)) = seen else {
+            let Some((from, to, record)) = seen else {
                 // Cannot happen: a session leaves the table only here, under this lock.
                 entry.sessions.swap_remove(i);
                 continue;
             };
-            let mut to = derive(&record, at, &self.policy);
-            if to != from || to == Presence::Offline {
-                // Publish under the write lock, so that no heartbeat is between its comparison
-                // with `published` and its store (see `SessionEntry`); re-read what it stored.
-                let mut map = slot.write();
-                let Some(e) = map.get_mut(hash, session) else {
-                    entry.sessions.swap_remove(i);
-                    continue;
-                };
-                record = e.record();
-                to = derive(&record, at, &self.policy);
-                e.set_published(to);
-                if to == Presence::Offline {
-                    map.remove(hash, session);
-                }
-            }
             if from != to {
                 let expired = record.grace_deadline.is_some_and(|d| d <= at);
                 let cause = match signal {
