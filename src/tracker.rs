@@ -42,11 +42,13 @@ const USER_SHARDS: usize = 64;
 /// # Design
 ///
 /// Sessions live in a table sharded by session id behind read-write locks; a heartbeat that
-/// changes no presence (the common one) takes a shard's read lock and stores one atomic word
-/// (`last_seen` and the activity): no exclusive lock, no allocation, no list to relink. Users live
-/// in a table sharded by user id behind mutexes, each shard with a queue of when its users must
-/// be looked at again; the queue is armed lazily (an entry may be early, never late), so a
-/// heartbeat never touches it, and a tick pops only what is due.
+/// changes no presence (the common one) hashes the id once, takes a shard's read lock and stores
+/// one atomic word (`last_seen` and the activity) with a relaxed store: no exclusive lock, no
+/// fence, no allocation, no list to relink. [`heartbeat_batch`](Self::heartbeat_batch) takes each
+/// shard's lock once for all of a batch's heartbeats. Users live in a table sharded by user id
+/// behind mutexes, each shard with a timing wheel of when its users must be looked at again;
+/// the wheel is armed lazily (an entry may be early, never late), so a heartbeat never touches
+/// it, and a tick takes only what is due.
 ///
 /// # Examples
 ///
@@ -736,9 +738,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// any interval you like: a late tick emits one event from the published presence to the
     /// current one, however many thresholds it crossed).
     ///
-    /// Never scans: it pops only the deadlines that came due, the transitions plus one early
-    /// re-check per active window for a session that kept heartbeating (deadlines are armed
-    /// lazily, so a heartbeat never touches them). Shards with nothing due are skipped without
+    /// Never scans: it takes only the deadlines that came due, the transitions plus one early
+    /// re-check per active window for a user that kept heartbeating (deadlines are armed lazily,
+    /// so a heartbeat never touches them; a re-check that finds nothing to publish costs about a
+    /// user-table and a session-table lookup). Shards with nothing due are skipped without
     /// taking their lock.
     pub fn tick(&self) -> Events<U, S> {
         self.tick_at(self.clock.now())

@@ -140,7 +140,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         online
     }
 
-    /// How many users and sessions are in each presence, as last published. O(1).
+    /// How many users and sessions are in each presence, as last published. Sums per-shard
+    /// counters: no lock, no scan.
     pub fn census(&self) -> Census {
         Census {
             users: Counts::from_array(Counters::read(&self.counters, |c| &c.users)),
