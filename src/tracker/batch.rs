@@ -4,7 +4,13 @@ use std::hash::BuildHasher;
 
 use parking_lot::RwLockReadGuard;
 
-use super::{PresenceTracker, SESSION_SHARDS};
+use smallvec::SmallVec;
+
+use super::shard::SessionEntry;
+use super::{unknown, PresenceTracker, SESSION_SHARDS};
+
+/// Probes a batch makes before acting on their results.
+const PROBES: usize = 32;
 use crate::{Activity, Clock, Error, Event, Id, Timestamp};
 
 /// What [`PresenceTracker::heartbeat_batch`] did: the events the batch caused, and the
@@ -119,7 +125,29 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 continue;
             }
             let mut map = self.sessions[shard].0.read();
-            for &i in group {
+            // First the probes alone, a chunk at a time: with nothing else in the loop, the CPU
+            // has many of them in flight at once. Then the checks and stores, on entries now in
+            // cache, until one needs the slow path.
+            let mut done = 0;
+            'fast: for chunk in group.chunks(PROBES) {
+                let found: SmallVec<[Option<&SessionEntry<U, S>>; PROBES]> = chunk
+                    .iter()
+                    .map(|&i| map.get(items[i].hash, items[i].session))
+                    .collect();
+                for (&i, entry) in chunk.iter().zip(found) {
+                    let item = &items[i];
+                    match entry {
+                        Some(e) if !e.expired(now, self.policy.ttl_ms) => {
+                            if self.record_heartbeat(e, item.activity, now).is_none() {
+                                break 'fast;
+                            }
+                        }
+                        _ => outcome.errors.push((item.position, unknown(item.session))),
+                    }
+                    done += 1;
+                }
+            }
+            for &i in &group[done..] {
                 let item = &items[i];
                 let user = match self.live_entry(&map, item.hash, item.session, now) {
                     Ok(entry) => match self.record_heartbeat(entry, item.activity, now) {

@@ -2,7 +2,12 @@
 
 use std::sync::atomic::Ordering;
 
+use smallvec::SmallVec;
+
 use super::shard::{Counters, Due, Retained, UserShard, NO_DEADLINE};
+
+/// Session-table probes made before acting on their results, when there are many.
+const PROBES: usize = 32;
 use super::{Events, PresenceTracker};
 use crate::derive::next_change;
 use crate::{derive, Cause, Clock, Event, Id, Presence, Subject, Timestamp};
@@ -203,23 +208,30 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         lookups.sort_unstable_by_key(|&(shard, ..)| shard);
         for group in lookups.chunk_by(|a, b| a.0 == b.0) {
             let map = self.sessions[group[0].0].0.read();
-            for &(_, hash, k, session) in group {
-                let (best, next, quiet) = &mut state[k];
-                if !*quiet {
-                    continue;
-                }
-                let Some(e) = map.get(hash, session) else {
-                    *quiet = false;
-                    continue;
-                };
-                let record = e.record();
-                let to = derive(&record, at, &self.policy);
-                match next_change(&record, to, &self.policy) {
-                    Some(t) if to == e.published() => {
-                        *best = (*best).max(to);
-                        *next = (*next).min(t.as_millis());
+            // The probes first, so that many are in flight at once; then the derivations.
+            for chunk in group.chunks(PROBES) {
+                let found: SmallVec<[_; PROBES]> = chunk
+                    .iter()
+                    .map(|&(_, hash, _, session)| map.get(hash, session))
+                    .collect();
+                for (&(_, _, k, _), e) in chunk.iter().zip(found) {
+                    let (best, next, quiet) = &mut state[k];
+                    if !*quiet {
+                        continue;
                     }
-                    _ => *quiet = false,
+                    let Some(e) = e else {
+                        *quiet = false;
+                        continue;
+                    };
+                    let record = e.record();
+                    let to = derive(&record, at, &self.policy);
+                    match next_change(&record, to, &self.policy) {
+                        Some(t) if to == e.published() => {
+                            *best = (*best).max(to);
+                            *next = (*next).min(t.as_millis());
+                        }
+                        _ => *quiet = false,
+                    }
                 }
             }
         }
