@@ -182,7 +182,7 @@ def get(group, function, value):
 # regenerated from each run; this text is not, so re-check it when src/tracker changes.
 NOTES = {
     "heartbeat": [
-        "Single call (`tracker`): one hash of the id (foldhash; its middle bits pick one of 64 "
+        "Single call (`tracker`): one hash of the id (foldhash; its middle bits pick one of 16 "
         "session shards and the shard's `hashbrown::HashTable` probe reuses it), the shard's `RwLock` "
         "read lock (a locked compare-exchange to take it, a locked subtract to release it), the probe "
         "(control bytes, then a 40-byte entry) and one relaxed store of `hot`: no derive (a live "
@@ -193,16 +193,17 @@ NOTES = {
         "consecutive raw-map updates overlap theirs. Safe Rust cannot read a shared map without a "
         "lock, so this is the single call's floor.",
         "Batch (`tracker_batch`): the 1024 ids are hashed and grouped by shard (a counting sort), each "
-        "shard's read lock is taken once for its ~16 heartbeats, and the probes in between carry no "
-        "locked instruction, so their misses overlap as the raw map's do. What remains over the raw "
-        "map is the hashing pass and the grouping.",
+        "shard's read lock is taken once for its ~64 heartbeats, and the probes in between carry no "
+        "locked instruction; they are made 32 at a time before acting on any, so many misses are in "
+        "flight at once, as in the raw map's loop. What remains over the raw map is the hashing "
+        "pass, the grouping, and each probe's two dependent misses (control bytes, then entry).",
         "String ids: the raw map and the tracker both hash 36 bytes and compare them through the "
         "`Arc<str>` pointer (a miss of its own), so the lock and the grouping weigh less. moka hashes "
         "and compares the same, so against strings it is fewer times slower than against u64s.",
     ],
     "threads": [
         "The single call's only write to shared state besides the session's `hot` word is the shard "
-        "lock word (a read lock writes it); with both threads sweeping all 64 shards, about half of "
+        "lock word (a read lock writes it); with both threads sweeping all 16 session shards, about half of "
         "the acquisitions pull the line from the other core, and that is what keeps two threads "
         "near one thread's throughput on this 2-vCPU VM. The batch takes each lock once per 1024 "
         "heartbeats, so its threads mostly miss on their own sessions and scale. (Before this run's "
@@ -252,12 +253,13 @@ NOTES = {
         "sums 64 per-shard counters: no lock, no scan.",
     ],
     "memory": [
-        "Two tables of 10^6 entries, each split into 64 power-of-two shards: sessions (40-byte entries: "
+        "Two tables of 10^6 entries split into power-of-two shards: sessions (16 shards; 40-byte entries: "
         "id, user, `hot`, connection, and the grace deadline with the published presence packed in) "
-        "and users (8-byte key + 40-byte entry: the session inline when there is one, the seq with "
+        "and users (64 shards; 8-byte key + 40-byte entry: the session inline when there is one, the seq with "
         "the published presence packed in, the armed deadline, the last seen). At 10^6 every shard "
-        "holds 15,625 entries, just past the 7/8 load limit of 16,384 buckets, so each has 32,768 "
-        "(48 % full); plus a 16-byte wheel entry per user: (41 + 49) x 2.1 + 16 = about 205 bytes. "
+        "is just past the 7/8 load limit of a power of two (62,500 entries for 65,536 buckets, "
+        "15,625 for 16,384), so each has twice that many buckets (48 % full); plus a 16-byte wheel "
+        "entry per user: (41 + 49) x 2.1 + 16 = about 205 bytes. "
         "The raw map sits at the same 48 % load (2^21 buckets x 25 bytes).",
         "The gap to 2x is what the tracker must keep beyond the raw map's (state, last_seen): the "
         "user, the connection and the grace deadline per session, and a per-user aggregate (its "
