@@ -210,11 +210,10 @@ NOTES = {
         "design a `SeqCst` store of `hot` and a second derive per heartbeat made two threads 0.57-0.70x "
         "of one.)",
         "The VM's 2 cores are shared with other builds: when they are busy, the two threads mostly "
-        "share one core and the 2-thread rows come out near the 1-thread ones. At 10^6 the 2-thread "
-        "rows came out at more than twice one thread's throughput: two cores wait out twice as many "
-        "cache misses at once, and the 1-thread rows (wide confidence intervals, and slower than the "
-        "same path in question 1) were likely disturbed by other load. Read them as \"no collapse\", "
-        "not as a speed-up to expect.",
+        "share one core and the 2-thread rows come out near the 1-thread ones. At 10^6 two cores wait "
+        "out twice as many cache misses at once, so memory-bound heartbeats gain up to about 2x; in "
+        "earlier runs the 2-thread rows even came out above 2x when the 1-thread run was disturbed "
+        "by other load. Read them as \"no collapse\", not as a speed-up to expect.",
     ],
     "tick": [
         "Idle: a tick reads 64 per-shard `earliest` atomics and takes no lock.",
@@ -228,10 +227,10 @@ NOTES = {
         "minus the age of its last heartbeat) and costs about two cache misses (its user entry, its "
         "session entry): at 10^6 users heartbeating every 10 s that is about 100,000 re-checks a "
         "second, whatever the tick rate. That is the price of heartbeats that touch no shared "
-        "structure. At a tick every 100 ms (this row) it is of the order of scanning everything every "
+        "structure. At a tick every 100 ms (this row) it is about half of scanning everything every "
         "tick; since the re-checks do not grow with the tick rate and the scan does, at 10 ms ticks "
-        "the tracker does ten times less work than the scan (arithmetic from these rows), and at one "
-        "tick a second the scan is cheaper, at up to a second of latency.",
+        "the tracker does some twenty times less work than the scan (arithmetic from these rows), and "
+        "at one tick a second the scan is cheaper, at up to a second of latency.",
         "Per due transition: the take and the filter, the grouped read, then `settle`: the session "
         "shard's write lock (a publication must not fall between a heartbeat's check and its store), "
         "two events (session and user), the re-arm, and later the superseded entry that the next "
