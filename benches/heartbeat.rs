@@ -168,20 +168,7 @@ fn by_key<K: BenchId>(group: &mut Group<'_>, n: usize) {
         let tracker = support::tracker_with(&ids, support::at(t0, 0));
         // As above: a batch must hit live sessions only and change nothing.
         let (head, tail) = cyclic_window(&order, 0, BATCH);
-        let outcome = tracker.heartbeat_batch_at(
-            head.iter().chain(tail).map(|k| (k, Activity::Active)),
-            support::at(t0, 1),
-        );
-        assert!(
-            outcome.events.is_empty(),
-            "setup: heartbeat batch emitted {:?}",
-            outcome.events
-        );
-        assert!(
-            outcome.errors.is_empty(),
-            "setup: heartbeat batch refused {:?}",
-            outcome.errors
-        );
+        support::assert_quiet_batch(&tracker, head.iter().chain(tail), support::at(t0, 1));
         run_batch_calls(
             group,
             BenchmarkId::new("tracker_batch", K::NAME),

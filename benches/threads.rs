@@ -33,37 +33,30 @@ use support::{cyclic_window, ids_and_order, size_label, RawMap, ACTIVE};
 /// Heartbeats per call of the batch variant.
 const BATCH: usize = 1024;
 
-/// Runs `iters` heartbeats split between `threads` threads; thread `t` heartbeats
-/// `orders[t]` cyclically via `op(key, now_ms)`, virtual time moving 1 ms per 1024 heartbeats
-/// from `t0`.
-fn timed_split(
+/// Splits `iters` heartbeats between one thread per order and times them from the moment all
+/// threads are released until the last one finishes. Thread `t` runs
+/// `work(&orders[t], start, share)` from where its previous run stopped (`positions[t]`), and
+/// `work` returns where it stopped.
+fn timed_threads(
     iters: u64,
     orders: &[Vec<u64>],
     positions: &[AtomicUsize],
-    t0: u64,
-    op: &(impl Fn(&u64, u64) + Sync),
+    work: &(impl Fn(&[u64], usize, u64) -> usize + Sync),
 ) -> Duration {
     let threads = orders.len() as u64;
     let start_line = Barrier::new(orders.len() + 1);
     std::thread::scope(|s| {
         let workers: Vec<_> = orders
             .iter()
+            .zip(positions)
             .enumerate()
-            .map(|(t, order)| {
+            .map(|(t, (order, position))| {
                 let share = iters / threads + u64::from((t as u64) < iters % threads);
                 let start_line = &start_line;
-                let position = &positions[t];
                 s.spawn(move || {
                     start_line.wait();
-                    let mut pos = position.load(Ordering::Relaxed);
-                    for i in 0..share {
-                        op(black_box(&order[pos]), t0 + (i >> 10));
-                        pos += 1;
-                        if pos == order.len() {
-                            pos = 0;
-                        }
-                    }
-                    position.store(pos, Ordering::Relaxed);
+                    let end = work(order, position.load(Ordering::Relaxed), share);
+                    position.store(end, Ordering::Relaxed);
                 })
             })
             .collect();
@@ -78,7 +71,28 @@ fn timed_split(
     })
 }
 
-/// [`timed_split`] for batches: thread `t` hands `orders[t]` over cyclically in calls of
+/// [`timed_threads`], each thread heartbeating its order cyclically via `op(key, now_ms)`,
+/// virtual time moving 1 ms per 1024 heartbeats from `t0`.
+fn timed_split(
+    iters: u64,
+    orders: &[Vec<u64>],
+    positions: &[AtomicUsize],
+    t0: u64,
+    op: &(impl Fn(&u64, u64) + Sync),
+) -> Duration {
+    timed_threads(iters, orders, positions, &|order, mut pos, share| {
+        for i in 0..share {
+            op(black_box(&order[pos]), t0 + (i >> 10));
+            pos += 1;
+            if pos == order.len() {
+                pos = 0;
+            }
+        }
+        pos
+    })
+}
+
+/// [`timed_threads`] for batches: each thread hands its order over cyclically in calls of
 /// `op(head, tail, now_ms)` with [`BATCH`] heartbeats each (fewer in a thread's last call), `tail`
 /// continuing from the start of the order when a batch wraps around its end. Heartbeat `i` of a
 /// thread is at `t0 + i / 1024` ms, as in [`timed_split`].
@@ -89,41 +103,18 @@ fn timed_split_batches(
     t0: u64,
     op: &(impl Fn(&[u64], &[u64], u64) + Sync),
 ) -> Duration {
-    let threads = orders.len() as u64;
-    let start_line = Barrier::new(orders.len() + 1);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = orders
-            .iter()
-            .enumerate()
-            .map(|(t, order)| {
-                let share = iters / threads + u64::from((t as u64) < iters % threads);
-                let start_line = &start_line;
-                let position = &positions[t];
-                s.spawn(move || {
-                    start_line.wait();
-                    let mut pos = position.load(Ordering::Relaxed);
-                    let mut done = 0;
-                    let mut now = t0;
-                    while done < share {
-                        let len = (share - done).min(BATCH as u64) as usize;
-                        let (head, tail) = cyclic_window(order, pos, len);
-                        op(black_box(head), black_box(tail), now);
-                        pos = (pos + len) % order.len();
-                        done += len as u64;
-                        now += 1;
-                    }
-                    position.store(pos, Ordering::Relaxed);
-                })
-            })
-            .collect();
-        start_line.wait();
-        let start = Instant::now();
-        for w in workers {
-            if w.join().is_err() {
-                panic!("benchmark worker panicked");
-            }
+    timed_threads(iters, orders, positions, &|order, mut pos, share| {
+        let mut done = 0;
+        let mut now = t0;
+        while done < share {
+            let len = (share - done).min(BATCH as u64) as usize;
+            let (head, tail) = cyclic_window(order, pos, len);
+            op(black_box(head), black_box(tail), now);
+            pos = (pos + len) % order.len();
+            done += len as u64;
+            now += 1;
         }
-        start.elapsed()
+        pos
     })
 }
 
@@ -198,20 +189,7 @@ fn threads(c: &mut Criterion) {
             // event allocation instead of the update.
             for order in &orders {
                 let (head, tail) = cyclic_window(order, 0, BATCH.min(order.len()));
-                let outcome = tracker.heartbeat_batch_at(
-                    head.iter().chain(tail).map(|k| (k, Activity::Active)),
-                    support::at(t0, 0),
-                );
-                assert!(
-                    outcome.events.is_empty(),
-                    "setup: heartbeat batch emitted {:?}",
-                    outcome.events
-                );
-                assert!(
-                    outcome.errors.is_empty(),
-                    "setup: heartbeat batch refused {:?}",
-                    outcome.errors
-                );
+                support::assert_quiet_batch(&tracker, head.iter().chain(tail), support::at(t0, 0));
             }
             let positions = fresh_positions();
             group.bench_function(BenchmarkId::new("tracker_batch", &variant), |b| {

@@ -238,3 +238,25 @@ fn json_str(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// Checks, before timing, that a heartbeat batch of `keys` at `now` hits live sessions only and
+/// changes nothing: otherwise a benchmark would time errors or event allocation instead of the
+/// update.
+pub(crate) fn assert_quiet_batch<'a, K: presence_tracker::Id>(
+    tracker: &Tracker<K>,
+    keys: impl Iterator<Item = &'a K>,
+    now: Timestamp,
+) {
+    let outcome =
+        tracker.heartbeat_batch_at(keys.map(|k| (k, presence_tracker::Activity::Active)), now);
+    assert!(
+        outcome.events.is_empty(),
+        "setup: heartbeat batch emitted {:?}",
+        outcome.events
+    );
+    assert!(
+        outcome.errors.is_empty(),
+        "setup: heartbeat batch refused {:?}",
+        outcome.errors
+    );
+}
