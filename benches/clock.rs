@@ -6,13 +6,17 @@
 //! - `tracker/heartbeat_at`: `heartbeat_at` with a caller-provided `now` (one per batch), same clock;
 //! - `tracker/heartbeat_batch`: `heartbeat_batch`, the batch's 1024 heartbeats in one call, which
 //!   reads the tracker's clock once;
+//! - `tracker/heartbeat_coarse`: `heartbeat` on a tracker with a `CoarseClock` (one atomic load per
+//!   call), refreshed once per 1024 heartbeats, as a server's interval task would every few ms;
 //! - `instant_now`: `std::time::Instant::now()` alone;
 //! - `system_clock_now`: `SystemClock::now()` alone (the tracker's own clock read).
 
 use std::{hint::black_box, time::Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use presence_tracker::{Activity, Clock, Policy, PresenceTracker, SystemClock, Timestamp};
+use presence_tracker::{
+    Activity, Clock, CoarseClock, Policy, PresenceTracker, SystemClock, Timestamp,
+};
 
 #[allow(dead_code)]
 mod support;
@@ -22,7 +26,11 @@ const SESSIONS: usize = 10_000;
 const BATCH: usize = 1024;
 
 fn system_tracker(ids: &[u64]) -> PresenceTracker<u64, u64> {
-    let tracker = PresenceTracker::new(Policy::default());
+    tracker_on(ids, SystemClock::new())
+}
+
+fn tracker_on<C: Clock>(ids: &[u64], clock: C) -> PresenceTracker<u64, u64, C> {
+    let tracker = PresenceTracker::with_clock(Policy::default(), clock);
     for (i, &id) in ids.iter().enumerate() {
         if let Err(e) = tracker.connect(id, id, i as u64) {
             panic!("setup: connect failed: {e}");
@@ -95,6 +103,20 @@ fn clock(c: &mut Criterion) {
                     ),
                 );
                 pos = (pos + BATCH) % SESSIONS;
+            })
+        });
+    }
+    {
+        let clock = CoarseClock::new();
+        let tracker = tracker_on(&ids, clock.clone());
+        let mut pos = 0;
+        group.bench_function(BenchmarkId::new("tracker", "heartbeat_coarse"), |b| {
+            b.iter(|| {
+                clock.refresh();
+                for _ in 0..BATCH {
+                    let _ = black_box(tracker.heartbeat(black_box(&order[pos]), Activity::Active));
+                    pos = (pos + 1) % SESSIONS;
+                }
             })
         });
     }

@@ -1,4 +1,4 @@
-//! Time: [`Timestamp`], the [`Clock`] trait, [`SystemClock`] and [`ManualClock`].
+//! Time: [`Timestamp`], the [`Clock`] trait, [`SystemClock`], [`CoarseClock`] and [`ManualClock`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -133,6 +133,77 @@ impl Clock for SystemClock {
     }
 }
 
+/// A [`SystemClock`] (or another clock) read once per [`refresh`](CoarseClock::refresh): reading it costs one atomic
+/// load, not a clock read, for servers that make millions of calls a second and can live with
+/// the time as of the last refresh.
+///
+/// Clones share one time: give one clone to the tracker and refresh another every few
+/// milliseconds from a task of your own (the crate owns no thread), for instance the one that
+/// calls [`tick`](crate::PresenceTracker::tick), on an interval much shorter than the policy's
+/// thresholds. The time stands still between refreshes, so every signal's `last_seen` is up to
+/// one refresh period early, and a clock never refreshed never moves: nothing would age.
+///
+/// # Examples
+///
+/// ```
+/// use presence_tracker::{Clock, CoarseClock, Policy, PresenceTracker};
+///
+/// let clock = CoarseClock::new();
+/// let tracker: PresenceTracker<u64, u64, _> =
+///     PresenceTracker::with_clock(Policy::default(), clock.clone());
+/// // In the server's interval task, every 10 ms or so:
+/// let now = clock.refresh();
+/// tracker.connect(7, 1, "socket-a")?;
+/// assert_eq!(tracker.session(&1).map(|s| s.last_seen), Some(now));
+/// # Ok::<(), presence_tracker::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct CoarseClock<C = SystemClock> {
+    source: C,
+    now: Arc<AtomicU64>,
+}
+
+impl CoarseClock<SystemClock> {
+    /// A clock at the [`SystemClock`]'s current time.
+    pub fn new() -> Self {
+        CoarseClock::with_source(SystemClock::new())
+    }
+}
+
+impl<C: Clock> CoarseClock<C> {
+    /// A clock that reads `source` on each refresh, at `source`'s current time.
+    pub fn with_source(source: C) -> Self {
+        CoarseClock {
+            now: Arc::new(AtomicU64::new(source.now().0)),
+            source,
+        }
+    }
+
+    /// Reads the source clock and makes that the time of this clock and its clones; returns
+    /// it. Never moves the time back, even if two refreshes race or the source goes back.
+    pub fn refresh(&self) -> Timestamp {
+        let t = self.source.now().0;
+        Timestamp(self.now.fetch_max(t, Ordering::Relaxed).max(t))
+    }
+
+    /// The time as of the last refresh.
+    pub fn now(&self) -> Timestamp {
+        Timestamp(self.now.load(Ordering::Relaxed))
+    }
+}
+
+impl Default for CoarseClock<SystemClock> {
+    fn default() -> Self {
+        CoarseClock::new()
+    }
+}
+
+impl<C: Clock> Clock for CoarseClock<C> {
+    fn now(&self) -> Timestamp {
+        CoarseClock::now(self)
+    }
+}
+
 /// A clock that moves only when told to: for tests and simulations in virtual time.
 ///
 /// Clones share one time, so a test keeps a clone and advances the tracker's clock through it.
@@ -238,6 +309,29 @@ mod tests {
         let wall = Timestamp::from_system_time(SystemTime::now());
         let diff = clock.now().as_millis().abs_diff(wall.as_millis());
         assert!(diff < 1_000, "{diff} ms apart");
+    }
+
+    #[test]
+    fn coarse_clock_moves_only_on_refresh_and_never_back() {
+        let source = ManualClock::starting_at(Timestamp::from_millis(1000));
+        let clock = CoarseClock::with_source(source.clone());
+        let other = clock.clone();
+        source.advance(Duration::from_millis(250));
+        assert_eq!(clock.now(), Timestamp::from_millis(1000), "stands still");
+        assert_eq!(other.refresh(), Timestamp::from_millis(1250));
+        assert_eq!(clock.now(), Timestamp::from_millis(1250), "clones share it");
+        source.set(Timestamp::from_millis(10));
+        assert_eq!(clock.refresh(), Timestamp::from_millis(1250), "never back");
+        assert_eq!(other.now(), Timestamp::from_millis(1250));
+    }
+
+    #[test]
+    fn coarse_system_clock_starts_near_wall_time() {
+        let clock = CoarseClock::new();
+        let wall = Timestamp::from_system_time(SystemTime::now());
+        assert!(clock.now().as_millis().abs_diff(wall.as_millis()) < 1_000);
+        let before = clock.now();
+        assert!(clock.refresh() >= before);
     }
 
     #[test]

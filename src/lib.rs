@@ -73,7 +73,7 @@ mod snapshot;
 mod tracker;
 mod view;
 
-pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use clock::{Clock, CoarseClock, ManualClock, SystemClock, Timestamp};
 pub use derive::{derive, SessionRecord};
 pub use error::Error;
 pub use event::{Cause, Event, Subject};
