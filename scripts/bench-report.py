@@ -67,7 +67,7 @@ def load_meta(root):
     d = os.path.join(root, "presence-meta")
     if os.path.isdir(d):
         for name in os.listdir(d):
-            if name.endswith(".json") and name != "memory.json":
+            if name.endswith(".json") and name not in ("memory.json", "redis.json"):
                 try:
                     with open(os.path.join(d, name)) as f:
                         meta[name[:-5]] = json.load(f)
@@ -265,7 +265,9 @@ NOTES = {
         "presence, seq, deadline and last seen) for users with several sessions. In two hashed "
         "tables at this load that information does not fit in 2x the raw map's 52 bytes. Plan: one "
         "hash table of 4-byte slot indices per shard over dense slabs of session and user records "
-        "(which the wheel would also index, see question 3), estimated at about 130 bytes.",
+        "(which the wheel would also index, see question 3), estimated at about 130 bytes, which "
+        "would also be about where Redis's sorted set is (it keeps only the session and its last-seen "
+        "score; a server using it keeps the rest, users and states, elsewhere).",
         "By resident set the tracker is further below moka: moka makes about 6 allocations per entry "
         "and the allocator's per-block overhead is not in the requested bytes.",
     ],
@@ -294,7 +296,7 @@ def notes(out, key):
 TRACKER_PATHS = (("tracker", "single call"), ("tracker_batch", "batch"))
 
 
-def q1(out, groups, meta):
+def q1(out, groups, meta, redis=None):
     out.append("## 1. Heartbeat on a live session (one thread, clock excluded)")
     out.append("")
     out.append(
@@ -340,6 +342,7 @@ def q1(out, groups, meta):
             check(out, f"{ids} ids ≥ 30x faster than moka ({path})", None if x is None else x >= 30,
                   faster(x))
     out.append("")
+    redis_peer_q1(out, groups, redis)
     notes(out, "heartbeat")
 
 
@@ -501,7 +504,49 @@ def q5(out, groups, meta):
     notes(out, "reads")
 
 
-def q6(out, memory_path):
+REDIS_COMMAND = (
+    "python3 scripts/redis-peer.py > $CARGO_TARGET_DIR/criterion/presence-meta/redis.json"
+)
+
+
+def load_redis(root):
+    try:
+        with open(os.path.join(root, "presence-meta", "redis.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def redis_peer_q1(out, groups, redis):
+    """The Redis peer of question 1: ZADD throughput from scripts/redis-peer.py."""
+    if not redis:
+        out.append(f"Redis peer: not run (no redis.json; run `{REDIS_COMMAND}`).")
+        out.append("")
+        return
+    z = redis["zadd_per_second"]
+    out.append(
+        f"Redis peer (`{REDIS_COMMAND}`, run {redis['date']}, redis {redis['redis_version']} on "
+        "127.0.0.1, no persistence): `ZADD presence <last_seen> <session>` into a sorted set of up to "
+        "10^6 members, from `redis-benchmark`. The tracker's throughput is one thread's, from the "
+        "table above (10^6 u64 ids)."
+    )
+    out.append("")
+    grp = groups.get("heartbeat_1e6", {})
+    single, batch = get(grp, "tracker", "u64"), get(grp, "tracker_batch", "u64")
+    rows = []
+    for name, key, mine in (("one client, unpipelined", "one_client_unpipelined", single),
+                            ("50 clients, unpipelined", "50_clients_unpipelined", single),
+                            ("one client, pipelined 1024", "one_client_pipelined_1024", batch)):
+        rps = z[key]
+        per = 1e9 / rps
+        rows.append([name, fmt_time(per), f"{rps / 1e3:,.1f} k/s",
+                     "tracker_batch" if mine is batch else "tracker",
+                     fmt_ratio(per / mine) + " faster" if mine else "–"])
+    table(out, ["Redis ZADD", "per heartbeat", "throughput", "tracker path compared", "tracker is"],
+          rows)
+
+
+def q6(out, memory_path, redis=None):
     out.append("## 6. Memory per session")
     out.append("")
     out.append(
@@ -534,8 +579,25 @@ def q6(out, memory_path):
             fmt_ratio(ratio(r["bytes_per_session"], peer["bytes_per_session"] if peer else None)),
             fmt_ratio(ratio(r["rss_per_session"], peer["rss_per_session"] if peer else None)),
         ])
+    if redis:
+        for ids, per in sorted(redis["bytes_per_member"].items()):
+            lim = by.get(("hashbrown", ids))
+            peer = by.get(("moka", ids))
+            trows.append([
+                f"redis sorted set ({ids})", redis["members"], f"{per:.1f}", "–", "–",
+                fmt_ratio(ratio(per, lim["bytes_per_session"] if lim else None)),
+                fmt_ratio(ratio(per, peer["bytes_per_session"] if peer else None)), "–",
+            ])
     table(out, ["variant", "sessions", "bytes / session", "RSS / session", "blocks / session",
                 "bytes ÷ raw map", "bytes ÷ moka", "RSS ÷ moka"], trows)
+    if redis:
+        out.append(
+            f"Redis rows: `used_memory` growth per member of one sorted set "
+            f"(`ZADD presence <last_seen> <session>`, ids as in the benchmarks, u64s as decimal "
+            f"strings) from `{REDIS_COMMAND}` (run {redis['date']}); the server's own accounting, "
+            "allocator overhead included."
+        )
+        out.append("")
     out.append(
         f"Allocations made by {mem['heartbeats']} heartbeats on live sessions: "
         f"{mem['heartbeat_allocations']}."
@@ -551,6 +613,10 @@ def q6(out, memory_path):
         check(out, "below moka (requested bytes)", x < 1.0, f"{fmt_ratio(x)} moka's")
         x = t["rss_per_session"] / m["rss_per_session"]
         check(out, "below moka (resident set)", x < 1.0, f"{fmt_ratio(x)} moka's")
+    if t and redis:
+        r = redis["bytes_per_member"]["u64"]
+        x = t["bytes_per_session"] / r
+        check(out, "below Redis (a sorted set's bytes per member)", x < 1.0, f"{fmt_ratio(x)} Redis's")
     out.append("")
     notes(out, "memory")
 
@@ -616,15 +682,18 @@ def main():
     out.append("cargo bench --bench heartbeat --bench threads --bench tick --bench churn --bench reads --bench clock")
     out.append("PRESENCE_BENCH_1E7=1 cargo bench --bench heartbeat -- heartbeat_1e7   # optional: ~6 GB, ~4 min")
     out.append(MEMORY_COMMAND.replace("$CARGO_TARGET_DIR", "target"))
+    out.append(REDIS_COMMAND.replace("$CARGO_TARGET_DIR", "target")
+               + "   # needs redis-server, redis-cli, redis-benchmark")
     out.append("python3 scripts/bench-report.py > BENCHMARKS.md")
     out.append("```")
     out.append("")
-    q1(out, groups, meta)
+    redis = load_redis(root)
+    q1(out, groups, meta, redis)
     q2(out, groups, meta)
     q3(out, groups, meta)
     q4(out, groups, meta)
     q5(out, groups, meta)
-    q6(out, memory_path)
+    q6(out, memory_path, redis)
     q7(out, groups, meta)
     sys.stdout.write("\n".join(out).rstrip() + "\n")
 
