@@ -7,10 +7,7 @@ use parking_lot::RwLockReadGuard;
 use smallvec::SmallVec;
 
 use super::shard::SessionEntry;
-use super::{unknown, PresenceTracker, SESSION_SHARDS};
-
-/// Probes a batch makes before acting on their results.
-const PROBES: usize = 32;
+use super::{unknown, PresenceTracker, PROBES, SESSION_SHARDS};
 use crate::{Activity, Clock, Error, Event, Id, Timestamp};
 
 /// What [`PresenceTracker::heartbeat_batch`] did: the events the batch caused, and the
@@ -92,7 +89,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let mut outcome = BatchOutcome::default();
         let iter = heartbeats.into_iter();
         let mut items: Vec<Item<'a, S>> = Vec::with_capacity(iter.size_hint().0);
-        let mut counts = [0u32; SESSION_SHARDS];
+        let mut counts = [0usize; SESSION_SHARDS];
         for (position, (session, activity)) in iter.enumerate() {
             if let Err(e) = self.check_id(session) {
                 outcome.errors.push((position, e));
@@ -110,7 +107,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         // Group by shard, keeping the batch's order within a shard (a counting sort).
         let mut start = [0usize; SESSION_SHARDS + 1];
         for (i, &c) in counts.iter().enumerate() {
-            start[i + 1] = start[i] + c as usize;
+            start[i + 1] = start[i] + c;
         }
         let mut order = vec![0usize; items.len()];
         let mut fill = start;

@@ -5,10 +5,7 @@ use std::sync::atomic::Ordering;
 use smallvec::SmallVec;
 
 use super::shard::{Counters, Due, Retained, UserShard, NO_DEADLINE};
-
-/// Session-table probes made before acting on their results, when there are many.
-const PROBES: usize = 32;
-use super::{Events, PresenceTracker};
+use super::{Events, PresenceTracker, PROBES};
 use crate::derive::next_change;
 use crate::{derive, Cause, Clock, Event, Id, Presence, Subject, Timestamp};
 
