@@ -180,20 +180,12 @@ impl World<'_> {
                     self.hide(u, f);
                 } else {
                     let next = pop.idle.draw(&mut user.world);
-                    self.sessions[f].truth = Truth::Idle;
-                    self.refresh_truth(u, false);
-                    self.send_heartbeat(f, Activity::Idle);
-                    self.restart_timer(f);
-                    self.schedule_phase(u, next);
+                    self.switch_focus(u, f, Truth::Idle, Activity::Idle, next);
                 }
             }
             Truth::Idle => {
                 let next = pop.active.draw(&mut user.world);
-                self.sessions[f].truth = Truth::Active;
-                self.refresh_truth(u, false);
-                self.send_heartbeat(f, Activity::Active);
-                self.restart_timer(f);
-                self.schedule_phase(u, next);
+                self.switch_focus(u, f, Truth::Active, Activity::Active, next);
             }
             Truth::Hidden => {
                 let next = pop.active.draw(&mut user.world);
@@ -215,6 +207,16 @@ impl World<'_> {
     }
 
     /// The focused session goes to the background: a hidden tab, or a suspended app.
+    /// The user at focused session `f` goes idle or comes back while the tab stays visible: the
+    /// client reports it at once, and the next phase starts in `next`.
+    fn switch_focus(&mut self, u: usize, f: usize, truth: Truth, activity: Activity, next: u64) {
+        self.sessions[f].truth = truth;
+        self.refresh_truth(u, false);
+        self.send_heartbeat(f, activity);
+        self.restart_timer(f);
+        self.schedule_phase(u, next);
+    }
+
     fn hide(&mut self, u: usize, f: usize) {
         let pop = &self.pops[self.users[u].pop];
         let (mobile, signal) = (pop.client == Client::Mobile, pop.background_signal);
