@@ -23,7 +23,7 @@ if [ ! -x "$chromium" ]; then
   apt-get install -y -qq chromium >/dev/null
 fi
 
-# --all-features: the examples need none, but CI's `cargo test --all-features` has built them so.
+# --all-features: the examples need none, but CI's `cargo test --workspace --all-features` has built them so.
 echo "e2e: cargo build --all-features --example socketio --example websocket"
 (cd "$root" && cargo build --all-features --example socketio --example websocket)
 target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps \

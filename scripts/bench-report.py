@@ -550,7 +550,7 @@ def q6(out, memory_path, redis=None):
     out.append("## 6. Memory per session")
     out.append("")
     out.append(
-        "`examples/memory.rs`: a counting global allocator (`stats_alloc`); live bytes requested after "
+        "`benches/memory.rs`: a counting global allocator (`stats_alloc`); live bytes requested after "
         "inserting 10^6 sessions minus before, per session; each structure in its own process, which also "
         "reports its resident-set growth (that includes the allocator's per-block overhead). The tracker "
         "holds one session per user."

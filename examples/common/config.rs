@@ -68,7 +68,7 @@ type Setter = fn(PolicyBuilder, Duration) -> PolicyBuilder;
 /// socket.io-client's browser bundle, vendored from npm (see assets/vendor/README.md).
 const DEFAULT_SOCKET_IO_JS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/assets/vendor/socket.io.min.js"
+    "/../assets/vendor/socket.io.min.js"
 );
 
 impl Config {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::Policy;
+use presence_tracker::Policy;
 
 use super::ScenarioError;
 
@@ -84,7 +84,7 @@ impl Candidate {
             ("background_heartbeat", self.background_heartbeat),
         ] {
             if interval < Duration::from_millis(1) {
-                return Err(refused(crate::Error::PolicyValueTooSmall {
+                return Err(refused(presence_tracker::Error::PolicyValueTooSmall {
                     name,
                     min: "1 ms",
                 }));

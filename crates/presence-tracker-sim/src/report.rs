@@ -107,7 +107,7 @@ pub struct Metrics {
     /// Heartbeats that reached the tracker (the others were dropped or hit a partition).
     pub heartbeats_delivered: u64,
     /// Heartbeats that found their session expired while its connection lived, so the server
-    /// connected it again (as a handler would on [`Error::UnknownSession`](crate::Error::UnknownSession)).
+    /// connected it again (as a handler would on [`Error::UnknownSession`](presence_tracker::Error::UnknownSession)).
     pub reregistrations: u64,
     /// Errors the tracker returned for signals a correct server would send: should be zero.
     pub tracker_errors: u64,

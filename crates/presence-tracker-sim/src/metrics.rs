@@ -1,7 +1,7 @@
 //! The ground truth's books: per user, the truth's class against the tracker's published
 //! presence, integrated over virtual time. See [`Metrics`](super::Metrics) for the definitions.
 
-use crate::Presence;
+use presence_tracker::Presence;
 
 use super::report::{Latencies, Latency};
 

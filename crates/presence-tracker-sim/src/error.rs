@@ -17,12 +17,12 @@ pub enum ScenarioError {
     /// A value is out of range; the message names the field.
     #[error("{0}")]
     Invalid(String),
-    /// A candidate's thresholds do not make a valid [`Policy`](crate::Policy).
+    /// A candidate's thresholds do not make a valid [`Policy`](presence_tracker::Policy).
     #[error("candidate {name}: {source}")]
     Candidate {
         /// The candidate's name.
         name: String,
         /// Why the policy was refused.
-        source: crate::Error,
+        source: presence_tracker::Error,
     },
 }

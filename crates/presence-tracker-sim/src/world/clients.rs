@@ -6,10 +6,10 @@
 
 use std::mem;
 
-use crate::{Activity, DisconnectKind};
+use presence_tracker::{Activity, DisconnectKind};
 
 use super::{activity, End, Kind, Session, Truth, World};
-use crate::sim::scenario::Client;
+use crate::scenario::Client;
 
 impl World<'_> {
     // # Visits

@@ -1,4 +1,4 @@
-//! A presence-accuracy simulator, to choose thresholds for your own traffic (feature `sim`).
+//! A presence-accuracy simulator, to choose thresholds for your own traffic.
 //!
 //! It answers, for a set of thresholds and heartbeat intervals (a [`Candidate`]) and a
 //! description of your clients (a [`Scenario`]): how often will users be shown offline while
@@ -6,8 +6,8 @@
 //! and how many events will be broadcast?
 //!
 //! A deterministic, seeded discrete-event simulation drives the real [`PresenceTracker`] on a
-//! [`ManualClock`] in virtual time (the `*_at` calls, [`tick_at`](crate::PresenceTracker::tick_at) at a
-//! fixed interval or at [`next_deadline`](crate::PresenceTracker::next_deadline)) and keeps a ground
+//! [`ManualClock`] in virtual time (the `*_at` calls, [`tick_at`](presence_tracker::PresenceTracker::tick_at) at a
+//! fixed interval or at [`next_deadline`](presence_tracker::PresenceTracker::next_deadline)) and keeps a ground
 //! truth beside it: for every session, whether it is really there and active, there but idle,
 //! hidden, or gone. It models:
 //!
@@ -30,14 +30,14 @@
 //! writes the trade-off plot:
 //!
 //! ```sh
-//! cargo run --release --features sim --example tune -- --scenario mobile --out target/tune
+//! cargo run --release --bin tune -- --scenario mobile --out target/tune
 //! ```
 //!
 //! # Examples
 //!
 //! ```
 //! use std::time::Duration;
-//! use presence_tracker::sim::{run, Candidate, Scenario};
+//! use presence_tracker_sim::{run, Candidate, Scenario};
 //!
 //! // Phones, for two hours; the default thresholds against a shorter TTL and grace.
 //! let scenario = Scenario::named("mobile")?.with_users(100).with_hours(2.0).with_seed(7);
@@ -56,7 +56,7 @@
 //! let (d, s) = (&default.metrics, &short.metrics);
 //! assert!(s.latency.lost.p95 < d.latency.lost.p95);
 //! assert!(s.false_offline_share >= d.false_offline_share);
-//! # Ok::<(), presence_tracker::sim::ScenarioError>(())
+//! # Ok::<(), presence_tracker_sim::ScenarioError>(())
 //! ```
 //!
 //! # Design
@@ -68,8 +68,8 @@
 //! so candidates with the same heartbeat intervals are scored on exactly the same behaviour,
 //! and the tracker's answers never influence the users.
 //!
-//! [`PresenceTracker`]: crate::PresenceTracker
-//! [`ManualClock`]: crate::ManualClock
+//! [`PresenceTracker`]: presence_tracker::PresenceTracker
+//! [`ManualClock`]: presence_tracker::ManualClock
 
 mod candidate;
 mod config;

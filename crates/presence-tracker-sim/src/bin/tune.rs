@@ -3,17 +3,17 @@
 //! trade-off plot.
 //!
 //! ```text
-//! cargo run --release --features sim --example tune -- --scenario mobile
-//! cargo run --release --features sim --example tune -- --config scenarios/my-traffic.json --out target/tune
-//! cargo run --release --features sim --example tune -- --scenario all --default-only
-//! cargo run --release --features sim --example tune -- --scenario mixed --print-config > my-traffic.json
+//! cargo run --release --bin tune -- --scenario mobile
+//! cargo run --release --bin tune -- --config crates/presence-tracker-sim/scenarios/my-traffic.json --out target/tune
+//! cargo run --release --bin tune -- --scenario all --default-only
+//! cargo run --release --bin tune -- --scenario mixed --print-config > my-traffic.json
 //! ```
 //!
 //! Options:
 //!
 //! ```text
 //! --scenario NAME    office, mobile, flaky-network, restart-storm, mixed, or all (default mixed)
-//! --config FILE      a scenario in JSON (see presence_tracker::sim::Scenario::from_json)
+//! --config FILE      a scenario in JSON (see presence_tracker_sim::Scenario::from_json)
 //! --users N          users (default: the scenario's, 1000 for the named ones)
 //! --hours H          virtual hours (default: the scenario's, 24 for the named ones)
 //! --seed S           seed (default: the scenario's, 1 for the named ones)
@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use presence_tracker::sim::{
+use presence_tracker_sim::{
     run_many, summary_table, Budget, Candidate, Grid, Scenario, Study, Ticking,
 };
 

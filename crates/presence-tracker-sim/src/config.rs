@@ -19,7 +19,7 @@ impl Scenario {
     /// # Examples
     ///
     /// ```
-    /// use presence_tracker::sim::Scenario;
+    /// use presence_tracker_sim::Scenario;
     ///
     /// let scenario = Scenario::from_json(r#"{
     ///     "name": "my-traffic",
@@ -33,7 +33,7 @@ impl Scenario {
     /// }"#)?;
     /// assert_eq!(scenario.populations[1].network.drop, 0.05);
     /// assert_eq!(scenario.populations[1].network.partitions_per_hour, 1.0); // from the preset
-    /// # Ok::<(), presence_tracker::sim::ScenarioError>(())
+    /// # Ok::<(), presence_tracker_sim::ScenarioError>(())
     /// ```
     ///
     /// # Errors

@@ -59,8 +59,8 @@
 //!
 //! # Feature flags
 //!
-//! - `sim`: the presence-accuracy simulator in `presence_tracker::sim`, behind
-//!   `cargo run --release --features sim --example tune`.
+//! None yet: the core has no optional parts. The presence-accuracy simulator that tunes
+//! thresholds for your traffic is its own crate, `presence-tracker-sim`.
 
 mod clock;
 mod derive;
@@ -84,9 +84,6 @@ pub use snapshot::{SessionSnapshot, Snapshot, UserSnapshot};
 pub use tracker::{BatchOutcome, PresenceTracker};
 pub use view::{Census, Counts, SessionView, UserView};
 
-#[cfg(feature = "sim")]
-pub mod sim;
-
-#[doc = include_str!("../README.md")]
+#[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

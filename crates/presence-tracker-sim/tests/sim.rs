@@ -1,9 +1,8 @@
-#![cfg(feature = "sim")]
 //! The simulator: reproducible from its seed, and right where the answer is known.
 
 use std::time::Duration;
 
-use presence_tracker::sim::{
+use presence_tracker_sim::{
     pareto_front, run, Budget, Candidate, Exodus, Metrics, Population, Restart, Scenario, Study,
     Ticking,
 };
@@ -215,7 +214,7 @@ fn a_study_marks_the_front_the_default_and_a_recommendation() {
     let points: Vec<[f64; 3]> = study
         .reports
         .iter()
-        .map(presence_tracker::sim::objectives)
+        .map(presence_tracker_sim::objectives)
         .collect();
     assert_eq!(study.front, pareto_front(&points));
     let recommended = study.recommended.expect("a recommendation");

@@ -14,7 +14,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use crate::{
+use presence_tracker::{
     Activity, ConnectionId, DisconnectKind, Error, Event, ManualClock, PresenceTracker, Subject,
     Timestamp,
 };
@@ -33,13 +33,13 @@ use super::{Candidate, ScenarioError};
 /// # Examples
 ///
 /// ```
-/// use presence_tracker::sim::{run, Candidate, Scenario};
+/// use presence_tracker_sim::{run, Candidate, Scenario};
 ///
 /// let scenario = Scenario::named("office")?.with_users(20).with_hours(1.0);
 /// let report = run(&scenario, &Candidate::default())?;
 /// assert!(report.metrics.open_user_hours > 0.0);
 /// assert_eq!(report.metrics.tracker_errors, 0);
-/// # Ok::<(), presence_tracker::sim::ScenarioError>(())
+/// # Ok::<(), presence_tracker_sim::ScenarioError>(())
 /// ```
 ///
 /// # Errors

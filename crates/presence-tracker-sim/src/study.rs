@@ -63,7 +63,7 @@ pub fn run_many(
 /// # Examples
 ///
 /// ```
-/// use presence_tracker::sim::pareto_front;
+/// use presence_tracker_sim::pareto_front;
 ///
 /// let points = [[1.0, 5.0, 0.0], [2.0, 2.0, 0.0], [3.0, 3.0, 0.0], [5.0, 1.0, 0.0]];
 /// assert_eq!(pareto_front(&points), [true, true, false, true]);

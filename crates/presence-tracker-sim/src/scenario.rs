@@ -348,13 +348,13 @@ impl Default for Exodus {
     }
 }
 
-/// When the simulated server calls [`tick_at`](crate::PresenceTracker::tick_at).
+/// When the simulated server calls [`tick_at`](presence_tracker::PresenceTracker::tick_at).
 ///
 /// In JSON: `"deadline"` or `{"every_ms": 1000}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ticking {
-    /// At [`next_deadline`](crate::PresenceTracker::next_deadline), as a server that sleeps
+    /// At [`next_deadline`](presence_tracker::PresenceTracker::next_deadline), as a server that sleeps
     /// until then would.
     Deadline,
     /// At a fixed interval, in milliseconds.
@@ -373,7 +373,7 @@ impl Default for Ticking {
 /// # Examples
 ///
 /// ```
-/// use presence_tracker::sim::{Network, Population, Restart, Scenario};
+/// use presence_tracker_sim::{Network, Population, Restart, Scenario};
 ///
 /// let scenario = Scenario::new("my-traffic")
 ///     .with_users(200)
@@ -385,7 +385,7 @@ impl Default for Ticking {
 ///     }))
 ///     .with_restart(Restart { at_minutes: 30.0, ..Restart::default() });
 /// assert!(scenario.validate().is_ok());
-/// # Ok::<(), presence_tracker::sim::ScenarioError>(())
+/// # Ok::<(), presence_tracker_sim::ScenarioError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
