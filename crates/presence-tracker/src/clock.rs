@@ -1,5 +1,6 @@
 //! Time: [`Timestamp`], the [`Clock`] trait, [`SystemClock`], [`CoarseClock`] and [`ManualClock`].
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -62,6 +63,62 @@ impl Timestamp {
     pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
+}
+
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    /// Saturating, as [`Timestamp::saturating_add`].
+    fn add(self, d: Duration) -> Timestamp {
+        self.saturating_add(d)
+    }
+}
+
+impl std::ops::Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    /// Saturating, as [`Timestamp::saturating_sub`].
+    fn sub(self, d: Duration) -> Timestamp {
+        self.saturating_sub(d)
+    }
+}
+
+impl std::ops::AddAssign<Duration> for Timestamp {
+    fn add_assign(&mut self, d: Duration) {
+        *self = self.saturating_add(d);
+    }
+}
+
+/// As a UTC time in RFC 3339 form with milliseconds: `2026-11-29T00:36:09.123Z`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0 % 1000;
+        let secs = self.0 / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (year, month, day) = civil_from_days(days);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Whole milliseconds in `d`, saturating at `u64::MAX`.
@@ -146,14 +203,14 @@ impl Clock for SystemClock {
 /// # Examples
 ///
 /// ```
-/// use presence_tracker::{Clock, CoarseClock, Policy, PresenceTracker};
+/// use presence_tracker::{Activity, Clock, CoarseClock, Policy, PresenceTracker};
 ///
 /// let clock = CoarseClock::new();
 /// let tracker: PresenceTracker<u64, u64, _> =
 ///     PresenceTracker::with_clock(Policy::default(), clock.clone());
 /// // In the server's interval task, every 10 ms or so:
 /// let now = clock.refresh();
-/// tracker.connect(7, 1, "socket-a")?;
+/// let _ = tracker.connect(7, 1, "socket-a", Activity::Active)?;
 /// assert_eq!(tracker.session(&1).map(|s| s.last_seen), Some(now));
 /// # Ok::<(), presence_tracker::Error>(())
 /// ```
@@ -293,6 +350,31 @@ mod tests {
         );
         assert_eq!(
             Timestamp::from_millis(u64::MAX).saturating_add(Duration::MAX),
+            Timestamp::from_millis(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn display_is_rfc3339_utc() {
+        assert_eq!(Timestamp::EPOCH.to_string(), "1970-01-01T00:00:00.000Z");
+        // 2026-11-29T00:36:09.123Z, checked against `date -u -d @1795912569`.
+        assert_eq!(
+            Timestamp::from_millis(1_795_912_569_123).to_string(),
+            "2026-11-29T00:36:09.123Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn operators_saturate() {
+        let t = Timestamp::from_millis(1000);
+        assert_eq!(t + Duration::from_millis(5), Timestamp::from_millis(1005));
+        assert_eq!(t - Duration::from_secs(5), Timestamp::EPOCH);
+        assert_eq!(
+            Timestamp::from_millis(u64::MAX) + Duration::from_secs(1),
             Timestamp::from_millis(u64::MAX)
         );
     }

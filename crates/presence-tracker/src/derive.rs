@@ -3,7 +3,11 @@
 use crate::{Activity, Policy, Presence, Timestamp};
 
 /// What the tracker knows about one session, as far as its presence is concerned.
+///
+/// Made with [`SessionRecord::new`], or read from a live session with
+/// [`SessionView::record`](crate::SessionView::record).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionRecord {
     /// Server time of the session's last connect or heartbeat.
     pub last_seen: Timestamp,
@@ -11,6 +15,22 @@ pub struct SessionRecord {
     pub activity: Activity,
     /// When the session expires because its connection closed and none re-attached.
     pub grace_deadline: Option<Timestamp>,
+}
+
+impl SessionRecord {
+    /// A session last seen at `last_seen` doing `activity`, expiring at `grace_deadline` if its
+    /// connection closed.
+    pub const fn new(
+        last_seen: Timestamp,
+        activity: Activity,
+        grace_deadline: Option<Timestamp>,
+    ) -> Self {
+        SessionRecord {
+            last_seen,
+            activity,
+            grace_deadline,
+        }
+    }
 }
 
 /// A session's presence at `now`: the pure function the tracker itself uses.
@@ -29,10 +49,10 @@ pub struct SessionRecord {
 ///
 /// let policy = Policy::default();
 /// let seen = Timestamp::from_millis(1_000_000);
-/// let record = SessionRecord { last_seen: seen, activity: Activity::Active, grace_deadline: None };
-/// assert_eq!(derive(&record, seen.saturating_add(Duration::from_secs(20)), &policy), Presence::Idle);
+/// let record = SessionRecord::new(seen, Activity::Active, None);
+/// assert_eq!(derive(&record, seen + Duration::from_secs(20), &policy), Presence::Idle);
 ///
-/// let hidden = SessionRecord { activity: Activity::Background, ..record };
+/// let hidden = SessionRecord::new(seen, Activity::Background, None);
 /// assert_eq!(derive(&hidden, seen, &policy), Presence::Away);
 /// ```
 pub fn derive(record: &SessionRecord, now: Timestamp, policy: &Policy) -> Presence {

@@ -8,18 +8,15 @@ use std::time::Duration;
 pub enum Error {
     /// A heartbeat, disconnect or leave named a session the tracker does not know: never
     /// connected, or already expired. The client should connect again.
-    #[error("unknown session {session}")]
-    UnknownSession {
-        /// The session id, as `Debug` prints it.
-        session: String,
-    },
+    ///
+    /// Errors carry no copy of the ids the caller passed (it has them): refusing a flood of
+    /// bogus ids allocates nothing, and the message is safe to echo to a client.
+    #[error("unknown session (never connected, or expired)")]
+    UnknownSession,
     /// A connect named a session id that belongs to another user: a client cannot take over
     /// someone else's session.
-    #[error("session {session} belongs to another user")]
-    SessionOwnedByOtherUser {
-        /// The session id, as `Debug` prints it.
-        session: String,
-    },
+    #[error("the session belongs to another user")]
+    SessionOwnedByOtherUser,
     /// A string id was empty.
     #[error("empty id")]
     EmptyId,
@@ -32,10 +29,8 @@ pub enum Error {
         max: usize,
     },
     /// A connect would give the user more sessions than the policy allows.
-    #[error("user {user} already has the maximum of {max} sessions")]
+    #[error("the user already has the maximum of {max} sessions")]
     TooManySessionsForUser {
-        /// The user id, as `Debug` prints it.
-        user: String,
         /// The policy's limit.
         max: usize,
     },

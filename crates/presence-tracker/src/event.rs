@@ -1,4 +1,7 @@
-//! Transitions: [`Event`], its [`Subject`] and [`Cause`].
+//! Transitions: [`Event`], its [`Subject`] and [`Cause`], and [`Transitions`], what every
+//! signal and tick returns.
+
+use std::slice;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +14,12 @@ use crate::{Presence, Timestamp};
 /// and its own) and strictly increases, so a consumer can detect a missed or reordered event. It
 /// starts again at 1 only for a user the tracker had forgotten (offline for longer than the
 /// policy's retention).
+///
+/// An event also carries what a broadcaster needs as of its publication, computed under the
+/// lock that published it: the user's live session count and its last-seen time. No consumer
+/// has to read the tracker again (a read afterwards may already see a later state).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Event<U, S> {
     /// Whose presence changed.
     pub subject: Subject<U, S>,
@@ -25,6 +33,12 @@ pub struct Event<U, S> {
     pub cause: Cause,
     /// The user's event sequence number.
     pub seq: u64,
+    /// The user's live sessions (tabs, devices) once this event is published. 0 when the user
+    /// went offline.
+    pub sessions: usize,
+    /// The subject's last-seen time once this event is published: a session's last connect or
+    /// heartbeat; for a user, the latest of its sessions' (those that ended included).
+    pub last_seen: Timestamp,
 }
 
 impl<U, S> Event<U, S> {
@@ -84,4 +98,112 @@ pub enum Cause {
     Timeout,
     /// The grace after a disconnect or leave ran out with no connection re-attached.
     GraceExpired,
+}
+
+/// The transitions one call published, in the order it published them: what every signal and
+/// [`tick`](crate::PresenceTracker::tick) returns.
+///
+/// The tracker records each transition as published when it hands it out and never reports it
+/// again, so dropping a `Transitions` unread loses it for good: the type is `#[must_use]`.
+/// Most servers broadcast [`users`](Self::users) and ignore the sessions' events.
+///
+/// # Examples
+///
+/// ```
+/// use presence_tracker::{Activity, ManualClock, Policy, Presence, PresenceTracker};
+///
+/// let tracker: PresenceTracker<String, String, _> =
+///     PresenceTracker::with_clock(Policy::default(), ManualClock::new());
+/// let changes = tracker.connect("ada".into(), "tab-1".into(), "sid-a", Activity::Active)?;
+/// assert_eq!(changes.len(), 2); // the session's event and the user's
+/// let user = changes.users().next().expect("ada came online");
+/// assert_eq!((user.to, user.sessions), (Presence::Active, 1));
+/// # Ok::<(), presence_tracker::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "transitions are reported once: broadcast them, or they are lost"]
+pub struct Transitions<U, S> {
+    events: Vec<Event<U, S>>,
+}
+
+impl<U, S> Transitions<U, S> {
+    /// No transitions.
+    pub const fn new() -> Self {
+        Transitions { events: Vec::new() }
+    }
+
+    /// Whether the call changed no presence (the common case for a heartbeat).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Every event, sessions' and users', in publication order.
+    pub fn iter(&self) -> slice::Iter<'_, Event<U, S>> {
+        self.events.iter()
+    }
+
+    /// The users' events: what most applications broadcast.
+    pub fn users(&self) -> impl Iterator<Item = &Event<U, S>> + '_ {
+        self.events.iter().filter(|e| e.is_user())
+    }
+
+    /// The sessions' events.
+    pub fn sessions(&self) -> impl Iterator<Item = &Event<U, S>> + '_ {
+        self.events.iter().filter(|e| !e.is_user())
+    }
+
+    /// The events as a `Vec`, in publication order.
+    pub fn into_vec(self) -> Vec<Event<U, S>> {
+        self.events
+    }
+
+    /// Appends another call's transitions after these (a server gathering a batch of calls).
+    pub fn append(&mut self, other: &mut Transitions<U, S>) {
+        self.events.append(&mut other.events);
+    }
+
+    pub(crate) fn from_vec(events: Vec<Event<U, S>>) -> Self {
+        Transitions { events }
+    }
+}
+
+impl<U, S> Default for Transitions<U, S> {
+    fn default() -> Self {
+        Transitions::new()
+    }
+}
+
+impl<U, S> From<Transitions<U, S>> for Vec<Event<U, S>> {
+    fn from(t: Transitions<U, S>) -> Self {
+        t.events
+    }
+}
+
+impl<U, S> IntoIterator for Transitions<U, S> {
+    type Item = Event<U, S>;
+    type IntoIter = std::vec::IntoIter<Event<U, S>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.into_iter()
+    }
+}
+
+impl<'a, U, S> IntoIterator for &'a Transitions<U, S> {
+    type Item = &'a Event<U, S>;
+    type IntoIter = slice::Iter<'a, Event<U, S>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.iter()
+    }
+}
+
+impl<U, S> Extend<Event<U, S>> for Transitions<U, S> {
+    fn extend<I: IntoIterator<Item = Event<U, S>>>(&mut self, iter: I) {
+        self.events.extend(iter);
+    }
 }

@@ -23,25 +23,27 @@
 //! use presence_tracker::{Activity, Cause, DisconnectKind, ManualClock, Policy, Presence, PresenceTracker};
 //!
 //! let clock = ManualClock::new();
-//! let tracker: PresenceTracker<&str, &str, ManualClock> =
+//! let tracker: PresenceTracker<String, String, ManualClock> =
 //!     PresenceTracker::with_clock(Policy::default(), clock.clone());
 //!
 //! // Two tabs of one user.
-//! let events = tracker.connect("ada", "tab-1", "sid-a")?;
-//! assert!(events.iter().any(|e| e.is_user() && e.to == Presence::Active));
-//! tracker.connect("ada", "tab-2", "sid-b")?;
+//! let changes = tracker.connect("ada".into(), "tab-1".into(), "sid-a", Activity::Active)?;
+//! let ada = changes.users().next().expect("ada came online");
+//! assert_eq!((ada.to, ada.sessions), (Presence::Active, 1));
+//! let changes = tracker.connect("ada".into(), "tab-2".into(), "sid-b", Activity::Active)?;
+//! assert!(changes.users().next().is_none()); // already active: a second tab changes nothing
 //!
 //! // A page reload: a clean disconnect, and the same session back a second later.
-//! tracker.disconnect(&"tab-1", "sid-a", DisconnectKind::Clean)?;
+//! let _ = tracker.disconnect("tab-1", "sid-a", DisconnectKind::Clean)?;
 //! clock.advance(Duration::from_secs(1));
-//! assert!(tracker.connect("ada", "tab-1", "sid-c")?.is_empty()); // nothing flapped
+//! assert!(tracker.connect("ada".into(), "tab-1".into(), "sid-c", Activity::Active)?.is_empty());
 //!
 //! // Tab 2 goes to the background; tab 1 falls silent (a frozen laptop, no close frame).
-//! tracker.heartbeat(&"tab-2", Activity::Background)?;
+//! let _ = tracker.heartbeat("tab-2", Activity::Background)?;
 //! clock.advance(Duration::from_secs(20));
-//! let events = tracker.tick();
-//! let user: Vec<_> = events.iter().filter(|e| e.is_user()).collect();
-//! assert_eq!((user[0].from, user[0].to, user[0].cause), (Presence::Active, Presence::Idle, Cause::Timeout));
+//! let changes = tracker.tick();
+//! let ada = changes.users().next().expect("ada fell idle");
+//! assert_eq!((ada.from, ada.to, ada.cause), (Presence::Active, Presence::Idle, Cause::Timeout));
 //! # Ok::<(), presence_tracker::Error>(())
 //! ```
 //!
@@ -51,8 +53,9 @@
 //! The tracker stores records and remembers what it last published for each session and user;
 //! signals publish upgrades at once, [`PresenceTracker::tick`] publishes what time brought at a
 //! cost proportional to what changed, and [`PresenceTracker::next_deadline`] says when to call
-//! it. Time comes from a [`Clock`]: [`SystemClock`] by default, [`ManualClock`] for tests and
-//! simulations, or the caller (every time-taking call has an `*_at` variant).
+//! it. Every call returns the [`Transitions`] it published, exactly once. Time comes from a
+//! [`Clock`]: [`SystemClock`] by default, [`CoarseClock`] for servers that read it once per
+//! batch, [`ManualClock`] for tests and simulations.
 //!
 //! The full type of a tracker with string ids on the system clock is
 //! `PresenceTracker<String, String, SystemClock>`.
@@ -76,7 +79,7 @@ mod view;
 pub use clock::{Clock, CoarseClock, ManualClock, SystemClock, Timestamp};
 pub use derive::{derive, SessionRecord};
 pub use error::Error;
-pub use event::{Cause, Event, Subject};
+pub use event::{Cause, Event, Subject, Transitions};
 pub use id::{ConnectionId, Id};
 pub use policy::{Policy, PolicyBuilder};
 pub use presence::{Activity, DisconnectKind, Presence};

@@ -17,6 +17,7 @@ use crate::{
 /// age: seen 10 s before the snapshot, it is still active right after the restore. Downtime
 /// counts as age: a tracker restored ten minutes later derives what ten minutes of silence mean.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Snapshot<U, S> {
     /// Format version, for future changes.
     pub version: u32,
@@ -28,6 +29,7 @@ pub struct Snapshot<U, S> {
 
 /// One user in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UserSnapshot<U, S> {
     /// The user.
     pub user: U,
@@ -45,6 +47,7 @@ pub struct UserSnapshot<U, S> {
 
 /// One session in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SessionSnapshot<S> {
     /// The session.
     pub session: S,
@@ -63,6 +66,23 @@ pub struct SessionSnapshot<S> {
 const VERSION: u32 = 1;
 
 /// # Snapshots
+///
+/// ## Graceful shutdown
+///
+/// The order matters, because a snapshot keeps what the sessions' connections were doing:
+///
+/// 1. Stop accepting connections and signals (close the listener; stop the handlers).
+/// 2. Take the [`snapshot`](Self::snapshot) *while the clients' sockets are still open*: every
+///    connected session is saved as connected, with no grace running.
+/// 3. Store it, then close the sockets. Their disconnects need not reach the tracker: a
+///    snapshot taken after them would save every session with the leave grace running (a clean
+///    close), and a restart longer than `leave_grace` would then show everyone offline.
+/// 4. On start, [`restore`](Self::restore) it, then accept connections. Clients reconnect with
+///    new connection ids and re-attach their sessions; the ones that do not come back decay by
+///    age like any silent session, so a crash (no snapshot at all) and a clean restart differ
+///    only in what was not saved.
+///
+/// Downtime counts as age: a restart shorter than the active window shows nobody anything.
 impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// Everything the tracker knows. Consistent per user (each user shard is read under its
     /// lock); signals recorded concurrently for other users may or may not be in it.

@@ -6,14 +6,15 @@ mod settle;
 pub(crate) mod shard;
 mod wheel;
 
-use std::hash::BuildHasher;
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::{
     derive, Activity, Cause, Clock, ConnectionId, DisconnectKind, Error, Event, Id, Policy,
-    Presence, SystemClock, Timestamp,
+    Presence, SystemClock, Timestamp, Transitions,
 };
 use shard::{
     pack, unpack, Counters, Hasher, Padded, Retained, SessionEntry, SessionSlot, SessionTable,
@@ -42,20 +43,54 @@ const USER_SHARDS: usize = 64;
 /// `Arc` between handlers and the task that calls [`tick`](Self::tick). It owns no thread and
 /// no async runtime.
 ///
-/// Every signal returns the [`Event`]s it caused; so does `tick`, which finds the downgrades
-/// that time brought, at a cost proportional to what changed. [`next_deadline`](Self::next_deadline)
-/// says when to tick again.
+/// # Method map
+///
+/// What a server calls, in the order it calls it:
+///
+/// | when | call | returns |
+/// |---|---|---|
+/// | at start | [`new`](Self::new), [`with_clock`](Self::with_clock), or [`restore`](Self::restore) a [`snapshot`](Self::snapshot) | the tracker |
+/// | a client connects (and on every reconnect) | [`connect`](Self::connect)`(user, session, connection, activity)` | [`Transitions`] |
+/// | a client reports its activity | [`heartbeat`](Self::heartbeat)`(session, activity)`, or many at once with [`heartbeat_batch`](Self::heartbeat_batch) | [`Transitions`] |
+/// | a transport closes | [`disconnect`](Self::disconnect)`(session, connection, kind)` | [`Transitions`] |
+/// | the client says it leaves (`pagehide`, logout) | [`leave`](Self::leave)`(session, connection)` | [`Transitions`] |
+/// | at [`next_deadline`](Self::next_deadline), or at a fixed interval | [`tick`](Self::tick) | [`Transitions`] |
+/// | to answer "who is here" | [`user`](Self::user), [`user_sessions`](Self::user_sessions), [`session`](Self::session), [`online`](Self::online), [`census`](Self::census) | views |
+/// | at shutdown | [`snapshot`](Self::snapshot), *before* closing the sockets | [`Snapshot`](crate::Snapshot) |
+///
+/// Every signal and `tick` return the [`Transitions`] they published: broadcast them (most
+/// servers send [`Transitions::users`]); each is reported exactly once. An `Err` means nothing
+/// changed.
+///
+/// # Time
+///
+/// Time comes from the clock, and only from it: there is no method that takes the time from
+/// the caller. A server that reads the time once per batch of messages uses a
+/// [`CoarseClock`](crate::CoarseClock) (refreshed every few milliseconds, one atomic load per
+/// read: measured at the cost of passing a time in, BENCHMARKS.md §7); tests and simulations
+/// use a [`ManualClock`](crate::ManualClock) and move it. So one bogus caller-supplied time
+/// cannot move the tracker's time, and reads never change it. A clock that goes back is treated
+/// as standing still.
+///
+/// # Connections fence the signals that end a session
+///
+/// A session's current connection is the one its latest [`connect`](Self::connect) named. A
+/// [`disconnect`](Self::disconnect) or [`leave`](Self::leave) naming another connection is
+/// ignored (`Ok`, no transitions): in a reload the new socket's connect often arrives before
+/// the old page's leave and the old socket's disconnect, and neither may end the session the
+/// new socket carries. A [`heartbeat`](Self::heartbeat) names no connection: it can only keep a
+/// session alive, which a heartbeat from the same tab proves whichever socket carried it.
 ///
 /// # Design
 ///
 /// Sessions live in a table sharded by session id behind read-write locks; a heartbeat that
 /// changes no presence (the common one) hashes the id once, takes a shard's read lock and stores
-/// one atomic word (`last_seen` and the activity) with a relaxed store: no exclusive lock, no
-/// fence, no allocation, no list to relink. [`heartbeat_batch`](Self::heartbeat_batch) takes each
-/// shard's lock once for all of a batch's heartbeats. Users live in a table sharded by user id
-/// behind mutexes, each shard with a timing wheel of when its users must be looked at again;
-/// the wheel is armed lazily (an entry may be early, never late), so a heartbeat never touches
-/// it, and a tick takes only what is due.
+/// one atomic word (`last_seen` and the activity): no exclusive lock, no allocation, no list to
+/// relink. [`heartbeat_batch`](Self::heartbeat_batch) takes each shard's lock once for all of a
+/// batch's heartbeats. Users live in a table sharded by user id behind mutexes, each shard with
+/// a timing wheel of when its users must be looked at again; the wheel is armed lazily (an
+/// entry may be early, never late), so a heartbeat never touches it, and a tick takes only what
+/// is due.
 ///
 /// # Examples
 ///
@@ -65,13 +100,13 @@ const USER_SHARDS: usize = 64;
 ///
 /// let clock = ManualClock::new();
 /// let tracker: PresenceTracker<u64, u64, _> = PresenceTracker::with_clock(Policy::default(), clock.clone());
-/// tracker.connect(7, 1, "socket-a")?;
-/// tracker.heartbeat(&1, Activity::Background)?;
+/// let _ = tracker.connect(7, 1, "socket-a", Activity::Active)?;
+/// let _ = tracker.heartbeat(&1, Activity::Background)?;
 /// assert_eq!(tracker.user(&7).presence, Presence::Away);
 ///
 /// clock.advance(Duration::from_secs(200));
-/// let events = tracker.tick();
-/// assert!(events.iter().any(|e| e.is_user() && e.to == Presence::Stale));
+/// let changes = tracker.tick();
+/// assert!(changes.users().any(|e| e.to == Presence::Stale));
 /// # Ok::<(), presence_tracker::Error>(())
 /// ```
 #[derive(Debug)]
@@ -170,7 +205,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
 
     /// The clock's time, or the latest time the tracker has seen if the clock went back.
     pub fn now(&self) -> Timestamp {
-        Timestamp::from_millis(self.effective_now(self.clock.now()))
+        Timestamp::from_millis(self.read_now())
+    }
+
+    /// The time a read works at: the clock's, or the latest a signal or tick saw. Unlike
+    /// [`effective_now`](Self::effective_now) it records nothing: a read has no side effects.
+    pub(crate) fn read_now(&self) -> u64 {
+        self.clock
+            .now()
+            .as_millis()
+            .max(self.high_water.load(Ordering::Relaxed))
     }
 
     /// `now`, unless an earlier call saw a later time: then that one. Time never goes back.
@@ -185,7 +229,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     }
 
     /// The session's hash, and the shard it picks: the one hash a lookup computes.
-    pub(crate) fn locate(&self, session: &S) -> (&RwLock<SessionTable<U, S>>, u64) {
+    pub(crate) fn locate<Q: Hash + ?Sized>(
+        &self,
+        session: &Q,
+    ) -> (&RwLock<SessionTable<U, S>>, u64) {
         let h = self.shard_hasher.hash_one(session);
         (&self.sessions[Self::session_shard(h)].0, h)
     }
@@ -196,11 +243,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         (hash >> 32) as usize & (SESSION_SHARDS - 1)
     }
 
-    pub(crate) fn user_slot(&self, user: &U) -> &UserSlot<U, S> {
+    pub(crate) fn user_slot<Q: Hash + ?Sized>(&self, user: &Q) -> &UserSlot<U, S> {
         &self.users[self.user_index(user)].0
     }
 
-    fn user_index(&self, user: &U) -> usize {
+    fn user_index<Q: Hash + ?Sized>(&self, user: &Q) -> usize {
         let h = self.shard_hasher.hash_one(user);
         (h >> 40) as usize & (USER_SHARDS - 1)
     }
@@ -214,16 +261,20 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
 
     /// The session's entry, unless it is unknown or expired (derived offline at `now`): an
     /// expired session is gone for every signal, though only a tick frees it.
-    fn live_entry<'m>(
+    fn live_entry<'m, Q>(
         &self,
         map: &'m SessionTable<U, S>,
         hash: u64,
-        session: &S,
+        session: &Q,
         now: u64,
-    ) -> Result<&'m SessionEntry<U, S>, Error> {
+    ) -> Result<&'m SessionEntry<U, S>, Error>
+    where
+        S: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
         match map.get(hash, session) {
             Some(e) if !e.expired(now, self.policy.ttl_ms) => Ok(e),
-            _ => Err(unknown(session)),
+            _ => Err(Error::UnknownSession),
         }
     }
 
@@ -247,8 +298,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// A connection attached to a session: a new session for `user`, or a re-attach (after a
     /// reconnect, with a new connection id) of one it already has.
     ///
-    /// A new session starts `active`; a re-attached one keeps its last reported activity,
-    /// clears its disconnect, and counts as seen now.
+    /// `activity` is what the client reports as it connects: a background tab or a phone
+    /// resuming in the background connects as [`Activity::Background`] and never shows `active`
+    /// for an instant. A re-attached session takes the new activity, clears its disconnect or
+    /// leave, and counts as seen now. The connection becomes the session's current one: a later
+    /// disconnect or leave naming an earlier connection is ignored.
     ///
     /// # Errors
     ///
@@ -260,56 +314,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         user: U,
         session: S,
         connection: impl Into<ConnectionId>,
-    ) -> Result<Events<U, S>, Error> {
-        self.connect_at(user, session, connection, self.clock.now())
-    }
-
-    /// [`connect`](Self::connect) at a given time.
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](Self::connect).
-    pub fn connect_at(
-        &self,
-        user: U,
-        session: S,
-        connection: impl Into<ConnectionId>,
-        now: Timestamp,
-    ) -> Result<Events<U, S>, Error> {
-        self.attach(user, session, connection.into(), None, now)
-    }
-
-    /// [`connect`](Self::connect) with the activity the client reports as it connects (a
-    /// background tab or a phone resuming in the background): the session starts, or
-    /// re-attaches, with it, so it never shows `active` for an instant.
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](Self::connect).
-    pub fn connect_with_activity(
-        &self,
-        user: U,
-        session: S,
-        connection: impl Into<ConnectionId>,
         activity: Activity,
-    ) -> Result<Events<U, S>, Error> {
-        self.connect_with_activity_at(user, session, connection, activity, self.clock.now())
-    }
-
-    /// [`connect_with_activity`](Self::connect_with_activity) at a given time.
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](Self::connect).
-    pub fn connect_with_activity_at(
-        &self,
-        user: U,
-        session: S,
-        connection: impl Into<ConnectionId>,
-        activity: Activity,
-        now: Timestamp,
-    ) -> Result<Events<U, S>, Error> {
-        self.attach(user, session, connection.into(), Some(activity), now)
+    ) -> Result<Transitions<U, S>, Error> {
+        self.attach(
+            user,
+            session,
+            connection.into(),
+            Some(activity),
+            self.clock.now(),
+        )
+        .map(Transitions::from_vec)
     }
 
     fn attach(
@@ -388,11 +402,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 .map(|e| e.user.clone())
         };
         match live_owner {
-            Some(owner) if owner != user => {
-                return Err(Error::SessionOwnedByOtherUser {
-                    session: format!("{session:?}"),
-                })
-            }
+            Some(owner) if owner != user => return Err(Error::SessionOwnedByOtherUser),
             Some(_) => {
                 let mut map = slot.write();
                 if let Some(entry) = map.get_mut(hash, &session) {
@@ -410,7 +420,6 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     .map_or(0, |u| self.live_sessions(&u.sessions, now));
                 if live >= self.policy.max_sessions_per_user {
                     return Err(Error::TooManySessionsForUser {
-                        user: format!("{user:?}"),
                         max: self.policy.max_sessions_per_user,
                     });
                 }
@@ -432,7 +441,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                         Some(other) => other,
                         None => &mut *shard,
                     };
-                    self.settle(owner_shard, owner, now, None, &mut events);
+                    self.settle(owner_shard, owner, now, None::<(&S, Cause)>, &mut events);
                     self.session_total.fetch_add(1, Ordering::Relaxed);
                 }
                 slot.write().insert(
@@ -531,28 +540,37 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// The client behind a session is there, doing `activity`.
     ///
     /// The common heartbeat, one that changes no presence, updates one atomic word under a
-    /// shard's read lock and allocates nothing.
+    /// shard's read lock and allocates nothing. The session is looked up by any borrowed form
+    /// of its id (`"tab-1"` for a `String` id).
+    ///
+    /// A heartbeat names no connection: it only proves the session's client was there, which a
+    /// heartbeat sent on a connection that has since been replaced still does; it never ends a
+    /// session nor clears a disconnect (only [`connect`](Self::connect) re-attaches).
     ///
     /// # Errors
     ///
     /// [`Error::UnknownSession`] if the session never connected or has expired (the client
-    /// should connect again); [`Error::EmptyId`] / [`Error::IdTooLong`] for a bad string id.
-    pub fn heartbeat(&self, session: &S, activity: Activity) -> Result<Events<U, S>, Error> {
+    /// should connect again).
+    pub fn heartbeat<Q>(&self, session: &Q, activity: Activity) -> Result<Transitions<U, S>, Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.heartbeat_at(session, activity, self.clock.now())
+            .map(Transitions::from_vec)
     }
 
     /// [`heartbeat`](Self::heartbeat) at a given time.
-    ///
-    /// # Errors
-    ///
-    /// As [`heartbeat`](Self::heartbeat).
-    pub fn heartbeat_at(
+    fn heartbeat_at<Q>(
         &self,
-        session: &S,
+        session: &Q,
         activity: Activity,
         now: Timestamp,
-    ) -> Result<Events<U, S>, Error> {
-        self.check_id(session)?;
+    ) -> Result<Events<U, S>, Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let now = self.effective_now(now);
         let (slot, hash) = self.locate(session);
         let user = {
@@ -596,13 +614,17 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     }
 
     /// A heartbeat that changes a presence: under the owner's lock.
-    fn heartbeat_slow(
+    fn heartbeat_slow<Q>(
         &self,
         user: U,
-        session: &S,
+        session: &Q,
         activity: Activity,
         now: u64,
-    ) -> Result<Events<U, S>, Error> {
+    ) -> Result<Events<U, S>, Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.on_owner(user, session, now, Cause::Heartbeat, |entry, now| {
             entry.hot.store(pack(now, activity), Ordering::Relaxed);
         })
@@ -617,69 +639,65 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownSession`]; [`Error::EmptyId`] / [`Error::IdTooLong`].
-    pub fn disconnect(
+    /// [`Error::UnknownSession`] if the session never connected or has expired.
+    pub fn disconnect<Q>(
         &self,
-        session: &S,
+        session: &Q,
         connection: impl Into<ConnectionId>,
         kind: DisconnectKind,
-    ) -> Result<Events<U, S>, Error> {
-        self.disconnect_at(session, connection, kind, self.clock.now())
-    }
-
-    /// [`disconnect`](Self::disconnect) at a given time.
-    ///
-    /// # Errors
-    ///
-    /// As [`disconnect`](Self::disconnect).
-    pub fn disconnect_at(
-        &self,
-        session: &S,
-        connection: impl Into<ConnectionId>,
-        kind: DisconnectKind,
-        now: Timestamp,
-    ) -> Result<Events<U, S>, Error> {
-        self.check_id(session)?;
-        let connection = connection.into();
-        let now = self.effective_now(now);
+    ) -> Result<Transitions<U, S>, Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.effective_now(self.clock.now());
         let grace = self.policy.grace_ms(kind);
-        self.close(session, now, Some(connection), grace, Cause::Disconnect)
+        self.close(session, now, connection.into(), grace, Cause::Disconnect)
+            .map(Transitions::from_vec)
     }
 
-    /// The client says it is leaving (logout, `pagehide`). The session expires after the
-    /// policy's `leave_grace` unless a connection re-attaches (a reload does).
+    /// The client on `connection` says it is leaving (logout, `pagehide`). The session expires
+    /// after the policy's `leave_grace` unless a connection re-attaches (a reload does).
+    ///
+    /// Fenced like [`disconnect`](Self::disconnect): ignored (`Ok` with no events) unless
+    /// `connection` is the session's current one. A reload whose new connection attached before
+    /// the old page's `pagehide` leave arrived keeps the session.
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownSession`]; [`Error::EmptyId`] / [`Error::IdTooLong`].
-    pub fn leave(&self, session: &S) -> Result<Events<U, S>, Error> {
-        self.leave_at(session, self.clock.now())
-    }
-
-    /// [`leave`](Self::leave) at a given time.
-    ///
-    /// # Errors
-    ///
-    /// As [`leave`](Self::leave).
-    pub fn leave_at(&self, session: &S, now: Timestamp) -> Result<Events<U, S>, Error> {
-        self.check_id(session)?;
-        let now = self.effective_now(now);
-        self.close(session, now, None, self.policy.leave_grace_ms, Cause::Leave)
-    }
-
-    fn close(
+    /// [`Error::UnknownSession`] if the session never connected or has expired.
+    pub fn leave<Q>(
         &self,
-        session: &S,
+        session: &Q,
+        connection: impl Into<ConnectionId>,
+    ) -> Result<Transitions<U, S>, Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.effective_now(self.clock.now());
+        let grace = self.policy.leave_grace_ms;
+        self.close(session, now, connection.into(), grace, Cause::Leave)
+            .map(Transitions::from_vec)
+    }
+
+    fn close<Q>(
+        &self,
+        session: &Q,
         now: u64,
-        connection: Option<ConnectionId>,
+        connection: ConnectionId,
         grace: u64,
         cause: Cause,
-    ) -> Result<Events<U, S>, Error> {
+    ) -> Result<Events<U, S>, Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let (session_slot, hash) = self.locate(session);
         let user = {
             let map = session_slot.read();
             let entry = self.live_entry(&map, hash, session, now)?;
-            if connection.is_some_and(|c| c != entry.connection) {
+            if connection != entry.connection {
                 return Ok(Vec::new());
             }
             entry.user.clone()
@@ -692,12 +710,12 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             match self.live_entry(&map, hash, session, now) {
                 Ok(entry) if entry.user == user => {}
                 // Expired, or expired and taken by another user, while we waited for the lock.
-                _ => return Err(unknown(session)),
+                _ => return Err(Error::UnknownSession),
             }
             let Some(entry) = map.get_mut(hash, session) else {
-                return Err(unknown(session));
+                return Err(Error::UnknownSession);
             };
-            if connection.is_some_and(|c| c != entry.connection) {
+            if connection != entry.connection {
                 return Ok(Vec::new());
             }
             entry.set_grace(entry.grace().min(now.saturating_add(grace)));
@@ -710,14 +728,18 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
 
     /// Under the owner's lock, applies `update` to the session (if it still belongs to `user`)
     /// and settles the user.
-    fn on_owner(
+    fn on_owner<Q>(
         &self,
         user: U,
-        session: &S,
+        session: &Q,
         now: u64,
         cause: Cause,
         update: impl FnOnce(&SessionEntry<U, S>, u64),
-    ) -> Result<Events<U, S>, Error> {
+    ) -> Result<Events<U, S>, Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let slot = self.user_slot(&user);
         let mut shard = slot.shard.lock();
         let now = self.ordered(now);
@@ -728,7 +750,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 Ok(entry) if entry.user == user => {
                     update(entry, now);
                 }
-                _ => return Err(unknown(session)),
+                _ => return Err(Error::UnknownSession),
             }
         }
         let mut events = Vec::new();
@@ -750,13 +772,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// so a heartbeat never touches them; a re-check that finds nothing to publish costs about a
     /// user-table and a session-table lookup). Shards with nothing due are skipped without
     /// taking their lock.
-    pub fn tick(&self) -> Events<U, S> {
-        self.tick_at(self.clock.now())
-    }
-
-    /// [`tick`](Self::tick) at a given time.
-    pub fn tick_at(&self, now: Timestamp) -> Events<U, S> {
-        let now = self.effective_now(now);
+    pub fn tick(&self) -> Transitions<U, S> {
+        let now = self.effective_now(self.clock.now());
         let mut events = Vec::new();
         for slot in self.users.iter() {
             let slot = &slot.0;
@@ -768,12 +785,17 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             self.run_due(&mut shard, now, &mut events);
             slot.earliest.store(shard.earliest(), Ordering::Release);
         }
-        events
+        Transitions::from_vec(events)
     }
 
     /// When the next downgrade or expiry may be due: sleep until then and [`tick`](Self::tick).
     /// `None` when nothing is tracked. May be early (the session was heard from since), never
     /// late.
+    ///
+    /// The wake rule: a signal can move the deadline *earlier* (a connect, a disconnect with a
+    /// short grace, a leave), so a driver that sleeps until the deadline must also wake when a
+    /// signal returns, and read it again. A driver that ticks at a fixed interval needs no
+    /// rule: a late tick publishes one event from the published presence to the current one.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         self.users
             .iter()
@@ -781,11 +803,5 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             .min()
             .filter(|&t| t != NO_DEADLINE)
             .map(Timestamp::from_millis)
-    }
-}
-
-fn unknown<S: Id>(session: &S) -> Error {
-    Error::UnknownSession {
-        session: format!("{session:?}"),
     }
 }

@@ -2,10 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Activity, ConnectionId, Presence, Timestamp};
+use crate::{Activity, ConnectionId, Presence, SessionRecord, Timestamp};
 
 /// One session's presence and record, derived at the time of the read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SessionView<U> {
     /// The owner.
     pub user: U,
@@ -21,10 +22,38 @@ pub struct SessionView<U> {
     pub connected: bool,
     /// When the session expires unless a signal comes: the TTL, or the grace deadline if sooner.
     pub expires_at: Timestamp,
+    /// When it expires for want of a connection, if its connection closed (a disconnect or a
+    /// leave): the grace deadline.
+    pub grace_deadline: Option<Timestamp>,
+}
+
+impl<U> SessionView<U> {
+    /// The session as [`derive`](crate::derive()) reads it: derive its presence at another
+    /// time without asking the tracker again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use presence_tracker::{derive, Activity, ManualClock, Policy, Presence, PresenceTracker};
+    ///
+    /// let clock = ManualClock::new();
+    /// let tracker: PresenceTracker<u64, u64, _> =
+    ///     PresenceTracker::with_clock(Policy::default(), clock.clone());
+    /// let _ = tracker.connect(7, 1, "socket-a", Activity::Active)?;
+    /// let view = tracker.session(&1).expect("live");
+    /// let later = clock.now() + Duration::from_secs(30);
+    /// assert_eq!(derive(&view.record(), later, tracker.policy()), Presence::Idle);
+    /// # Ok::<(), presence_tracker::Error>(())
+    /// ```
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord::new(self.last_seen, self.activity, self.grace_deadline)
+    }
 }
 
 /// One user's presence, derived at the time of the read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UserView {
     /// The highest presence among the user's sessions; offline with none.
     pub presence: Presence,
@@ -37,6 +66,7 @@ pub struct UserView {
 
 /// How many subjects are in each presence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Counts {
     /// Active.
     pub active: usize,
@@ -87,6 +117,7 @@ impl Counts {
 /// each subject): it reads counters, so it is O(1), and it is exact right after a
 /// [`tick`](crate::PresenceTracker::tick).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Census {
     /// Users, including the offline ones still retained.
     pub users: Counts,

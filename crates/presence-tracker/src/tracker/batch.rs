@@ -1,5 +1,6 @@
 //! Heartbeats in batches: each session shard's lock taken once per batch.
 
+use std::borrow::Borrow;
 use std::hash::BuildHasher;
 
 use parking_lot::RwLockReadGuard;
@@ -7,16 +8,17 @@ use parking_lot::RwLockReadGuard;
 use smallvec::SmallVec;
 
 use super::shard::SessionEntry;
-use super::{unknown, PresenceTracker, PROBES, SESSION_SHARDS};
-use crate::{Activity, Clock, Error, Event, Id, Timestamp};
+use super::{PresenceTracker, PROBES, SESSION_SHARDS};
+use crate::{Activity, Clock, Error, Id, Transitions};
 
 /// What [`PresenceTracker::heartbeat_batch`] did: the events the batch caused, and the
 /// heartbeats it refused.
 #[derive(Debug)]
 #[non_exhaustive]
+#[must_use = "transitions are reported once: broadcast them, or they are lost"]
 pub struct BatchOutcome<U, S> {
     /// The transitions the batch caused, in the order they were published.
-    pub events: Vec<Event<U, S>>,
+    pub events: Transitions<U, S>,
     /// The refused heartbeats: their position in the batch and why. A refused heartbeat changed
     /// nothing; the others were recorded.
     pub errors: Vec<(usize, Error)>,
@@ -25,7 +27,7 @@ pub struct BatchOutcome<U, S> {
 impl<U, S> Default for BatchOutcome<U, S> {
     fn default() -> Self {
         BatchOutcome {
-            events: Vec::new(),
+            events: Transitions::new(),
             errors: Vec::new(),
         }
     }
@@ -42,6 +44,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// tracker's choosing (so when two sessions of one user both rise, the user may rise in one
     /// event or in two).
     ///
+    /// The heartbeats are grouped by session shard, and each shard's read lock is taken once
+    /// for all of its heartbeats: the common heartbeat, which changes no presence, is then a
+    /// table probe and one relaxed store, with no locked instruction of its own. A heartbeat
+    /// that changes a presence releases the shard's lock and takes the slow path of
+    /// [`heartbeat`](Self::heartbeat) where it stands, so heartbeats for one session apply in
+    /// their order in the batch. Allocates its scratch space, once per call.
+    ///
+    /// Takes owned ids or references (`(S, Activity)` or `(&S, Activity)`), so what a channel
+    /// of heartbeats yields goes in as it is.
+    ///
     /// # Examples
     ///
     /// ```
@@ -49,53 +61,30 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ///
     /// let tracker: PresenceTracker<u64, u64, _> =
     ///     PresenceTracker::with_clock(Policy::default(), ManualClock::new());
-    /// tracker.connect(7, 1, "socket-a")?;
-    /// tracker.connect(8, 2, "socket-b")?;
-    /// // Drained from the sockets since the last call:
-    /// let pending = [(1, Activity::Active), (2, Activity::Active), (3, Activity::Idle)];
-    /// let outcome = tracker.heartbeat_batch(pending.iter().map(|(s, a)| (s, *a)));
+    /// let _ = tracker.connect(7, 1, "socket-a", Activity::Active)?;
+    /// let _ = tracker.connect(8, 2, "socket-b", Activity::Active)?;
+    /// // Drained from the sockets since the last call (a channel of `(session, activity)`):
+    /// let pending = vec![(1, Activity::Active), (2, Activity::Active), (3, Activity::Idle)];
+    /// let outcome = tracker.heartbeat_batch(pending);
     /// assert!(outcome.events.is_empty()); // nothing changed presence
     /// assert_eq!(outcome.errors.len(), 1); // session 3 never connected
     /// assert_eq!(outcome.errors[0].0, 2);
     /// # Ok::<(), presence_tracker::Error>(())
     /// ```
-    pub fn heartbeat_batch<'a>(
+    pub fn heartbeat_batch<K>(
         &self,
-        heartbeats: impl IntoIterator<Item = (&'a S, Activity)>,
+        heartbeats: impl IntoIterator<Item = (K, Activity)>,
     ) -> BatchOutcome<U, S>
     where
-        S: 'a,
+        K: Borrow<S>,
     {
-        self.heartbeat_batch_at(heartbeats, self.clock.now())
-    }
-
-    /// [`heartbeat_batch`](Self::heartbeat_batch) at a given time.
-    ///
-    /// The heartbeats are grouped by session shard, and each shard's read lock is taken once
-    /// for all of its heartbeats: the common heartbeat, which changes no presence, is then a
-    /// table probe and one relaxed store, with no locked instruction of its own. A heartbeat
-    /// that changes a presence releases the shard's lock and takes the slow path of
-    /// [`heartbeat`](Self::heartbeat) where it stands, so heartbeats for one session apply in
-    /// their order in the batch. Allocates its scratch space, once per call.
-    pub fn heartbeat_batch_at<'a>(
-        &self,
-        heartbeats: impl IntoIterator<Item = (&'a S, Activity)>,
-        now: Timestamp,
-    ) -> BatchOutcome<U, S>
-    where
-        S: 'a,
-    {
-        let now = self.effective_now(now);
+        let now = self.effective_now(self.clock.now());
         let mut outcome = BatchOutcome::default();
         let iter = heartbeats.into_iter();
-        let mut items: Vec<Item<'a, S>> = Vec::with_capacity(iter.size_hint().0);
+        let mut items: Vec<Item<K>> = Vec::with_capacity(iter.size_hint().0);
         let mut counts = [0usize; SESSION_SHARDS];
         for (position, (session, activity)) in iter.enumerate() {
-            if let Err(e) = self.check_id(session) {
-                outcome.errors.push((position, e));
-                continue;
-            }
-            let hash = self.shard_hasher.hash_one(session);
+            let hash = self.shard_hasher.hash_one(session.borrow());
             counts[Self::session_shard(hash)] += 1;
             items.push(Item {
                 session,
@@ -129,7 +118,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             'fast: for chunk in group.chunks(PROBES) {
                 let found: SmallVec<[Option<&SessionEntry<U, S>>; PROBES]> = chunk
                     .iter()
-                    .map(|&i| map.get(items[i].hash, items[i].session))
+                    .map(|&i| map.get::<S>(items[i].hash, items[i].session.borrow()))
                     .collect();
                 for (&i, entry) in chunk.iter().zip(found) {
                     let item = &items[i];
@@ -139,14 +128,14 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                                 break 'fast;
                             }
                         }
-                        _ => outcome.errors.push((item.position, unknown(item.session))),
+                        _ => outcome.errors.push((item.position, Error::UnknownSession)),
                     }
                     done += 1;
                 }
             }
             for &i in &group[done..] {
                 let item = &items[i];
-                let user = match self.live_entry(&map, item.hash, item.session, now) {
+                let user = match self.live_entry::<S>(&map, item.hash, item.session.borrow(), now) {
                     Ok(entry) => match self.record_heartbeat(entry, item.activity, now) {
                         Some(_) => continue,
                         None => entry.user.clone(),
@@ -159,10 +148,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 // A change: the slow path takes the owner's lock, which comes before a session
                 // shard's in the lock order, so let go of this one meanwhile.
                 let result = RwLockReadGuard::unlocked(&mut map, || {
-                    self.heartbeat_slow(user, item.session, item.activity, now)
+                    self.heartbeat_slow::<S>(user, item.session.borrow(), item.activity, now)
                 });
                 match result {
-                    Ok(mut events) => outcome.events.append(&mut events),
+                    Ok(events) => outcome.events.extend(events),
                     Err(e) => outcome.errors.push((item.position, e)),
                 }
             }
@@ -173,8 +162,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
 }
 
 /// One heartbeat of a batch, hashed.
-struct Item<'a, S> {
-    session: &'a S,
+struct Item<K> {
+    session: K,
     hash: u64,
     activity: Activity,
     position: usize,

@@ -1,5 +1,8 @@
 //! Reading presence: derived at the time of the read, never by scanning all sessions.
 
+use std::borrow::Borrow;
+use std::hash::Hash;
+
 use super::shard::{UserEntry, UserShard, NO_DEADLINE};
 use super::PresenceTracker;
 use crate::view::Counts;
@@ -9,17 +12,17 @@ use super::shard::Counters;
 
 /// # Reading presence
 ///
-/// Reads derive presence at the time of the read (the `*_at` variants take it), so they are
-/// exact even between ticks; they publish nothing.
+/// Reads derive presence at the clock's time, so they are exact even between ticks; they
+/// publish nothing and change nothing (not even the tracker's notion of time). Ids are looked up
+/// by any borrowed form (`"ada"` for a `String` id).
 impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// A session's presence and record; `None` if unknown or expired (derived offline).
-    pub fn session(&self, session: &S) -> Option<SessionView<U>> {
-        self.session_at(session, self.clock.now())
-    }
-
-    /// [`session`](Self::session) at a given time.
-    pub fn session_at(&self, session: &S, now: Timestamp) -> Option<SessionView<U>> {
-        let now = Timestamp::from_millis(self.effective_now(now));
+    pub fn session<Q>(&self, session: &Q) -> Option<SessionView<U>>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = Timestamp::from_millis(self.read_now());
         let (slot, hash) = self.locate(session);
         let map = slot.read();
         let entry = map.get(hash, session)?;
@@ -38,23 +41,27 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             connection: entry.connection,
             connected: entry.grace() == NO_DEADLINE,
             expires_at: record.grace_deadline.map_or(ttl, |d| d.min(ttl)),
+            grace_deadline: record.grace_deadline,
         }
     }
 
     /// A user's presence: the highest of its sessions, how many are online, and when it was
     /// last seen. O(the user's sessions).
-    pub fn user(&self, user: &U) -> UserView {
-        self.user_at(user, self.clock.now())
-    }
-
-    /// [`user`](Self::user) at a given time.
-    pub fn user_at(&self, user: &U, now: Timestamp) -> UserView {
-        let now = Timestamp::from_millis(self.effective_now(now));
+    pub fn user<Q>(&self, user: &Q) -> UserView
+    where
+        U: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = Timestamp::from_millis(self.read_now());
         let shard = self.user_slot(user).shard.lock();
         self.user_view(&shard, user, now)
     }
 
-    fn user_view(&self, shard: &UserShard<U, S>, user: &U, now: Timestamp) -> UserView {
+    fn user_view<Q>(&self, shard: &UserShard<U, S>, user: &Q, now: Timestamp) -> UserView
+    where
+        U: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         if let Some(entry) = shard.live.get(user) {
             return self.live_view(entry, now);
         }
@@ -95,13 +102,12 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     }
 
     /// The online sessions of a user, with their views. O(the user's sessions).
-    pub fn user_sessions(&self, user: &U) -> Vec<(S, SessionView<U>)> {
-        self.user_sessions_at(user, self.clock.now())
-    }
-
-    /// [`user_sessions`](Self::user_sessions) at a given time.
-    pub fn user_sessions_at(&self, user: &U, now: Timestamp) -> Vec<(S, SessionView<U>)> {
-        let now = Timestamp::from_millis(self.effective_now(now));
+    pub fn user_sessions<Q>(&self, user: &Q) -> Vec<(S, SessionView<U>)>
+    where
+        U: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = Timestamp::from_millis(self.read_now());
         let shard = self.user_slot(user).shard.lock();
         let Some(entry) = shard.live.get(user) else {
             return Vec::new();
@@ -110,9 +116,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             .sessions
             .iter()
             .filter_map(|session| {
-                let (slot, hash) = self.locate(session);
+                let (slot, hash) = self.locate::<S>(session);
                 let map = slot.read();
-                let view = self.view_of(map.get(hash, session)?, now);
+                let view = self.view_of(map.get::<S>(hash, session)?, now);
                 view.presence.is_online().then(|| (session.clone(), view))
             })
             .collect()
@@ -121,12 +127,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// Every user who is not offline, with its view. O(users with a live session), in no
     /// particular order.
     pub fn online(&self) -> Vec<(U, UserView)> {
-        self.online_at(self.clock.now())
-    }
-
-    /// [`online`](Self::online) at a given time.
-    pub fn online_at(&self, now: Timestamp) -> Vec<(U, UserView)> {
-        let now = Timestamp::from_millis(self.effective_now(now));
+        let now = Timestamp::from_millis(self.read_now());
         let mut online = Vec::new();
         for slot in self.users.iter() {
             let shard = slot.0.shard.lock();

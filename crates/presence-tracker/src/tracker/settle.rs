@@ -1,5 +1,6 @@
 //! Bringing a user's published presences up to date, and the deadline queue.
 
+use std::borrow::Borrow;
 use std::sync::atomic::Ordering;
 
 use smallvec::SmallVec;
@@ -15,14 +16,17 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// recorded for, and the cause to give its change.
     ///
     /// O(the user's sessions). The caller holds the user's shard lock.
-    pub(super) fn settle(
+    pub(super) fn settle<Q>(
         &self,
         shard: &mut UserShard<U, S>,
         user: &U,
         now: u64,
-        signal: Option<(&S, Cause)>,
+        signal: Option<(&Q, Cause)>,
         events: &mut Events<U, S>,
-    ) {
+    ) where
+        S: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
         let Some(entry) = shard.live.get_mut(user) else {
             return;
         };
@@ -32,15 +36,18 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         // The user's event takes the cause of what moved it: a rise, the signal's; a fall, the
         // last session's fall.
         let (mut rise, mut fall) = (Cause::Timeout, Cause::Timeout);
+        // Every event of this call carries the user's live sessions once it is published.
+        let first = events.len();
+        let mut live = 0;
         let mut i = 0;
         while i < entry.sessions.len() {
             let session = &entry.sessions[i];
-            let (slot, hash) = self.locate(session);
+            let (slot, hash) = self.locate::<S>(session);
             // Under the write lock: a publication must not fall between a heartbeat's
             // comparison with the published presence and its store (see `SessionEntry`).
             let seen = {
                 let mut map = slot.write();
-                let seen = map.get_mut(hash, session).map(|e| {
+                let seen = map.get_mut::<S>(hash, session).map(|e| {
                     let from = e.published();
                     let record = e.record();
                     let to = derive(&record, at, &self.policy);
@@ -50,7 +57,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     (from, to, record)
                 });
                 if matches!(seen, Some((_, Presence::Offline, _))) {
-                    map.remove(hash, session);
+                    map.remove::<S>(hash, session);
                 }
                 seen
             };
@@ -62,8 +69,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             if from != to {
                 let expired = record.grace_deadline.is_some_and(|d| d <= at);
                 let cause = match signal {
-                    Some((s, cause @ (Cause::Connect | Cause::Heartbeat))) if s == session => cause,
-                    Some((s, cause)) if s == session && expired && to == Presence::Offline => cause,
+                    Some((s, cause @ (Cause::Connect | Cause::Heartbeat)))
+                        if session.borrow() == s =>
+                    {
+                        cause
+                    }
+                    Some((s, cause))
+                        if session.borrow() == s && expired && to == Presence::Offline =>
+                    {
+                        cause
+                    }
                     _ if expired && to == Presence::Offline => Cause::GraceExpired,
                     _ => Cause::Timeout,
                 };
@@ -83,6 +98,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     at,
                     cause,
                     seq,
+                    sessions: 0,
+                    last_seen: record.last_seen,
                 });
                 Counters::moved(&self.counters[shard.index].sessions, from, to);
             }
@@ -94,10 +111,23 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 continue;
             }
             best = best.max(to);
+            live += 1;
             if let Some(t) = next_change(&record, to, &self.policy) {
                 next = next.min(t.as_millis());
             }
             i += 1;
+        }
+        let last_seen = entry
+            .sessions
+            .iter()
+            .fold(entry.gone_last_seen, |latest, session| {
+                let (slot, hash) = self.locate::<S>(session);
+                let map = slot.read();
+                map.get::<S>(hash, session)
+                    .map_or(latest, |e| latest.max(e.record().last_seen.as_millis()))
+            });
+        for event in &mut events[first..] {
+            event.sessions = live;
         }
         let published = entry.published();
         if best != published {
@@ -110,6 +140,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 at,
                 cause,
                 seq,
+                sessions: live,
+                last_seen: Timestamp::from_millis(last_seen),
             });
             Counters::moved(&self.counters[shard.index].users, published, best);
             entry.state.set_published(best);
@@ -164,7 +196,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                         continue;
                     }
                     entry.armed = NO_DEADLINE;
-                    self.settle(shard, &due.user, now, None, events);
+                    self.settle(shard, &due.user, now, None::<(&S, Cause)>, events);
                 } else if shard
                     .retained
                     .get(&due.user)

@@ -1,5 +1,6 @@
 //! The tracker's internals: sharded session and user tables, and the deadline queue.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -126,12 +127,20 @@ impl<U, S: Eq + Hash> SessionTable<U, S> {
         }
     }
 
-    pub(crate) fn get(&self, hash: u64, session: &S) -> Option<&SessionEntry<U, S>> {
-        self.table.find(hash, |e| e.session == *session)
+    pub(crate) fn get<Q>(&self, hash: u64, session: &Q) -> Option<&SessionEntry<U, S>>
+    where
+        S: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.table.find(hash, |e| e.session.borrow() == session)
     }
 
-    pub(crate) fn get_mut(&mut self, hash: u64, session: &S) -> Option<&mut SessionEntry<U, S>> {
-        self.table.find_mut(hash, |e| e.session == *session)
+    pub(crate) fn get_mut<Q>(&mut self, hash: u64, session: &Q) -> Option<&mut SessionEntry<U, S>>
+    where
+        S: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.table.find_mut(hash, |e| e.session.borrow() == session)
     }
 
     /// Inserts or replaces the entry of `entry.session`, whose hash is `hash`.
@@ -148,9 +157,13 @@ impl<U, S: Eq + Hash> SessionTable<U, S> {
         }
     }
 
-    pub(crate) fn remove(&mut self, hash: u64, session: &S) -> Option<SessionEntry<U, S>> {
+    pub(crate) fn remove<Q>(&mut self, hash: u64, session: &Q) -> Option<SessionEntry<U, S>>
+    where
+        S: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
         self.table
-            .find_entry(hash, |e| e.session == *session)
+            .find_entry(hash, |e| e.session.borrow() == session)
             .ok()
             .map(|o| o.remove().0)
     }
