@@ -114,8 +114,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     user: user.clone(),
                     published: entry.published(),
                     seq: entry.seq(),
-                    gone_last_seen: (entry.gone_last_seen != 0)
-                        .then_some(Timestamp::from_millis(entry.gone_last_seen)),
+                    gone_last_seen: (entry.gone_last_seen() != 0)
+                        .then_some(Timestamp::from_millis(entry.gone_last_seen())),
                     retained_until: None,
                     sessions,
                 });
@@ -169,7 +169,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     },
                 );
                 shard
-                    .queue
+                    .retention
                     .push(until.as_millis().saturating_sub(shift), u.user);
                 Counters::add(&tracker.counters[shard.index].users, Presence::Offline);
             } else {

@@ -519,17 +519,18 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// The live entry of `user`, made (or revived from the retained ones) if needed.
     fn user_entry<'a>(&self, shard: &'a mut UserShard<U, S>, user: &U) -> &'a mut UserEntry<S> {
         if !shard.live.contains_key(user) {
-            let (seq, gone_last_seen) = match shard.retained.remove(user) {
-                Some(Retained { seq, last_seen, .. }) => (seq, last_seen),
+            // A retained user's retention entry stays queued: it is reused if the user goes
+            // offline again, and dropped when it comes up while the user is live.
+            let (seq, gone_last_seen, queued) = match shard.retained.remove(user) {
+                Some(Retained { seq, last_seen, .. }) => (seq, last_seen, true),
                 None => {
                     Counters::add(&self.counters[shard.index].users, Presence::Offline);
-                    (0, 0)
+                    (0, 0, false)
                 }
             };
-            shard.live.insert(
-                user.clone(),
-                UserEntry::new(Presence::Offline, seq, NO_DEADLINE, gone_last_seen),
-            );
+            let mut entry = UserEntry::new(Presence::Offline, seq, NO_DEADLINE, gone_last_seen);
+            entry.set_retention_queued(queued);
+            shard.live.insert(user.clone(), entry);
         }
         match shard.live.get_mut(user) {
             Some(entry) => entry,

@@ -80,7 +80,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     fn live_view(&self, entry: &UserEntry<S>, now: Timestamp) -> UserView {
         let mut presence = Presence::Offline;
         let mut sessions = 0;
-        let mut last_seen = entry.gone_last_seen;
+        let mut last_seen = entry.gone_last_seen();
         for session in &entry.sessions {
             let (slot, hash) = self.locate(session);
             let map = slot.read();

@@ -58,6 +58,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 });
                 if matches!(seen, Some((_, Presence::Offline, _))) {
                     map.remove::<S>(hash, session);
+                    map.shrink(&self.shard_hasher);
                 }
                 seen
             };
@@ -106,7 +107,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             if to == Presence::Offline {
                 Counters::sub(&self.counters[shard.index].sessions, Presence::Offline);
                 self.session_total.fetch_sub(1, Ordering::Relaxed);
-                entry.gone_last_seen = entry.gone_last_seen.max(record.last_seen.as_millis());
+                entry.saw_gone(record.last_seen.as_millis());
                 entry.sessions.swap_remove(i);
                 continue;
             }
@@ -120,7 +121,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let last_seen = entry
             .sessions
             .iter()
-            .fold(entry.gone_last_seen, |latest, session| {
+            .fold(entry.gone_last_seen(), |latest, session| {
                 let (slot, hash) = self.locate::<S>(session);
                 let map = slot.read();
                 map.get::<S>(hash, session)
@@ -148,16 +149,20 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         }
         if entry.sessions.is_empty() {
             let until = entry
-                .gone_last_seen
+                .gone_last_seen()
                 .saturating_add(self.policy.retention_ms);
             let retained = Retained {
-                last_seen: entry.gone_last_seen,
+                last_seen: entry.gone_last_seen(),
                 seq: entry.seq(),
                 until,
             };
+            // An entry of an earlier offline spell, still queued, is early for this one: it
+            // re-arms when it comes up.
+            if !entry.retention_queued() {
+                shard.retention.push(until, user.clone());
+            }
             shard.live.remove(user);
             shard.retained.insert(user.clone(), retained);
-            shard.queue.push(until, user.clone());
         } else if next < entry.armed {
             entry.armed = next;
             shard.queue.push(next, user.clone());
@@ -171,8 +176,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     #[inline(never)]
     pub(super) fn run_due(&self, shard: &mut UserShard<U, S>, now: u64, events: &mut Events<U, S>) {
         let mut taken = Vec::new();
-        // Settling re-arms a live user after `now`, but queues a user gone offline at the end of
-        // its retention, which may be `now` or earlier: take again until nothing is due.
+        // Settling re-arms a live user after `now`, so one pass takes everything due; the loop
+        // is a guard should a re-arm ever land at `now`.
         loop {
             shard.queue.take_due(now, &mut taken);
             if taken.is_empty() {
@@ -197,13 +202,28 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     }
                     entry.armed = NO_DEADLINE;
                     self.settle(shard, &due.user, now, None::<(&S, Cause)>, events);
-                } else if shard
-                    .retained
-                    .get(&due.user)
-                    .is_some_and(|r| r.until <= now)
-                {
+                }
+            }
+        }
+        self.forget_retained(shard, now);
+        shard.shrink();
+    }
+
+    /// Forgets the retained users whose retention ran out, and re-arms the entries that came
+    /// up early (the user came back and went offline again since) or finds them no longer
+    /// needed (the user is live: its next offline spell queues a new one).
+    fn forget_retained(&self, shard: &mut UserShard<U, S>, now: u64) {
+        let mut taken = Vec::new();
+        shard.retention.take_due(now, &mut taken);
+        for due in taken {
+            if let Some(entry) = shard.live.get_mut(&due.user) {
+                entry.set_retention_queued(false);
+            } else if let Some(r) = shard.retained.get(&due.user) {
+                if r.until <= now {
                     shard.retained.remove(&due.user);
                     Counters::sub(&self.counters[shard.index].users, Presence::Offline);
+                } else {
+                    shard.retention.push(r.until, due.user);
                 }
             }
         }

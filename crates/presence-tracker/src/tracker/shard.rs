@@ -167,6 +167,24 @@ impl<U, S: Eq + Hash> SessionTable<U, S> {
             .ok()
             .map(|o| o.remove().0)
     }
+
+    /// Gives memory back once the table is under a quarter full: shrinks it to twice its
+    /// length. Amortised O(1) per removal (the rehash costs what the removals since the table
+    /// was last this size did), and a table that grows back pays at most one regrowth.
+    pub(crate) fn shrink(&mut self, hasher: &Hasher) {
+        if wants_shrink(self.table.len(), self.table.capacity()) {
+            self.table
+                .shrink_to(self.table.len() * 2, |e| hasher.hash_one(&e.session));
+        }
+    }
+}
+
+/// Capacity below which tables are left alone: what they cost is noise.
+const SHRINK_FLOOR: usize = 64;
+
+/// Whether a table of `len` entries and `capacity` should shrink.
+pub(crate) fn wants_shrink(len: usize, capacity: usize) -> bool {
+    capacity > SHRINK_FLOOR && len * 4 < capacity
 }
 
 pub(crate) fn record_of(hot: u64, grace: u64) -> SessionRecord {
@@ -185,8 +203,10 @@ pub(crate) struct UserEntry<S> {
     pub(crate) state: SeqPublished,
     /// The deadline of this user's valid queue entry, [`NO_DEADLINE`] if none.
     pub(crate) armed: u64,
-    /// The latest `last_seen` of its sessions that expired, 0 if none.
-    pub(crate) gone_last_seen: u64,
+    /// The latest `last_seen` of its sessions that expired (0 if none) in the low 63 bits; the
+    /// top bit says that a retention entry of an earlier offline spell is still queued for the
+    /// user (see [`UserShard::retention`]).
+    gone: u64,
 }
 
 impl<S> UserEntry<S> {
@@ -195,8 +215,28 @@ impl<S> UserEntry<S> {
             sessions: Sessions::Empty,
             state: SeqPublished((seq << 3) | published as u64),
             armed,
-            gone_last_seen,
+            gone: gone_last_seen & !RETENTION_QUEUED,
         }
+    }
+
+    /// The latest `last_seen` of its sessions that expired, 0 if none.
+    pub(crate) fn gone_last_seen(&self) -> u64 {
+        self.gone & !RETENTION_QUEUED
+    }
+
+    /// Raises the latest `last_seen` of its expired sessions to `t` (times stay below 2^62).
+    pub(crate) fn saw_gone(&mut self, t: u64) {
+        let t = t.min(!RETENTION_QUEUED);
+        self.gone = (self.gone & RETENTION_QUEUED) | self.gone_last_seen().max(t);
+    }
+
+    /// Whether a retention entry of an earlier offline spell is still queued for this user.
+    pub(crate) fn retention_queued(&self) -> bool {
+        self.gone & RETENTION_QUEUED != 0
+    }
+
+    pub(crate) fn set_retention_queued(&mut self, queued: bool) {
+        self.gone = (self.gone & !RETENTION_QUEUED) | if queued { RETENTION_QUEUED } else { 0 };
     }
 
     pub(crate) fn published(&self) -> Presence {
@@ -326,6 +366,9 @@ impl<U> Ord for Due<U> {
     }
 }
 
+/// The top bit of [`UserEntry::gone`]: a retention entry is queued for the user.
+const RETENTION_QUEUED: u64 = 1 << 63;
+
 /// The users of one shard (by user id) and when each must be looked at again.
 #[derive(Debug)]
 pub(crate) struct UserShard<U, S> {
@@ -334,6 +377,13 @@ pub(crate) struct UserShard<U, S> {
     /// Lazily re-armed deadlines: an entry may be early (the session was heard from since) or
     /// stale (superseded), never late. Taking one re-derives and re-arms.
     pub(crate) queue: DueQueue<U>,
+    /// When retained (offline) users are to be forgotten: at most one entry per user, re-armed
+    /// lazily. A retained user has exactly one; a user who came back may still have the one of
+    /// its offline spell ([`UserEntry::retention_queued`]), which is then reused when it goes
+    /// offline again (its retention ends later, so the entry is early, never late). So a user
+    /// going offline and back a hundred times within the retention holds one entry, not a
+    /// hundred.
+    pub(crate) retention: DueQueue<U>,
     /// This shard's place in the tracker's tables (its [`Counters`]).
     pub(crate) index: usize,
 }
@@ -344,12 +394,27 @@ impl<U, S> UserShard<U, S> {
             live: HashMap::with_hasher(hasher.clone()),
             retained: HashMap::with_hasher(hasher.clone()),
             queue: DueQueue::new(),
+            retention: DueQueue::new(),
             index,
         }
     }
 
     pub(crate) fn earliest(&self) -> u64 {
-        self.queue.earliest()
+        self.queue.earliest().min(self.retention.earliest())
+    }
+
+    /// Gives memory back once a user table is under a quarter full (see
+    /// [`SessionTable::shrink`]).
+    pub(crate) fn shrink(&mut self)
+    where
+        U: Eq + Hash,
+    {
+        if wants_shrink(self.live.len(), self.live.capacity()) {
+            self.live.shrink_to(self.live.len() * 2);
+        }
+        if wants_shrink(self.retained.len(), self.retained.capacity()) {
+            self.retained.shrink_to(self.retained.len() * 2);
+        }
     }
 }
 
@@ -468,5 +533,25 @@ mod tests {
     fn the_user_entry_is_five_words_with_u64_ids() {
         assert_eq!(std::mem::size_of::<Sessions<u64>>(), 16);
         assert_eq!(std::mem::size_of::<UserEntry<u64>>(), 40);
+    }
+
+    #[test]
+    fn a_user_slot_fits_its_128_byte_line_pair() {
+        // An idle tick reads one slot per user shard: a larger slot doubles the stride.
+        assert!(std::mem::size_of::<UserSlot<u64, u64>>() <= 128);
+        assert!(std::mem::size_of::<UserSlot<String, String>>() <= 128);
+    }
+
+    #[test]
+    fn the_retention_flag_does_not_disturb_the_time() {
+        let mut e: UserEntry<u64> = UserEntry::new(Presence::Offline, 3, NO_DEADLINE, 1_000);
+        e.set_retention_queued(true);
+        e.saw_gone(900);
+        assert_eq!((e.gone_last_seen(), e.retention_queued()), (1_000, true));
+        e.saw_gone(2_000);
+        e.set_retention_queued(false);
+        assert_eq!((e.gone_last_seen(), e.retention_queued()), (2_000, false));
+        e.saw_gone(u64::MAX); // saturates below the flag
+        assert_eq!((e.gone_last_seen(), e.retention_queued()), ((1 << 63) - 1, false));
     }
 }
