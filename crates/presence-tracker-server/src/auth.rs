@@ -1,0 +1,99 @@
+//! Who a connection speaks for: the application's decision, never the client's claim.
+
+use crate::wire::Refusal;
+
+/// What a connection is, once the application has looked at its handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Identity<U> {
+    /// A signed-in user: its sessions count towards its presence.
+    User(U),
+    /// An observer: receives the state and its updates, has no presence of its own, and may
+    /// send no signal (a dashboard, a status page).
+    Watcher,
+}
+
+/// What a connection brought: its HTTP handshake (headers with cookies, the URI with its
+/// query) and the token of its hello, if any.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Handshake<'a> {
+    /// The upgrade request's headers (`Cookie`, `Authorization`, ...).
+    pub headers: &'a http::HeaderMap,
+    /// The upgrade request's URI.
+    pub uri: &'a http::Uri,
+    /// The `token` of the client's [`Hello`](crate::wire::Hello).
+    pub token: Option<&'a str>,
+}
+
+impl<'a> Handshake<'a> {
+    /// A handshake of these parts.
+    pub fn new(headers: &'a http::HeaderMap, uri: &'a http::Uri, token: Option<&'a str>) -> Self {
+        Handshake {
+            headers,
+            uri,
+            token,
+        }
+    }
+
+    /// The value of cookie `name`, if the handshake carries it.
+    pub fn cookie(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find_map(|(k, v)| (k == name).then_some(v))
+    }
+
+    /// The bearer token of the `Authorization` header, or else the hello's token.
+    pub fn bearer(&self) -> Option<&'a str> {
+        self.headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or(self.token)
+    }
+}
+
+/// The application's hook that decides who a connection is, from its [`Handshake`].
+///
+/// Implemented for closures. Refuse with a [`Refusal`] (code `unauthorized`): the connection
+/// is closed with it and nothing is recorded.
+///
+/// # Examples
+///
+/// ```
+/// use presence_tracker_server::{wire::Refusal, Authenticate, Handshake, Identity};
+///
+/// // Users by a session cookie; anyone else may watch.
+/// let auth = |h: &Handshake<'_>| -> Result<Identity<String>, Refusal> {
+///     match h.cookie("sid") {
+///         Some("s3cret-ada") => Ok(Identity::User("ada".to_string())),
+///         Some(_) => Err(Refusal::new("unauthorized", "unknown session cookie")),
+///         None => Ok(Identity::Watcher),
+///     }
+/// };
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert(http::header::COOKIE, "theme=dark; sid=s3cret-ada".parse().unwrap());
+/// let uri = http::Uri::from_static("/presence");
+/// assert_eq!(auth.authenticate(&Handshake::new(&headers, &uri, None)), Ok(Identity::User("ada".into())));
+/// ```
+pub trait Authenticate<U>: Send + Sync + 'static {
+    /// Who the connection is.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] when the connection may not connect at all.
+    fn authenticate(&self, handshake: &Handshake<'_>) -> Result<Identity<U>, Refusal>;
+}
+
+impl<U, F> Authenticate<U> for F
+where
+    F: Fn(&Handshake<'_>) -> Result<Identity<U>, Refusal> + Send + Sync + 'static,
+{
+    fn authenticate(&self, handshake: &Handshake<'_>) -> Result<Identity<U>, Refusal> {
+        self(handshake)
+    }
+}

@@ -1,0 +1,642 @@
+//! [`Hub`]: the tracker, the published state in one total order, and its subscribers.
+
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use presence_tracker::{
+    Activity, Clock, ConnectionId, DisconnectKind, Error, Event, Id, Presence, PresenceTracker,
+    SystemClock, Timestamp, Transitions,
+};
+use serde::Serialize;
+use tokio::sync::{broadcast, Notify};
+
+use crate::wire::{State, Update, UserState, PROTOCOL};
+
+/// How a [`Hub`] is set up.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// How many updates a subscriber may fall behind before it is sent a fresh state instead
+    /// (default 1,024). Memory: one shared `Arc` per update in the window.
+    pub backlog: usize,
+    /// How the [driver](Hub::run_ticker) calls `tick` (default: at the tracker's deadlines,
+    /// waking at least every second).
+    pub ticking: Ticking,
+    /// How long the hub remembers a user who went offline, to recognise an update that a
+    /// preempted thread publishes late as old news (default 60 s; keep it under the policy's
+    /// retention, after which a returning user's `seq` starts again).
+    pub offline_memory: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            backlog: 1024,
+            ticking: Ticking::default(),
+            offline_memory: Duration::from_secs(60),
+        }
+    }
+}
+
+impl HubConfig {
+    /// The default configuration.
+    pub fn new() -> Self {
+        HubConfig::default()
+    }
+
+    /// With a subscriber backlog of `backlog` updates (at least 1).
+    pub fn backlog(mut self, backlog: usize) -> Self {
+        self.backlog = backlog.max(1);
+        self
+    }
+
+    /// With the driver ticking this way.
+    pub fn ticking(mut self, ticking: Ticking) -> Self {
+        self.ticking = ticking;
+        self
+    }
+}
+
+/// When the [driver](Hub::run_ticker) calls [`tick`](PresenceTracker::tick).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ticking {
+    /// At the tracker's [`next_deadline`](PresenceTracker::next_deadline), and again whenever a
+    /// signal moves it earlier (the wake rule), but at least every `max_wait`. A transition is
+    /// published when it is due, and a tracker with nothing due costs nothing.
+    Deadline {
+        /// The longest the driver sleeps.
+        max_wait: Duration,
+    },
+    /// Every `period`, whatever is due: transitions are published up to a period late.
+    Interval {
+        /// The period.
+        period: Duration,
+    },
+}
+
+impl Default for Ticking {
+    fn default() -> Self {
+        Ticking::Deadline {
+            max_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The server side of presence: the [`PresenceTracker`], the published state of every online
+/// user in one total order (an epoch and a version), and the subscribers it fans out to.
+///
+/// Cheap to clone (an `Arc`). Handlers call its signals ([`connect`](Self::connect),
+/// [`heartbeat`](Self::heartbeat), [`disconnect`](Self::disconnect), [`leave`](Self::leave)),
+/// which record them in the tracker and publish what changed; a task runs
+/// [`run_ticker`](Self::run_ticker); each connection [`subscribe`](Self::subscribe)s and
+/// forwards what it receives. Publishing never waits for a subscriber: one that falls behind
+/// by more than the backlog is sent a fresh [`State`] instead (see [`Delivery`]).
+///
+/// Updates are whole user states ([`UserState`]) with the user's `seq`: when two threads
+/// publish changes of one user concurrently, the hub keeps the newer and drops the older as old
+/// news, so the published state always ends at the tracker's.
+///
+/// # Examples
+///
+/// ```
+/// use presence_tracker::{Activity, ManualClock, Policy, Presence, PresenceTracker};
+/// use presence_tracker_server::{Delivery, Hub, HubConfig};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let tracker: PresenceTracker<String, String, _> =
+///     PresenceTracker::with_clock(Policy::default(), ManualClock::new());
+/// let hub = Hub::new(tracker, HubConfig::default());
+/// let mut watcher = hub.subscribe();
+/// let Some(Delivery::State(state)) = watcher.recv().await else { panic!("a state first") };
+/// assert!(state.users.is_empty());
+///
+/// hub.connect("ada".into(), "tab-1".into(), "socket-1", Activity::Active)?;
+/// let Some(Delivery::Update(update)) = watcher.recv().await else { panic!("then updates") };
+/// assert_eq!((update.version, update.user.presence), (state.version + 1, Presence::Active));
+/// # Ok::<(), presence_tracker::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Hub<U, S, C = SystemClock> {
+    inner: Arc<Inner<U, S, C>>,
+}
+
+impl<U, S, C> Clone for Hub<U, S, C> {
+    fn clone(&self) -> Self {
+        Hub {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<U: fmt::Debug, S: fmt::Debug, C: fmt::Debug> fmt::Debug for Hub<U, S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("epoch", &self.inner.epoch)
+            .field("version", &self.inner.published.lock().version)
+            .field("tracker", &self.inner.tracker)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<U, S, C> {
+    tracker: PresenceTracker<U, S, C>,
+    config: HubConfig,
+    epoch: u64,
+    published: Mutex<Published<U>>,
+    updates: broadcast::Sender<Arc<Update<U>>>,
+    /// Wakes the driver: a signal moved the next deadline before the one it sleeps to.
+    wake: Notify,
+    /// The time (tracker ms) the driver sleeps until; `u64::MAX` when it is not sleeping on a
+    /// deadline.
+    sleeping_until: AtomicU64,
+}
+
+/// What the hub has published, under one lock: the order of versions is the order of sends.
+struct Published<U> {
+    version: u64,
+    online: HashMap<U, Shown>,
+    /// Users recently gone offline: their last seq and when (tracker ms) they went.
+    gone: HashMap<U, (u64, u64)>,
+    /// The state at `version`, made once and shared by every subscriber that asks before the
+    /// next update (a connect storm serialises it once per version, not once per client).
+    state: Option<Arc<State<U>>>,
+}
+
+/// An online user as published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shown {
+    presence: Presence,
+    sessions: usize,
+    last_seen: Timestamp,
+    seq: u64,
+}
+
+impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
+    /// A hub over `tracker`. Its epoch is new: different from every earlier hub's, so clients
+    /// of a restarted server ask for the state again.
+    ///
+    /// A tracker restored from a snapshot is published as it stands: its online users are in
+    /// the first state.
+    pub fn new(tracker: PresenceTracker<U, S, C>, config: HubConfig) -> Self {
+        let (updates, _) = broadcast::channel(config.backlog.max(1));
+        let online = tracker
+            .online()
+            .into_iter()
+            .map(|(user, view)| {
+                let shown = Shown {
+                    presence: view.presence,
+                    sessions: view.sessions,
+                    last_seen: view.last_seen.unwrap_or(Timestamp::EPOCH),
+                    // Any event of the user after this has a higher seq.
+                    seq: 0,
+                };
+                (user, shown)
+            })
+            .collect();
+        Hub {
+            inner: Arc::new(Inner {
+                tracker,
+                config,
+                epoch: new_epoch(),
+                published: Mutex::new(Published {
+                    version: 0,
+                    online,
+                    gone: HashMap::new(),
+                    state: None,
+                }),
+                updates,
+                wake: Notify::new(),
+                sleeping_until: AtomicU64::new(u64::MAX),
+            }),
+        }
+    }
+
+    /// The tracker, for reads.
+    pub fn tracker(&self) -> &PresenceTracker<U, S, C> {
+        &self.inner.tracker
+    }
+
+    /// The epoch: new at every start.
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
+    /// The version of the last published update.
+    pub fn version(&self) -> u64 {
+        self.inner.published.lock().version
+    }
+
+    /// Records a connect and publishes what changed. See [`PresenceTracker::connect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PresenceTracker::connect`]; nothing is published.
+    pub fn connect(
+        &self,
+        user: U,
+        session: S,
+        connection: impl Into<ConnectionId>,
+        activity: Activity,
+    ) -> Result<(), Error> {
+        let t = self
+            .inner
+            .tracker
+            .connect(user, session, connection, activity)?;
+        self.after_signal(&t, true);
+        Ok(())
+    }
+
+    /// Records a heartbeat and publishes what changed. See [`PresenceTracker::heartbeat`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PresenceTracker::heartbeat`]; nothing is published.
+    pub fn heartbeat<Q>(&self, session: &Q, activity: Activity) -> Result<(), Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let t = self.inner.tracker.heartbeat(session, activity)?;
+        // A heartbeat that changes nothing re-arms nothing (deadlines are lazy): no wake.
+        self.after_signal(&t, false);
+        Ok(())
+    }
+
+    /// Records a disconnect and publishes what changed. See [`PresenceTracker::disconnect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PresenceTracker::disconnect`]; nothing is published.
+    pub fn disconnect<Q>(
+        &self,
+        session: &Q,
+        connection: impl Into<ConnectionId>,
+        kind: DisconnectKind,
+    ) -> Result<(), Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let t = self.inner.tracker.disconnect(session, connection, kind)?;
+        self.after_signal(&t, true);
+        Ok(())
+    }
+
+    /// Records a leave and publishes what changed. See [`PresenceTracker::leave`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PresenceTracker::leave`]; nothing is published.
+    pub fn leave<Q>(&self, session: &Q, connection: impl Into<ConnectionId>) -> Result<(), Error>
+    where
+        S: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let t = self.inner.tracker.leave(session, connection)?;
+        self.after_signal(&t, true);
+        Ok(())
+    }
+
+    /// Ticks the tracker once and publishes what changed; what the driver does. Returns how
+    /// many updates it published.
+    pub fn tick(&self) -> usize {
+        let t = self.inner.tracker.tick();
+        let published = self.publish(&t);
+        self.forget_gone();
+        published
+    }
+
+    /// Publishes a signal's transitions, and applies the wake rule: a signal that may have
+    /// moved the next deadline before the one the driver sleeps to wakes it.
+    fn after_signal(&self, t: &Transitions<U, S>, may_rearm: bool) {
+        self.publish(t);
+        if may_rearm || !t.is_empty() {
+            let sleeping_until = self.inner.sleeping_until.load(Ordering::Acquire);
+            if self
+                .inner
+                .tracker
+                .next_deadline()
+                .is_some_and(|d| d.as_millis() < sleeping_until)
+            {
+                self.inner.wake.notify_one();
+            }
+        }
+    }
+
+    /// Publishes `t`: one update per user whose shown presence or session count changed,
+    /// unless a newer state of that user was already published. Returns how many.
+    pub(crate) fn publish(&self, t: &Transitions<U, S>) -> usize {
+        if t.is_empty() {
+            return 0;
+        }
+        let mut sent = 0;
+        let mut published = self.inner.published.lock();
+        let mut events = t.iter().peekable();
+        while let Some(first) = events.next() {
+            // A user's events of one call are contiguous: fold them into its new state.
+            let user = first.user();
+            let mut run = vec![first];
+            while let Some(next) = events.next_if(|e| e.user() == user) {
+                run.push(next);
+            }
+            if let Some(update) = published.apply(user, &run, self.inner.epoch) {
+                sent += 1;
+                // No receiver is not an error: nobody is listening.
+                let _ = self.inner.updates.send(Arc::new(update));
+            }
+        }
+        sent
+    }
+
+    /// Forgets users that went offline longer ago than the configured memory.
+    fn forget_gone(&self) {
+        let now = self.inner.tracker.now().as_millis();
+        let memory =
+            u64::try_from(self.inner.config.offline_memory.as_millis()).unwrap_or(u64::MAX);
+        let mut published = self.inner.published.lock();
+        published
+            .gone
+            .retain(|_, &mut (_, at)| at.saturating_add(memory) > now);
+    }
+
+    /// A subscription that starts with the current [`State`] and then receives every update
+    /// after it, in version order.
+    pub fn subscribe(&self) -> Subscription<U, S, C> {
+        let (state, rx) = self.state_and_receiver();
+        Subscription {
+            hub: self.clone(),
+            pending: Some(state),
+            rx,
+        }
+    }
+
+    /// The current state, shared: made once per version.
+    pub fn state(&self) -> Arc<State<U>> {
+        let mut published = self.inner.published.lock();
+        self.state_locked(&mut published)
+    }
+
+    fn state_and_receiver(&self) -> (Arc<State<U>>, broadcast::Receiver<Arc<Update<U>>>) {
+        let mut published = self.inner.published.lock();
+        // Under the lock that orders the sends: the receiver gets exactly the versions after.
+        let rx = self.inner.updates.subscribe();
+        (self.state_locked(&mut published), rx)
+    }
+
+    fn state_locked(&self, published: &mut Published<U>) -> Arc<State<U>> {
+        if let Some(state) = &published.state {
+            return Arc::clone(state);
+        }
+        let state = Arc::new(State {
+            protocol: PROTOCOL,
+            epoch: self.inner.epoch,
+            version: published.version,
+            now: self.inner.tracker.now(),
+            users: published
+                .online
+                .iter()
+                .map(|(user, s)| {
+                    UserState::new(user.clone(), s.presence, s.sessions, s.last_seen, s.seq)
+                })
+                .collect(),
+        });
+        published.state = Some(Arc::clone(&state));
+        state
+    }
+
+    /// Runs the tick driver until the hub's last clone is dropped... or forever: spawn it as
+    /// a task and abort it at shutdown.
+    ///
+    /// With [`Ticking::Deadline`] it sleeps until the tracker's next deadline (at most
+    /// `max_wait`) and is woken earlier when a signal moves that deadline before it (the wake
+    /// rule of [`PresenceTracker::next_deadline`]). With [`Ticking::Interval`] it ticks every
+    /// period.
+    pub async fn run_ticker(self) {
+        match self.inner.config.ticking {
+            Ticking::Interval { period } => {
+                let mut interval = tokio::time::interval(period.max(Duration::from_millis(1)));
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    self.tick();
+                }
+            }
+            Ticking::Deadline { max_wait } => loop {
+                let tracker = &self.inner.tracker;
+                let now = tracker.now();
+                let wait = tracker
+                    .next_deadline()
+                    .map_or(max_wait, |d| d.saturating_duration_since(now))
+                    .min(max_wait);
+                self.inner
+                    .sleeping_until
+                    .store((now + wait).as_millis(), Ordering::Release);
+                if !wait.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.inner.wake.notified() => {}
+                    }
+                }
+                self.inner.sleeping_until.store(u64::MAX, Ordering::Release);
+                self.tick();
+            },
+        }
+    }
+}
+
+impl<U: Id> Published<U> {
+    /// Folds one user's events of one call into its shown state; the update to send if the
+    /// presence or the session count changed and the events are newer than what was shown.
+    fn apply<S>(&mut self, user: &U, run: &[&Event<U, S>], epoch: u64) -> Option<Update<U>> {
+        let seq = run.iter().map(|e| e.seq).max().unwrap_or(0);
+        let before = self.online.get(user).copied();
+        let known_seq = match (before, self.gone.get(user)) {
+            (Some(shown), _) => shown.seq,
+            (None, Some(&(gone_seq, _))) => gone_seq,
+            (None, None) => 0,
+        };
+        if seq <= known_seq {
+            return None; // old news: a newer state of this user is already out
+        }
+        let mut now = before.unwrap_or(Shown {
+            presence: Presence::Offline,
+            sessions: 0,
+            last_seen: Timestamp::EPOCH,
+            seq: 0,
+        });
+        let mut at = Timestamp::EPOCH;
+        for e in run {
+            now.sessions = e.sessions;
+            now.last_seen = now.last_seen.max(e.last_seen);
+            at = at.max(e.at);
+            if e.is_user() {
+                now.presence = e.to;
+                now.last_seen = e.last_seen;
+            }
+        }
+        now.seq = seq;
+        let changed =
+            before.map(|b| (b.presence, b.sessions)) != Some((now.presence, now.sessions));
+        if now.presence == Presence::Offline {
+            self.online.remove(user);
+            self.gone.insert(user.clone(), (seq, at.as_millis()));
+            // Never shown: nothing to take back.
+            before?;
+        } else {
+            self.gone.remove(user);
+            self.online.insert(user.clone(), now);
+        }
+        if !changed {
+            return None;
+        }
+        self.version += 1;
+        self.state = None;
+        Some(Update {
+            epoch,
+            version: self.version,
+            user: UserState::new(user.clone(), now.presence, now.sessions, now.last_seen, seq),
+        })
+    }
+}
+
+/// What a [`Subscription`] hands out: the whole state, or the next update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery<U> {
+    /// Replace what you hold with this: at the start, after falling behind, or on request.
+    State(Arc<State<U>>),
+    /// The next version.
+    Update(Arc<Update<U>>),
+}
+
+impl<U: Serialize> Serialize for Delivery<U> {
+    /// As the [`ServerMessage`](crate::wire::ServerMessage) it is: `{"type":"state",..}` or
+    /// `{"type":"update",..}`.
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        #[derive(Serialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Tagged<'a, U> {
+            State(&'a State<U>),
+            Update(&'a Update<U>),
+        }
+        match self {
+            Delivery::State(s) => Tagged::State(s).serialize(serializer),
+            Delivery::Update(u) => Tagged::Update(u).serialize(serializer),
+        }
+    }
+}
+
+/// One subscriber's view of the hub: a [`State`], then every update after it, in version
+/// order. Falling more than the backlog behind yields a fresh state, never a silent gap.
+pub struct Subscription<U, S, C = SystemClock> {
+    hub: Hub<U, S, C>,
+    pending: Option<Arc<State<U>>>,
+    rx: broadcast::Receiver<Arc<Update<U>>>,
+}
+
+impl<U, S, C> fmt::Debug for Subscription<U, S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("pending_state", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<U: Id, S: Id, C: Clock> Subscription<U, S, C> {
+    /// The next delivery; `None` once the hub is gone.
+    pub async fn recv(&mut self) -> Option<Delivery<U>> {
+        if let Some(state) = self.pending.take() {
+            return Some(Delivery::State(state));
+        }
+        match self.rx.recv().await {
+            Ok(update) => Some(Delivery::Update(update)),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Delivery::State(self.resync())),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// The next delivery if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Option<Delivery<U>> {
+        if let Some(state) = self.pending.take() {
+            return Some(Delivery::State(state));
+        }
+        match self.rx.try_recv() {
+            Ok(update) => Some(Delivery::Update(update)),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => Some(Delivery::State(self.resync())),
+            Err(_) => None,
+        }
+    }
+
+    /// Drops whatever is queued and starts again from the current state (which the next
+    /// [`recv`](Self::recv) also returns): for a client that asked, or that could not be sent
+    /// what it was due.
+    pub fn resync(&mut self) -> Arc<State<U>> {
+        let (state, rx) = self.hub.state_and_receiver();
+        self.rx = rx;
+        self.pending = None;
+        state
+    }
+
+    /// Like [`resync`](Self::resync), but the state comes out of the next
+    /// [`recv`](Self::recv).
+    pub fn resync_later(&mut self) {
+        let state = self.resync();
+        self.pending = Some(state);
+    }
+}
+
+/// A new epoch: the wall clock's nanoseconds mixed with this process's random hash seed, below
+/// 2^53 so a JavaScript number holds it exactly.
+fn new_epoch() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = RandomState::new().hash_one((nanos, COUNTER.fetch_add(1, Ordering::Relaxed)));
+    (mixed >> 11).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presence_tracker::{ManualClock, Policy};
+
+    /// Two calls publish out of order (a thread preempted between the tracker and the hub's
+    /// lock): the older is old news, and the hub ends where the tracker is.
+    #[test]
+    fn a_late_older_publication_is_dropped() {
+        let clock = ManualClock::new();
+        let hub: Hub<u64, u64, ManualClock> = Hub::new(
+            PresenceTracker::with_clock(Policy::default(), clock.clone()),
+            HubConfig::default(),
+        );
+        let tracker = hub.tracker();
+        let came = tracker
+            .connect(1, 10, "c", Activity::Active)
+            .expect("connects");
+        let hid = tracker.heartbeat(&10, Activity::Background).expect("live");
+        let back = tracker.heartbeat(&10, Activity::Active).expect("live");
+        hub.publish(&came);
+        hub.publish(&back); // seq 3 first ...
+        hub.publish(&hid); // ... then the older seq 2
+        let state = hub.state();
+        assert_eq!(state.users[0].presence, Presence::Active);
+        assert_eq!(state.version, 1, "only the connect changed what is shown");
+
+        // Gone offline, then a late older rise must not bring the user back.
+        let left = tracker.leave(&10, "c").expect("live");
+        assert!(left.is_empty());
+        clock.advance(Duration::from_secs(6));
+        let gone = tracker.tick();
+        hub.publish(&gone);
+        hub.publish(&back);
+        assert!(hub.state().users.is_empty());
+    }
+}

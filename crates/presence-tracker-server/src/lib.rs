@@ -1,0 +1,48 @@
+//! The server side of [`presence_tracker`]: what every server that broadcasts presence needs
+//! around the tracker, as a library.
+//!
+//! - [`Hub`]: the tracker, the state of every online user published in one total order (an
+//!   epoch and a version), and subscribers fed without ever blocking a signal handler: one that
+//!   falls behind gets a fresh state instead of a backlog ([`Delivery`]).
+//! - The tick driver, [`Hub::run_ticker`]: at the tracker's deadlines with the wake rule, or
+//!   at an interval ([`Ticking`]).
+//! - [`wire`]: the versioned protocol (serde types) and its resync rule, which the browser
+//!   client implements.
+//! - [`Authenticate`]: the application decides who a connection is from its [`Handshake`]
+//!   (cookie, header, token), never from the client's claim; watchers are a role of their own
+//!   ([`Identity::Watcher`]).
+//!
+//! It owns no socket: integrations for Socket.IO (`socketioxide`) and axum WebSockets come as
+//! features.
+//!
+//! # Examples
+//!
+//! ```
+//! use presence_tracker::{Activity, Policy, PresenceTracker};
+//! use presence_tracker_server::{Delivery, Hub, HubConfig};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let hub: Hub<String, String> = Hub::new(PresenceTracker::new(Policy::default()), HubConfig::default());
+//! tokio::spawn(hub.clone().run_ticker());
+//!
+//! // Per connection: subscribe, send the client what comes, record its signals.
+//! let mut feed = hub.subscribe();
+//! hub.connect("ada".into(), "tab-1".into(), "socket-1", Activity::Active)?;
+//! while let Some(delivery) = feed.try_recv() {
+//!     let json = serde_json::to_string(&delivery).expect("serialisable");
+//!     assert!(json.starts_with(r#"{"type":"#));
+//! }
+//! # Ok::<(), presence_tracker::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Feature flags
+//!
+//! None yet; the Socket.IO and WebSocket integrations are planned as `socketioxide` and `axum`.
+
+mod auth;
+mod hub;
+pub mod wire;
+
+pub use auth::{Authenticate, Handshake, Identity};
+pub use hub::{Delivery, Hub, HubConfig, Subscription, Ticking};
