@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use presence_tracker::{
-    Activity, DisconnectKind, Event, ManualClock, Policy, PresenceTracker, Subject,
+    Activity, DisconnectKind, ManualClock, Policy, PresenceTracker, Subject, Transitions,
 };
 
 type Tracker = PresenceTracker<&'static str, &'static str, ManualClock>;
@@ -16,7 +16,7 @@ fn main() -> Result<(), presence_tracker::Error> {
     let clock = ManualClock::new();
     let tracker = Tracker::with_clock(Policy::default(), clock.clone());
     let start = clock.now();
-    let show = |what: &str, events: Vec<Event<&str, &str>>| {
+    let show = |what: &str, events: Transitions<&str, &str>| {
         if what == "tick" && events.is_empty() {
             return;
         }
@@ -28,36 +28,36 @@ fn main() -> Result<(), presence_tracker::Error> {
                 Subject::Session { user, session } => format!("  {user}/{session}"),
             };
             println!(
-                "          {subject:<18} {:>7} -> {:<7} ({:?}, seq {})",
-                e.from, e.to, e.cause, e.seq
+                "          {subject:<18} {:>7} -> {:<7} ({:?}, seq {}, {} sessions)",
+                e.from, e.to, e.cause, e.seq, e.sessions
             );
         }
     };
 
     show("ada opens two tabs", {
-        let mut e = tracker.connect("ada", "ada-tab1", "sid-1")?;
-        e.extend(tracker.connect("ada", "ada-tab2", "sid-2")?);
+        let mut e = tracker.connect("ada", "ada-tab1", "sid-1", Activity::Active)?;
+        e.append(&mut tracker.connect("ada", "ada-tab2", "sid-2", Activity::Active)?);
         e
     });
     show(
         "bob opens the app on his phone",
-        tracker.connect("bob", "bob-phone", "sid-3")?,
+        tracker.connect("bob", "bob-phone", "sid-3", Activity::Active)?,
     );
     show(
         "ada hides tab 2",
-        tracker.heartbeat(&"ada-tab2", Activity::Background)?,
+        tracker.heartbeat("ada-tab2", Activity::Background)?,
     );
 
     clock.advance(Duration::from_secs(5));
     show("ada reloads tab 1 (clean close, reconnect 1 s later)", {
-        let mut e = tracker.disconnect(&"ada-tab1", "sid-1", DisconnectKind::Clean)?;
+        let mut e = tracker.disconnect("ada-tab1", "sid-1", DisconnectKind::Clean)?;
         clock.advance(Duration::from_secs(1));
-        e.extend(tracker.connect("ada", "ada-tab1", "sid-4")?);
+        e.append(&mut tracker.connect("ada", "ada-tab1", "sid-4", Activity::Active)?);
         e
     });
     show("heartbeats that change nothing", {
-        let mut e = tracker.heartbeat(&"ada-tab1", Activity::Active)?;
-        e.extend(tracker.heartbeat(&"bob-phone", Activity::Active)?);
+        let mut e = tracker.heartbeat("ada-tab1", Activity::Active)?;
+        e.append(&mut tracker.heartbeat("bob-phone", Activity::Active)?);
         e
     });
 
@@ -68,13 +68,14 @@ fn main() -> Result<(), presence_tracker::Error> {
             break;
         };
         clock.set(next.max(clock.now()));
-        tracker.heartbeat(&"ada-tab1", Activity::Active)?;
-        show("tick", tracker.tick());
+        let mut e = tracker.heartbeat("ada-tab1", Activity::Active)?;
+        e.append(&mut tracker.tick());
+        show("tick", e);
     }
 
     show(
         "ada closes tab 1",
-        tracker.disconnect(&"ada-tab1", "sid-4", DisconnectKind::Clean)?,
+        tracker.disconnect("ada-tab1", "sid-4", DisconnectKind::Clean)?,
     );
     clock.advance(Duration::from_secs(6));
     show(
@@ -90,7 +91,7 @@ fn main() -> Result<(), presence_tracker::Error> {
         clock.set(next.max(clock.now()));
         show("tick", tracker.tick());
     }
-    let ada = tracker.user(&"ada");
+    let ada = tracker.user("ada");
     println!(
         "\nada is {} with {} sessions, last seen {} s ago",
         ada.presence,

@@ -79,7 +79,7 @@ fn hammer() -> (Shared, Vec<Event<u64, u64>>) {
                     let session = t * 1_000 + rng.next(6);
                     let conn = rng.next(3);
                     let got = match rng.next(10) {
-                        0..=2 => tracker.connect(user, session, conn),
+                        0..=2 => tracker.connect(user, session, conn, Activity::Active),
                         3 | 4 => tracker.heartbeat(
                             &session,
                             [Activity::Active, Activity::Idle, Activity::Background]
@@ -107,7 +107,8 @@ fn hammer() -> (Shared, Vec<Event<u64, u64>>) {
                                 DisconnectKind::Lost
                             },
                         ),
-                        7 => tracker.leave(&session),
+                        // Fenced like a disconnect: a stale connection's leave is ignored.
+                        7 => tracker.leave(&session, conn),
                         _ => Ok(tracker.tick()),
                     };
                     match got {
@@ -198,15 +199,12 @@ fn threads_hammering_one_tracker_keep_chains_consistent() {
         let mut max = Presence::Offline;
         for (s, view) in &sessions {
             let fresh = derive(
-                &SessionRecord {
-                    last_seen: view.last_seen,
-                    activity: view.activity,
-                    grace_deadline: Some(view.expires_at),
-                },
+                &SessionRecord::new(view.last_seen, view.activity, Some(view.expires_at)),
                 now,
                 policy,
             );
             assert_eq!(view.presence, fresh, "session {s}");
+            assert_eq!(derive(&view.record(), now, policy), fresh, "record of {s}");
             assert_eq!(
                 replay.session(&owned(*u, *s)),
                 Some((*u, fresh)),

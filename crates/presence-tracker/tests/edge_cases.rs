@@ -2,7 +2,9 @@
 
 mod support;
 
-use presence_tracker::{Activity, Cause, ConnectionId, DisconnectKind, Presence, Timestamp};
+use presence_tracker::{
+    Activity, Cause, ConnectionId, DisconnectKind, Error, Presence, Timestamp, Transitions,
+};
 use support::{default_tracker, ms, secs, session_transitions, user_transitions, Replay};
 
 use Presence::{Active, Away, Idle, Offline, Stale};
@@ -13,7 +15,9 @@ use Presence::{Active, Away, Idle, Offline, Stale};
 fn disconnect_storm_within_grace_emits_no_event() {
     let (tracker, clock) = default_tracker();
     let t0 = tracker.now();
-    let first = tracker.connect(1, 10, "sock-0").expect("connect");
+    let first = tracker
+        .connect(1, 10, "sock-0", Activity::Active)
+        .expect("connect");
     assert_eq!(
         user_transitions(&first),
         vec![(Offline, Active, Cause::Connect)]
@@ -26,7 +30,11 @@ fn disconnect_storm_within_grace_emits_no_event() {
         let new = format!("sock-{}", i + 1);
         if i % 3 == 0 {
             // The new socket's connect overtakes the old one's disconnect.
-            later.extend(tracker.connect(1, 10, &new).expect("reconnect"));
+            later.extend(
+                tracker
+                    .connect(1, 10, &new, Activity::Active)
+                    .expect("reconnect"),
+            );
             later.extend(tracker.tick());
             later.extend(
                 tracker
@@ -42,7 +50,11 @@ fn disconnect_storm_within_grace_emits_no_event() {
             later.extend(tracker.tick());
             clock.advance(ms(700));
             later.extend(tracker.tick());
-            later.extend(tracker.connect(1, 10, &new).expect("reconnect"));
+            later.extend(
+                tracker
+                    .connect(1, 10, &new, Activity::Active)
+                    .expect("reconnect"),
+            );
         }
         later.extend(tracker.heartbeat(&10, Activity::Active).expect("heartbeat"));
         later.extend(tracker.tick());
@@ -68,12 +80,16 @@ fn disconnect_storm_within_grace_emits_no_event() {
 fn late_disconnect_of_replaced_connection_is_ignored() {
     for kind in [DisconnectKind::Clean, DisconnectKind::Lost] {
         let (tracker, clock) = default_tracker();
-        tracker.connect(1, 10, "polling").expect("connect");
+        let _ = tracker
+            .connect(1, 10, "polling", Activity::Active)
+            .expect("connect");
         clock.advance(secs(1));
-        let reattach = tracker.connect(1, 10, "websocket").expect("upgrade");
+        let reattach = tracker
+            .connect(1, 10, "websocket", Activity::Active)
+            .expect("upgrade");
         assert_eq!(
             reattach,
-            vec![],
+            Transitions::new(),
             "re-attaching an active session changes nothing"
         );
         let late = tracker
@@ -81,7 +97,7 @@ fn late_disconnect_of_replaced_connection_is_ignored() {
             .expect("late disconnect");
         assert_eq!(
             late,
-            vec![],
+            Transitions::new(),
             "{kind:?}: a replaced connection's disconnect is ignored"
         );
         let view = tracker.session(&10).expect("session alive");
@@ -105,7 +121,7 @@ fn late_disconnect_of_replaced_connection_is_ignored() {
 
         // The current connection's disconnect does count.
         let now = tracker.now();
-        tracker
+        let _ = tracker
             .disconnect(&10, "websocket", kind)
             .expect("disconnect");
         let view = tracker.session(&10).expect("in grace");
@@ -123,12 +139,16 @@ fn late_disconnect_of_replaced_connection_is_ignored() {
 #[test]
 fn background_tab_caps_at_away_and_other_tab_decides() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 1, "foreground").expect("connect");
-    tracker.connect(1, 2, "hidden").expect("connect");
-    tracker
+    let _ = tracker
+        .connect(1, 1, "foreground", Activity::Active)
+        .expect("connect");
+    let _ = tracker
+        .connect(1, 2, "hidden", Activity::Active)
+        .expect("connect");
+    let _ = tracker
         .heartbeat(&2, Activity::Background)
         .expect("heartbeat");
-    tracker.tick();
+    let _ = tracker.tick();
     assert_eq!(tracker.session(&2).expect("hidden tab").presence, Away);
     assert_eq!(tracker.session(&1).expect("active tab").presence, Active);
     assert_eq!(tracker.user(&1).presence, Active);
@@ -153,7 +173,7 @@ fn background_tab_caps_at_away_and_other_tab_decides() {
     );
 
     // The active tab closes: after the leave grace the user is away, through its hidden tab.
-    tracker
+    let _ = tracker
         .disconnect(&1, "foreground", DisconnectKind::Clean)
         .expect("close");
     let mut events = Vec::new();
@@ -176,6 +196,9 @@ fn background_tab_caps_at_away_and_other_tab_decides() {
         vec![(Active, Offline, Cause::GraceExpired)]
     );
     assert_eq!(tracker.user(&1).sessions, 1);
+    // The user's event already said it: one live session left.
+    let away = events.iter().find(|e| e.is_user()).expect("a user event");
+    assert_eq!(away.sessions, tracker.user(&1).sessions);
 }
 
 /// A phone freezes its network with no close frame: the session decays by age alone, through
@@ -184,7 +207,9 @@ fn background_tab_caps_at_away_and_other_tab_decides() {
 fn mobile_suspension_decays_to_offline_by_ttl() {
     let (tracker, clock) = default_tracker();
     let t0 = tracker.now();
-    tracker.connect(7, 70, "phone").expect("connect");
+    let _ = tracker
+        .connect(7, 70, "phone", Activity::Active)
+        .expect("connect");
     let events = support::tick_through(&tracker, &clock, secs(300), secs(1));
     let at = |s: u64| t0.saturating_add(secs(s));
     let expected = [
@@ -214,10 +239,15 @@ fn mobile_suspension_decays_to_offline_by_ttl() {
         Some(t0),
         "the last seen time outlives the session"
     );
-    assert!(matches!(
+    let gone = events.iter().rfind(|e| e.is_user()).expect("a user event");
+    assert_eq!(
+        (gone.to, gone.sessions, Some(gone.last_seen)),
+        (Offline, user.sessions, user.last_seen)
+    );
+    assert_eq!(
         tracker.heartbeat(&70, Activity::Active),
-        Err(presence_tracker::Error::UnknownSession { .. })
-    ));
+        Err(Error::UnknownSession)
+    );
 }
 
 /// The user's presence after each second of a partition that begins at t0 (last heartbeat) in
@@ -228,7 +258,9 @@ type Timed = (Presence, Presence, Cause, u64);
 fn partition(reconnect: u64) -> (Vec<Timed>, Vec<Presence>) {
     let (tracker, clock) = default_tracker();
     let t0 = tracker.now();
-    tracker.connect(1, 10, "sock-1").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock-1", Activity::Active)
+        .expect("connect");
     let mut events = Vec::new();
     let mut each_second = vec![tracker.user(&1).presence];
     for s in 1..=reconnect {
@@ -241,7 +273,11 @@ fn partition(reconnect: u64) -> (Vec<Timed>, Vec<Presence>) {
             );
         }
         if s == reconnect {
-            events.extend(tracker.connect(1, 10, "sock-2").expect("reconnect"));
+            events.extend(
+                tracker
+                    .connect(1, 10, "sock-2", Activity::Active)
+                    .expect("reconnect"),
+            );
         }
         events.extend(tracker.tick());
         each_second.push(tracker.user(&1).presence);
@@ -300,7 +336,9 @@ fn long_network_partition_goes_offline_at_grace_expiry() {
 #[test]
 fn page_reload_publishes_nothing() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 10, "before-reload").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "before-reload", Activity::Active)
+        .expect("connect");
     clock.advance(secs(10));
     let mut events = tracker.tick();
     events.extend(
@@ -310,14 +348,18 @@ fn page_reload_publishes_nothing() {
     );
     clock.advance(secs(1));
     events.extend(tracker.tick());
-    events.extend(tracker.connect(1, 10, "after-reload").expect("reconnect"));
+    events.extend(
+        tracker
+            .connect(1, 10, "after-reload", Activity::Active)
+            .expect("reconnect"),
+    );
     events.extend(support::tick_through(&tracker, &clock, secs(10), ms(500)));
-    assert_eq!(events, vec![]);
+    assert_eq!(events, Transitions::new());
     assert_eq!(tracker.user(&1).presence, Active);
 
     // The contrast: a close with no reload.
     let closed_at = tracker.now();
-    tracker
+    let _ = tracker
         .disconnect(&10, "after-reload", DisconnectKind::Clean)
         .expect("close");
     let before = support::tick_through(&tracker, &clock, ms(4_999), ms(4_999));
@@ -340,12 +382,16 @@ fn one_tab_closing_never_takes_the_user_offline() {
     let (tracker, clock) = default_tracker();
     let mut opened = Vec::new();
     for tab in 1..=3 {
-        opened.extend(tracker.connect(1, tab, tab).expect("connect"));
+        opened.extend(
+            tracker
+                .connect(1, tab, tab, Activity::Active)
+                .expect("connect"),
+        );
     }
-    tracker
+    let _ = tracker
         .disconnect(&1, 1u64, DisconnectKind::Clean)
         .expect("close tab 1");
-    tracker
+    let _ = tracker
         .disconnect(&2, 2u64, DisconnectKind::Lost)
         .expect("lose tab 2");
     let mut events = Vec::new();
@@ -370,6 +416,17 @@ fn one_tab_closing_never_takes_the_user_offline() {
         ]
     );
     assert_eq!(tracker.user(&1).sessions, 1);
+    // Each closing tab's event counted the tabs still open, as the read does now.
+    let left: Vec<_> = events
+        .iter()
+        .filter(|e| e.to == Offline)
+        .map(|e| (e.session().copied(), e.sessions))
+        .collect();
+    assert_eq!(left, vec![(Some(1), 2), (Some(2), 1)]);
+    assert_eq!(
+        events.last().map(|e| e.sessions),
+        Some(tracker.user(&1).sessions)
+    );
     let mut replay = Replay::new();
     replay
         .apply_all(opened.iter().chain(&events))
@@ -384,7 +441,9 @@ fn one_tab_closing_never_takes_the_user_offline() {
 fn clock_going_backwards_stands_still() {
     let (tracker, clock) = default_tracker();
     let t0 = tracker.now();
-    tracker.connect(1, 10, "sock").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     clock.advance(secs(20));
     let events = tracker.tick();
     assert_eq!(
@@ -396,15 +455,18 @@ fn clock_going_backwards_stands_still() {
     for back in [t0.saturating_sub(secs(3600)), t0, Timestamp::EPOCH] {
         clock.set(back);
         assert_eq!(tracker.now(), high, "time stands at the high-water mark");
-        assert_eq!(tracker.tick(), vec![]);
+        assert_eq!(tracker.tick(), Transitions::new());
         let view = tracker.session(&10).expect("alive");
         assert_eq!(
             view.presence, Idle,
             "no jump up when the clock goes back to {back:?}"
         );
         assert_eq!(tracker.user(&1).presence, Idle);
-        assert_eq!(tracker.session_at(&10, back).expect("alive").presence, Idle);
-        assert_eq!(tracker.user_at(&1, back).presence, Idle);
+        // Reads at the clock's (backwards) time read at the high-water mark, and move nothing.
+        assert_eq!(clock.now(), back);
+        assert_eq!(tracker.session(&10), Some(view.clone()));
+        assert_eq!(tracker.user(&1).presence, Idle);
+        assert_eq!(tracker.now(), high);
         assert_eq!(view.expires_at, t0.saturating_add(secs(240)));
     }
 
@@ -420,7 +482,7 @@ fn clock_going_backwards_stands_still() {
 
     // Moving forward again from the epoch does nothing until the clock passes the mark.
     clock.advance(secs(30));
-    assert_eq!(tracker.tick(), vec![]);
+    assert_eq!(tracker.tick(), Transitions::new());
     clock.set(high.saturating_add(secs(30)));
     let events = tracker.tick();
     assert_eq!(

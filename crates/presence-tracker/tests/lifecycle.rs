@@ -2,7 +2,9 @@
 
 mod support;
 
-use presence_tracker::{Activity, Cause, ConnectionId, DisconnectKind, Error, Policy, Presence};
+use presence_tracker::{
+    Activity, Cause, ConnectionId, DisconnectKind, Error, Policy, Presence, Transitions,
+};
 use support::{
     default_tracker, ms, secs, session_transitions, tick_through, tracker_with, user_transitions,
 };
@@ -13,7 +15,9 @@ use Presence::{Active, Away, Idle, Offline, Stale};
 fn connect_starts_an_active_session() {
     let (tracker, _clock) = default_tracker();
     let now = tracker.now();
-    let events = tracker.connect(1, 10, "sock").expect("connect");
+    let events = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     assert_eq!(
         session_transitions(&events),
         vec![(Offline, Active, Cause::Connect)]
@@ -23,6 +27,7 @@ fn connect_starts_an_active_session() {
         vec![(Offline, Active, Cause::Connect)]
     );
     assert!(events.iter().all(|e| e.at == now && *e.user() == 1));
+    let events = events.into_vec();
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
 
     let view = tracker.session(&10).expect("alive");
@@ -38,19 +43,27 @@ fn connect_starts_an_active_session() {
         (user.presence, user.sessions, user.last_seen),
         (Active, 1, Some(now))
     );
+    // The connect's events said so already: every one carries the user's live sessions and
+    // the subject's last seen time.
+    for e in &events {
+        assert_eq!(e.sessions, user.sessions, "{e:?}");
+        assert_eq!(Some(e.last_seen), user.last_seen, "{e:?}");
+    }
 }
 
 #[test]
 fn heartbeats_that_change_nothing_publish_nothing() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 10, "sock").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     for _ in 0..100 {
         clock.advance(secs(5));
         assert_eq!(
             tracker.heartbeat(&10, Activity::Active).expect("heartbeat"),
-            vec![]
+            Transitions::new()
         );
-        assert_eq!(tracker.tick(), vec![]);
+        assert_eq!(tracker.tick(), Transitions::new());
     }
     assert_eq!(
         tracker.session(&10).expect("alive").last_seen,
@@ -61,7 +74,9 @@ fn heartbeats_that_change_nothing_publish_nothing() {
 #[test]
 fn reported_activity_caps_presence() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 10, "sock").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     let mut events = tracker.heartbeat(&10, Activity::Idle).expect("heartbeat");
     events.extend(tracker.tick());
     assert_eq!(session_transitions(&events).last().map(|t| t.1), Some(Idle));
@@ -73,6 +88,12 @@ fn reported_activity_caps_presence() {
     events.extend(tracker.tick());
     assert_eq!(user_transitions(&events).last().map(|t| t.1), Some(Away));
     assert_eq!(tracker.user(&1).presence, Away);
+    let user = tracker.user(&1);
+    let away = events.users().last().expect("a user event");
+    assert_eq!(
+        (away.sessions, Some(away.last_seen)),
+        (user.sessions, user.last_seen)
+    );
 
     // A fresh active heartbeat lifts the cap at once: an upgrade is published by the signal.
     clock.advance(secs(1));
@@ -86,11 +107,13 @@ fn reported_activity_caps_presence() {
 #[test]
 fn reattach_keeps_activity_and_clears_the_disconnect() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 10, "sock-1").expect("connect");
-    tracker.heartbeat(&10, Activity::Idle).expect("heartbeat");
+    let _ = tracker
+        .connect(1, 10, "sock-1", Activity::Active)
+        .expect("connect");
+    let _ = tracker.heartbeat(&10, Activity::Idle).expect("heartbeat");
     clock.advance(secs(30));
     let seen = tracker.session(&10).expect("alive").last_seen;
-    tracker
+    let _ = tracker
         .disconnect(&10, "sock-1", DisconnectKind::Lost)
         .expect("lost");
     let view = tracker.session(&10).expect("in grace");
@@ -99,12 +122,15 @@ fn reattach_keeps_activity_and_clears_the_disconnect() {
     assert_eq!(view.expires_at, tracker.now().saturating_add(secs(120)));
 
     clock.advance(secs(60));
-    tracker.connect(1, 10, "sock-2").expect("re-attach");
+    // Every connect reports the client's activity (0.1): the client, still idle, says so.
+    let reattach = tracker
+        .connect(1, 10, "sock-2", Activity::Idle)
+        .expect("re-attach");
     let view = tracker.session(&10).expect("re-attached");
     assert_eq!(
         view.activity,
         Activity::Idle,
-        "a re-attach keeps the last activity"
+        "a re-attach keeps the client's idle activity"
     );
     assert_eq!(view.presence, Idle);
     assert_eq!(view.last_seen, tracker.now());
@@ -116,6 +142,8 @@ fn reattach_keeps_activity_and_clears_the_disconnect() {
         "grace cleared"
     );
     assert_eq!(tracker.user(&1).sessions, 1);
+    // Published idle (no tick since the idle heartbeat), idle again: nothing to publish.
+    assert_eq!(reattach, Transitions::new());
 
     // Well past the old grace deadline, it is still alive.
     let events = tick_through(&tracker, &clock, secs(150), secs(10));
@@ -125,14 +153,16 @@ fn reattach_keeps_activity_and_clears_the_disconnect() {
 #[test]
 fn heartbeat_in_grace_refreshes_age_but_not_the_deadline() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 10, "sock").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     let lost_at = tracker.now();
-    tracker
+    let _ = tracker
         .disconnect(&10, "sock", DisconnectKind::Lost)
         .expect("lost");
     clock.advance(secs(100));
-    tracker.tick();
-    tracker
+    let _ = tracker.tick();
+    let _ = tracker
         .heartbeat(&10, Activity::Active)
         .expect("a heartbeat on a disconnected session");
     let view = tracker.session(&10).expect("in grace");
@@ -162,12 +192,14 @@ fn heartbeat_in_grace_refreshes_age_but_not_the_deadline() {
 #[test]
 fn leave_expires_after_the_leave_grace() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 10, "sock").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     clock.advance(secs(2));
     let left = tracker.now();
     assert_eq!(
-        tracker.leave(&10).expect("leave"),
-        vec![],
+        tracker.leave(&10, "sock").expect("leave"),
+        Transitions::new(),
         "a leave within its grace publishes nothing"
     );
     assert_eq!(
@@ -186,8 +218,10 @@ fn leave_expires_after_the_leave_grace() {
 #[test]
 fn expired_session_is_gone_and_a_connect_starts_afresh() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 10, "sock").expect("connect");
-    tracker
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
+    let _ = tracker
         .heartbeat(&10, Activity::Background)
         .expect("heartbeat");
     clock.advance(secs(240));
@@ -195,16 +229,18 @@ fn expired_session_is_gone_and_a_connect_starts_afresh() {
     assert_eq!(tracker.session(&10), None);
     assert_eq!(tracker.user(&1).presence, Offline);
     assert_eq!(tracker.user(&1).sessions, 0);
-    assert!(matches!(
+    assert_eq!(
         tracker.heartbeat(&10, Activity::Active),
-        Err(Error::UnknownSession { .. })
-    ));
+        Err(Error::UnknownSession)
+    );
     let events = tracker.tick();
     assert_eq!(
         session_transitions(&events),
         vec![(Away, Offline, Cause::Timeout)]
     );
-    let events = tracker.connect(1, 10, "sock-2").expect("connect again");
+    let events = tracker
+        .connect(1, 10, "sock-2", Activity::Active)
+        .expect("connect again");
     assert_eq!(
         user_transitions(&events),
         vec![(Offline, Active, Cause::Connect)]
@@ -218,12 +254,18 @@ fn expired_session_is_gone_and_a_connect_starts_afresh() {
 #[test]
 fn connect_on_expired_unticked_session_starts_afresh() {
     let (tracker, clock) = default_tracker();
-    let mut all = tracker.connect(1, 10, "sock").expect("connect");
+    let mut all = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     all.extend(tracker.heartbeat(&10, Activity::Idle).expect("heartbeat"));
     all.extend(tracker.tick());
     clock.advance(secs(250));
     // No tick in between: the old session is expired all the same.
-    all.extend(tracker.connect(1, 10, "sock-2").expect("connect again"));
+    all.extend(
+        tracker
+            .connect(1, 10, "sock-2", Activity::Active)
+            .expect("connect again"),
+    );
     assert_eq!(
         tracker.session(&10).expect("new").activity,
         Activity::Active
@@ -248,7 +290,9 @@ fn retention_over_at_expiry_is_forgotten_by_the_same_tick() {
         .build()
         .expect("valid");
     let (tracker, clock) = tracker_with::<u64, u64>(policy);
-    tracker.connect(1, 10, "sock").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     clock.advance(secs(240));
     let events = tracker.tick();
     assert_eq!(
@@ -267,15 +311,22 @@ fn last_seen_is_retained_then_forgotten() {
         .build()
         .expect("valid");
     let (tracker, clock) = tracker_with::<u64, u64>(policy);
-    tracker.connect(1, 10, "sock").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     let seen = tracker.now();
-    tracker.leave(&10).expect("leave");
+    let _ = tracker.leave(&10, "sock").expect("leave");
     clock.advance(secs(5));
-    tracker.tick();
+    let events = tracker.tick();
     let user = tracker.user(&1);
     assert_eq!(
         (user.presence, user.sessions, user.last_seen),
         (Offline, 0, Some(seen))
+    );
+    let gone = events.users().next().expect("the user went offline");
+    assert_eq!(
+        (gone.to, gone.sessions, Some(gone.last_seen)),
+        (user.presence, user.sessions, user.last_seen)
     );
     assert_eq!(tracker.online(), vec![]);
     tick_through(&tracker, &clock, ms(594_999), secs(10));
@@ -301,22 +352,26 @@ fn last_seen_is_retained_then_forgotten() {
 
 #[test]
 fn next_deadline_never_overshoots_a_transition() {
-    let (tracker, _clock) = default_tracker();
+    let (tracker, clock) = default_tracker();
     assert_eq!(tracker.next_deadline(), None, "nothing to wait for");
     let t0 = tracker.now();
-    tracker.connect(1, 10, "sock").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     let mut found = vec![];
     for _ in 0..100 {
         let Some(d) = tracker.next_deadline() else {
             break;
         };
         assert!(d > tracker.now(), "a deadline in the past: {d:?}");
+        clock.set(d.saturating_sub(ms(1)));
         assert_eq!(
-            tracker.tick_at(d.saturating_sub(ms(1))),
-            vec![],
+            tracker.tick(),
+            Transitions::new(),
             "a transition before {d:?}"
         );
-        for e in tracker.tick_at(d) {
+        clock.set(d);
+        for e in tracker.tick() {
             if e.is_user() {
                 found.push((e.to, e.at.saturating_duration_since(t0).as_secs()));
             }
@@ -337,7 +392,7 @@ fn next_deadline_never_overshoots_a_transition() {
 fn connect_with_activity_starts_where_the_client_is() {
     let (tracker, clock) = default_tracker();
     let events = tracker
-        .connect_with_activity(1, 10, "a", Activity::Background)
+        .connect(1, 10, "a", Activity::Background)
         .expect("connect");
     assert_eq!(
         user_transitions(&events),
@@ -349,12 +404,12 @@ fn connect_with_activity_starts_where_the_client_is() {
     );
 
     // Lost, then back in the foreground but idle, with a new connection.
-    tracker
+    let _ = tracker
         .disconnect(&10, "a", DisconnectKind::Lost)
         .expect("disconnect");
     clock.advance(secs(30));
     let events = tracker
-        .connect_with_activity(1, 10, "b", Activity::Idle)
+        .connect(1, 10, "b", Activity::Idle)
         .expect("re-attach");
     assert_eq!(
         session_transitions(&events),

@@ -1,13 +1,14 @@
 //! The tracker against a brute-force model.
 //!
 //! proptest generates sequences of signals (several users, sessions drawn from a small pool so
-//! they collide across users, connection ids from a small pool so disconnects go stale) and clock
-//! moves (forward by sub-threshold to multi-minute amounts, sometimes backwards). Each sequence
-//! runs on the tracker and on [`Model`], which keeps plain records and recomputes every presence
-//! from scratch with the rules of DESIGN.md. After every step the test compares every view, the
-//! aggregation rule, the event chains (replayed after every tick they must give exactly the
-//! current presences), the absence of any rise without a signal, and a snapshot restored through
-//! JSON into a fresh tracker.
+//! they collide across users, connection ids from a small pool so disconnects and leaves go
+//! stale) and clock moves (forward by sub-threshold to multi-minute amounts, sometimes
+//! backwards). Each sequence runs on the tracker and on [`Model`], which keeps plain records and
+//! recomputes every presence from scratch with the rules of DESIGN.md. After every step the test
+//! compares every view, the aggregation rule, the event chains (replayed after every tick they
+//! must give exactly the current presences), every event's session count and last-seen time,
+//! the absence of any rise without a signal, and a snapshot restored through JSON into a fresh
+//! tracker.
 
 mod support;
 
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use presence_tracker::{
     Activity, ConnectionId, DisconnectKind, Error, Event, ManualClock, Policy, Presence,
-    PresenceTracker, SessionView, Snapshot, Timestamp,
+    PresenceTracker, SessionView, Snapshot, Timestamp, Transitions,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
@@ -52,27 +53,30 @@ fn policy() -> Policy {
 /// One step of a generated sequence.
 #[derive(Clone, Debug)]
 enum Op {
+    /// Every connect reports the client's activity, new session or re-attach.
     Connect {
         user: u64,
         session: u64,
         conn: u64,
-        explicit: bool,
+        activity: Activity,
     },
+    /// `owned`: through the batch path, the session id is passed by value rather than by
+    /// reference.
     Heartbeat {
         session: u64,
         activity: Activity,
-        explicit: bool,
+        owned: bool,
     },
     /// `conn: None` names the session's current connection; `Some` one from the pool, often stale.
     Disconnect {
         session: u64,
         conn: Option<u64>,
         kind: DisconnectKind,
-        explicit: bool,
     },
+    /// Fenced like a disconnect: `conn` as there.
     Leave {
         session: u64,
-        explicit: bool,
+        conn: Option<u64>,
     },
     Advance(u64),
     SetBack(u64),
@@ -85,6 +89,12 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Activity::Idle),
         Just(Activity::Background)
     ];
+    // Most clients connect in the foreground.
+    let connect_activity = prop_oneof![
+        2 => Just(Activity::Active),
+        1 => Just(Activity::Idle),
+        1 => Just(Activity::Background)
+    ];
     let kind = prop_oneof![Just(DisconnectKind::Clean), Just(DisconnectKind::Lost)];
     // Thresholds and graces are whole seconds: steps of 500 ms land on them exactly, so the
     // boundaries (strict `<` on age, `<=` on deadlines) are exercised, not just crossed.
@@ -95,14 +105,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => 12_000..400_000u64,
     ];
     prop_oneof![
-        4 => (0..USERS, 0..SESSIONS, 0..CONNECTIONS, any::<bool>()).prop_map(
-            |(user, session, conn, explicit)| Op::Connect { user, session, conn, explicit }
+        4 => (0..USERS, 0..SESSIONS, 0..CONNECTIONS, connect_activity).prop_map(
+            |(user, session, conn, activity)| Op::Connect { user, session, conn, activity }
         ),
         5 => (0..SESSIONS, activity, any::<bool>())
-            .prop_map(|(session, activity, explicit)| Op::Heartbeat { session, activity, explicit }),
-        3 => (0..SESSIONS, prop::option::weighted(0.5, 0..CONNECTIONS), kind, any::<bool>())
-            .prop_map(|(session, conn, kind, explicit)| Op::Disconnect { session, conn, kind, explicit }),
-        1 => (0..SESSIONS, any::<bool>()).prop_map(|(session, explicit)| Op::Leave { session, explicit }),
+            .prop_map(|(session, activity, owned)| Op::Heartbeat { session, activity, owned }),
+        3 => (0..SESSIONS, prop::option::weighted(0.5, 0..CONNECTIONS), kind)
+            .prop_map(|(session, conn, kind)| Op::Disconnect { session, conn, kind }),
+        1 => (0..SESSIONS, prop::option::weighted(0.5, 0..CONNECTIONS))
+            .prop_map(|(session, conn)| Op::Leave { session, conn }),
         6 => advance.prop_map(Op::Advance),
         1 => (0..30_000u64).prop_map(Op::SetBack),
         3 => Just(Op::Tick),
@@ -119,8 +130,8 @@ enum Refusal {
 
 fn refusal(e: &Error) -> Option<Refusal> {
     match e {
-        Error::UnknownSession { .. } => Some(Refusal::UnknownSession),
-        Error::SessionOwnedByOtherUser { .. } => Some(Refusal::OwnedByOther),
+        Error::UnknownSession => Some(Refusal::UnknownSession),
+        Error::SessionOwnedByOtherUser => Some(Refusal::OwnedByOther),
         Error::TooManySessionsForUser { .. } => Some(Refusal::TooManyForUser),
         _ => None,
     }
@@ -173,8 +184,14 @@ impl Record {
 /// The brute-force model: a map of records and a high-water clock.
 #[derive(Debug, Default)]
 struct Model {
+    /// The latest time a signal or a tick saw: the tracker's high-water mark. Reads do not move
+    /// it.
+    high: u64,
+    /// The time reads derive at: the clock's, or `high` if later. For a signal or a tick, `high`.
     now: u64,
     sessions: BTreeMap<u64, Record>,
+    /// The last record of each session id that expired (what its offline event reports).
+    ended: BTreeMap<u64, Record>,
     /// The latest `last_seen` each user ever had (bounds for `UserView::last_seen`).
     ever_seen: BTreeMap<u64, u64>,
 }
@@ -201,13 +218,25 @@ impl Model {
             .unwrap_or(Presence::Offline)
     }
 
-    /// Moves to the tracker's time (the high-water mark) and forgets expired records, which
-    /// once offline stay offline whatever the clock does.
+    /// A signal or a tick with the clock at `clock`: moves the tracker's time (the high-water
+    /// mark) and forgets the records expired at it, which once offline there stay offline
+    /// whatever the clock does (for signals: time never goes back for them).
     fn at(&mut self, clock: u64) {
-        self.now = self.now.max(clock);
+        self.high = self.high.max(clock);
+        self.now = self.high;
         let now = self.now;
-        self.sessions
-            .retain(|_, r| r.presence(now) != Presence::Offline);
+        let (live, ended): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.sessions)
+            .into_iter()
+            .partition(|(_, r)| r.presence(now) != Presence::Offline);
+        self.sessions = live;
+        self.ended.extend(ended);
+    }
+
+    /// Only the clock moved (no signal): reads derive at the clock's time, or the high-water
+    /// mark if the clock is behind it. A read moves nothing, so a clock set back after an
+    /// advance that no signal saw takes the reads back with it.
+    fn read_at(&mut self, clock: u64) {
+        self.now = clock.max(self.high);
     }
 
     fn seen(&mut self, user: u64) {
@@ -215,7 +244,13 @@ impl Model {
         *e = (*e).max(self.now);
     }
 
-    fn connect(&mut self, user: u64, session: u64, conn: u64) -> Result<(), Refusal> {
+    fn connect(
+        &mut self,
+        user: u64,
+        session: u64,
+        conn: u64,
+        activity: Activity,
+    ) -> Result<(), Refusal> {
         let now = self.now;
         if let Some(r) = self.sessions.get_mut(&session) {
             if r.user != user {
@@ -225,6 +260,7 @@ impl Model {
             r.connected = true;
             r.grace = None;
             r.last_seen = now;
+            r.activity = activity;
         } else {
             if self.live_sessions_of(user).count() >= PER_USER {
                 return Err(Refusal::TooManyForUser);
@@ -234,7 +270,7 @@ impl Model {
                 Record {
                     user,
                     last_seen: now,
-                    activity: Activity::Active,
+                    activity,
                     conn,
                     connected: true,
                     grace: None,
@@ -276,12 +312,16 @@ impl Model {
         Ok(())
     }
 
-    fn leave(&mut self, session: u64) -> Result<(), Refusal> {
+    fn leave(&mut self, session: u64, conn: u64) -> Result<(), Refusal> {
         let now = self.now;
         let r = self
             .sessions
             .get_mut(&session)
             .ok_or(Refusal::UnknownSession)?;
+        // Fenced: the leave of a connection that is no longer the session's changes nothing.
+        if r.conn != conn {
+            return Ok(());
+        }
         // The client is going: its connection counts as closed.
         r.connected = false;
         r.grace = Some(
@@ -342,22 +382,31 @@ fn check_session_view(
     }
 }
 
-/// Every view the tracker gives at the model's time equals the model's, by the plain readers
-/// (on the clock) and the `_at` readers.
+/// Every view the tracker gives at the model's time equals the model's, read on the clock as
+/// it is, and again with the clock set to that time (what the `_at` readers did before 0.1).
+/// Reads move nothing: the tracker's time is the same after them.
 fn check_views(tracker: &Tracker, model: &Model) -> Result<(), TestCaseError> {
     let now = model.now;
-    let at = Timestamp::from_millis(now);
     prop_assert_eq!(
         tracker.now().as_millis(),
         now,
-        "tracker time (high-water mark)"
+        "tracker time (the clock, or the high-water mark if behind)"
     );
+    let clock = tracker.clock();
+    let on_the_clock = clock.now();
+    let mut at_now = Vec::new();
+    for s in 0..SESSIONS {
+        at_now.push(tracker.session(&s));
+    }
+    let users_at_now: Vec<_> = (0..USERS).map(|u| tracker.user(&u)).collect();
+    let online_at_now = tracker.online();
+    clock.set(Timestamp::from_millis(now));
     for s in 0..SESSIONS {
         let r = model.live(s);
         check_session_view(&format!("session({s})"), tracker.session(&s), r, now)?;
         check_session_view(
-            &format!("session_at({s})"),
-            tracker.session_at(&s, at),
+            &format!("session({s}) on the clock as it was"),
+            at_now[s as usize].clone(),
             r,
             now,
         )?;
@@ -369,7 +418,7 @@ fn check_views(tracker: &Tracker, model: &Model) -> Result<(), TestCaseError> {
             online.insert(u, expected);
         }
         let live: BTreeMap<u64, &Record> = model.live_sessions_of(u).collect();
-        for view in [tracker.user(&u), tracker.user_at(&u, at)] {
+        for view in [tracker.user(&u), users_at_now[u as usize]] {
             prop_assert_eq!(view.presence, expected, "user {} presence", u);
             prop_assert_eq!(view.sessions, live.len(), "user {} session count", u);
             let newest_live = live.values().map(|r| r.last_seen).max();
@@ -428,11 +477,67 @@ fn check_views(tracker: &Tracker, model: &Model) -> Result<(), TestCaseError> {
     }
     for (what, list) in [
         ("online", tracker.online()),
-        ("online_at", tracker.online_at(at)),
+        ("online on the clock as it was", online_at_now),
     ] {
         let got: BTreeMap<u64, Presence> = list.iter().map(|(u, v)| (*u, v.presence)).collect();
         prop_assert_eq!(got.len(), list.len(), "{} lists a user twice", what);
         prop_assert_eq!(&got, &online, "{}", what);
+    }
+    clock.set(on_the_clock);
+    prop_assert_eq!(
+        tracker.now().as_millis(),
+        now,
+        "a read moved the tracker's time"
+    );
+    Ok(())
+}
+
+/// Every event's `sessions` is its user's live session count once it is published, and its
+/// `last_seen` the session's (for a session's event) or the user's, ended sessions included
+/// (for a user's event): what the model says after the step. Except in a connect that re-makes
+/// its user's own expired (not yet ticked) session: the events published before the new
+/// session's (the old one's end) are as of before the connect.
+fn check_event_fields(
+    events: &[Event<u64, u64>],
+    model: &Model,
+    remade: Option<(u64, u64)>,
+    ever_before: Option<u64>,
+) -> Result<(), TestCaseError> {
+    let remade_at = remade.and_then(|(_, session)| {
+        events
+            .iter()
+            .position(|e| e.session() == Some(&session) && e.from == Presence::Offline)
+    });
+    for (i, e) in events.iter().enumerate() {
+        let user = *e.user();
+        let before_remake =
+            remade.is_some_and(|(u, _)| u == user) && remade_at.is_some_and(|at| i < at);
+        let live = model.live_sessions_of(user).count();
+        let sessions = if before_remake { live - 1 } else { live };
+        prop_assert_eq!(e.sessions, sessions, "sessions of {:?}", e);
+        if e.is_user() && e.to == Presence::Offline {
+            prop_assert_eq!(e.sessions, 0, "an offline user with sessions: {:?}", e);
+        }
+        let last_seen = match e.session() {
+            None if before_remake => ever_before,
+            None => model.ever_seen.get(&user).copied(),
+            Some(s) if e.to == Presence::Offline => model
+                .ended
+                .get(s)
+                .filter(|r| r.user == user)
+                .map(|r| r.last_seen),
+            Some(s) => model
+                .sessions
+                .get(s)
+                .filter(|r| r.user == user)
+                .map(|r| r.last_seen),
+        };
+        prop_assert_eq!(
+            Some(e.last_seen.as_millis()),
+            last_seen,
+            "last_seen of {:?}",
+            e
+        );
     }
     Ok(())
 }
@@ -558,14 +663,21 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut replay = Replay::<u64, u64>::new();
     let mut before = snapshot_of_presences(&tracker);
 
+    let mut read_before = model.now;
+
     for (step, op) in ops.iter().enumerate() {
         match op {
             Op::Advance(d) => clock.advance(ms(*d)),
             Op::SetBack(d) => clock.set(clock.now().saturating_sub(ms(*d))),
             _ => {}
         }
-        model.at(clock.now().as_millis());
-        let now = Timestamp::from_millis(clock.now().as_millis());
+        // A signal or a tick takes the tracker's time from the clock; a clock move alone only
+        // changes what reads see.
+        if matches!(op, Op::Advance(_) | Op::SetBack(_)) {
+            model.read_at(clock.now().as_millis());
+        } else {
+            model.at(clock.now().as_millis());
+        }
         // A user offline for its whole retention may be forgotten, and its seq start again.
         for u in 0..USERS {
             if model.live_sessions_of(u).next().is_some() {
@@ -579,31 +691,46 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
 
-        type R = Result<Vec<Event<u64, u64>>, Error>;
+        // A connect of a session that expired (but no tick freed it yet) for the same user
+        // first publishes the old session's end, then makes it anew.
+        let remade = match *op {
+            Op::Connect { user, session, .. }
+                if !model.sessions.contains_key(&session)
+                    && replay
+                        .session(&session)
+                        .is_some_and(|(owner, p)| owner == user && p != Presence::Offline) =>
+            {
+                Some((user, session))
+            }
+            _ => None,
+        };
+        let ever_before = remade.and_then(|(user, _)| model.ever_seen.get(&user).copied());
+
+        type R = Result<Transitions<u64, u64>, Error>;
         let (got, expected, riser): (R, Result<(), Refusal>, Option<u64>) = match *op {
             Op::Connect {
                 user,
                 session,
                 conn,
-                explicit,
+                activity,
             } => {
-                let got = if explicit {
-                    tracker.connect_at(user, session, conn, now)
-                } else {
-                    tracker.connect(user, session, conn)
-                };
-                (got, model.connect(user, session, conn), Some(user))
+                let got = tracker.connect(user, session, conn, activity);
+                (
+                    got,
+                    model.connect(user, session, conn, activity),
+                    Some(user),
+                )
             }
             Op::Heartbeat {
                 session,
                 activity,
-                explicit,
+                owned,
             } => {
                 let user = model.sessions.get(&session).map(|r| r.user);
                 // Every third heartbeat goes through the batch path, as a batch of one.
                 let got = if session % 3 == 0 {
-                    let outcome = if explicit {
-                        tracker.heartbeat_batch_at([(&session, activity)], now)
+                    let outcome = if owned {
+                        tracker.heartbeat_batch(vec![(session, activity)])
                     } else {
                         tracker.heartbeat_batch([(&session, activity)])
                     };
@@ -611,8 +738,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         Some((_, e)) => Err(e),
                         None => Ok(outcome.events),
                     }
-                } else if explicit {
-                    tracker.heartbeat_at(&session, activity, now)
                 } else {
                     tracker.heartbeat(&session, activity)
                 };
@@ -622,32 +747,26 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 session,
                 conn,
                 kind,
-                explicit,
             } => {
                 let conn = conn
                     .or_else(|| model.sessions.get(&session).map(|r| r.conn))
                     .unwrap_or(0);
-                let got = if explicit {
-                    tracker.disconnect_at(&session, conn, kind, now)
-                } else {
-                    tracker.disconnect(&session, conn, kind)
-                };
+                let got = tracker.disconnect(&session, conn, kind);
                 (got, model.disconnect(session, conn, kind), None)
             }
-            Op::Leave { session, explicit } => {
-                let got = if explicit {
-                    tracker.leave_at(&session, now)
-                } else {
-                    tracker.leave(&session)
-                };
-                (got, model.leave(session), None)
+            Op::Leave { session, conn } => {
+                let conn = conn
+                    .or_else(|| model.sessions.get(&session).map(|r| r.conn))
+                    .unwrap_or(0);
+                let got = tracker.leave(&session, conn);
+                (got, model.leave(session, conn), None)
             }
-            Op::Advance(_) | Op::SetBack(_) => (Ok(Vec::new()), Ok(()), None),
+            Op::Advance(_) | Op::SetBack(_) => (Ok(Transitions::new()), Ok(()), None),
             Op::Tick => (Ok(tracker.tick()), Ok(()), None),
         };
         let context = format!("step {step} {op:?} at {}", model.now);
         let events = match (got, expected) {
-            (Ok(events), Ok(())) => events,
+            (Ok(events), Ok(())) => events.into_vec(),
             (Err(e), Err(r)) if refusal(&e) == Some(r) => Vec::new(),
             (got, expected) => {
                 return Err(TestCaseError::fail(format!(
@@ -669,6 +788,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         if matches!(op, Op::Advance(_) | Op::SetBack(_)) {
             prop_assert!(events.is_empty());
         }
+        check_event_fields(&events, &model, remade, ever_before)
+            .map_err(|e| TestCaseError::fail(format!("{context}: {e}")))?;
 
         // (a), (b)
         check_views(&tracker, &model)
@@ -678,10 +799,15 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             check_published(&tracker, &model, &replay)
                 .map_err(|e| TestCaseError::fail(format!("{context}: {e}")))?;
         }
-        // (d) Only the user of a successful connect or heartbeat may rise.
+        // (d) Only the user of a successful connect or heartbeat may rise. Reads move no time:
+        // when the clock went back behind what the last reads saw (and no signal saw that),
+        // reads go back with it, and may see presences that time since took away: compare only
+        // reads that did not go back in time.
         let after = snapshot_of_presences(&tracker);
         let riser = riser.filter(|_| expected.is_ok());
-        for (s, (owner, p)) in &after.0 {
+        let forward = model.now >= read_before;
+        read_before = model.now;
+        for (s, (owner, p)) in after.0.iter().filter(|_| forward) {
             if Some(*owner) == riser {
                 continue;
             }
@@ -699,7 +825,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 p
             );
         }
-        for (u, p) in &after.1 {
+        for (u, p) in after.1.iter().filter(|_| forward) {
             if Some(*u) != riser {
                 let was = before.1[u];
                 prop_assert!(
@@ -719,10 +845,12 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     }
     // A final tick publishes everything.
     model.at(clock.now().as_millis());
-    let events = tracker.tick();
+    let events = tracker.tick().into_vec();
     replay
         .apply_all(&events)
         .map_err(|m| TestCaseError::fail(format!("final tick: {m}")))?;
+    check_event_fields(&events, &model, None, None)
+        .map_err(|e| TestCaseError::fail(format!("final tick: {e}")))?;
     check_published(&tracker, &model, &replay)
 }
 
@@ -740,18 +868,30 @@ proptest! {
 fn model_rules_sanity() {
     let mut m = Model::default();
     m.at(1_000_000);
-    assert_eq!(m.connect(1, 1, 1), Ok(()));
-    assert_eq!(m.connect(2, 1, 1), Err(Refusal::OwnedByOther));
+    assert_eq!(m.connect(1, 1, 1, Activity::Active), Ok(()));
+    assert_eq!(
+        m.connect(2, 1, 1, Activity::Active),
+        Err(Refusal::OwnedByOther)
+    );
     assert_eq!(m.heartbeat(9, Activity::Idle), Err(Refusal::UnknownSession));
     assert_eq!(m.user_presence(1), Presence::Active);
     m.at(1_000_000 + ACTIVE);
     assert_eq!(m.user_presence(1), Presence::Idle);
-    assert_eq!(m.leave(1), Ok(()));
+    // A leave naming a connection that is not the session's current one changes nothing.
+    assert_eq!(m.leave(1, 2), Ok(()));
+    assert!(m.live(1).is_some_and(|r| r.connected && r.grace.is_none()));
+    assert_eq!(m.leave(1, 1), Ok(()));
     m.at(1_000_000 + ACTIVE + LEAVE_GRACE - 1);
     assert_eq!(m.user_presence(1), Presence::Idle);
     m.at(1_000_000 + ACTIVE + LEAVE_GRACE);
     assert_eq!(m.user_presence(1), Presence::Offline);
     assert!(m.live(1).is_none());
     // Once expired, the id is free for anyone.
-    assert_eq!(m.connect(2, 1, 3), Ok(()));
+    assert_eq!(m.connect(2, 1, 3, Activity::Active), Ok(()));
+    // Reads follow a clock set back behind what no signal saw; signals do not.
+    m.read_at(1_000_000 + TTL);
+    assert_eq!(m.now, 1_000_000 + TTL);
+    m.read_at(1_000_000);
+    assert_eq!(m.now, m.high);
+    assert_eq!(m.high, 1_000_000 + ACTIVE + LEAVE_GRACE);
 }

@@ -93,9 +93,14 @@ fn event_json_shape() {
     let (tracker, clock) = tracker_strings();
     let t0 = tracker.now();
     let events = tracker
-        .connect("ada".to_string(), "tab-1".to_string(), "sock")
+        .connect(
+            "ada".to_string(),
+            "tab-1".to_string(),
+            "sock",
+            Activity::Active,
+        )
         .expect("connect");
-    let user = events.iter().find(|e| e.is_user()).expect("a user event");
+    let user = events.users().next().expect("a user event");
     let value = serde_json::to_value(user).expect("serializes");
     assert_eq!(value["subject"], json!({"kind": "user", "user": "ada"}));
     assert_eq!(value["from"], json!("offline"));
@@ -103,18 +108,19 @@ fn event_json_shape() {
     assert_eq!(value["at"], json!(t0.as_millis()));
     assert_eq!(value["cause"], json!("connect"));
     assert!(value["seq"].is_u64());
-    let session = events
-        .iter()
-        .find(|e| !e.is_user())
-        .expect("a session event");
+    assert_eq!(value["sessions"], json!(1));
+    assert_eq!(value["last_seen"], json!(t0.as_millis()));
+    let session = events.sessions().next().expect("a session event");
     let value = serde_json::to_value(session).expect("serializes");
     assert_eq!(
         value["subject"],
         json!({"kind": "session", "user": "ada", "session": "tab-1"})
     );
+    assert_eq!(value["sessions"], json!(1));
+    assert_eq!(value["last_seen"], json!(t0.as_millis()));
 
-    tracker
-        .disconnect(&"tab-1".to_string(), "sock", DisconnectKind::Clean)
+    let _ = tracker
+        .disconnect("tab-1", "sock", DisconnectKind::Clean)
         .expect("close");
     clock.advance(secs(5));
     let events = tracker.tick();
@@ -127,7 +133,8 @@ fn event_json_shape() {
     }
     let handmade: Event<u64, u64> = serde_json::from_value(json!({
         "subject": {"kind": "session", "user": 1, "session": 2},
-        "from": "idle", "to": "away", "at": 42, "cause": "timeout", "seq": 7
+        "from": "idle", "to": "away", "at": 42, "cause": "timeout", "seq": 7,
+        "sessions": 3, "last_seen": 40
     }))
     .expect("the documented form parses");
     assert_eq!(
@@ -139,6 +146,8 @@ fn event_json_shape() {
     );
     assert_eq!(handmade.cause, Cause::Timeout);
     assert_eq!(handmade.at, Timestamp::from_millis(42));
+    assert_eq!(handmade.sessions, 3);
+    assert_eq!(handmade.last_seen, Timestamp::from_millis(40));
 }
 
 fn tracker_strings() -> (support::Tracker<String, String>, ManualClock) {
@@ -159,21 +168,23 @@ fn restore_at(tracker: &support::Tracker, at: Timestamp) -> support::Tracker {
 #[test]
 fn snapshot_restores_through_json() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 10, "fresh").expect("connect");
-    tracker.connect(2, 20, "old").expect("connect");
-    tracker.connect(3, 30, "lost").expect("connect");
-    tracker.heartbeat(&20, Activity::Idle).expect("heartbeat");
+    for (user, session, connection) in [(1, 10, "fresh"), (2, 20, "old"), (3, 30, "lost")] {
+        let _ = tracker
+            .connect(user, session, connection, Activity::Active)
+            .expect("connect");
+    }
+    let _ = tracker.heartbeat(&20, Activity::Idle).expect("heartbeat");
     clock.advance(secs(90));
-    tracker
+    let _ = tracker
         .disconnect(&30, "lost", DisconnectKind::Lost)
         .expect("lost");
     clock.advance(secs(10));
-    tracker.heartbeat(&10, Activity::Active).expect("heartbeat");
-    tracker
+    let _ = tracker.heartbeat(&10, Activity::Active).expect("heartbeat");
+    let _ = tracker
         .heartbeat(&30, Activity::Background)
         .expect("heartbeat");
     clock.advance(secs(10));
-    tracker.tick();
+    let _ = tracker.tick();
     let now = tracker.now();
 
     // A session seen 10 s before the snapshot is still active after a restore at the same time.

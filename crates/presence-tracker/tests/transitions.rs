@@ -4,17 +4,19 @@ mod support;
 
 use std::time::Duration;
 
-use presence_tracker::{derive, Activity, Cause, Policy, Presence, SessionRecord, Timestamp};
+use presence_tracker::{
+    derive, Activity, Cause, Policy, Presence, SessionRecord, Timestamp, Transitions,
+};
 use support::{default_tracker, secs, session_transitions, transitions, user_transitions, Replay};
 
 use Presence::{Active, Away, Idle, Offline, Stale};
 
 fn record(last_seen: u64, activity: Activity, grace: Option<u64>) -> SessionRecord {
-    SessionRecord {
-        last_seen: Timestamp::from_millis(last_seen),
+    SessionRecord::new(
+        Timestamp::from_millis(last_seen),
         activity,
-        grace_deadline: grace.map(Timestamp::from_millis),
-    }
+        grace.map(Timestamp::from_millis),
+    )
 }
 
 #[test]
@@ -99,7 +101,9 @@ fn derive_never_rises_with_time() {
 #[test]
 fn a_tick_across_several_thresholds_emits_one_event_per_subject() {
     let (tracker, clock) = default_tracker();
-    tracker.connect(1, 10, "sock").expect("connect");
+    let _ = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     clock.advance(secs(200));
     let events = tracker.tick();
     assert_eq!(
@@ -116,7 +120,7 @@ fn a_tick_across_several_thresholds_emits_one_event_per_subject() {
     assert!(events.iter().all(|e| e.at == tracker.now()));
     assert_eq!(
         tracker.tick(),
-        vec![],
+        Transitions::new(),
         "a second tick at the same time has nothing to add"
     );
 }
@@ -124,7 +128,9 @@ fn a_tick_across_several_thresholds_emits_one_event_per_subject() {
 #[test]
 fn downgrades_wait_for_the_tick_upgrades_come_with_the_signal() {
     let (tracker, clock) = default_tracker();
-    let mut all = tracker.connect(1, 10, "sock").expect("connect");
+    let mut all = tracker
+        .connect(1, 10, "sock", Activity::Active)
+        .expect("connect");
     clock.advance(secs(70));
     // Derived at once, published at the tick.
     assert_eq!(tracker.user(&1).presence, Away);
@@ -154,8 +160,16 @@ fn sequence_numbers_strictly_increase_per_user() {
     let (tracker, clock) = default_tracker();
     let mut all = vec![];
     for round in 0..20u64 {
-        all.extend(tracker.connect(1, round % 3, round).expect("connect"));
-        all.extend(tracker.connect(2, 100 + round % 2, round).expect("connect"));
+        all.extend(
+            tracker
+                .connect(1, round % 3, round, Activity::Active)
+                .expect("connect"),
+        );
+        all.extend(
+            tracker
+                .connect(2, 100 + round % 2, round, Activity::Active)
+                .expect("connect"),
+        );
         clock.advance(secs(25 + round * 7));
         all.extend(tracker.tick());
         if round % 4 == 0 {
@@ -191,18 +205,30 @@ fn sequence_numbers_strictly_increase_per_user() {
 #[test]
 fn a_signal_that_also_expires_sessions_names_its_own_cause() {
     let (tracker, clock) = default_tracker();
-    let mut all = tracker.connect(3, 0, "a").expect("connect");
-    all.extend(tracker.connect(3, 1, "b").expect("connect"));
+    let mut all = tracker
+        .connect(3, 0, "a", Activity::Active)
+        .expect("connect");
+    all.extend(
+        tracker
+            .connect(3, 1, "b", Activity::Active)
+            .expect("connect"),
+    );
     clock.advance(secs(20));
     all.extend(tracker.tick());
     clock.advance(secs(240));
-    let events = tracker.connect(3, 2, "c").expect("connect");
+    let events = tracker
+        .connect(3, 2, "c", Activity::Active)
+        .expect("connect");
     all.extend(events.iter().cloned());
     assert_eq!(
         user_transitions(&events),
         vec![(Idle, Active, Cause::Connect)],
         "{events:?}"
     );
+    // The expired sessions' ends and the new session's start: every event of the call carries
+    // the user's one live session.
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(events.iter().all(|e| e.sessions == 1), "{events:?}");
     let mut replay = Replay::new();
     replay.apply_all(&all).expect("consistent chains");
 }

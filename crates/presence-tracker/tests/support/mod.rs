@@ -59,29 +59,34 @@ where
     events
 }
 
-/// `(is_user, from, to, cause)` of each event, for compact assertions.
-pub(crate) fn transitions<U, S>(events: &[Event<U, S>]) -> Vec<(bool, Presence, Presence, Cause)> {
+/// `(is_user, from, to, cause)` of each event, for compact assertions. Takes a
+/// [`Transitions`](presence_tracker::Transitions) or a `Vec`/slice of events by reference.
+pub(crate) fn transitions<'a, U: 'a, S: 'a>(
+    events: impl IntoIterator<Item = &'a Event<U, S>>,
+) -> Vec<(bool, Presence, Presence, Cause)> {
     events
-        .iter()
+        .into_iter()
         .map(|e| (e.is_user(), e.from, e.to, e.cause))
         .collect()
 }
 
 /// `(from, to, cause)` of the user events only.
-pub(crate) fn user_transitions<U, S>(events: &[Event<U, S>]) -> Vec<(Presence, Presence, Cause)> {
+pub(crate) fn user_transitions<'a, U: 'a, S: 'a>(
+    events: impl IntoIterator<Item = &'a Event<U, S>>,
+) -> Vec<(Presence, Presence, Cause)> {
     events
-        .iter()
+        .into_iter()
         .filter(|e| e.is_user())
         .map(|e| (e.from, e.to, e.cause))
         .collect()
 }
 
 /// `(from, to, cause)` of the session events only.
-pub(crate) fn session_transitions<U, S>(
-    events: &[Event<U, S>],
+pub(crate) fn session_transitions<'a, U: 'a, S: 'a>(
+    events: impl IntoIterator<Item = &'a Event<U, S>>,
 ) -> Vec<(Presence, Presence, Cause)> {
     events
-        .iter()
+        .into_iter()
         .filter(|e| !e.is_user())
         .map(|e| (e.from, e.to, e.cause))
         .collect()
