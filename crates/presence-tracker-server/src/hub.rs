@@ -474,13 +474,15 @@ impl<U: Id> Published<U> {
         });
         let mut at = Timestamp::EPOCH;
         for e in run {
+            // Every event carries the user's whole state as of its publication.
+            now.presence = e.user_presence;
             now.sessions = e.sessions;
-            now.last_seen = now.last_seen.max(e.last_seen);
+            now.last_seen = if e.is_user() {
+                e.last_seen
+            } else {
+                now.last_seen.max(e.last_seen)
+            };
             at = at.max(e.at);
-            if e.is_user() {
-                now.presence = e.to;
-                now.last_seen = e.last_seen;
-            }
         }
         now.seq = seq;
         let changed =
@@ -560,6 +562,12 @@ impl<U: Id, S: Id, C: Clock> Subscription<U, S, C> {
             Err(broadcast::error::RecvError::Lagged(_)) => Some(Delivery::State(self.resync())),
             Err(broadcast::error::RecvError::Closed) => None,
         }
+    }
+
+    /// How many updates wait for this subscriber: a forwarder that finds it far behind can
+    /// [`resync_later`](Self::resync_later) instead of sending them all.
+    pub fn pending(&self) -> usize {
+        self.rx.len()
     }
 
     /// The next delivery if one is ready, without waiting.

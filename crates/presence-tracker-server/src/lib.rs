@@ -38,11 +38,18 @@
 //!
 //! # Feature flags
 //!
-//! None yet; the Socket.IO and WebSocket integrations are planned as `socketioxide` and `axum`.
+//! - `socketioxide`: [`socketio::attach`](crate::socketio) registers presence on a Socket.IO
+//!   namespace.
+//! - `axum`: [`ws::route`](crate::ws), a WebSocket route with JSON messages.
 
 mod auth;
 mod hub;
 pub mod wire;
+
+#[cfg(feature = "socketioxide")]
+pub mod socketio;
+#[cfg(feature = "axum")]
+pub mod ws;
 
 pub use auth::{Authenticate, Handshake, Identity};
 pub use hub::{Delivery, Hub, HubConfig, Subscription, Ticking};

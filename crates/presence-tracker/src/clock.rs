@@ -150,8 +150,9 @@ impl<C: Clock + ?Sized> Clock for &C {
 
 /// The default clock: monotonic time from [`Instant`], anchored to [`SystemTime`] when made.
 ///
-/// Reading it costs one `Instant::now()` (about 30 ns on a virtual machine). Handlers that
-/// already know the time can pass it to the `*_at` calls instead.
+/// Reading it costs one `Instant::now()` (about 30 ns on a virtual machine). A server that
+/// records many signals a second can read it once per refresh instead, through a
+/// [`CoarseClock`].
 ///
 /// # Examples
 ///

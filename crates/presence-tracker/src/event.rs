@@ -36,6 +36,10 @@ pub struct Event<U, S> {
     /// The user's live sessions (tabs, devices) once this event is published. 0 when the user
     /// went offline.
     pub sessions: usize,
+    /// The user's presence once this event is published: for a user's event its `to`; for a
+    /// session's, the user's presence after the call that published it (so a consumer that
+    /// keeps whole user states never has to combine events).
+    pub user_presence: Presence,
     /// The subject's last-seen time once this event is published: a session's last connect or
     /// heartbeat; for a user, the latest of its sessions' (those that ended included).
     pub last_seen: Timestamp,

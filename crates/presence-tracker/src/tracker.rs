@@ -69,8 +69,9 @@ const USER_SHARDS: usize = 64;
 /// [`CoarseClock`](crate::CoarseClock) (refreshed every few milliseconds, one atomic load per
 /// read: measured at the cost of passing a time in, BENCHMARKS.md §7); tests and simulations
 /// use a [`ManualClock`](crate::ManualClock) and move it. So one bogus caller-supplied time
-/// cannot move the tracker's time, and reads never change it. A clock that goes back is treated
-/// as standing still.
+/// cannot move the tracker's time, and reads never change it. Signals and ticks never go back
+/// in time: if the clock goes back, they work at the latest time a signal or tick saw (reads
+/// use that too, and otherwise the clock's).
 ///
 /// # Connections fence the signals that end a session
 ///
@@ -292,8 +293,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
 
 /// # Recording signals
 ///
-/// Each returns the events it caused (often none) and takes the time from the clock; the `*_at`
-/// variants take it from the caller. An `Err` means nothing changed.
+/// Each returns the [`Transitions`] it published (often none) and takes the time from the
+/// clock. An `Err` means nothing changed.
 impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// A connection attached to a session: a new session for `user`, or a re-attach (after a
     /// reconnect, with a new connection id) of one it already has.
@@ -561,7 +562,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             .map(Transitions::from_vec)
     }
 
-    /// [`heartbeat`](Self::heartbeat) at a given time.
+    /// [`heartbeat`](Self::heartbeat) at `now` (from the clock).
     fn heartbeat_at<Q>(
         &self,
         session: &Q,

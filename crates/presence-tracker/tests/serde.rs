@@ -109,6 +109,7 @@ fn event_json_shape() {
     assert_eq!(value["cause"], json!("connect"));
     assert!(value["seq"].is_u64());
     assert_eq!(value["sessions"], json!(1));
+    assert_eq!(value["user_presence"], json!("active"));
     assert_eq!(value["last_seen"], json!(t0.as_millis()));
     let session = events.sessions().next().expect("a session event");
     let value = serde_json::to_value(session).expect("serializes");
@@ -117,6 +118,7 @@ fn event_json_shape() {
         json!({"kind": "session", "user": "ada", "session": "tab-1"})
     );
     assert_eq!(value["sessions"], json!(1));
+    assert_eq!(value["user_presence"], json!("active"));
     assert_eq!(value["last_seen"], json!(t0.as_millis()));
 
     let _ = tracker
@@ -134,7 +136,7 @@ fn event_json_shape() {
     let handmade: Event<u64, u64> = serde_json::from_value(json!({
         "subject": {"kind": "session", "user": 1, "session": 2},
         "from": "idle", "to": "away", "at": 42, "cause": "timeout", "seq": 7,
-        "sessions": 3, "last_seen": 40
+        "sessions": 3, "user_presence": "idle", "last_seen": 40
     }))
     .expect("the documented form parses");
     assert_eq!(

@@ -100,6 +100,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     cause,
                     seq,
                     sessions: 0,
+                    user_presence: Presence::Offline,
                     last_seen: record.last_seen,
                 });
                 Counters::moved(&self.counters[shard.index].sessions, from, to);
@@ -129,6 +130,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             });
         for event in &mut events[first..] {
             event.sessions = live;
+            event.user_presence = best;
         }
         let published = entry.published();
         if best != published {
@@ -142,6 +144,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 cause,
                 seq,
                 sessions: live,
+                user_presence: best,
                 last_seen: Timestamp::from_millis(last_seen),
             });
             Counters::moved(&self.counters[shard.index].users, published, best);
@@ -171,7 +174,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
 
     /// Takes and settles every user due at `now` in one shard; forgets retained users whose
     /// retention ran out.
-    // Not inlined into `tick_at`, whose loop over the shards is what a tick with nothing due
+    // Not inlined into `tick`, whose loop over the shards is what a tick with nothing due
     // costs (measured: inlined, that loop ran about 20 % slower).
     #[inline(never)]
     pub(super) fn run_due(&self, shard: &mut UserShard<U, S>, now: u64, events: &mut Events<U, S>) {

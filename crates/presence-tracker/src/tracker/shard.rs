@@ -552,6 +552,9 @@ mod tests {
         e.set_retention_queued(false);
         assert_eq!((e.gone_last_seen(), e.retention_queued()), (2_000, false));
         e.saw_gone(u64::MAX); // saturates below the flag
-        assert_eq!((e.gone_last_seen(), e.retention_queued()), ((1 << 63) - 1, false));
+        assert_eq!(
+            (e.gone_last_seen(), e.retention_queued()),
+            ((1 << 63) - 1, false)
+        );
     }
 }

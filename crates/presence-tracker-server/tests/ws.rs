@@ -1,0 +1,288 @@
+//! The WebSocket integration, driven over loopback by another client stack (tungstenite): the
+//! hello and its refusals, close codes for garbage, ordering of one connection's signals,
+//! watchers, and the connection fence of `leave`.
+#![cfg(feature = "axum")]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use presence_tracker::{Activity, ManualClock, Policy, Presence, PresenceTracker};
+use presence_tracker_server::wire::Refusal;
+use presence_tracker_server::ws::{self, WsOptions};
+use presence_tracker_server::{Handshake, Hub, HubConfig, Identity};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type TestHub = Hub<String, String, ManualClock>;
+
+/// `user:NAME` signs in as NAME; no token watches; anything else is refused.
+fn auth(h: &Handshake<'_>) -> Result<Identity<String>, Refusal> {
+    match h.token {
+        None => Ok(Identity::Watcher),
+        Some(token) => match token.strip_prefix("user:") {
+            Some(name) => Ok(Identity::User(name.to_string())),
+            None => Err(Refusal::new("unauthorized", "bad token")),
+        },
+    }
+}
+
+async fn server() -> (TestHub, ManualClock, String) {
+    let clock = ManualClock::new();
+    let hub = Hub::new(
+        PresenceTracker::with_clock(Policy::default(), clock.clone()),
+        HubConfig::default(),
+    );
+    let options = WsOptions::default().hello_timeout(Duration::from_millis(300));
+    let app = axum::Router::new().route("/ws", ws::route_with(hub.clone(), auth, options));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("ws://{}/ws", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (hub, clock, url)
+}
+
+async fn client(url: &str) -> Client {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connects")
+        .0
+}
+
+async fn send(c: &mut Client, v: Value) {
+    c.send(Message::text(v.to_string())).await.expect("sends");
+}
+
+/// The next JSON message (skipping pings); panics after 5 s without one.
+async fn next(c: &mut Client) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("open")
+            .expect("a frame");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).expect("json"),
+            Message::Close(f) => panic!("closed: {f:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// The close frame's code and reason, skipping anything before it.
+async fn closed(c: &mut Client) -> (CloseCode, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .expect("closes within 5 s")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return (f.code, f.reason.to_string()),
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                panic!("closed without a close frame")
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+fn hello(token: Option<&str>, session: Option<&str>) -> Value {
+    json!({"type": "hello", "protocol": 1, "token": token, "session": session})
+}
+
+#[tokio::test]
+async fn a_hello_gets_the_state_and_others_get_the_update() {
+    let (_hub, _clock, url) = server().await;
+    let mut watcher = client(&url).await;
+    send(&mut watcher, hello(None, None)).await;
+    let state = next(&mut watcher).await;
+    assert_eq!(
+        (state["type"].as_str(), state["version"].as_u64()),
+        (Some("state"), Some(0))
+    );
+
+    let mut ada = client(&url).await;
+    send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
+    assert_eq!(next(&mut ada).await["type"], "state");
+    let update = next(&mut watcher).await;
+    assert_eq!(update["type"], "update");
+    assert_eq!(update["version"], 1);
+    assert_eq!(update["epoch"], state["epoch"]);
+    assert_eq!(update["user"]["user"], "ada");
+    assert_eq!(update["user"]["presence"], "active");
+    assert_eq!(update["user"]["sessions"], 1);
+}
+
+#[tokio::test]
+async fn one_connections_signals_apply_in_the_order_sent() {
+    let (hub, _clock, url) = server().await;
+    let mut ada = client(&url).await;
+    send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
+    next(&mut ada).await;
+    let activities = ["idle", "active", "background", "active", "idle"];
+    for i in 0..200 {
+        send(
+            &mut ada,
+            json!({"type": "heartbeat", "activity": activities[i % 5]}),
+        )
+        .await;
+    }
+    // A watcher connecting after the last heartbeat was handled sees the final activity.
+    send(&mut ada, json!({"type": "resync"})).await;
+    loop {
+        let m = next(&mut ada).await;
+        if m["type"] == "state" {
+            break;
+        }
+    }
+    let view = hub.tracker().session("tab-1").expect("live");
+    assert_eq!(
+        view.activity,
+        Activity::Idle,
+        "the last heartbeat sent was idle"
+    );
+    // Each heartbeat whose activity differs from the one before moved the presence and
+    // published one update (plus the connect's): applied out of order, some would not have.
+    let changes = (0..200)
+        .filter(|&i| {
+            let before = if i == 0 {
+                "active"
+            } else {
+                activities[(i - 1) % 5]
+            };
+            activities[i % 5] != before
+        })
+        .count() as u64;
+    assert_eq!(hub.version(), 1 + changes);
+}
+
+#[tokio::test]
+async fn garbage_gets_a_clear_close() {
+    let (hub, _clock, url) = server().await;
+
+    let mut c = client(&url).await;
+    c.send(Message::binary(vec![1, 2, 3])).await.expect("sends");
+    assert_eq!(closed(&mut c).await.0, CloseCode::Unsupported);
+
+    let mut c = client(&url).await;
+    send(&mut c, json!({"type": "heartbeat", "activity": "active"})).await;
+    let (code, reason) = closed(&mut c).await;
+    assert_eq!(u16::from(code), 4000);
+    assert!(reason.contains("hello"), "{reason}");
+
+    let mut c = client(&url).await;
+    send(
+        &mut c,
+        json!({"type": "hello", "protocol": 99, "session": "x"}),
+    )
+    .await;
+    assert_eq!(u16::from(closed(&mut c).await.0), 4002);
+
+    let mut c = client(&url).await;
+    c.send(Message::text("x".repeat(10_000)))
+        .await
+        .expect("sends");
+    assert_eq!(closed(&mut c).await.0, CloseCode::Size);
+
+    // Silent: closed at the hello timeout.
+    let mut c = client(&url).await;
+    let (code, reason) = closed(&mut c).await;
+    assert_eq!((u16::from(code), reason.contains("timeout")), (4000, true));
+
+    // Refused by the hook: told why, then closed with 1008. Nothing recorded.
+    let mut c = client(&url).await;
+    send(&mut c, hello(Some("forged"), Some("tab-9"))).await;
+    let refused = next(&mut c).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("refused"), Some("unauthorized"))
+    );
+    assert_eq!(closed(&mut c).await.0, CloseCode::Policy);
+    assert_eq!(hub.tracker().census().sessions.total(), 0);
+
+    // After a hello, bad messages are refused, not fatal.
+    let mut c = client(&url).await;
+    send(&mut c, hello(Some("user:bob"), Some("tab-2"))).await;
+    next(&mut c).await;
+    send(&mut c, json!({"type": "heartbeat", "activity": "dancing"})).await;
+    assert_eq!(next(&mut c).await["code"], "bad_message");
+    send(&mut c, json!({"type": "heartbeat", "activity": "idle"})).await;
+    let update = next(&mut c).await;
+    assert_eq!(update["user"]["presence"], "idle");
+}
+
+#[tokio::test]
+async fn another_users_session_id_is_refused() {
+    let (_hub, _clock, url) = server().await;
+    let mut ada = client(&url).await;
+    send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
+    next(&mut ada).await;
+    let mut eve = client(&url).await;
+    send(&mut eve, hello(Some("user:eve"), Some("tab-1"))).await;
+    assert_eq!(next(&mut eve).await["code"], "session_taken");
+    assert_eq!(closed(&mut eve).await.0, CloseCode::Policy);
+}
+
+#[tokio::test]
+async fn a_watcher_watches_and_may_not_signal() {
+    let (hub, _clock, url) = server().await;
+    let mut w = client(&url).await;
+    send(&mut w, hello(None, Some("tab-1"))).await;
+    assert_eq!(next(&mut w).await["type"], "state");
+    send(&mut w, json!({"type": "heartbeat", "activity": "active"})).await;
+    assert_eq!(next(&mut w).await["code"], "watch_only");
+    assert_eq!(hub.tracker().census().sessions.total(), 0);
+}
+
+#[tokio::test]
+async fn a_late_leave_from_the_replaced_connection_ends_nothing() {
+    let (hub, clock, url) = server().await;
+    let mut old = client(&url).await;
+    send(&mut old, hello(Some("user:ada"), Some("tab-1"))).await;
+    next(&mut old).await;
+    // The reload: the new page connects the same session before the old one's leave arrives.
+    let mut new = client(&url).await;
+    send(&mut new, hello(Some("user:ada"), Some("tab-1"))).await;
+    next(&mut new).await;
+    send(&mut old, json!({"type": "leave"})).await;
+    old.close(None).await.expect("closes");
+    // Let the server handle both before time moves.
+    send(&mut new, json!({"type": "resync"})).await;
+    while next(&mut new).await["type"] != "state" {}
+    clock.advance(Duration::from_secs(30));
+    hub.tick();
+    assert_eq!(hub.tracker().user("ada").presence, Presence::Idle);
+    assert!(
+        hub.tracker().session("tab-1").is_some(),
+        "the session lives on"
+    );
+}
+
+#[tokio::test]
+async fn a_clean_close_ends_the_session_after_the_leave_grace() {
+    let (hub, clock, url) = server().await;
+    let mut w = client(&url).await;
+    send(&mut w, hello(None, None)).await;
+    next(&mut w).await;
+    let mut ada = client(&url).await;
+    send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
+    next(&mut ada).await;
+    assert_eq!(next(&mut w).await["user"]["presence"], "active");
+    ada.close(None).await.expect("closes");
+    // The server records the disconnect when it reads the close frame: let it run (the
+    // runtime polls the sockets between yields; no sleeping).
+    let mut yields = 0;
+    while hub.tracker().session("tab-1").is_some_and(|s| s.connected) {
+        tokio::task::yield_now().await;
+        yields += 1;
+        assert!(yields < 1_000_000, "the close was never handled");
+    }
+    clock.advance(Duration::from_secs(6));
+    hub.tick();
+    let update = next(&mut w).await;
+    assert_eq!(update["user"]["presence"], "offline");
+    assert_eq!(update["user"]["sessions"], 0);
+}
