@@ -53,3 +53,7 @@ pub mod ws;
 
 pub use auth::{Authenticate, Handshake, Identity};
 pub use hub::{Delivery, Hub, HubConfig, Subscription, Ticking};
+
+#[doc = include_str!("../README.md")]
+#[cfg(all(doctest, feature = "socketioxide", feature = "axum"))]
+pub struct ReadmeDoctests;
