@@ -6,7 +6,7 @@
 //! and how many events will be broadcast?
 //!
 //! A deterministic, seeded discrete-event simulation drives the real [`PresenceTracker`] on a
-//! [`ManualClock`] in virtual time (the `*_at` calls, [`tick_at`](presence_tracker::PresenceTracker::tick_at) at a
+//! [`ManualClock`] in virtual time (the clock set before each call, [`tick`](presence_tracker::PresenceTracker::tick) at a
 //! fixed interval or at [`next_deadline`](presence_tracker::PresenceTracker::next_deadline)) and keeps a ground
 //! truth beside it: for every session, whether it is really there and active, there but idle,
 //! hidden, or gone. It models:

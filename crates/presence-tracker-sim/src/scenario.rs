@@ -348,7 +348,7 @@ impl Default for Exodus {
     }
 }
 
-/// When the simulated server calls [`tick_at`](presence_tracker::PresenceTracker::tick_at).
+/// When the simulated server calls [`tick`](presence_tracker::PresenceTracker::tick).
 ///
 /// In JSON: `"deadline"` or `{"every_ms": 1000}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

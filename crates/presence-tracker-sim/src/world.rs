@@ -15,8 +15,8 @@ use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use presence_tracker::{
-    Activity, ConnectionId, DisconnectKind, Error, Event, ManualClock, PresenceTracker, Subject,
-    Timestamp,
+    Activity, ConnectionId, DisconnectKind, Error, ManualClock, PresenceTracker, Subject,
+    Timestamp, Transitions,
 };
 
 use super::metrics::{Accounting, Truth};
@@ -500,7 +500,7 @@ impl<'a> World<'a> {
     }
 
     /// Books the tracker's events.
-    fn absorb(&mut self, events: Vec<Event<u32, u64>>) {
+    fn absorb(&mut self, events: Transitions<u32, u64>) {
         for event in events {
             let at = event.at.as_millis().saturating_sub(self.origin);
             match event.subject {
@@ -514,7 +514,7 @@ impl<'a> World<'a> {
     }
 
     /// Books a signal's result and, when ticking at deadlines, re-arms the tick.
-    fn signal(&mut self, result: Result<Vec<Event<u32, u64>>, Error>) {
+    fn signal(&mut self, result: Result<Transitions<u32, u64>, Error>) {
         match result {
             Ok(events) => self.absorb(events),
             Err(_) => self.tracker_errors += 1,
@@ -541,7 +541,7 @@ impl<'a> World<'a> {
     fn on_tick(&mut self, at: u64) {
         match self.ticking {
             Ticking::EveryMs(every) => {
-                let events = self.tracker.tick_at(self.ts(at));
+                let events = self.tracker.tick();
                 self.absorb(events);
                 self.push(at + every, Kind::Tick);
             }
@@ -550,7 +550,7 @@ impl<'a> World<'a> {
                     return; // superseded by an earlier one
                 }
                 self.next_tick = u64::MAX;
-                let events = self.tracker.tick_at(self.ts(at));
+                let events = self.tracker.tick();
                 self.absorb(events);
                 // A deadline may be early, never late: never tick twice at one instant.
                 self.rearm(at + 1);
@@ -568,14 +568,10 @@ impl<'a> World<'a> {
         session.closed_clean = false;
         session.loss_pending = false;
         let (user, conn, activity) = (session.user, session.conn, activity(session.truth));
-        let now = self.ts(self.now);
-        let result = self.tracker.connect_with_activity_at(
-            user,
-            s as u64,
-            Self::connection(s, conn),
-            activity,
-            now,
-        );
+        // The clock stands at `self.now` (`run` moves it): every call takes its time from it.
+        let result = self
+            .tracker
+            .connect(user, s as u64, Self::connection(s, conn), activity);
         self.signal(result);
         self.restart_timer(s);
     }
@@ -593,19 +589,16 @@ impl<'a> World<'a> {
             return;
         }
         self.heartbeats_delivered += 1;
-        let now = self.ts(self.now);
-        match self.tracker.heartbeat_at(&(s as u64), activity, now) {
+        match self.tracker.heartbeat(&(s as u64), activity) {
             Ok(events) => {
                 self.absorb(events);
                 self.rearm(self.now);
             }
-            Err(Error::UnknownSession { .. }) => {
+            Err(Error::UnknownSession) => {
                 // Expired while its connection lived: the handler connects it again.
                 self.reregistrations += 1;
                 let conn = Self::connection(s, self.sessions[s].conn);
-                let result = self
-                    .tracker
-                    .connect_with_activity_at(u as u32, s as u64, conn, activity, now);
+                let result = self.tracker.connect(u as u32, s as u64, conn, activity);
                 self.signal(result);
             }
             Err(_) => self.tracker_errors += 1,
@@ -615,13 +608,12 @@ impl<'a> World<'a> {
     /// A disconnect reaches the tracker. One for a session that already expired is answered
     /// with [`Error::UnknownSession`], which a server ignores.
     fn disconnect(&mut self, s: usize, conn: u32, kind: DisconnectKind) {
-        let now = self.ts(self.now);
         match self
             .tracker
-            .disconnect_at(&(s as u64), Self::connection(s, conn), kind, now)
+            .disconnect(&(s as u64), Self::connection(s, conn), kind)
         {
             Ok(events) => self.absorb(events),
-            Err(Error::UnknownSession { .. }) => {}
+            Err(Error::UnknownSession) => {}
             Err(_) => self.tracker_errors += 1,
         }
         self.rearm(self.now);
