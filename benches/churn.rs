@@ -2,19 +2,19 @@
 //!
 //! `churn`: batches of 10^4 new sessions (new users, u64 ids), each batch connected at one `now`
 //! and then removed:
-//! - `tracker/expire`: `connect_at` each, then one `tick_at(now + ttl)` that expires them all;
-//! - `tracker/leave`: `connect_at`, a clean `disconnect_at` 1 s later, a `tick_at` after the leave
-//!   grace;
+//! - `tracker/expire`: `connect` each, then one `tick` at `now + ttl` that expires them all;
+//! - `tracker/leave`: `connect`, a clean `disconnect` 1 s later, a `tick` after the leave grace
+//!   (the tracker's `ManualClock` set to each time);
 //! - `hashbrown` (the limit): insert each into a raw map, then one `retain` that drops the expired;
 //! - `moka` (the peer): `insert` each, then `invalidate` each and `run_pending_tasks` (moka's
 //!   expiry runs on its own clock, which a benchmark cannot advance, so removal is explicit).
 //!
 //! `reconnect_storm`: 10^5 live sessions re-attach with new connection ids within one virtual
 //! second, in a random order:
-//! - `tracker/after_lost`: every session had a lost disconnect (done untimed), then `connect_at`
+//! - `tracker/after_lost`: every session had a lost disconnect (done untimed), then `connect`
 //!   with a new connection id;
-//! - `tracker/connect_first`: the new connection's `connect_at` arrives before the old
-//!   connection's `disconnect_at`, which must be ignored (both timed);
+//! - `tracker/connect_first`: the new connection's `connect` arrives before the old
+//!   connection's `disconnect`, which must be ignored (both timed);
 //! - `hashbrown` (the limit): the session's entry gets the new connection id and `last_seen`;
 //! - `moka` (the peer): one `insert` of (connection id, `last_seen`).
 //!
@@ -26,7 +26,7 @@ use std::{
 };
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use presence_tracker::{ConnectionId, DisconnectKind, ManualClock, Policy, Timestamp};
+use presence_tracker::{Activity, ConnectionId, DisconnectKind, ManualClock, Policy, Timestamp};
 
 #[allow(dead_code)]
 mod support;
@@ -94,23 +94,23 @@ fn churn(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("tracker", variant), |b| {
             b.iter(|| {
                 let first = next_id;
-                let at = Timestamp::from_millis(now);
+                tracker.clock().set(Timestamp::from_millis(now));
                 for _ in 0..CHURN_BATCH {
                     let id = mix(next_id);
-                    let _ = black_box(tracker.connect_at(id, id, next_id, at));
+                    let _ = black_box(tracker.connect(id, id, next_id, Activity::Active));
                     next_id += 1;
                 }
                 if variant == "leave" {
-                    let at = Timestamp::from_millis(now + 1_000);
+                    tracker.clock().set(Timestamp::from_millis(now + 1_000));
                     for i in first..next_id {
-                        let _ =
-                            black_box(tracker.disconnect_at(&mix(i), i, DisconnectKind::Clean, at));
+                        let _ = black_box(tracker.disconnect(&mix(i), i, DisconnectKind::Clean));
                     }
                     now += 1_000 + tracker.policy().leave_grace().as_millis() as u64;
                 } else {
                     now += TTL_MS;
                 }
-                let events = tracker.tick_at(Timestamp::from_millis(now));
+                tracker.clock().set(Timestamp::from_millis(now));
+                let events = tracker.tick();
                 now += 1;
                 events
             })
@@ -175,9 +175,9 @@ fn reconnect_storm(c: &mut Criterion) {
     }
     for variant in ["after_lost", "connect_first"] {
         let tracker = new_tracker(t0);
-        let at = Timestamp::from_millis(t0);
+        tracker.clock().set(Timestamp::from_millis(t0));
         for &id in &ids {
-            if let Err(e) = tracker.connect_at(id, id, conn(0, id), at) {
+            if let Err(e) = tracker.connect(id, id, conn(0, id), Activity::Active) {
                 panic!("setup: connect failed: {e}");
             }
         }
@@ -190,26 +190,31 @@ fn reconnect_storm(c: &mut Criterion) {
                     let old = generation;
                     generation += 1;
                     if variant == "after_lost" {
-                        let lost_at = Timestamp::from_millis(start - 500);
+                        tracker.clock().set(Timestamp::from_millis(start - 500));
                         for &id in &order {
-                            let _ = black_box(tracker.disconnect_at(
+                            let _ = black_box(tracker.disconnect(
                                 &id,
                                 conn(old, id),
                                 DisconnectKind::Lost,
-                                lost_at,
                             ));
                         }
                     }
                     let begin = Instant::now();
                     for (i, &id) in order.iter().enumerate() {
-                        let now = Timestamp::from_millis(storm_time(start, i));
-                        let _ = black_box(tracker.connect_at(id, id, conn(generation, id), now));
+                        tracker
+                            .clock()
+                            .set(Timestamp::from_millis(storm_time(start, i)));
+                        let _ = black_box(tracker.connect(
+                            id,
+                            id,
+                            conn(generation, id),
+                            Activity::Active,
+                        ));
                         if variant == "connect_first" {
-                            let _ = black_box(tracker.disconnect_at(
+                            let _ = black_box(tracker.disconnect(
                                 &id,
                                 conn(old, id),
                                 DisconnectKind::Lost,
-                                now,
                             ));
                         }
                     }

@@ -141,7 +141,7 @@ fn measure_structure<K: Id>(
                     PresenceTracker::with_clock(Policy::default(), ManualClock::starting_at(now));
                 for i in 0..n {
                     let id = make(i);
-                    if let Err(e) = tracker.connect_at(id.clone(), id, i as u64, now) {
+                    if let Err(e) = tracker.connect(id.clone(), id, i as u64, Activity::Active) {
                         panic!("memory: connect failed: {e}");
                     }
                 }
@@ -185,18 +185,19 @@ fn measure_structure<K: Id>(
 /// Allocations made by `count` heartbeats on a tracker holding `n` live sessions.
 fn heartbeat_allocations(n: usize, count: usize) -> (usize, usize) {
     let now = Timestamp::from_millis(T0);
+    let clock = ManualClock::starting_at(now);
     let tracker: PresenceTracker<u64, u64, ManualClock> =
-        PresenceTracker::with_clock(Policy::default(), ManualClock::starting_at(now));
+        PresenceTracker::with_clock(Policy::default(), clock.clone());
     for i in 0..n {
         let id = mix(i as u64);
-        if let Err(e) = tracker.connect_at(id, id, i as u64, now) {
+        if let Err(e) = tracker.connect(id, id, i as u64, Activity::Active) {
             panic!("memory: connect failed: {e}");
         }
     }
-    let later = Timestamp::from_millis(T0 + 1_000);
+    clock.set(Timestamp::from_millis(T0 + 1_000));
     let region = Region::new(GLOBAL);
     for i in 0..count {
-        let _ = black_box(tracker.heartbeat_at(&mix((i % n) as u64), Activity::Active, later));
+        let _ = black_box(tracker.heartbeat(&mix((i % n) as u64), Activity::Active));
     }
     (region.change().allocations, count)
 }

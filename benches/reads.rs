@@ -11,7 +11,7 @@
 use std::{hint::black_box, time::Duration};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use presence_tracker::{ManualClock, Policy, PresenceTracker, Timestamp};
+use presence_tracker::{Activity, ManualClock, Policy, PresenceTracker, Timestamp};
 
 #[allow(dead_code)]
 mod support;
@@ -25,21 +25,20 @@ const LOOKUPS: usize = 1024;
 fn population(t0: u64, online: impl Fn(usize) -> bool) -> Tracker<u64> {
     let clock = ManualClock::starting_at(Timestamp::from_millis(t0));
     let tracker = PresenceTracker::with_clock(Policy::default(), clock.clone());
-    let at = Timestamp::from_millis(t0);
     for i in 0..USERS {
         let id = mix(i as u64);
-        if let Err(e) = tracker.connect_at(id, id, i as u64, at) {
+        if let Err(e) = tracker.connect(id, id, i as u64, Activity::Active) {
             panic!("setup: connect failed: {e}");
         }
     }
-    let left = Timestamp::from_millis(t0 + 1_000);
+    clock.set(Timestamp::from_millis(t0 + 1_000));
     for i in (0..USERS).filter(|&i| !online(i)) {
-        if let Err(e) = tracker.leave_at(&mix(i as u64), left) {
+        if let Err(e) = tracker.leave(&mix(i as u64), i as u64) {
             panic!("setup: leave failed: {e}");
         }
     }
     clock.set(Timestamp::from_millis(t0 + 10_000));
-    tracker.tick();
+    let _ = tracker.tick();
     tracker
 }
 

@@ -72,16 +72,21 @@ fn timed_threads(
 }
 
 /// [`timed_threads`], each thread heartbeating its order cyclically via `op(key, now_ms)`,
-/// virtual time moving 1 ms per 1024 heartbeats from `t0`.
+/// virtual time moving 1 ms per 1024 heartbeats from `t0`: `tick(now_ms)` is called when it
+/// moves (a server refreshes its `CoarseClock` every few milliseconds).
 fn timed_split(
     iters: u64,
     orders: &[Vec<u64>],
     positions: &[AtomicUsize],
     t0: u64,
+    tick: &(impl Fn(u64) + Sync),
     op: &(impl Fn(&u64, u64) + Sync),
 ) -> Duration {
     timed_threads(iters, orders, positions, &|order, mut pos, share| {
         for i in 0..share {
+            if i & 1023 == 0 {
+                tick(t0 + (i >> 10));
+            }
             op(black_box(&order[pos]), t0 + (i >> 10));
             pos += 1;
             if pos == order.len() {
@@ -149,15 +154,22 @@ fn threads(c: &mut Criterion) {
             let positions = fresh_positions();
             group.bench_function(BenchmarkId::new("mutex_map", &variant), |b| {
                 b.iter_custom(|iters| {
-                    timed_split(iters, &orders, &positions, next_base(iters), &|k, now| {
-                        let mut guard = match map.lock() {
-                            Ok(guard) => guard,
-                            Err(poisoned) => poisoned.into_inner(),
-                        };
-                        if let Some(slot) = guard.get_mut(k) {
-                            *slot = (ACTIVE, now);
-                        }
-                    })
+                    timed_split(
+                        iters,
+                        &orders,
+                        &positions,
+                        next_base(iters),
+                        &|_| {},
+                        &|k, now| {
+                            let mut guard = match map.lock() {
+                                Ok(guard) => guard,
+                                Err(poisoned) => poisoned.into_inner(),
+                            };
+                            if let Some(slot) = guard.get_mut(k) {
+                                *slot = (ACTIVE, now);
+                            }
+                        },
+                    )
                 })
             });
             drop(map);
@@ -170,13 +182,17 @@ fn threads(c: &mut Criterion) {
             let positions = fresh_positions();
             group.bench_function(BenchmarkId::new("tracker", &variant), |b| {
                 b.iter_custom(|iters| {
-                    timed_split(iters, &orders, &positions, next_base(iters), &|k, now| {
-                        let _ = black_box(tracker.heartbeat_at(
-                            k,
-                            Activity::Active,
-                            Timestamp::from_millis(now),
-                        ));
-                    })
+                    let tick = |now| tracker.clock().set(Timestamp::from_millis(now));
+                    timed_split(
+                        iters,
+                        &orders,
+                        &positions,
+                        next_base(iters),
+                        &tick,
+                        &|k, _| {
+                            let _ = black_box(tracker.heartbeat(k, Activity::Active));
+                        },
+                    )
                 })
             });
             drop(tracker);
@@ -196,9 +212,9 @@ fn threads(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let base = next_base(iters);
                     timed_split_batches(iters, &orders, &positions, base, &|head, tail, now| {
-                        black_box(tracker.heartbeat_batch_at(
+                        tracker.clock().set(Timestamp::from_millis(now));
+                        let _ = black_box(tracker.heartbeat_batch(
                             head.iter().chain(tail).map(|k| (k, Activity::Active)),
-                            Timestamp::from_millis(now),
                         ));
                     })
                 })

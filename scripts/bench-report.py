@@ -273,10 +273,10 @@ NOTES = {
     ],
     "clock": [
         "`heartbeat` pays one `SystemClock::now()` per call, and on this VM a clock read costs about "
-        "as much as a whole cache-resident `heartbeat_at`; `heartbeat_at` lets a server read the "
-        "clock once per event-loop turn, `heartbeat_batch` reads it once per batch, and a "
-        "`CoarseClock` makes plain `heartbeat` cost about what `heartbeat_at` does, for a time that "
-        "is as old as the last refresh.",
+        "as much as a whole cache-resident heartbeat on a clock read once per batch "
+        "(`heartbeat_manual`); `heartbeat_batch` reads it once per batch, and a `CoarseClock` makes "
+        "plain `heartbeat` cost about what `heartbeat_manual` does, for a time that is as old as the "
+        "last refresh.",
     ],
 }
 
@@ -300,9 +300,10 @@ def q1(out, groups, meta, redis=None):
     out.append("## 1. Heartbeat on a live session (one thread, clock excluded)")
     out.append("")
     out.append(
-        "Random order, one session per user, batches of 1024 heartbeats at one caller-provided `now`. "
-        "`tracker`: one `heartbeat_at` call per heartbeat; `tracker_batch`: the 1024 heartbeats in one "
-        "`heartbeat_batch_at` call (on a tracker of its own, set up the same way). Median per heartbeat. "
+        "Random order, one session per user, batches of 1024 heartbeats at one time: the tracker's "
+        "`ManualClock` is set once per batch (a `CoarseClock` refresh), so a call reads the time with one "
+        "atomic load. `tracker`: one `heartbeat` call per heartbeat; `tracker_batch`: the 1024 heartbeats "
+        "in one `heartbeat_batch` call (on a tracker of its own, set up the same way). Median per heartbeat. "
         "Limit: raw `hashbrown::HashMap<K, (u8, u64)>` update with foldhash, same id type; peer: "
         "`moka::sync::Cache::insert` (time_to_idle, eviction listener); `vec_slot`: the same update in a "
         "dense `Vec` (the handle-path limit). Ratios are median ÷ median, same run."
@@ -352,9 +353,9 @@ def q2(out, groups, meta):
     out.append(
         "Each thread heartbeats its own users (u64 ids) in a random order; `iter_custom` times from the "
         "release of all threads to the end of the last. Median wall time per heartbeat of all threads "
-        "together (lower is better). `tracker`: one shared tracker, one `heartbeat_at` call per "
-        "heartbeat; `tracker_batch`: one shared tracker (a fresh one), each thread handing over its "
-        "heartbeats 1024 per `heartbeat_batch_at` call. Baseline: one "
+        "together (lower is better). `tracker`: one shared tracker, one `heartbeat` call per "
+        "heartbeat (its `ManualClock` moved every 1024 heartbeats); `tracker_batch`: one shared tracker "
+        "(a fresh one), each thread handing over its heartbeats 1024 per `heartbeat_batch` call. Baseline: one "
         "`std::sync::Mutex<hashbrown::HashMap>`."
     )
     out.append("")
@@ -626,20 +627,21 @@ def q7(out, groups, meta):
     out.append("")
     out.append(
         "10^4 sessions (cache-resident), u64 ids, random order, batches of 1024, tracker on `SystemClock`. "
-        "`heartbeat` reads the clock per call; `heartbeat_at` takes the caller's `now` (one clock read per "
-        "batch); `heartbeat_batch` hands the batch over in one call, which reads the tracker's clock once; "
-        "`heartbeat_coarse` is `heartbeat` on a tracker with a `CoarseClock` (an atomic load per call), "
-        "refreshed once per batch as a server's interval task would every few milliseconds. "
-        "Ratios are to `heartbeat_at`."
+        "`heartbeat` reads the clock per call; `heartbeat_manual` is `heartbeat` on a tracker whose "
+        "`ManualClock` is set from the system clock once per batch (what passing `now` in cost before the "
+        "0.1 surface removed the `*_at` calls); `heartbeat_batch` hands the batch over in one call, which "
+        "reads the tracker's clock once; `heartbeat_coarse` is `heartbeat` on a tracker with a "
+        "`CoarseClock` (an atomic load per call), refreshed once per batch as a server's interval task "
+        "would every few milliseconds. Ratios are to `heartbeat_manual`."
     )
     out.append("")
     grp = groups.get("clock_1e4", {})
     run_line(out, meta, "clock", list(grp.values()))
-    base = get(grp, "tracker", "heartbeat_at")
+    base = get(grp, "tracker", "heartbeat_manual") or get(grp, "tracker", "heartbeat_at")
     rows = [[f"{r['function']} ({r['value']})", fmt_time(r["per_element"]), fmt_rate(r["per_element"]),
              fmt_ratio(ratio(r["per_element"], base))]
             for r in sorted(grp.values(), key=lambda r: (r["function"], r["value"]))]
-    table(out, ["variant", "median / call", "throughput", "÷ heartbeat_at"], rows)
+    table(out, ["variant", "median / call", "throughput", "÷ heartbeat_manual"], rows)
     notes(out, "clock")
 
 

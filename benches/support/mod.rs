@@ -148,14 +148,31 @@ pub(crate) fn at(t0: u64, ms: u64) -> Timestamp {
 }
 
 /// A tracker in virtual time with `ids[i]` connected as session `i` of user `ids[i]` at `now`.
+///
+/// Its clock is a [`ManualClock`]: the benchmarks move it once per batch of calls
+/// ([`set_time`]), as a server's `CoarseClock` is refreshed every few milliseconds, so a call
+/// reads the time with one atomic load.
 pub(crate) fn tracker_with<K: BenchId>(ids: &[K], now: Timestamp) -> Tracker<K> {
     let tracker = PresenceTracker::with_clock(Policy::default(), ManualClock::starting_at(now));
     for (i, id) in ids.iter().enumerate() {
-        if let Err(e) = tracker.connect_at(id.clone(), id.clone(), i as u64, now) {
+        if let Err(e) = tracker.connect(
+            id.clone(),
+            id.clone(),
+            i as u64,
+            presence_tracker::Activity::Active,
+        ) {
             panic!("benchmark setup: connect failed: {e}");
         }
     }
     tracker
+}
+
+/// Moves `tracker`'s clock to `now_ms`, if it is not there already (once per batch).
+pub(crate) fn set_time<K: BenchId>(tracker: &Tracker<K>, last: &mut u64, now_ms: u64) {
+    if *last != now_ms {
+        tracker.clock().set(Timestamp::from_millis(now_ms));
+        *last = now_ms;
+    }
 }
 
 /// Writes `<criterion dir>/presence-meta/<bench>.json`: the command line, the opt-in environment,
@@ -247,8 +264,8 @@ pub(crate) fn assert_quiet_batch<'a, K: presence_tracker::Id>(
     keys: impl Iterator<Item = &'a K>,
     now: Timestamp,
 ) {
-    let outcome =
-        tracker.heartbeat_batch_at(keys.map(|k| (k, presence_tracker::Activity::Active)), now);
+    tracker.clock().set(now);
+    let outcome = tracker.heartbeat_batch(keys.map(|k| (k, presence_tracker::Activity::Active)));
     assert!(
         outcome.events.is_empty(),
         "setup: heartbeat batch emitted {:?}",
