@@ -13,12 +13,20 @@
 //
 // It never decides presence: the server derives it from how old the last signal is.
 //
+// It speaks protocol 1 of presence-tracker-server (crates/presence-tracker-server/src/wire.rs)
+// and keeps the presence of every online user itself, by the protocol's resync rule: a `state`
+// replaces everything; an `update` applies only if its version is the one after what it holds
+// and its epoch is the same, else it asks for the state again (`resync`); an update whose user
+// `seq` is not newer than the one held is old news. After a server restart (new epoch) or a
+// reconnect it holds the new state, never a ghost.
+//
 // Usage (Socket.IO, with socket.io-client's `io` loaded):
 //
-//   const client = PresenceClient.start({ transport: 'socketio', io, user: 'ada',
-//     onState(state) {}, onPresence(update) {}, onSessions(update) {}, onError(message) {} });
+//   const client = PresenceClient.start({ transport: 'socketio', io,
+//     onUsers(users, change) {}, onRefused(refusal) {}, onStatus(status) {} });
 //
-// or over a plain WebSocket at /ws: `{ transport: 'websocket', user: 'ada', ... }`.
+// or over a plain WebSocket at /ws: `{ transport: 'websocket', ... }`. Who the tab is, is the
+// server's decision (a cookie it set at sign-in, or `token`); `watch: true` only watches.
 //
 // Known limit: "duplicate tab" copies sessionStorage, so the copy reuses the session id; the
 // server then sees one session that moves between two connections.
@@ -28,20 +36,23 @@
 
   const SESSION_KEY = 'presence-tracker.session';
 
+  const PROTOCOL = 1;
+
   const DEFAULTS = {
     transport: 'socketio', // or 'websocket'
     io: null, // socket.io-client's `io`, for the 'socketio' transport
     url: null, // default: this page's origin (and `/ws` for the 'websocket' transport)
-    user: null, // required: the user name
+    token: null, // a credential for the server's authentication hook (cookies go by themselves)
+    watch: false, // only watch: no session, no heartbeats
     heartbeatMs: 5000, // while visible; keep it well under the server's `active` threshold
     hiddenHeartbeatMs: 60000, // while hidden; keep it under the server's `away` threshold
     idleAfterMs: 60000, // no input for this long: `idle`
     reconnectMs: 1000, // first reconnect delay; doubles up to reconnectMaxMs
     reconnectMaxMs: 5000,
-    onState: () => {}, // { now, users: [{ user, presence, sessions, last_seen }] }
-    onPresence: () => {}, // { event: { subject, from, to, at, cause, seq }, view }
-    onSessions: () => {}, // { user, view }: tab count changed, presence did not
-    onError: () => {}, // message (string) from the server
+    // Every online user: Map(user -> { user, presence, sessions, last_seen, seq }), after each
+    // change; `change` is { kind: 'state', state } or { kind: 'updates', users: [user states] }.
+    onUsers: () => {},
+    onRefused: () => {}, // { code, message }: something this client sent changed nothing
     onStatus: () => {}, // 'connecting' | 'connected' | 'disconnected' | 'rejected' | 'stopped'
   };
 
@@ -79,23 +90,30 @@
     const socket = options.io(options.url || undefined, {
       // A function, so every reconnect sends the activity of that moment: a hidden tab that
       // reconnects starts as background and never shows active for an instant.
-      auth: (send) => send({ user: options.user, session: options.session, activity: handlers.activity() }),
+      auth: (send) => send(handlers.hello()),
       reconnectionDelay: options.reconnectMs,
       reconnectionDelayMax: options.reconnectMaxMs,
     });
     socket.on('connect', () => handlers.connected(socket.id));
-    socket.on('disconnect', (reason) => {
-      // 'io server disconnect': the server refused us; socket.io will not retry, nor do we.
-      handlers.disconnected(reason === 'io server disconnect');
+    socket.on('disconnect', () => handlers.disconnected(false));
+    socket.on('connect_error', (error) => {
+      // The server's hook or the tracker refused the handshake: its message is the refusal.
+      // socket.io does not retry a refused handshake (socket.active is false), nor do we.
+      if (socket.active) return; // a network error: socket.io retries by itself
+      let refusal = { code: 'refused', message: String(error && error.message) };
+      try {
+        refusal = JSON.parse(error.message);
+      } catch (_) {}
+      handlers.refused(refusal);
+      handlers.disconnected(true);
     });
-    socket.on('state', handlers.state);
-    socket.on('presence', handlers.presence);
-    socket.on('sessions', handlers.sessions);
-    socket.on('error', (payload) => handlers.error(payload && payload.message));
+    socket.on('presence', handlers.message);
+    socket.on('refused', handlers.refused);
     return {
       // volatile: a heartbeat that cannot go now is worthless later, don't queue it.
-      heartbeat: (activity) => socket.connected && socket.volatile.emit('heartbeat', activity),
+      heartbeat: (activity) => socket.connected && socket.volatile.emit('heartbeat', { activity }),
       leave: () => socket.connected && socket.emit('leave'),
+      resync: () => socket.connected && socket.emit('resync'),
       close: () => socket.disconnect(),
       open: () => socket.connect(),
     };
@@ -120,9 +138,7 @@
       ws = socket;
       socket.onopen = () => {
         delay = options.reconnectMs;
-        socket.send(JSON.stringify({
-          type: 'hello', user: options.user, session: options.session, activity: handlers.activity(),
-        }));
+        socket.send(JSON.stringify(Object.assign({ type: 'hello' }, handlers.hello())));
         counter += 1;
         handlers.connected('ws-' + counter);
       };
@@ -133,10 +149,8 @@
         } catch (_) {
           return;
         }
-        if (data.type === 'state') handlers.state(data);
-        else if (data.type === 'presence') handlers.presence(data);
-        else if (data.type === 'sessions') handlers.sessions(data);
-        else if (data.type === 'error') handlers.error(data.message);
+        if (data.type === 'refused') handlers.refused(data);
+        else handlers.message(data);
       };
       socket.onclose = (event) => {
         if (ws !== socket) return;
@@ -165,6 +179,7 @@
     return {
       heartbeat: (activity) => send({ type: 'heartbeat', activity }),
       leave: () => send({ type: 'leave' }),
+      resync: () => send({ type: 'resync' }),
       close: () => {
         closing = true;
         clearTimeout(retry);
@@ -176,8 +191,7 @@
 
   function start(userOptions) {
     const options = Object.assign({}, DEFAULTS, userOptions);
-    if (!options.user) throw new Error('PresenceClient: a user is required');
-    options.session = options.session || sessionId();
+    options.session = options.watch ? null : options.session || sessionId();
 
     const doc = global.document;
     let lastInput = Date.now();
@@ -186,13 +200,19 @@
     let sentAt = 0;
     let timer = null;
     let stopped = false;
-    const lastSeq = new Map(); // user -> seq of the newest transition applied
+    // What the client holds: the users as of (epoch, version); null until the first state.
+    const users = new Map();
+    let epoch = null;
+    let version = null;
+    let resyncing = false;
 
     const client = {
       sessionId: options.session,
       connectionId: null,
       status: 'connecting',
+      users,
       activity,
+      resync: () => transport.resync(),
       stop,
     };
 
@@ -207,6 +227,7 @@
     }
 
     function heartbeat() {
+      if (options.watch) return;
       const current = activity();
       transport.heartbeat(current);
       sent = current;
@@ -217,7 +238,7 @@
     // One timer: the next heartbeat, or the moment the tab turns idle, whichever is first.
     function schedule() {
       clearTimeout(timer);
-      if (stopped) return;
+      if (stopped || options.watch) return;
       const current = activity();
       const every = current === 'background' ? options.hiddenHeartbeatMs : options.heartbeatMs;
       let wait = Math.max(0, sentAt + every - Date.now());
@@ -253,25 +274,46 @@
           heartbeat(); // re-send our state at once after every (re)connect
         },
         disconnected(refused) {
+          // Whatever comes next starts with a state: until then updates cannot apply.
+          resyncing = true;
           setStatus(refused ? 'rejected' : stopped ? 'stopped' : 'disconnected');
         },
-        state(state) {
-          options.onState(state);
+        hello() {
+          const hello = { protocol: PROTOCOL, activity: activity() };
+          if (options.session) hello.session = options.session;
+          if (options.token) hello.token = options.token;
+          return hello;
         },
-        presence(update) {
-          const user = update.event.subject.user;
-          const seq = update.event.seq;
-          // Transitions may arrive out of order; an older one must not undo a newer one. A
-          // user coming from offline starts a new chain (the server may have forgotten it).
-          if (update.event.from !== 'offline' && seq <= (lastSeq.get(user) || 0)) return;
-          lastSeq.set(user, seq);
-          options.onPresence(update);
+        message(message) {
+          if (message.type === 'state') {
+            users.clear();
+            for (const user of message.users) users.set(user.user, user);
+            epoch = message.epoch;
+            version = message.version;
+            resyncing = false;
+            options.onUsers(users, { kind: 'state', state: message });
+          } else if (message.type === 'updates') {
+            if (resyncing) return; // a state is on its way: it replaces all of this
+            if (message.epoch !== epoch || message.from !== version + 1) {
+              // A missed update, or a restarted server: what we hold may be wrong.
+              resyncing = true;
+              transport.resync();
+              return;
+            }
+            version = message.to;
+            const changed = [];
+            for (const user of message.users) {
+              const held = users.get(user.user);
+              if (held && user.seq <= held.seq) continue; // old news
+              if (user.presence === 'offline') users.delete(user.user);
+              else users.set(user.user, user);
+              changed.push(user);
+            }
+            if (changed.length) options.onUsers(users, { kind: 'updates', users: changed });
+          }
         },
-        sessions(update) {
-          options.onSessions(update);
-        },
-        error(message) {
-          options.onError(message || 'error');
+        refused(refusal) {
+          options.onRefused(refusal || { code: 'refused', message: 'refused' });
         },
       },
     );

@@ -22,6 +22,10 @@ pub(crate) struct Config {
     pub(crate) ping_timeout: Duration,
     /// Where socket.io-client's browser bundle is read from, for `/socket.io.js`.
     pub(crate) socket_io_js: PathBuf,
+    /// Where the tracker's snapshot is written at shutdown and read at start, if anywhere.
+    pub(crate) snapshot: Option<PathBuf>,
+    /// The key that signs sign-in tokens.
+    pub(crate) secret: String,
 }
 
 /// The flags that take a value, with what they mean (printed by `--help`).
@@ -60,7 +64,18 @@ const FLAGS: &[(&str, &str)] = &[
         "socket-io-js",
         "path of socket.io.min.js (default: assets/vendor/socket.io.min.js)",
     ),
+    (
+        "snapshot",
+        "file the tracker is saved to at shutdown and restored from at start (default: none)",
+    ),
+    (
+        "secret",
+        "key that signs sign-in tokens (default: a fixed demo key; set one for real use)",
+    ),
 ];
+
+/// The demo's signing key when none is given: fine on 127.0.0.1, never in production.
+pub(crate) const DEMO_SECRET: &str = "presence-tracker demo secret: set --secret";
 
 /// One of the policy builder's duration setters.
 type Setter = fn(PolicyBuilder, Duration) -> PolicyBuilder;
@@ -155,6 +170,10 @@ impl Config {
             socket_io_js: get("socket-io-js")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_IO_JS)),
+            snapshot: get("snapshot").map(PathBuf::from),
+            secret: get("secret")
+                .cloned()
+                .unwrap_or_else(|| DEMO_SECRET.to_string()),
         }))
     }
 

@@ -1,17 +1,28 @@
-//! The HTTP side both servers share: the demo page, the browser client, and the JSON endpoints
-//! that tests read.
+//! The HTTP side both servers share: the demo page, the browser client, sign-in, and read-only
+//! JSON endpoints.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the demo page |
+//! | `GET /presence-client.js`, `/socket.io.js` | the browser client, socket.io-client's bundle |
+//! | `POST /api/login` `{"user":"ada"}` | a signed token, also set as the `presence_token` cookie |
+//! | `GET /api/presence` | the published state (every online user; no session ids) |
+//! | `GET /api/events` | every published update (user states; no session ids) |
+//! | `GET /api/sessions` | the caller's own sessions (by its cookie or bearer token), 401 otherwise |
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use axum::extract::Query;
-use axum::http::{header, StatusCode};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use presence_tracker::{Activity, Presence, Timestamp};
+use presence_tracker_server::{Handshake, Identity};
+use serde::{Deserialize, Serialize};
 
-use super::hub::Hub;
+use super::app::App;
+use super::auth::{valid_name, COOKIE};
 
 /// The demo page; `__TRANSPORT__` names the transport the page's client uses.
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -28,9 +39,8 @@ pub(crate) enum Transport {
     WebSocket,
 }
 
-/// The routes: `/`, `/presence-client.js`, `/socket.io.js` (Socket.IO only), `/api/presence`,
-/// `/api/events`, `/api/sessions?user=`.
-pub(crate) fn routes(hub: Hub, transport: Transport, socket_io_js: PathBuf) -> Router {
+/// The routes above, for `app`.
+pub(crate) fn routes(app: App, transport: Transport, socket_io_js: PathBuf) -> Router {
     let page = INDEX_HTML.replace(
         "__TRANSPORT__",
         match transport {
@@ -45,25 +55,16 @@ pub(crate) fn routes(hub: Hub, transport: Transport, socket_io_js: PathBuf) -> R
             "/presence-client.js",
             get(|| async { javascript(CLIENT_JS.to_string()) }),
         )
-        .route("/api/presence", {
-            let hub = hub.clone();
-            get(move || async move { Json(hub.state()) })
-        })
-        .route("/api/events", {
-            let hub = hub.clone();
-            get(move || async move { Json(hub.events()) })
-        })
+        .route("/api/login", post(login))
         .route(
-            "/api/sessions",
-            get(
-                move |Query(query): Query<HashMap<String, String>>| async move {
-                    match query.get("user") {
-                        Some(user) => Json(hub.sessions(user)).into_response(),
-                        None => (StatusCode::BAD_REQUEST, "missing ?user=").into_response(),
-                    }
-                },
-            ),
-        );
+            "/api/presence",
+            get(|State(app): State<App>| async move { json(&*app.hub.state()) }),
+        )
+        .route(
+            "/api/events",
+            get(|State(app): State<App>| async move { Json(app.events()) }),
+        )
+        .route("/api/sessions", get(own_sessions));
     if let Transport::SocketIo = transport {
         router = router.route(
             "/socket.io.js",
@@ -83,7 +84,85 @@ pub(crate) fn routes(hub: Hub, transport: Transport, socket_io_js: PathBuf) -> R
             }),
         );
     }
-    router
+    router.with_state(app)
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+#[derive(Serialize)]
+struct Token {
+    user: String,
+    token: String,
+}
+
+/// Signs the demo user in: any valid name (a real application checks a password here).
+async fn login(
+    State(app): State<App>,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(Login { user })) = body else {
+        return (StatusCode::BAD_REQUEST, "expected {\"user\":\"NAME\"}").into_response();
+    };
+    if !valid_name(&user) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "a name is 1 to 64 characters, without control characters or . ; = ,",
+        )
+            .into_response();
+    }
+    let token = app.signer.token(&user);
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    ([(header::SET_COOKIE, cookie)], Json(Token { user, token })).into_response()
+}
+
+/// One of the caller's sessions.
+#[derive(Serialize)]
+struct OwnSession {
+    session: String,
+    presence: Presence,
+    activity: Activity,
+    last_seen: Timestamp,
+    connected: bool,
+    /// The current connection's fingerprint, in hex (it changes on every reconnect).
+    connection: String,
+}
+
+/// The caller's own sessions, by its cookie or bearer token: nobody else's session ids.
+async fn own_sessions(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Response {
+    match app
+        .signer
+        .authenticate(&Handshake::new(&headers, &uri, None))
+    {
+        Ok(Identity::User(user)) => {
+            let sessions: Vec<OwnSession> = app
+                .hub
+                .tracker()
+                .user_sessions(&user)
+                .into_iter()
+                .map(|(session, v)| OwnSession {
+                    session,
+                    presence: v.presence,
+                    activity: v.activity,
+                    last_seen: v.last_seen,
+                    connected: v.connected,
+                    connection: v.connection.to_string(),
+                })
+                .collect();
+            Json(sessions).into_response()
+        }
+        _ => (StatusCode::UNAUTHORIZED, "sign in to see your sessions").into_response(),
+    }
+}
+
+/// `value` as a JSON response (the hub's state is shared in an `Arc`: serialised in place).
+fn json<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 fn javascript(body: String) -> Response {
@@ -92,18 +171,4 @@ fn javascript(body: String) -> Response {
         body,
     )
         .into_response()
-}
-
-/// Binds 127.0.0.1:`port` (0 picks a free port), prints the URL and serves `router` forever.
-///
-/// # Errors
-///
-/// Binding or serving failed.
-pub(crate) async fn serve(router: Router, port: u16) -> std::io::Result<()> {
-    let listener =
-        tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
-    let addr = listener.local_addr()?;
-    // Tests read this line to learn the port.
-    println!("listening on http://{addr}");
-    axum::serve(listener, router).await
 }

@@ -119,8 +119,9 @@ impl Default for Ticking {
 /// assert!(state.users.is_empty());
 ///
 /// hub.connect("ada".into(), "tab-1".into(), "socket-1", Activity::Active)?;
-/// let Some(Delivery::Update(update)) = watcher.recv().await else { panic!("then updates") };
-/// assert_eq!((update.version, update.user.presence), (state.version + 1, Presence::Active));
+/// let Some(Delivery::Updates(updates)) = watcher.recv().await else { panic!("then updates") };
+/// assert_eq!(updates.from(), state.version + 1);
+/// assert_eq!(updates.users().next().map(|u| u.presence), Some(Presence::Active));
 /// # Ok::<(), presence_tracker::Error>(())
 /// # }).unwrap();
 /// ```
@@ -375,6 +376,8 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
             hub: self.clone(),
             pending: Some(state),
             rx,
+            gathered: Vec::new(),
+            gather_until: None,
         }
     }
 
@@ -509,74 +512,221 @@ impl<U: Id> Published<U> {
     }
 }
 
-/// What a [`Subscription`] hands out: the whole state, or the next update.
+/// What a [`Subscription`] hands out: the whole state, or the updates after what was handed
+/// out before. Serialises as the [`ServerMessage`](crate::wire::ServerMessage) it is:
+/// `{"type":"state",..}` or `{"type":"updates",..}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delivery<U> {
     /// Replace what you hold with this: at the start, after falling behind, or on request.
     State(Arc<State<U>>),
-    /// The next version.
-    Update(Arc<Update<U>>),
+    /// The versions after what was delivered before, gathered: the latest update of each user
+    /// they changed (see [`Updates`](crate::wire::Updates)).
+    Updates(Batch<U>),
+}
+
+/// Consecutive published updates, the latest of each user: a [`Delivery::Updates`]. Shares the
+/// hub's updates (no copy per subscriber).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch<U> {
+    epoch: u64,
+    from: u64,
+    to: u64,
+    updates: Vec<Arc<Update<U>>>,
+}
+
+impl<U: Id> Batch<U> {
+    /// Gathers consecutive updates (in version order), keeping the latest of each user.
+    fn of(updates: Vec<Arc<Update<U>>>) -> Option<Self> {
+        let first = updates.first()?;
+        let (epoch, from) = (first.epoch, first.version);
+        let to = updates.last().map_or(from, |u| u.version);
+        let updates = if updates.len() == 1 {
+            updates
+        } else {
+            // The last update of each user, in the order of those last updates.
+            let mut seen = std::collections::HashSet::with_capacity(updates.len());
+            let mut kept: Vec<Arc<Update<U>>> = updates
+                .into_iter()
+                .rev()
+                .filter(|u| seen.insert(u.user.user.clone()))
+                .collect();
+            kept.reverse();
+            kept
+        };
+        Some(Batch {
+            epoch,
+            from,
+            to,
+            updates,
+        })
+    }
+}
+
+impl<U> Batch<U> {
+    /// The hub's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The first version gathered: the one after what was delivered before.
+    pub fn from(&self) -> u64 {
+        self.from
+    }
+
+    /// The last version gathered.
+    pub fn to(&self) -> u64 {
+        self.to
+    }
+
+    /// The latest state of each user the versions changed.
+    pub fn users(&self) -> impl Iterator<Item = &UserState<U>> + '_ {
+        self.updates.iter().map(|u| &u.user)
+    }
+
+    /// The updates kept: the latest of each user, each with its own version. A batch from
+    /// [`Subscription::recv`] holds exactly one.
+    pub fn updates(&self) -> impl Iterator<Item = &Update<U>> + '_ {
+        self.updates.iter().map(|u| &**u)
+    }
 }
 
 impl<U: Serialize> Serialize for Delivery<U> {
-    /// As the [`ServerMessage`](crate::wire::ServerMessage) it is: `{"type":"state",..}` or
-    /// `{"type":"update",..}`.
     fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+
+        /// The users of a batch, as a sequence.
+        struct Users<'a, U>(&'a [Arc<Update<U>>]);
+        impl<U: Serialize> Serialize for Users<'_, U> {
+            fn serialize<Ser: serde::Serializer>(
+                &self,
+                serializer: Ser,
+            ) -> Result<Ser::Ok, Ser::Error> {
+                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+                for u in self.0 {
+                    seq.serialize_element(&u.user)?;
+                }
+                seq.end()
+            }
+        }
+
         #[derive(Serialize)]
         #[serde(tag = "type", rename_all = "snake_case")]
         enum Tagged<'a, U> {
             State(&'a State<U>),
-            Update(&'a Update<U>),
         }
         match self {
             Delivery::State(s) => Tagged::State(s).serialize(serializer),
-            Delivery::Update(u) => Tagged::Update(u).serialize(serializer),
+            Delivery::Updates(b) => {
+                let mut m = serializer.serialize_struct("Updates", 5)?;
+                m.serialize_field("type", "updates")?;
+                m.serialize_field("epoch", &b.epoch)?;
+                m.serialize_field("from", &b.from)?;
+                m.serialize_field("to", &b.to)?;
+                m.serialize_field("users", &Users(&b.updates))?;
+                m.end()
+            }
         }
     }
 }
 
 /// One subscriber's view of the hub: a [`State`], then every update after it, in version
 /// order. Falling more than the backlog behind yields a fresh state, never a silent gap.
+///
+/// Its receiving methods are cancel-safe: a `recv_gathered` dropped while it waits (in a
+/// `select!` that took another branch) keeps what it had gathered for the next call.
 pub struct Subscription<U, S, C = SystemClock> {
     hub: Hub<U, S, C>,
     pending: Option<Arc<State<U>>>,
     rx: broadcast::Receiver<Arc<Update<U>>>,
+    /// Updates received and not yet delivered, and when a gathering call hands them out.
+    gathered: Vec<Arc<Update<U>>>,
+    gather_until: Option<tokio::time::Instant>,
 }
 
 impl<U, S, C> fmt::Debug for Subscription<U, S, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("pending_state", &self.pending.is_some())
+            .field("gathered", &self.gathered.len())
             .finish_non_exhaustive()
     }
 }
 
 impl<U: Id, S: Id, C: Clock> Subscription<U, S, C> {
-    /// The next delivery; `None` once the hub is gone.
+    /// The next delivery: one update (or what an interrupted
+    /// [`recv_gathered`](Self::recv_gathered) had gathered), or a state; `None` once the hub is
+    /// gone.
     pub async fn recv(&mut self) -> Option<Delivery<U>> {
-        if let Some(state) = self.pending.take() {
-            return Some(Delivery::State(state));
+        if let Some(ready) = self.ready() {
+            return Some(ready);
         }
         match self.rx.recv().await {
-            Ok(update) => Some(Delivery::Update(update)),
+            Ok(update) => Batch::of(vec![update]).map(Delivery::Updates),
             Err(broadcast::error::RecvError::Lagged(_)) => Some(Delivery::State(self.resync())),
             Err(broadcast::error::RecvError::Closed) => None,
         }
     }
 
-    /// How many updates wait for this subscriber: a forwarder that finds it far behind can
-    /// [`resync_later`](Self::resync_later) instead of sending them all.
+    /// The next delivery, gathering what else is published within `linger` after the first
+    /// update (and everything already waiting) into one: what a connection's forwarder sends.
+    /// A burst then costs each client one message, at most the size of a state. `None` once
+    /// the hub is gone.
+    pub async fn recv_gathered(&mut self, linger: Duration) -> Option<Delivery<U>> {
+        if let Some(state) = self.pending.take() {
+            return Some(Delivery::State(state));
+        }
+        if self.gathered.is_empty() {
+            match self.rx.recv().await {
+                Ok(update) => {
+                    self.gathered.push(update);
+                    self.gather_until = Some(tokio::time::Instant::now() + linger);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return Some(Delivery::State(self.resync()))
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+        if let Some(until) = self.gather_until {
+            tokio::time::sleep_until(until).await;
+        }
+        self.ready()
+    }
+
+    /// What can be delivered without waiting: a pending state, or what was gathered plus what
+    /// is queued.
+    fn ready(&mut self) -> Option<Delivery<U>> {
+        if let Some(state) = self.pending.take() {
+            return Some(Delivery::State(state));
+        }
+        if self.gathered.is_empty() {
+            return None;
+        }
+        loop {
+            match self.rx.try_recv() {
+                Ok(update) => self.gathered.push(update),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    return Some(Delivery::State(self.resync()))
+                }
+                Err(_) => break,
+            }
+        }
+        self.gather_until = None;
+        Batch::of(std::mem::take(&mut self.gathered)).map(Delivery::Updates)
+    }
+
+    /// How many updates wait for this subscriber.
     pub fn pending(&self) -> usize {
         self.rx.len()
     }
 
-    /// The next delivery if one is ready, without waiting.
+    /// The next delivery (one update, or a state) if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Option<Delivery<U>> {
-        if let Some(state) = self.pending.take() {
-            return Some(Delivery::State(state));
+        if let Some(ready) = self.ready() {
+            return Some(ready);
         }
         match self.rx.try_recv() {
-            Ok(update) => Some(Delivery::Update(update)),
+            Ok(update) => Batch::of(vec![update]).map(Delivery::Updates),
             Err(broadcast::error::TryRecvError::Lagged(_)) => Some(Delivery::State(self.resync())),
             Err(_) => None,
         }
@@ -589,6 +739,8 @@ impl<U: Id, S: Id, C: Clock> Subscription<U, S, C> {
         let (state, rx) = self.hub.state_and_receiver();
         self.rx = rx;
         self.pending = None;
+        self.gathered.clear();
+        self.gather_until = None;
         state
     }
 

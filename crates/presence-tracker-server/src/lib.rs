@@ -52,7 +52,7 @@ pub mod socketio;
 pub mod ws;
 
 pub use auth::{Authenticate, Handshake, Identity};
-pub use hub::{Delivery, Hub, HubConfig, Subscription, Ticking};
+pub use hub::{Batch, Delivery, Hub, HubConfig, Subscription, Ticking};
 
 #[doc = include_str!("../README.md")]
 #[cfg(all(doctest, feature = "socketioxide", feature = "axum"))]

@@ -8,7 +8,7 @@
 //! | client → server | `heartbeat` | `{"activity":"active"}` (or just `"active"`) |
 //! | client → server | `leave` | none: the tab is going away (`pagehide`, logout) |
 //! | client → server | `resync` | none: send me the whole state again |
-//! | server → client | `presence` | a [`ServerMessage`](crate::wire::ServerMessage): `{"type":"state",..}` first, then `{"type":"update",..}`s |
+//! | server → client | `presence` | a [`ServerMessage`](crate::wire::ServerMessage): `{"type":"state",..}` first, then `{"type":"updates",..}` |
 //! | server → client | `refused` | a [`Refusal`]: a signal that changed nothing |
 //!
 //! A refused handshake (the [`Authenticate`] hook said no, a bad hello, a session of another
@@ -23,11 +23,12 @@
 //!
 //! # Backpressure
 //!
-//! Each socket has its own [`Subscription`]. Its forwarding task never queues more than
-//! [`SocketIoOptions::max_backlog`] updates into the socket's buffer: a socket further behind
-//! is sent one fresh state instead, so a burst of transitions neither fills a healthy client's
-//! buffer (which would make its pings fail) nor loses an update. When the buffer is full all
-//! the same (a client that stopped reading), the task waits and then sends a state.
+//! Each socket has its own [`Subscription`]. Its forwarding task gathers what is published
+//! within [`SocketIoOptions::linger`] of the first update into one `presence` message (the
+//! latest state of each user changed), so a burst of transitions is one message per client: it
+//! neither fills a healthy client's buffer (which would make its pings fail) nor loses an
+//! update. A subscriber that falls behind the hub's backlog all the same gets a fresh state; a
+//! socket whose buffer is full (a client that stopped reading) is sent a state once it can.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -45,16 +46,16 @@ use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::Notify;
 
 use crate::wire::{Hello, Refusal, PROTOCOL};
-use crate::{Authenticate, Delivery, Handshake, Hub, Identity, Subscription};
+use crate::{Authenticate, Handshake, Hub, Identity, Subscription};
 
 /// How [`attach`] serves sockets.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SocketIoOptions {
-    /// The most updates a socket may have waiting before it is sent a fresh state instead
-    /// (default 32). Keep it well under socketioxide's `max_buffer_size` (128 by default), so
-    /// a burst leaves room for the transport's pings.
-    pub max_backlog: usize,
+    /// How long a forwarder gathers updates after the first before sending them as one message
+    /// (default 50 ms): the most a presence change is delayed, and what turns a burst into one
+    /// message per client.
+    pub linger: Duration,
     /// How long to wait before sending a state to a socket whose buffer was full (default
     /// 250 ms).
     pub full_buffer_retry: Duration,
@@ -63,7 +64,7 @@ pub struct SocketIoOptions {
 impl Default for SocketIoOptions {
     fn default() -> Self {
         SocketIoOptions {
-            max_backlog: 32,
+            linger: Duration::from_millis(50),
             full_buffer_retry: Duration::from_millis(250),
         }
     }
@@ -315,13 +316,9 @@ async fn forward<U, S, C>(
                 feed.resync_later();
                 continue;
             }
-            delivery = feed.recv() => delivery,
+            delivery = feed.recv_gathered(options.linger) => delivery,
         };
         let Some(delivery) = delivery else { return };
-        if matches!(delivery, Delivery::Update(_)) && feed.pending() > options.max_backlog {
-            feed.resync_later();
-            continue;
-        }
         match socket.emit("presence", &delivery) {
             Ok(()) => {}
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {

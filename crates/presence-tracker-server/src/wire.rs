@@ -6,15 +6,17 @@
 //! A client holds the presence of the users it shows *as of a version*. The server sends:
 //!
 //! 1. a [`State`] when the client connects, when it asks ([`ClientMessage::Resync`]), and
-//!    whenever it fell behind: every online user, with the hub's `epoch` and `version`;
-//! 2. then [`Update`]s, each carrying the next `version` and one user's whole state (not a
-//!    delta).
+//!    whenever it fell too far behind: every online user, with the hub's `epoch` and `version`;
+//! 2. then [`Updates`]: the versions `from..=to` that came next, as the whole state (not a
+//!    delta) of each user they changed, the latest of each. A server gathers what came within a
+//!    few milliseconds into one message, so a burst of a thousand transitions is one message
+//!    per client, never a backlog of a thousand.
 //!
-//! The client applies an update whose version is exactly the one after what it holds. It asks
-//! for a state again, and replaces everything it had with it, when an update skips a version
-//! or names another `epoch` (the server restarted: its versions and the users' `seq` started
-//! again), and after every reconnect. An update whose user `seq` is not above the one the client
-//! holds for that user is old news: it is skipped (its version still counts).
+//! The client applies updates whose `from` is exactly the version after what it holds, and
+//! then holds `to`. It asks for a state again, and replaces everything it had with it, when
+//! updates skip a version or name another `epoch` (the server restarted: its versions and the
+//! users' `seq` started again), and after every reconnect. A user whose `seq` is not above the
+//! one the client holds for that user is old news: it is skipped.
 //!
 //! A client that falls behind (a slow network, a frozen tab) is sent a fresh [`State`] instead
 //! of the backlog: it may miss intermediate presences, never the last one.
@@ -80,7 +82,24 @@ pub struct State<U> {
     pub users: Vec<UserState<U>>,
 }
 
-/// One user's new state, at the next version.
+/// The versions `from..=to` that came after what a client holds: the latest state of each
+/// user they changed, in the order of their last change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Updates<U> {
+    /// The hub's epoch.
+    pub epoch: u64,
+    /// The first version in this message: the one after what the client holds.
+    pub from: u64,
+    /// The last version in this message: what the client holds after applying it.
+    pub to: u64,
+    /// The users those versions changed, as they are at `to` (`presence` is `offline` for a
+    /// user who left).
+    pub users: Vec<UserState<U>>,
+}
+
+/// One published change: one user's new state, at the next version. What the hub publishes;
+/// clients receive them gathered as [`Updates`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Update<U> {
@@ -125,15 +144,15 @@ impl Refusal {
     }
 }
 
-/// What the server sends, tagged by `type` (`state`, `update`, `refused`).
+/// What the server sends, tagged by `type` (`state`, `updates`, `refused`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ServerMessage<U> {
     /// The whole state: replace what you hold.
     State(State<U>),
-    /// The next version.
-    Update(Update<U>),
+    /// The next versions.
+    Updates(Updates<U>),
     /// Something the client sent was refused.
     Refused(Refusal),
 }
@@ -224,22 +243,23 @@ mod tests {
 
     #[test]
     fn messages_are_tagged_json() {
-        let m: ServerMessage<String> = ServerMessage::Update(Update {
+        let m: ServerMessage<String> = ServerMessage::Updates(Updates {
             epoch: 7,
-            version: 3,
-            user: UserState::new(
+            from: 3,
+            to: 4,
+            users: vec![UserState::new(
                 "ada".into(),
                 Presence::Idle,
                 2,
                 Timestamp::from_millis(5),
                 9,
-            ),
+            )],
         });
         let json = serde_json::to_value(&m).expect("serialises");
         assert_eq!(
             json,
-            serde_json::json!({"type": "update", "epoch": 7, "version": 3,
-                "user": {"user": "ada", "presence": "idle", "sessions": 2, "last_seen": 5, "seq": 9}})
+            serde_json::json!({"type": "updates", "epoch": 7, "from": 3, "to": 4,
+                "users": [{"user": "ada", "presence": "idle", "sessions": 2, "last_seen": 5, "seq": 9}]})
         );
         let back: ServerMessage<String> = serde_json::from_value(json).expect("parses");
         assert_eq!(back, m);

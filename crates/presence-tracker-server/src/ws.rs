@@ -4,7 +4,7 @@
 //! |---|---|
 //! | client → server | a [`Hello`] first, within [`WsOptions::hello_timeout`]: `{"type":"hello","protocol":1,"session":"<tab id>","activity":"idle","token":..}` (no `session`: a watcher) |
 //! | client → server | `{"type":"heartbeat","activity":"active"}`, `{"type":"leave"}`, `{"type":"resync"}` |
-//! | server → client | [`ServerMessage`]s: `{"type":"state",..}` after the hello, then `{"type":"update",..}`s; `{"type":"refused",..}` for a signal that changed nothing |
+//! | server → client | [`ServerMessage`]s: `{"type":"state",..}` after the hello, then `{"type":"updates",..}`; `{"type":"refused",..}` for a signal that changed nothing |
 //!
 //! The server closes, with a close code and a reason a person can read:
 //!
@@ -18,8 +18,9 @@
 //!
 //! A close frame from the client is a clean disconnect; an error, the stream ending without a
 //! close frame, or no pong within [`WsOptions::ping_interval`] + [`WsOptions::ping_timeout`]
-//! is a lost one. Each connection's messages are handled in order by one task; a client that
-//! falls behind on what it is sent gets a fresh state instead of a backlog.
+//! is a lost one. Each connection's messages are handled in order by one task; what is
+//! published within [`WsOptions::linger`] goes out as one message; a client that falls behind
+//! on what it is sent gets a fresh state instead of a backlog.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::wire::{ClientMessage, Hello, Refusal, ServerMessage, PROTOCOL};
-use crate::{Authenticate, Delivery, Handshake, Hub, Identity, Subscription};
+use crate::{Authenticate, Handshake, Hub, Identity, Subscription};
 
 /// How [`route`] serves WebSockets.
 #[derive(Clone, Debug)]
@@ -49,9 +50,10 @@ pub struct WsOptions {
     pub ping_interval: Duration,
     /// How long after a ping without a pong the connection counts as lost (default 20 s).
     pub ping_timeout: Duration,
-    /// The most updates a connection may have waiting before it is sent a fresh state instead
-    /// (default 32).
-    pub max_backlog: usize,
+    /// How long a connection gathers updates after the first before sending them as one
+    /// message (default 50 ms): the most a presence change is delayed, and what turns a burst
+    /// into one message per client.
+    pub linger: Duration,
 }
 
 impl Default for WsOptions {
@@ -61,7 +63,7 @@ impl Default for WsOptions {
             max_message: 4096,
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
-            max_backlog: 32,
+            linger: Duration::from_millis(50),
         }
     }
 }
@@ -301,14 +303,10 @@ where
                         self.send(&ServerMessage::<U>::Refused(refusal)).await;
                     }
                 }
-                delivery = feed.recv() => {
+                delivery = feed.recv_gathered(options.linger) => {
                     let Some(delivery) = delivery else {
                         return End::Close(1001, "the server is going away");
                     };
-                    if matches!(delivery, Delivery::Update(_)) && feed.pending() > options.max_backlog {
-                        feed.resync_later();
-                        continue;
-                    }
                     if !self.send(&delivery).await {
                         return End::Gone(DisconnectKind::Lost);
                     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use presence_tracker::{Activity, DisconnectKind, ManualClock, Policy, Presence, PresenceTracker};
-use presence_tracker_server::wire::{State, Update};
-use presence_tracker_server::{Delivery, Hub, HubConfig, Subscription, Ticking};
+use presence_tracker_server::wire::State;
+use presence_tracker_server::{Batch, Delivery, Hub, HubConfig, Subscription, Ticking};
 
 type TestHub = Hub<String, String, ManualClock>;
 
@@ -32,7 +32,7 @@ impl Client {
     fn apply(&mut self, d: &Delivery<String>) {
         match d {
             Delivery::State(s) => self.replace(s),
-            Delivery::Update(u) => self.update(u),
+            Delivery::Updates(b) => self.update(b),
         }
     }
 
@@ -47,26 +47,26 @@ impl Client {
             .collect();
     }
 
-    fn update(&mut self, u: &Update<String>) {
+    fn update(&mut self, b: &Batch<String>) {
         self.updates += 1;
-        assert_eq!(u.epoch, self.epoch, "an update of another epoch");
+        assert_eq!(b.epoch(), self.epoch, "updates of another epoch");
         assert_eq!(
-            u.version,
+            b.from(),
             self.version + 1,
             "a version skipped without a state"
         );
-        self.version = u.version;
-        let known = self.users.get(&u.user.user).map_or(0, |&(_, _, seq)| seq);
-        if u.user.seq <= known {
-            return; // old news
-        }
-        if u.user.presence == Presence::Offline {
-            self.users.remove(&u.user.user);
-        } else {
-            self.users.insert(
-                u.user.user.clone(),
-                (u.user.presence, u.user.sessions, u.user.seq),
-            );
+        self.version = b.to();
+        for u in b.users() {
+            let known = self.users.get(&u.user).map_or(0, |&(_, _, seq)| seq);
+            if u.seq <= known {
+                continue; // old news
+            }
+            if u.presence == Presence::Offline {
+                self.users.remove(&u.user);
+            } else {
+                self.users
+                    .insert(u.user.clone(), (u.presence, u.sessions, u.seq));
+            }
         }
     }
 
@@ -329,4 +329,56 @@ async fn an_interval_driver_ticks_every_period() {
     client.drain(&mut feed);
     assert_eq!(client.shown()["ada"].0, Presence::Idle);
     driver.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_is_one_gathered_delivery_with_the_latest_of_each_user() {
+    let (hub, _clock) = hub_with(HubConfig::default());
+    let mut feed = hub.subscribe();
+    let mut client = Client::default();
+    client.apply(&feed.recv().await.expect("the state"));
+    for i in 0..100 {
+        hub.connect(
+            format!("user-{i}"),
+            format!("tab-{i}"),
+            "s",
+            Activity::Active,
+        )
+        .expect("connects");
+    }
+    // The same user three times: one entry, its latest state.
+    hub.heartbeat("tab-0", Activity::Idle).expect("live");
+    hub.heartbeat("tab-0", Activity::Background).expect("live");
+    let Some(Delivery::Updates(batch)) = feed.recv_gathered(Duration::from_millis(50)).await else {
+        panic!("updates");
+    };
+    assert_eq!((batch.from(), batch.to()), (1, 102));
+    assert_eq!(batch.users().count(), 100);
+    let ada = batch.users().find(|u| u.user == "user-0").expect("user-0");
+    assert_eq!(ada.presence, Presence::Away);
+    client.update(&batch);
+    assert_eq!(client.shown(), truth(&hub));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_gathering_keeps_what_it_had() {
+    let (hub, _clock) = hub_with(HubConfig::default());
+    let mut feed = hub.subscribe();
+    let mut client = Client::default();
+    client.apply(&feed.recv().await.expect("the state"));
+    hub.connect("ada".into(), "tab-1".into(), "s1", Activity::Active)
+        .expect("connects");
+    // A select! that takes another branch while the gathering lingers drops its future.
+    tokio::select! {
+        _ = feed.recv_gathered(Duration::from_secs(1)) => panic!("the other branch is first"),
+        () = tokio::time::sleep(Duration::from_millis(10)) => {}
+    }
+    hub.connect("bob".into(), "tab-2".into(), "s2", Activity::Active)
+        .expect("connects");
+    let Some(Delivery::Updates(batch)) = feed.recv_gathered(Duration::from_secs(1)).await else {
+        panic!("updates");
+    };
+    assert_eq!((batch.from(), batch.to(), batch.users().count()), (1, 2, 2));
+    client.update(&batch);
+    assert_eq!(client.shown(), truth(&hub));
 }

@@ -108,12 +108,15 @@ async fn a_hello_gets_the_state_and_others_get_the_update() {
     send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
     assert_eq!(next(&mut ada).await["type"], "state");
     let update = next(&mut watcher).await;
-    assert_eq!(update["type"], "update");
-    assert_eq!(update["version"], 1);
+    assert_eq!(update["type"], "updates");
+    assert_eq!(
+        (update["from"].as_u64(), update["to"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(update["epoch"], state["epoch"]);
-    assert_eq!(update["user"]["user"], "ada");
-    assert_eq!(update["user"]["presence"], "active");
-    assert_eq!(update["user"]["sessions"], 1);
+    assert_eq!(update["users"][0]["user"], "ada");
+    assert_eq!(update["users"][0]["presence"], "active");
+    assert_eq!(update["users"][0]["sessions"], 1);
 }
 
 #[tokio::test]
@@ -211,7 +214,7 @@ async fn garbage_gets_a_clear_close() {
     assert_eq!(next(&mut c).await["code"], "bad_message");
     send(&mut c, json!({"type": "heartbeat", "activity": "idle"})).await;
     let update = next(&mut c).await;
-    assert_eq!(update["user"]["presence"], "idle");
+    assert_eq!(update["users"][0]["presence"], "idle");
 }
 
 #[tokio::test]
@@ -270,7 +273,7 @@ async fn a_clean_close_ends_the_session_after_the_leave_grace() {
     let mut ada = client(&url).await;
     send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
     next(&mut ada).await;
-    assert_eq!(next(&mut w).await["user"]["presence"], "active");
+    assert_eq!(next(&mut w).await["users"][0]["presence"], "active");
     ada.close(None).await.expect("closes");
     // The server records the disconnect when it reads the close frame: let it run (the
     // runtime polls the sockets between yields; no sleeping).
@@ -283,6 +286,6 @@ async fn a_clean_close_ends_the_session_after_the_leave_grace() {
     clock.advance(Duration::from_secs(6));
     hub.tick();
     let update = next(&mut w).await;
-    assert_eq!(update["user"]["presence"], "offline");
-    assert_eq!(update["user"]["sessions"], 0);
+    assert_eq!(update["users"][0]["presence"], "offline");
+    assert_eq!(update["users"][0]["sessions"], 0);
 }
