@@ -3,7 +3,9 @@
 //! 10^4 sessions (u64 ids, cache-resident so the clock's share is visible), heartbeats in a random
 //! order, batches of 1024. Compares:
 //! - `tracker/heartbeat`: `heartbeat` on a tracker with `SystemClock` (reads the clock per call);
-//! - `tracker/heartbeat_at`: `heartbeat_at` with a caller-provided `now` (one per batch), same clock;
+//! - `tracker/heartbeat_manual`: `heartbeat` on a tracker with a `ManualClock` (one atomic load per
+//!   call), set from the system clock once per 1024 heartbeats: the time read once per batch, what
+//!   the former `heartbeat_at` with a caller-provided `now` cost;
 //! - `tracker/heartbeat_batch`: `heartbeat_batch`, the batch's 1024 heartbeats in one call, which
 //!   reads the tracker's clock once;
 //! - `tracker/heartbeat_coarse`: `heartbeat` on a tracker with a `CoarseClock` (one atomic load per

@@ -2,9 +2,11 @@
 //!
 //! Compares, in one group per size (10^4 and 10^6 sessions; 10^7 with `PRESENCE_BENCH_1E7=1`),
 //! each with u64 ids and with 36-character UUID strings (`Arc<str>`), heartbeats in a random order:
-//! - `tracker`: `PresenceTracker::heartbeat_at` with a caller-provided `now`, one call per heartbeat;
-//! - `tracker_batch`: `PresenceTracker::heartbeat_batch_at`, the iteration's 1024 heartbeats in
-//!   one call at the caller's `now` (on a tracker of its own, set up like `tracker`'s);
+//! - `tracker`: `PresenceTracker::heartbeat`, one call per heartbeat, on a tracker with a
+//!   `ManualClock` set once per batch (as a server's `CoarseClock` is refreshed: one atomic load of
+//!   the clock per call);
+//! - `tracker_batch`: `PresenceTracker::heartbeat_batch`, the iteration's 1024 heartbeats in
+//!   one call at the batch's time (on a tracker of its own, set up like `tracker`'s);
 //! - `hashbrown` (the limit): a raw `hashbrown::HashMap<K, (u8, u64)>` with foldhash, updating the
 //!   state byte and `last_seen` of the entry;
 //! - `moka` (the peer a Rust user would pick): `moka::sync::Cache` with `time_to_idle` and an

@@ -2,9 +2,11 @@
 //!
 //! Aggregate throughput of heartbeats from 1 and 2 threads, each thread heartbeating its own
 //! sessions (distinct users) in a random order, u64 ids, at 10^4 and 10^6 sessions:
-//! - `tracker`: `PresenceTracker::heartbeat_at` on one shared tracker, one call per heartbeat;
-//! - `tracker_batch`: `PresenceTracker::heartbeat_batch_at` on one shared tracker, each thread
-//!   handing over its heartbeats 1024 per call (the same `now` as `tracker`'s for each of them);
+//! - `tracker`: `PresenceTracker::heartbeat` on one shared tracker, one call per heartbeat (its
+//!   `ManualClock` set by each thread every 1024 heartbeats, as a `CoarseClock` is refreshed);
+//! - `tracker_batch`: `PresenceTracker::heartbeat_batch` on one shared tracker, each thread
+//!   handing over its heartbeats 1024 per call (the clock set to the same time as `tracker`'s
+//!   for each of them);
 //! - `mutex_map` (what a user writes by hand): one `std::sync::Mutex<hashbrown::HashMap>` updated
 //!   under the lock.
 //!

@@ -67,7 +67,7 @@ impl Ticker for TrackerTicker {
         self.tracker.tick()
     }
     fn transitions(out: &Self::Out) -> usize {
-        out.iter().filter(|e| !e.is_user()).count()
+        out.sessions().count()
     }
 }
 

@@ -680,7 +680,7 @@ def main():
     out.append("Run everything (then regenerate this file):")
     out.append("")
     out.append("```sh")
-    out.append("export CARGO_TARGET_DIR=target")
+    out.append("export CARGO_TARGET_DIR=\"$PWD/target\"   # absolute: the benches run in benches/")
     out.append("cargo bench --bench heartbeat --bench threads --bench tick --bench churn --bench reads --bench clock")
     out.append("PRESENCE_BENCH_1E7=1 cargo bench --bench heartbeat -- heartbeat_1e7   # optional: ~6 GB, ~4 min")
     out.append(MEMORY_COMMAND.replace("$CARGO_TARGET_DIR", "target"))

@@ -4,7 +4,7 @@
 
 use std::{
     fs,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -230,14 +230,17 @@ pub(crate) fn record_run(bench: &str) {
     }
 }
 
-/// The directory criterion writes to, found the way criterion finds it (without `cargo metadata`).
+/// The directory criterion writes to, found the way criterion finds it, but without running
+/// `cargo metadata`: with neither variable set, the workspace's `target/criterion` (criterion asks
+/// cargo for the target directory; the benches run in `benches/`, so a relative `target` would be
+/// `benches/target`, where the report does not look).
 fn criterion_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
         PathBuf::from(home)
     } else if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         PathBuf::from(target).join("criterion")
     } else {
-        PathBuf::from("target/criterion")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
     }
 }
 
