@@ -210,6 +210,7 @@
       sessionId: options.session,
       connectionId: null,
       status: 'connecting',
+      epoch: null, // the server's epoch, once a state came
       users,
       activity,
       resync: () => transport.resync(),
@@ -290,6 +291,7 @@
             for (const user of message.users) users.set(user.user, user);
             epoch = message.epoch;
             version = message.version;
+            client.epoch = epoch;
             resyncing = false;
             options.onUsers(users, { kind: 'state', state: message });
           } else if (message.type === 'updates') {

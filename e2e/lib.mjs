@@ -34,11 +34,12 @@ export const THRESHOLDS = {
   'ping-timeout-ms': 1000,
 };
 
-/// Starts `examples/<name>` on a free port; resolves once it prints its URL.
-export async function startServer(name, thresholds = THRESHOLDS) {
+/// Starts `examples/<name>` on a free port (or `port`); resolves once it prints its URL.
+/// `extra` are more flags, e.g. `['--snapshot', file]`.
+export async function startServer(name, thresholds = THRESHOLDS, { port = 0, extra = [] } = {}) {
   const bin = path.join(examplesDir, name);
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`cargo build --example ${name}\``);
-  const args = ['--port', '0'];
+  const args = ['--port', String(port), ...extra];
   for (const [flag, value] of Object.entries(thresholds)) args.push('--' + flag, String(value));
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -118,7 +119,28 @@ export async function waitFor(probe, { timeout = 10000, interval = 100, what = '
   }
 }
 
-/// The user transitions of `user` in a list from /api/events, as `from>to` strings.
+/// The presence changes of `user` in a list from /api/events, as `from>to` strings (updates that
+/// only changed the tab count are left out).
 export function transitions(events, user) {
-  return events.filter((e) => e.subject.kind === 'user' && e.subject.user === user).map((e) => `${e.from}>${e.to}`);
+  return events.filter((e) => e.user === user && e.from !== e.to).map((e) => `${e.from}>${e.to}`);
+}
+
+/// Signs `user` in at the demo server; its token.
+export async function login(url, user) {
+  const response = await fetch(`${url}/api/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user }),
+  });
+  if (!response.ok) throw new Error(`login ${user}: ${response.status} ${await response.text()}`);
+  return (await response.json()).token;
+}
+
+/// `user`'s own sessions, as the server shows them to their owner only.
+export async function sessionsOf(url, user) {
+  const response = await fetch(`${url}/api/sessions`, {
+    headers: { authorization: `Bearer ${await login(url, user)}` },
+  });
+  if (!response.ok) throw new Error(`sessions of ${user}: ${response.status} ${await response.text()}`);
+  return response.json();
 }

@@ -37,5 +37,14 @@ if ! node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)'; then
 fi
 
 cd "$here"
-exec node "${ws_flag[@]}" --no-warnings=ExperimentalWarning --test --test-concurrency=1 \
-  socketio.test.mjs websocket.test.mjs
+node "${ws_flag[@]}" --no-warnings=ExperimentalWarning --test --test-concurrency=1 \
+  socketio.test.mjs websocket.test.mjs client.test.mjs
+
+# The load test: 1,000 Socket.IO clients against the release build (a debug build of the
+# transport cannot serve that many on two cores). Skip with PRESENCE_E2E_LOAD=0.
+if [ "${PRESENCE_E2E_LOAD:-1}" != "0" ]; then
+  echo "e2e: cargo build --release --example socketio (load test)"
+  (cd "$root" && cargo build --release --all-features --example socketio)
+  PRESENCE_EXAMPLES_DIR="$target_dir/release/examples" node load.mjs --clients 1000 \
+    --json "$target_dir/load-test.json"
+fi

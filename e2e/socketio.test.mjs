@@ -1,12 +1,15 @@
 // The socketio example in a real Chromium, with the browser client from assets/, and thresholds
-// scaled down (see THRESHOLDS in lib.mjs). Asserts on what the server broadcast (/api/events) and
-// on its session view (/api/sessions?user=). Run by run.sh; alone: `node --test socketio.test.mjs`
-// after `cargo build --example socketio`.
+// scaled down (see THRESHOLDS in lib.mjs). Asserts on what the server published (/api/events), on
+// the sessions it shows their owner (/api/sessions, signed in), and on what the pages show. Run
+// by run.sh; alone: `node --test socketio.test.mjs` after `cargo build --example socketio`.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { io } from 'socket.io-client';
-import { getJson, sleep, startBrowser, startServer, transitions, waitFor } from './lib.mjs';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { getJson, login, sessionsOf, sleep, startBrowser, startServer, THRESHOLDS, transitions, waitFor } from './lib.mjs';
 
 // The client scaled down like the server: beat every 300 ms while visible (active < 1 s), every
 // 1.5 s while hidden (away < 4 s); never idle on its own (no one types in a headless test).
@@ -21,14 +24,17 @@ describe('socketio example in Chromium', { timeout: 150_000 }, () => {
 
   const pageUrl = (user) => `${server.url}/?user=${user}&${CLIENT}`;
   const events = () => getJson(`${server.url}/api/events`);
-  const sessions = (user) => getJson(`${server.url}/api/sessions?user=${encodeURIComponent(user)}`);
+  const sessions = (user) => sessionsOf(server.url, user);
   const userView = async (user) => (await getJson(`${server.url}/api/presence`)).users.find((u) => u.user === user);
   const sessionOf = (page) => page.evaluate(() => window.demo.client.sessionId);
   const visibility = (page) => page.evaluate(() => document.visibilityState);
   const connected = (page) => page.evaluate(() => window.demo?.client?.status === 'connected');
 
+  // The server saves its snapshot when stopped and restores it when started: the restart test.
+  const snapshot = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'presence-e2e-')), 'snapshot.json');
+
   before(async () => {
-    server = await startServer('socketio');
+    server = await startServer('socketio', THRESHOLDS, { extra: ['--snapshot', snapshot] });
     chrome = await startBrowser();
   });
 
@@ -182,30 +188,30 @@ describe('socketio example in Chromium', { timeout: 150_000 }, () => {
       { what: 'ida offline' });
   });
 
-  it('garbage from a client: an error to it, nothing changed for anyone', async () => {
+  it('garbage and forgeries from a client: refused, nothing changed for anyone', async () => {
     const sa = await sessionOf(tabA);
     const eventsBefore = await events();
     const adaBefore = await sessions('ada');
 
-    // A raw socket.io-client from node; resolves with the errors it got once the server hung up.
+    // A raw socket.io-client from node; resolves with the refusal of its handshake.
     const refused = async (auth) => {
       const socket = io(server.url, { auth, transports: ['websocket'], reconnection: false, forceNew: true });
-      const errors = [];
-      socket.on('error', (e) => errors.push(e.message));
-      const reason = await new Promise((resolve) => {
-        socket.on('disconnect', resolve);
-        socket.on('connect_error', (e) => resolve('connect_error ' + e.message));
+      const outcome = await new Promise((resolve) => {
+        socket.on('connect', () => resolve('connected'));
+        socket.on('connect_error', (e) => resolve(JSON.parse(e.message)));
       });
       socket.close();
-      return { errors, reason };
+      return outcome;
     };
-    assert.deepEqual(await refused(undefined), { errors: ['missing session id'], reason: 'io server disconnect' });
-    assert.deepEqual(await refused({ user: 'mallory' }), { errors: ['missing session id'], reason: 'io server disconnect' });
-    assert.deepEqual(await refused({ session: 'm-1' }), { errors: ['missing user'], reason: 'io server disconnect' });
-    const stolen = await refused({ user: 'mallory', session: sa });
-    assert.equal(stolen.reason, 'io server disconnect');
-    assert.equal(stolen.errors.length, 1);
-    assert.match(stolen.errors[0], /belongs to another user/);
+    assert.equal((await refused(undefined)).code, 'bad_message');
+    assert.equal((await refused({ protocol: 99, session: 'm-1' })).code, 'protocol');
+    assert.equal((await refused({ protocol: 1, session: 'm-1', token: 'mallory.0000' })).code, 'unauthorized');
+    // A forged token: someone else's name with mallory's signature.
+    const forged = (await login(server.url, 'mallory')).replace(/^mallory/, 'ada');
+    assert.equal((await refused({ protocol: 1, session: 'm-1', token: forged })).code, 'unauthorized');
+    // Signed in as mallory, naming ada's tab: the session is ada's.
+    const mallorys = await login(server.url, 'mallory');
+    assert.equal((await refused({ protocol: 1, session: sa, token: mallorys })).code, 'session_taken');
 
     // Nothing changed: no event, ada's session on the same connection.
     assert.deepEqual(await events(), eventsBefore);
@@ -213,24 +219,78 @@ describe('socketio example in Chromium', { timeout: 150_000 }, () => {
     assert.deepEqual(adaAfter.map((s) => [s.session, s.connection, s.presence]),
       adaBefore.map((s) => [s.session, s.connection, s.presence]));
 
-    // A valid client sending bad heartbeats: errors, and its session as it was.
-    const mallory = io(server.url, { auth: { user: 'mallory', session: 'm-1' }, transports: ['websocket'], reconnection: false, forceNew: true });
+    // No token at all: a watcher, which gets the state and may send no signal.
+    const watcher = io(server.url, { auth: { protocol: 1 }, transports: ['websocket'], reconnection: false, forceNew: true });
+    const seen = [];
+    const refusals = [];
+    watcher.on('presence', (m) => seen.push(m));
+    watcher.on('refused', (r) => refusals.push(r.code));
+    await waitFor(() => seen.some((m) => m.type === 'state'), { what: 'a state for the watcher' });
+    watcher.emit('heartbeat', { activity: 'active' });
+    await waitFor(() => refusals.length === 1, { what: 'the watcher refused' });
+    assert.deepEqual(refusals, ['watch_only']);
+    watcher.close();
+
+    // A signed-in client sending bad heartbeats: refused, and its session as it was.
+    const mallory = io(server.url, { auth: { protocol: 1, session: 'm-1', token: mallorys }, transports: ['websocket'], reconnection: false, forceNew: true });
     const errors = [];
-    mallory.on('error', (e) => errors.push(e.message));
-    await new Promise((resolve) => mallory.on('state', resolve));
+    mallory.on('refused', (r) => errors.push(r.code));
+    await new Promise((resolve) => mallory.on('presence', (m) => m.type === 'state' && resolve()));
     const joined = (await events()).length;
     mallory.emit('heartbeat', 'dancing');
     mallory.emit('heartbeat', { mood: 'happy' });
     mallory.emit('heartbeat', 42);
-    await waitFor(() => errors.length === 3, { what: 'three errors' });
-    // Handlers of one socket's events may run concurrently: the errors can come in any order.
-    assert.deepEqual([...errors].sort(),
-      ['heartbeat needs an activity', 'heartbeat needs an activity', 'unknown activity "dancing"']);
+    await waitFor(() => errors.length === 3, { what: 'three refusals' });
+    assert.deepEqual(errors, ['bad_message', 'bad_message', 'bad_message']);
     assert.ok(mallory.connected, 'a bad heartbeat does not cost the connection');
     await sleep(300);
     assert.equal((await events()).length, joined, 'no event from bad heartbeats');
     const m = await sessions('mallory');
     assert.deepEqual(m.map((s) => [s.session, s.activity]), [['m-1', 'active']]);
+
+    // One socket's heartbeats apply in the order sent: a flood of toggles ends on the last.
+    for (let i = 0; i < 60; i++) mallory.emit('heartbeat', { activity: i % 2 ? 'idle' : 'background' });
+    mallory.emit('heartbeat', { activity: 'idle' });
+    await waitFor(async () => (await sessions('mallory'))[0]?.activity === 'idle', { what: 'the last heartbeat applied' });
+    await sleep(300);
+    assert.equal((await sessions('mallory'))[0].activity, 'idle');
     mallory.close();
+  });
+
+  it('a server restart with the pages open: no ghost, no flap', async () => {
+    // A watcher page (no sign-in) in a window of its own, beside ada's tab.
+    const cdp = await chrome.browser.newBrowserCDPSession();
+    const [watcherPage] = await Promise.all([
+      chrome.context.waitForEvent('page'),
+      cdp.send('Target.createTarget', { url: `${server.url}/?${CLIENT}`, newWindow: true }),
+    ]);
+    await waitFor(() => watcherPage.evaluate(() => window.demo.users.get('ada')?.presence === 'active'),
+      { what: 'the watcher shows ada active' });
+    // gus connects from node and will not come back after the restart.
+    const gus = io(server.url, { auth: { protocol: 1, session: 'g-1', token: await login(server.url, 'gus') }, transports: ['websocket'], forceNew: true });
+    await waitFor(() => watcherPage.evaluate(() => window.demo.users.get('gus')?.presence === 'active'),
+      { what: 'the watcher shows gus' });
+    const epochBefore = await watcherPage.evaluate(() => window.demo.client.epoch);
+    assert.ok(Number.isInteger(epochBefore), `an epoch: ${epochBefore}`);
+
+    const port = new URL(server.url).port;
+    gus.io.reconnection(false);
+    await server.stop(); // SIGTERM: the snapshot is saved while the sockets are open
+    gus.close();
+    server = await startServer('socketio', THRESHOLDS, { port, extra: ['--snapshot', snapshot] });
+
+    // ada's page reconnects by itself; the watcher resyncs on the new epoch.
+    await waitFor(() => connected(tabA), { timeout: 15000, what: 'ada reconnected' });
+    await waitFor(() => watcherPage.evaluate(() => window.demo.client.status === 'connected'), { what: 'the watcher reconnected' });
+    await sleep(1500);
+    const adaSeen = await watcherPage.evaluate(() => window.demo.history.get('ada'));
+    assert.ok(!adaSeen.includes('offline'), `ada never shown offline: ${adaSeen}`);
+    assert.equal((await watcherPage.evaluate(() => window.demo.users.get('ada')?.presence)), 'active');
+    // gus was restored, did not come back, and decays like any silent session: no ghost.
+    await waitFor(() => watcherPage.evaluate(() => window.demo.users.get('gus')?.presence === 'offline'),
+      { timeout: THRESHOLDS['ttl-ms'] + 5000, what: 'gus offline on the watcher page' });
+    assert.equal((await getJson(`${server.url}/api/presence`)).users.find((u) => u.user === 'gus'), undefined);
+    assert.notEqual(await watcherPage.evaluate(() => window.demo.client.epoch), epochBefore, 'a new epoch');
+    await watcherPage.close();
   });
 });

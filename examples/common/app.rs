@@ -7,9 +7,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
-use presence_tracker::{PresenceTracker, Snapshot};
-use presence_tracker_server::wire::Update;
+use std::collections::HashMap;
+
+use presence_tracker::{Presence, PresenceTracker, Snapshot, Timestamp};
 use presence_tracker_server::{Delivery, Hub, HubConfig};
+use serde::Serialize;
 
 use super::auth::Signer;
 use super::config::Config;
@@ -26,7 +28,19 @@ pub(crate) struct App {
     pub(crate) hub: AppHub,
     pub(crate) signer: Signer,
     /// Every update published, oldest first: what `/api/events` shows.
-    pub(crate) log: Arc<Mutex<VecDeque<Update<String>>>>,
+    pub(crate) log: Arc<Mutex<VecDeque<LogEntry>>>,
+}
+
+/// One published update, with the presence it changed from.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct LogEntry {
+    epoch: u64,
+    version: u64,
+    user: String,
+    from: Presence,
+    to: Presence,
+    sessions: usize,
+    last_seen: Timestamp,
 }
 
 impl App {
@@ -59,7 +73,7 @@ impl App {
     }
 
     /// The published updates so far.
-    pub(crate) fn events(&self) -> Vec<Update<String>> {
+    pub(crate) fn events(&self) -> Vec<LogEntry> {
         let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         log.iter().cloned().collect()
     }
@@ -94,18 +108,42 @@ impl App {
 }
 
 /// Keeps the last [`LOG_LEN`] published updates.
-async fn record(hub: AppHub, log: Arc<Mutex<VecDeque<Update<String>>>>) {
+async fn record(hub: AppHub, log: Arc<Mutex<VecDeque<LogEntry>>>) {
     let mut feed = hub.subscribe();
+    let mut shown: HashMap<String, Presence> = HashMap::new();
     while let Some(delivery) = feed.recv().await {
-        // One update at a time (`recv`, not gathered); a state after falling behind has no
-        // update to add.
-        if let Delivery::Updates(batch) = delivery {
-            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
-            for update in batch.updates() {
-                if log.len() == LOG_LEN {
-                    log.pop_front();
+        match delivery {
+            Delivery::State(state) => {
+                shown = state
+                    .users
+                    .iter()
+                    .map(|u| (u.user.clone(), u.presence))
+                    .collect();
+            }
+            // One update at a time (`recv`, not gathered).
+            Delivery::Updates(batch) => {
+                let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+                for update in batch.updates() {
+                    let u = &update.user;
+                    let from = shown
+                        .insert(u.user.clone(), u.presence)
+                        .unwrap_or(Presence::Offline);
+                    if u.presence == Presence::Offline {
+                        shown.remove(&u.user);
+                    }
+                    if log.len() == LOG_LEN {
+                        log.pop_front();
+                    }
+                    log.push_back(LogEntry {
+                        epoch: update.epoch,
+                        version: update.version,
+                        user: u.user.clone(),
+                        from,
+                        to: u.presence,
+                        sessions: u.sessions,
+                        last_seen: u.last_seen,
+                    });
                 }
-                log.push_back(update.clone());
             }
         }
     }

@@ -62,10 +62,11 @@ impl Signer {
         Some(user)
     }
 
-    /// The authentication hook: the cookie, else a bearer header or the hello's token; none at
-    /// all watches; a bad one is refused.
+    /// The authentication hook: the hello's token (a page keeps one per tab, so two users can
+    /// share a browser), else a bearer header, else the cookie; none at all watches; a bad one
+    /// is refused.
     pub(crate) fn authenticate(&self, h: &Handshake<'_>) -> Result<Identity<String>, Refusal> {
-        let Some(token) = h.cookie(COOKIE).or_else(|| h.bearer()) else {
+        let Some(token) = h.token.or_else(|| h.bearer()).or_else(|| h.cookie(COOKIE)) else {
             return Ok(Identity::Watcher);
         };
         match self.verify(token) {

@@ -126,6 +126,8 @@ struct OwnSession {
     activity: Activity,
     last_seen: Timestamp,
     connected: bool,
+    /// When it expires unless a signal comes.
+    expires_at: Timestamp,
     /// The current connection's fingerprint, in hex (it changes on every reconnect).
     connection: String,
 }
@@ -148,6 +150,7 @@ async fn own_sessions(State(app): State<App>, headers: HeaderMap, uri: Uri) -> R
                     activity: v.activity,
                     last_seen: v.last_seen,
                     connected: v.connected,
+                    expires_at: v.expires_at,
                     connection: v.connection.to_string(),
                 })
                 .collect();

@@ -19,6 +19,10 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::wire::{State, Update, UserState, PROTOCOL};
 
+/// How long a state made for one subscriber is handed to the next ones (if no update came
+/// meanwhile): a connect storm shares it, and its `now` stays within this of the truth.
+const STATE_REUSE: Duration = Duration::from_secs(1);
+
 /// How a [`Hub`] is set up.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -167,7 +171,8 @@ struct Published<U> {
     /// Users recently gone offline: their last seq and when (tracker ms) they went.
     gone: HashMap<U, (u64, u64)>,
     /// The state at `version`, made once and shared by every subscriber that asks before the
-    /// next update (a connect storm serialises it once per version, not once per client).
+    /// next update and within [`STATE_REUSE`] (a connect storm makes it once, not once per
+    /// client).
     state: Option<Arc<State<U>>>,
 }
 
@@ -269,6 +274,30 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
         // A heartbeat that changes nothing re-arms nothing (deadlines are lazy): no wake.
         self.after_signal(&t, false);
         Ok(())
+    }
+
+    /// A heartbeat from a connection that knows its user: if the session expired while the
+    /// connection stayed open (a laptop asleep past the TTL whose socket survived), the session
+    /// is connected again on that connection, with the heartbeat's activity (never `active` on
+    /// the way to `idle`). What the integrations call for every heartbeat.
+    ///
+    /// # Errors
+    ///
+    /// As [`PresenceTracker::connect`] when the session had to be connected again (its id was
+    /// taken by another user meanwhile, a limit); nothing is published.
+    pub fn heartbeat_or_reconnect(
+        &self,
+        user: &U,
+        session: &S,
+        connection: ConnectionId,
+        activity: Activity,
+    ) -> Result<(), Error> {
+        match self.heartbeat(session, activity) {
+            Err(Error::UnknownSession) => {
+                self.connect(user.clone(), session.clone(), connection, activity)
+            }
+            done => done,
+        }
     }
 
     /// Records a disconnect and publishes what changed. See [`PresenceTracker::disconnect`].
@@ -395,14 +424,18 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
     }
 
     fn state_locked(&self, published: &mut Published<U>) -> Arc<State<U>> {
+        let now = self.inner.tracker.now();
         if let Some(state) = &published.state {
-            return Arc::clone(state);
+            // Its `now` is what clients set their clock offset by: keep it within a second.
+            if now.saturating_duration_since(state.now) < STATE_REUSE {
+                return Arc::clone(state);
+            }
         }
         let state = Arc::new(State {
             protocol: PROTOCOL,
             epoch: self.inner.epoch,
             version: published.version,
-            now: self.inner.tracker.now(),
+            now,
             users: published
                 .online
                 .iter()

@@ -72,9 +72,9 @@ impl Default for SocketIoOptions {
 
 /// What a socket is to the hub, kept in its extensions.
 #[derive(Clone)]
-struct Conn<S> {
-    /// The session it carries; `None` for a watcher.
-    session: Option<S>,
+struct Conn<U, S> {
+    /// The user and the session it carries; `None` for a watcher.
+    session: Option<(U, S)>,
     connection: ConnectionId,
     /// Wakes the forwarding task when the socket disconnects.
     closed: Arc<Notify>,
@@ -200,9 +200,9 @@ where
     let connection = ConnectionId::from(socket.id.as_str());
     let session = match (identity, hello.session) {
         (Identity::User(user), Some(session)) => {
-            hub.connect(user, session.clone(), connection, hello.activity)
+            hub.connect(user.clone(), session.clone(), connection, hello.activity)
                 .map_err(|e| Refused(Refusal::from_error(&e)))?;
-            Some(session)
+            Some((user, session))
         }
         // A user without a session id, or a watcher: it only watches.
         _ => None,
@@ -222,7 +222,7 @@ where
     S: Id + DeserializeOwned,
     C: Clock + 'static,
 {
-    let Some(conn) = socket.extensions.get::<Conn<S>>() else {
+    let Some(conn) = socket.extensions.get::<Conn<U, S>>() else {
         return; // admitted sockets always have one
     };
     {
@@ -237,8 +237,8 @@ where
                         "bad_message",
                         "a heartbeat is {\"activity\":\"active\"|\"idle\"|\"background\"}",
                     )),
-                    (Some(session), Some(activity)) => hub
-                        .heartbeat(session, activity)
+                    (Some((user, session)), Some(activity)) => hub
+                        .heartbeat_or_reconnect(user, session, conn.connection, activity)
                         .map_err(|e| Refusal::from_error(&e)),
                 };
                 if let Err(refusal) = result {
@@ -253,7 +253,7 @@ where
         let hub = hub.clone();
         let conn = conn.clone();
         socket.on("leave", move |socket: SocketRef| {
-            if let Some(session) = &conn.session {
+            if let Some((_, session)) = &conn.session {
                 if let Err(e) = hub.leave(session, conn.connection) {
                     let _ = socket.emit("refused", &Refusal::from_error(&e));
                 }
@@ -266,11 +266,13 @@ where
         let conn = conn.clone();
         socket.on_disconnect(move |reason: DisconnectReason| {
             conn.closed.notify_one();
-            if let Some(session) = &conn.session {
+            if let Some((_, session)) = &conn.session {
+                // Only a Socket.IO disconnect says goodbye; a transport that closed without one
+                // (a network change, a killed tab) may come back: the long grace.
                 let kind = match reason {
-                    DisconnectReason::ClientNSDisconnect
-                    | DisconnectReason::ServerNSDisconnect
-                    | DisconnectReason::TransportClose => DisconnectKind::Clean,
+                    DisconnectReason::ClientNSDisconnect | DisconnectReason::ServerNSDisconnect => {
+                        DisconnectKind::Clean
+                    }
                     _ => DisconnectKind::Lost,
                 };
                 // Unknown: it expired meanwhile; nothing to record.

@@ -208,7 +208,7 @@ where
         };
         let feed = self.shared.hub.subscribe();
         let end = self.serve(session.as_ref(), connection, feed).await;
-        if let Some(session) = &session {
+        if let Some((_, session)) = &session {
             // Closed by the server (a protocol violation): the client did not say goodbye.
             let kind = match end {
                 End::Gone(kind) => kind,
@@ -221,7 +221,7 @@ where
     }
 
     /// Waits for the hello, authenticates it and connects its session (`None`: a watcher).
-    async fn hello(&mut self, connection: ConnectionId) -> Result<Option<S>, End> {
+    async fn hello(&mut self, connection: ConnectionId) -> Result<Option<(U, S)>, End> {
         let first = tokio::time::timeout(self.shared.options.hello_timeout, self.socket.recv())
             .await
             .map_err(|_| End::Close(4000, "no hello within the timeout"))?;
@@ -256,12 +256,13 @@ where
             Err(refusal) => refusal,
             Ok(Identity::User(user)) => match hello.session {
                 Some(session) => {
-                    match self
-                        .shared
-                        .hub
-                        .connect(user, session.clone(), connection, hello.activity)
-                    {
-                        Ok(()) => return Ok(Some(session)),
+                    match self.shared.hub.connect(
+                        user.clone(),
+                        session.clone(),
+                        connection,
+                        hello.activity,
+                    ) {
+                        Ok(()) => return Ok(Some((user, session))),
                         Err(e) => Refusal::from_error(&e),
                     }
                 }
@@ -276,7 +277,7 @@ where
     /// Until the connection ends: the client's messages in order, the hub's deliveries, pings.
     async fn serve(
         &mut self,
-        session: Option<&S>,
+        session: Option<&(U, S)>,
         connection: ConnectionId,
         mut feed: Subscription<U, S, C>,
     ) -> End {
@@ -327,7 +328,7 @@ where
     fn signal(
         &self,
         text: &str,
-        session: Option<&S>,
+        session: Option<&(U, S)>,
         connection: ConnectionId,
         feed: &mut Subscription<U, S, C>,
     ) -> Option<Refusal> {
@@ -345,10 +346,10 @@ where
                 return Some(Refusal::new("bad_message", "hello was already said"))
             }
             (_, None) => return Some(Refusal::new("watch_only", "a watcher sends no signal")),
-            (ClientMessage::Heartbeat { activity }, Some(session)) => {
-                hub.heartbeat(session, activity)
+            (ClientMessage::Heartbeat { activity }, Some((user, session))) => {
+                hub.heartbeat_or_reconnect(user, session, connection, activity)
             }
-            (ClientMessage::Leave, Some(session)) => hub.leave(session, connection),
+            (ClientMessage::Leave, Some((_, session))) => hub.leave(session, connection),
         };
         result.err().map(|e| Refusal::from_error(&e))
     }

@@ -289,3 +289,26 @@ async fn a_clean_close_ends_the_session_after_the_leave_grace() {
     assert_eq!(update["users"][0]["presence"], "offline");
     assert_eq!(update["users"][0]["sessions"], 0);
 }
+
+#[tokio::test]
+async fn a_heartbeat_after_the_session_expired_on_an_open_socket_connects_it_again() {
+    let (hub, clock, url) = server().await;
+    let mut rita = client(&url).await;
+    send(&mut rita, hello(Some("user:rita"), Some("r-1"))).await;
+    next(&mut rita).await;
+    // The session ends while the socket stays open (a laptop asleep past the TTL).
+    clock.advance(Duration::from_secs(300));
+    hub.tick();
+    assert!(hub.tracker().session("r-1").is_none());
+    send(&mut rita, json!({"type": "heartbeat", "activity": "idle"})).await;
+    // Its update says rita is back, idle (never active on the way).
+    loop {
+        let m = next(&mut rita).await;
+        if m["type"] == "updates" && m["users"][0]["presence"] == "idle" {
+            break;
+        }
+        assert_ne!(m["type"], "refused", "{m}");
+    }
+    let view = hub.tracker().session("r-1").expect("connected again");
+    assert_eq!(view.activity, Activity::Idle);
+}

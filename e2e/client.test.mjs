@@ -1,0 +1,109 @@
+// The browser client's resync rule, in Chromium, against a scripted server (node's `ws`) that
+// misbehaves on purpose: a skipped version, an old user seq, updates of another epoch, a state
+// that replaces everything. And a burst against the real socketio example: a page keeps up with
+// 200 users arriving at once and leaving at once. Run by run.sh.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { io } from 'socket.io-client';
+import { WebSocketServer } from 'ws';
+import { login, startBrowser, startServer, waitFor } from './lib.mjs';
+
+const CLIENT = 'heartbeat=300&hidden=1500&idle=600000&reconnect=300&reconnectMax=1000';
+
+const user = (name, presence, seq, sessions = 1) => ({ user: name, presence, sessions, last_seen: 1, seq });
+
+describe('the browser client in Chromium', { timeout: 120_000 }, () => {
+  let chrome;
+  let pages; // the websocket example serves the page (its transport: a plain WebSocket)
+  let socketio;
+
+  before(async () => {
+    chrome = await startBrowser();
+    pages = await startServer('websocket');
+    socketio = await startServer('socketio');
+  });
+
+  after(async () => {
+    await chrome?.close();
+    await pages?.stop();
+    await socketio?.stop();
+  });
+
+  it('applies the resync rule: gaps, old news and a new epoch', async () => {
+    // The scripted server: records what the client sends, sends what the test says.
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((resolve) => wss.once('listening', resolve));
+    const received = [];
+    let socket;
+    const connected = new Promise((resolve) => wss.on('connection', (ws) => {
+      socket = ws;
+      ws.on('message', (m) => received.push(JSON.parse(m.toString())));
+      resolve();
+    }));
+    const send = (m) => socket.send(JSON.stringify(m));
+    const resyncs = () => received.filter((m) => m.type === 'resync').length;
+    const page = chrome.context.pages()[0];
+    try {
+      const ws = `ws://127.0.0.1:${wss.address().port}`;
+      await page.goto(`${pages.url}/?ws=${encodeURIComponent(ws)}&${CLIENT}`);
+      await connected;
+      await waitFor(() => received.some((m) => m.type === 'hello'), { what: 'a hello' });
+      const shown = () => page.evaluate(() => Object.fromEntries([...window.demo.client.users]
+        .map(([name, u]) => [name, u.presence])));
+
+      send({ type: 'state', protocol: 1, epoch: 1, version: 5, now: 1, users: [user('ann', 'active', 3)] });
+      await waitFor(async () => (await shown()).ann === 'active', { what: 'the state applied' });
+
+      // Version 6 never came: the client asks for the state, and ignores updates until it has it.
+      send({ type: 'updates', epoch: 1, from: 7, to: 7, users: [user('ann', 'away', 4)] });
+      await waitFor(() => resyncs() === 1, { what: 'a resync after a gap' });
+      send({ type: 'updates', epoch: 1, from: 8, to: 8, users: [user('ann', 'stale', 5)] });
+      assert.deepEqual(await shown(), { ann: 'active' }, 'nothing applied while resyncing');
+
+      send({ type: 'state', protocol: 1, epoch: 1, version: 8, now: 1,
+        users: [user('ann', 'idle', 6), user('bob', 'active', 1)] });
+      await waitFor(async () => (await shown()).bob === 'active', { what: 'the new state applied' });
+      assert.deepEqual(await shown(), { ann: 'idle', bob: 'active' });
+
+      // Old news (ann's seq 5 < 6) is skipped, bob's newer state applies, in one message.
+      send({ type: 'updates', epoch: 1, from: 9, to: 10, users: [user('ann', 'active', 5), user('bob', 'away', 2)] });
+      await waitFor(async () => (await shown()).bob === 'away', { what: 'bob away' });
+      assert.deepEqual(await shown(), { ann: 'idle', bob: 'away' });
+      // Offline removes the user.
+      send({ type: 'updates', epoch: 1, from: 11, to: 11, users: [user('bob', 'offline', 3, 0)] });
+      await waitFor(async () => !('bob' in (await shown())), { what: 'bob gone' });
+      assert.equal(resyncs(), 1);
+
+      // A restarted server: another epoch, versions and seqs from the start. Resync, replace.
+      send({ type: 'updates', epoch: 2, from: 1, to: 1, users: [user('cid', 'active', 1)] });
+      await waitFor(() => resyncs() === 2, { what: 'a resync on a new epoch' });
+      send({ type: 'state', protocol: 1, epoch: 2, version: 1, now: 1, users: [user('cid', 'active', 1)] });
+      await waitFor(async () => JSON.stringify(await shown()) === JSON.stringify({ cid: 'active' }),
+        { what: 'only what the new server holds: no ghost of ann' });
+      // The page shows ann offline, not online.
+      assert.equal(await page.evaluate(() => window.demo.users.get('ann')?.presence), 'offline');
+    } finally {
+      wss.close();
+    }
+  });
+
+  it('keeps up with a burst: 200 users arrive at once, then leave at once', async () => {
+    const page = await chrome.context.newPage();
+    await page.goto(`${socketio.url}/?${CLIENT}`); // no sign-in: a watcher
+    await waitFor(() => page.evaluate(() => window.demo.client?.status === 'connected'), { what: 'the watcher connected' });
+    const tokens = await Promise.all(Array.from({ length: 200 }, (_, i) => login(socketio.url, `burst-${i}`)));
+    const sockets = tokens.map((token, i) => io(socketio.url, {
+      auth: { protocol: 1, session: `b-${i}`, token }, transports: ['websocket'], forceNew: true, reconnection: false,
+    }));
+    const online = () => page.evaluate(() => [...window.demo.client.users.keys()].filter((u) => u.startsWith('burst-')).length);
+    await waitFor(async () => (await online()) === 200, { timeout: 20000, what: 'the page shows all 200' });
+    for (const s of sockets) s.close();
+    // Clean closes: offline after the leave grace.
+    await waitFor(async () => (await online()) === 0, { timeout: 20000, what: 'the page shows none of them' });
+    assert.equal(await page.evaluate(() => window.demo.client.status), 'connected', 'the page was never dropped');
+    const rendered = await page.evaluate(() => document.querySelectorAll('tr[data-presence="offline"]').length);
+    assert.ok(rendered >= 200, `the page lists them offline (last seen): ${rendered}`);
+    await page.close();
+  });
+});
