@@ -202,7 +202,10 @@ async function main() {
   const snapshot = path.join(fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'presence-load-')), 'snapshot.json');
   let server = startServer(port, snapshot);
   await server.ready;
-  const report = { clients: CLIENTS, thresholds: THRESHOLDS, lost_bound_ms: LOST_BOUND_MS, phases: {} };
+  const report = {
+    clients: CLIENTS, thresholds: THRESHOLDS, lost_bound_ms: LOST_BOUND_MS, phases: {},
+    when: new Date().toISOString(), build: path.basename(path.dirname(examplesDir)), cpus: (await import('node:os')).cpus().length,
+  };
   const all = [];
   try {
     const before = usage(server.child.pid);

@@ -645,6 +645,61 @@ def q7(out, groups, meta):
     notes(out, "clock")
 
 
+LOAD_COMMAND = (
+    "cargo build --release --example socketio && (cd e2e && npm ci && "
+    "PRESENCE_EXAMPLES_DIR=$CARGO_TARGET_DIR/release/examples node load.mjs --clients 1000 "
+    "--json $CARGO_TARGET_DIR/criterion/presence-meta/load-test.json)"
+)
+
+
+def q8(out, path):
+    out.append("## 8. The server: 1,000 Socket.IO clients, a mass departure, a restart")
+    out.append("")
+    out.append(
+        "`e2e/load.mjs` against the `socketio` example (the server crate's `socketio::attach`, the hub "
+        "and its tick driver), all on 127.0.0.1: 1,000 socket.io-client connections (WebSocket transport) "
+        "in one node process, one user and one tab each, heartbeating every 500 ms, plus one watcher. "
+        "Thresholds scaled down (below). Then half of them vanish at once (TCP destroyed, no close frame), "
+        "then the server is stopped (SIGTERM: it saves its snapshot) and started again on the same port, "
+        "and every remaining client reconnects by itself. Messages are Socket.IO `presence` events a client "
+        "received in the phase (a state or one gathered `updates` message); RSS and CPU are the server "
+        "process's, from /proc. The client process shares the machine's cores with the server."
+    )
+    out.append("")
+    try:
+        with open(path) as f:
+            r = json.load(f)
+    except (OSError, ValueError):
+        out.append(f"No results yet: run `{LOAD_COMMAND}`.")
+        out.append("")
+        return
+    out.append(f"Command: `{LOAD_COMMAND}` ({r.get('build', '?')} build, {r.get('when', '?')}, "
+               f"{r.get('cpus', '?')} cores). Thresholds (ms): "
+               + ", ".join(f"{k.replace('-ms', '')} {v}" for k, v in r["thresholds"].items())
+               + f"; a vanished client must be offline within {r['lost_bound_ms']} ms "
+               "(ping interval + timeout + disconnect grace + 1 s).")
+    out.append("")
+    p = r["phases"]
+    c, d, s = p.get("connect", {}), p.get("departure", {}), p.get("restart", {})
+    mib = lambda b: f"{b / 1048576:.0f} MiB" if b else "?"
+    lat = d.get("latency_ms", {})
+    rows = [
+        ["connect 1,000", f"{c.get('ms')} ms until every client shows 1,000 users",
+         f"{c.get('messages_per_client')} (max {c.get('messages_per_client_max')})",
+         mib(c.get("rss_bytes")), f"{c.get('cpu_ms')} ms"],
+        [f"{d.get('departed')} vanish", f"offline for the watcher: p50 {lat.get('p50')} ms, p95 {lat.get('p95')} ms, "
+         f"max {lat.get('max')} ms; healthy clients dropped: {d.get('healthy_disconnected')}",
+         f"{d.get('messages_per_client')} (max {d.get('messages_per_client_max')})",
+         mib(d.get("rss_bytes")), f"{d.get('cpu_ms')} ms"],
+        ["restart", f"{s.get('ms_from_stop')} ms from the stop until every client holds the survivors; "
+         f"the first state after it lists {s.get('first_state_users')}",
+         f"{s.get('messages_per_client')} (max {s.get('messages_per_client_max')})",
+         mib(s.get("rss_bytes")), f"{s.get('cpu_ms')} ms"],
+    ]
+    table(out, ["phase", "outcome", "messages per client", "server RSS", "server CPU"], rows)
+    out.append("")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--criterion-dir", default=criterion_dir_default())
@@ -697,6 +752,7 @@ def main():
     q5(out, groups, meta)
     q6(out, memory_path, redis)
     q7(out, groups, meta)
+    q8(out, os.path.join(root, "presence-meta", "load-test.json"))
     sys.stdout.write("\n".join(out).rstrip() + "\n")
 
 
