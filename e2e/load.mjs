@@ -1,6 +1,6 @@
 // A bounded loopback load test of the Socket.IO example server (issue: backpressure and storms):
 //
-//   node e2e/load.mjs [--clients 1000] [--json out.json]
+//   node e2e/load.mjs [--clients 1000] [--json out.json] [--tick-ms N (the server ticks every N ms)]
 //
 // 1. `clients` Socket.IO clients (socket.io-client over WebSocket), one user and one tab each,
 //    heartbeating every 500 ms, plus one watcher that only observes.
@@ -68,6 +68,7 @@ function startServer(port, snapshot) {
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`cargo build --example socketio\``);
   const argv = ['--port', String(port), '--snapshot', snapshot];
   for (const [flag, value] of Object.entries(THRESHOLDS)) argv.push('--' + flag, String(value));
+  if (args['tick-ms']) argv.push('--tick-ms', args['tick-ms']);
   const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout.on('data', (d) => { output += d; });
@@ -204,7 +205,7 @@ async function main() {
   await server.ready;
   const report = {
     clients: CLIENTS, thresholds: THRESHOLDS, lost_bound_ms: LOST_BOUND_MS, phases: {},
-    when: new Date().toISOString(), build: path.basename(path.dirname(examplesDir)), cpus: (await import('node:os')).cpus().length,
+    when: new Date().toISOString(), ticking: args['tick-ms'] ? `every ${args['tick-ms']} ms` : 'at the deadlines', build: path.basename(path.dirname(examplesDir)), cpus: (await import('node:os')).cpus().length,
   };
   const all = [];
   try {

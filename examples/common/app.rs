@@ -10,7 +10,7 @@ use axum::Router;
 use std::collections::HashMap;
 
 use presence_tracker::{Presence, PresenceTracker, Snapshot, Timestamp};
-use presence_tracker_server::{Delivery, Hub, HubConfig};
+use presence_tracker_server::{Delivery, Hub, HubConfig, Ticking};
 use serde::Serialize;
 
 use super::auth::Signer;
@@ -61,7 +61,11 @@ impl App {
             }
             _ => PresenceTracker::new(config.policy.clone()),
         };
-        let hub = Hub::new(tracker, HubConfig::default());
+        let ticking = match config.tick_every {
+            Some(period) => Ticking::Interval { period },
+            None => Ticking::default(),
+        };
+        let hub = Hub::new(tracker, HubConfig::default().ticking(ticking));
         tokio::spawn(hub.clone().run_ticker());
         let log = Arc::new(Mutex::new(VecDeque::new()));
         tokio::spawn(record(hub.clone(), Arc::clone(&log)));

@@ -26,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) snapshot: Option<PathBuf>,
     /// The key that signs sign-in tokens.
     pub(crate) secret: String,
+    /// How the hub's driver ticks: at the deadlines (`None`), or every so often.
+    pub(crate) tick_every: Option<Duration>,
 }
 
 /// The flags that take a value, with what they mean (printed by `--help`).
@@ -71,6 +73,10 @@ const FLAGS: &[(&str, &str)] = &[
     (
         "secret",
         "key that signs sign-in tokens (default: a fixed demo key; set one for real use)",
+    ),
+    (
+        "tick-ms",
+        "tick every so many ms instead of at the deadlines (default 0: at the deadlines)",
     ),
 ];
 
@@ -174,6 +180,7 @@ impl Config {
             secret: get("secret")
                 .cloned()
                 .unwrap_or_else(|| DEMO_SECRET.to_string()),
+            tick_every: millis("tick-ms")?.filter(|d| !d.is_zero()),
         }))
     }
 
