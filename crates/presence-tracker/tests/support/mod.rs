@@ -2,6 +2,8 @@
 //! rebuilds the published presences from the events and checks their chains on the way.
 #![allow(dead_code)]
 
+pub(crate) mod gate;
+
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
