@@ -239,8 +239,15 @@ const HELPERS: u64 = 128;
 /// The session total of the pinned tests: the helpers, the scenario and nothing more.
 const SCENE_MAX_SESSIONS: usize = 160;
 
+/// The `i`-th helper user: ids spread over the whole range (small consecutive integers can
+/// land in few user shards), with the top bit set, so they meet no other id of these tests.
+fn helper_user(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1 << 63
+}
+
+/// A helper user's own session.
 fn helper(user: u64) -> GateId {
-    GateId(1_000 + user)
+    GateId(user)
 }
 
 /// A tracker with a known user-shard layout: races between two users' signals need them in
@@ -271,13 +278,13 @@ impl Scene {
             clock,
             events: Vec::new(),
             apart: Vec::new(),
-            sessions: (0..HELPERS).map(helper).collect(),
+            sessions: (0..HELPERS).map(|i| helper(helper_user(i))).collect(),
         };
-        for u in 0..HELPERS {
+        for u in (0..HELPERS).map(helper_user) {
             let got = scene.tracker.connect(u, helper(u), "helper");
             scene.signal(got);
         }
-        for u in (1..HELPERS).step_by(2) {
+        for u in (1..HELPERS).step_by(2).map(helper_user) {
             let got = scene.tracker.leave(&helper(u));
             scene.signal(got);
         }
@@ -315,7 +322,7 @@ impl Scene {
     fn check(self, scenario: &[GateId]) {
         let mut sessions = self.sessions.clone();
         sessions.extend_from_slice(scenario);
-        let users: Vec<u64> = (0..HELPERS).collect();
+        let users: Vec<u64> = (0..HELPERS).map(helper_user).collect();
         assert_quiescent(&self.tracker, self.events, &users, &sessions);
         assert_freed(&self.tracker, &self.clock, &users, &sessions, |i| {
             GateId(10_000_000 + i)
