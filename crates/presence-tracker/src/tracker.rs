@@ -567,10 +567,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     }
 
     /// The fast path of a heartbeat on a live session, under its shard's read lock: if the
-    /// session's presence stays what was published, stores `last_seen` and the activity (one
-    /// relaxed store: a publication takes the write lock, so it cannot fall between this
-    /// comparison and this store) and returns no events; otherwise `None`, and the caller takes
-    /// the slow path.
+    /// session's presence stays what was published, records `last_seen` and the activity (one
+    /// compare-and-swap loop that never moves `last_seen` back: a heartbeat preempted between
+    /// reading the time and this store loses to a later one; a publication takes the write
+    /// lock, so it cannot fall between this comparison and this store) and returns no events;
+    /// otherwise `None`, and the caller takes the slow path.
     #[inline]
     fn record_heartbeat(
         &self,
@@ -591,7 +592,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         if fresh != entry.published() {
             return None;
         }
-        entry.hot.store(pack(now, activity), Ordering::Relaxed);
+        // Not stored if a later heartbeat was: this one came first.
+        entry.touch(now, activity);
         Some(Vec::new())
     }
 
@@ -604,7 +606,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         now: u64,
     ) -> Result<Events<U, S>, Error> {
         self.on_owner(user, session, now, Cause::Heartbeat, |entry, now| {
-            entry.hot.store(pack(now, activity), Ordering::Relaxed);
+            entry.touch(now, activity);
         })
     }
 
