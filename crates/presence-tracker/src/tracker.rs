@@ -136,7 +136,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// A tracker on the given clock, for example a [`ManualClock`](crate::ManualClock).
     pub fn with_clock(policy: Policy, clock: C) -> Self {
         let hasher = Hasher::default();
-        let start = clock.now().as_millis();
+        let start = clock.now().min(Timestamp::MAX).as_millis();
         PresenceTracker {
             policy,
             clock,
@@ -168,20 +168,34 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         &self.clock
     }
 
-    /// The clock's time, or the latest time the tracker has seen if the clock went back.
+    /// The clock's time, or the latest time the tracker has seen if the clock went back; never
+    /// past [`Timestamp::MAX`].
     pub fn now(&self) -> Timestamp {
         Timestamp::from_millis(self.effective_now(self.clock.now()))
     }
 
-    /// `now`, unless an earlier call saw a later time: then that one. Time never goes back.
+    /// `now`, unless an earlier call saw a later time: then that one. Time never goes back, and
+    /// stands still at [`Timestamp::MAX`].
     fn effective_now(&self, now: Timestamp) -> u64 {
-        let now = now.as_millis();
+        let now = now.min(Timestamp::MAX).as_millis();
         let seen = self.high_water.load(Ordering::Relaxed);
         if now > seen {
             self.high_water.fetch_max(now, Ordering::Relaxed).max(now)
         } else {
             seen
         }
+    }
+
+    /// The time of a signal, as [`effective_now`](Self::effective_now); refused past
+    /// [`Timestamp::MAX`] before it moves the tracker's time.
+    fn signal_time(&self, now: Timestamp) -> Result<u64, Error> {
+        if now > Timestamp::MAX {
+            return Err(Error::TimeOutOfRange {
+                at: now,
+                max: Timestamp::MAX,
+            });
+        }
+        Ok(self.effective_now(now))
     }
 
     /// The session's hash, and the shard it picks: the one hash a lookup computes.
@@ -553,7 +567,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         now: Timestamp,
     ) -> Result<Events<U, S>, Error> {
         self.check_id(session)?;
-        let now = self.effective_now(now);
+        let now = self.signal_time(now)?;
         let (slot, hash) = self.locate(session);
         let user = {
             let map = slot.read();
@@ -643,7 +657,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ) -> Result<Events<U, S>, Error> {
         self.check_id(session)?;
         let connection = connection.into();
-        let now = self.effective_now(now);
+        let now = self.signal_time(now)?;
         let grace = self.policy.grace_ms(kind);
         self.close(session, now, Some(connection), grace, Cause::Disconnect)
     }
@@ -665,7 +679,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// As [`leave`](Self::leave).
     pub fn leave_at(&self, session: &S, now: Timestamp) -> Result<Events<U, S>, Error> {
         self.check_id(session)?;
-        let now = self.effective_now(now);
+        let now = self.signal_time(now)?;
         self.close(session, now, None, self.policy.leave_grace_ms, Cause::Leave)
     }
 
