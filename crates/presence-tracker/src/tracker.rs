@@ -107,6 +107,13 @@ impl<U, S> UserGuards<'_, U, S> {
     }
 }
 
+/// How a connect under its locks ended: done, or it needs the shard of the expired session's
+/// owner locked too (then it starts again with both locks).
+enum Connected<U, S> {
+    Done(Result<Events<U, S>, Error>),
+    LockOwner(usize),
+}
+
 /// What a connect attaches: the connection, and the activity if the client reported one.
 #[derive(Clone, Copy, Debug)]
 struct Attach {
@@ -336,32 +343,29 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ) -> Result<Events<U, S>, Error> {
         self.check_id(&user)?;
         self.check_id(&session)?;
+        let now = self.signal_time(now)?;
         let attach = Attach {
             connection,
             activity,
         };
-        let mut now = self.effective_now(now);
+        let (slot, hash) = self.locate(&session);
+        let user_index = self.user_index(&user);
+        // An expired session (derived offline, not yet freed by a tick) is gone: a connect makes
+        // it anew, and publishes its end for its owner, whose shard it locks too. A hint only:
+        // the owner is checked again under the locks.
+        let mut owner_index = self
+            .expired_owner(slot, hash, &session, &user, now)
+            .map(|owner| self.user_index(&owner));
         loop {
-            // An expired session (derived offline, not yet freed by a tick) is gone: its owner's
-            // shard is locked too, so that its end is published and the connect makes it anew,
-            // all or nothing.
-            let owner = self.expired_owner(&session, now);
-            let user_index = self.user_index(&user);
-            let owner_index = owner.as_ref().map(|o| self.user_index(o));
             let mut guards = self.lock_users(user_index, owner_index);
-            now = self.ordered(now);
-            let owner_now = self.expired_owner(&session, now);
-            if owner_now.as_ref().map(|o| self.user_index(o)) != owner_index && owner_now.is_some()
-            {
-                continue; // the session changed hands while we took the locks
-            }
+            let now = self.ordered(now);
             let (user_shard, owner_shard) = guards.split();
-            let result = self.connect_locked(
-                user,
-                session,
+            let outcome = self.connect_locked(
+                &user,
+                &session,
+                (slot, hash),
                 attach,
                 now,
-                owner_now,
                 user_shard,
                 owner_shard,
             );
@@ -370,126 +374,169 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 .0
                 .earliest
                 .store(user_shard.earliest(), Ordering::Release);
-            if let (Some(shard), Some(i)) = (owner_shard, owner_index) {
-                self.users[i]
+            if let Some(shard) = owner_shard {
+                self.users[shard.index]
                     .0
                     .earliest
                     .store(shard.earliest(), Ordering::Release);
             }
-            return result;
+            match outcome {
+                Connected::Done(result) => return result,
+                // The session expired under another owner than the hint said: lock that one.
+                Connected::LockOwner(index) => owner_index = Some(index),
+            }
         }
     }
 
+    /// A connect under the user's shard lock (and the expired session's owner's, if another):
+    /// the session's owner is checked and changed in one critical section of the session
+    /// shard's write lock, so two connects of one id, or a connect and the owner's leave,
+    /// cannot both act on what they saw.
     #[allow(clippy::too_many_arguments)]
     fn connect_locked(
         &self,
-        user: U,
-        session: S,
+        user: &U,
+        session: &S,
+        (slot, hash): (&RwLock<SessionTable<U, S>>, u64),
         Attach {
             connection,
             activity,
         }: Attach,
         now: u64,
-        expired_owner: Option<U>,
         shard: &mut UserShard<U, S>,
         owner_shard: Option<&mut UserShard<U, S>>,
-    ) -> Result<Events<U, S>, Error> {
-        let (slot, hash) = self.locate(&session);
-        let live_owner = {
-            let map = slot.read();
-            self.live_entry(&map, hash, &session, now)
-                .ok()
-                .map(|e| e.user.clone())
-        };
-        match live_owner {
-            Some(owner) if owner != user => {
-                return Err(Error::SessionOwnedByOtherUser {
-                    session: format!("{session:?}"),
-                })
+    ) -> Connected<U, S> {
+        // Counted before the write lock (no session shard's lock is taken while another is
+        // held); the user's lock keeps its list as it is.
+        let live = shard
+            .live
+            .get(user)
+            .map_or(0, |u| self.live_sessions(&u.sessions, now));
+        let mut events = Vec::new();
+        let (taken, now) = {
+            let mut map = slot.write();
+            // Read again under the session's lock: not before the time of whatever last changed
+            // it (a tick or a leave that freed it, under its owner's lock only), so a session's
+            // events never go back in time, even across owners.
+            let now = self.ordered(now);
+            let found = map.get_mut(hash, session);
+            if let Some(entry) = found.as_deref() {
+                if !entry.expired(now, self.policy.ttl_ms) && entry.user != *user {
+                    return Connected::Done(Err(Error::SessionOwnedByOtherUser {
+                        session: format!("{session:?}"),
+                    }));
+                }
             }
-            Some(_) => {
-                let mut map = slot.write();
-                if let Some(entry) = map.get_mut(hash, &session) {
-                    let (_, last) = unpack(entry.hot.load(Ordering::Relaxed));
-                    let activity = activity.unwrap_or(last);
+            match found {
+                Some(entry) if !entry.expired(now, self.policy.ttl_ms) => {
+                    // A re-attach. No heartbeat stores under the write lock.
+                    let (last_seen, last) = unpack(entry.hot.load(Ordering::Relaxed));
                     entry.connection = connection;
                     entry.set_grace(NO_DEADLINE);
-                    entry.hot.store(pack(now, activity), Ordering::Relaxed);
+                    entry.hot.store(
+                        pack(now.max(last_seen), activity.unwrap_or(last)),
+                        Ordering::Relaxed,
+                    );
+                    drop(map);
+                    self.settle(
+                        shard,
+                        user,
+                        now,
+                        Some((session, Cause::Connect)),
+                        &mut events,
+                    );
+                    return Connected::Done(Ok(events));
                 }
-            }
-            None => {
-                let live = shard
-                    .live
-                    .get(&user)
-                    .map_or(0, |u| self.live_sessions(&u.sessions, now));
-                if live >= self.policy.max_sessions_per_user {
-                    return Err(Error::TooManySessionsForUser {
-                        user: format!("{user:?}"),
-                        max: self.policy.max_sessions_per_user,
-                    });
-                }
-                // An expired session about to be freed makes room for its replacement.
-                let max = self.policy.max_sessions;
-                if expired_owner.is_none()
-                    && self
-                        .session_total
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                            (n < max).then_some(n + 1)
-                        })
-                        .is_err()
-                {
-                    return Err(Error::TooManySessions { max });
-                }
-                let mut events = Vec::new();
-                if let Some(owner) = &expired_owner {
-                    let owner_shard = match owner_shard {
-                        Some(other) => other,
-                        None => &mut *shard,
-                    };
-                    self.settle(owner_shard, owner, now, None, &mut events);
-                    self.session_total.fetch_add(1, Ordering::Relaxed);
-                }
-                slot.write().insert(
-                    &self.shard_hasher,
-                    hash,
-                    SessionEntry::new(
+                found => {
+                    if live >= self.policy.max_sessions_per_user {
+                        return Connected::Done(Err(Error::TooManySessionsForUser {
+                            user: format!("{user:?}"),
+                            max: self.policy.max_sessions_per_user,
+                        }));
+                    }
+                    let fresh = SessionEntry::new(
                         session.clone(),
                         user.clone(),
                         pack(now, activity.unwrap_or(Activity::Active)),
                         Presence::Offline,
                         connection,
                         NO_DEADLINE,
-                    ),
-                );
-                Counters::add(&self.counters[shard.index].sessions, Presence::Offline);
-                self.user_entry(shard, &user).sessions.push(session.clone());
-                self.settle(
-                    shard,
-                    &user,
-                    now,
-                    Some((&session, Cause::Connect)),
-                    &mut events,
-                );
-                return Ok(events);
+                    );
+                    match found {
+                        Some(expired) => {
+                            let owner_index = if expired.user == *user {
+                                shard.index
+                            } else {
+                                self.user_index(&expired.user)
+                            };
+                            let locked = owner_index == shard.index
+                                || owner_shard.as_ref().is_some_and(|o| o.index == owner_index);
+                            if !locked {
+                                return Connected::LockOwner(owner_index);
+                            }
+                            // Replaced in place: the session total stays.
+                            let old = std::mem::replace(expired, fresh);
+                            let taken =
+                                (owner_index, old.user.clone(), old.published(), old.record());
+                            (Some(taken), now)
+                        }
+                        None => {
+                            let max = self.policy.max_sessions;
+                            if self
+                                .session_total
+                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                    (n < max).then_some(n + 1)
+                                })
+                                .is_err()
+                            {
+                                return Connected::Done(Err(Error::TooManySessions { max }));
+                            }
+                            map.insert(&self.shard_hasher, hash, fresh);
+                            (None, now)
+                        }
+                    }
+                }
             }
+        };
+        Counters::add(&self.counters[shard.index].sessions, Presence::Offline);
+        if let Some((owner_index, owner, from, record)) = taken {
+            // Its end, for its owner (who may be this user).
+            let owner_shard = match owner_shard {
+                Some(other) if other.index == owner_index => other,
+                _ => &mut *shard,
+            };
+            self.settle_taken(
+                owner_shard,
+                &owner,
+                now,
+                (session, from, record),
+                &mut events,
+            );
         }
-        let mut events = Vec::new();
+        self.user_entry(shard, user).sessions.push(session.clone());
         self.settle(
             shard,
-            &user,
+            user,
             now,
-            Some((&session, Cause::Connect)),
+            Some((session, Cause::Connect)),
             &mut events,
         );
-        Ok(events)
+        Connected::Done(Ok(events))
     }
 
-    /// The owner of `session` if it is expired (derived offline at `now`) but not yet freed.
-    fn expired_owner(&self, session: &S, now: u64) -> Option<U> {
-        let (slot, hash) = self.locate(session);
+    /// The owner of `session` if it is another user's and expired (derived offline at `now`)
+    /// but not yet freed.
+    fn expired_owner(
+        &self,
+        slot: &RwLock<SessionTable<U, S>>,
+        hash: u64,
+        session: &S,
+        user: &U,
+        now: u64,
+    ) -> Option<U> {
         let map = slot.read();
         map.get(hash, session)
-            .filter(|e| e.expired(now, self.policy.ttl_ms))
+            .filter(|e| e.user != *user && e.expired(now, self.policy.ttl_ms))
             .map(|e| e.user.clone())
     }
 
