@@ -175,6 +175,11 @@ impl<U, S: Eq + Hash> SessionTable<U, S> {
         }
     }
 
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SessionEntry<U, S>> {
+        self.table.iter()
+    }
+
     pub(crate) fn remove(&mut self, hash: u64, session: &S) -> Option<SessionEntry<U, S>> {
         self.table
             .find_entry(hash, |e| e.session == *session)
