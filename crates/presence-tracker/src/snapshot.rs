@@ -64,6 +64,9 @@ pub struct SessionSnapshot<S> {
 
 const VERSION: u32 = 1;
 
+/// One past the largest sequence number a tracker keeps (it stores a seq in 61 bits).
+const MAX_SEQ: u64 = 1 << 61;
+
 /// # Snapshots
 impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// Everything the tracker knows, as of one instant: consistent across users (a session is
@@ -138,7 +141,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// # Errors
     ///
     /// [`Error::InvalidSnapshot`] for a session listed twice, a user listed twice, a retained user
-    /// with sessions, a live user without, or more sessions than the policy allows;
+    /// with sessions, a live user without, a seq of 2^61 or more, published presences a tracker
+    /// never holds (a session published offline, a user published other than the highest of
+    /// its sessions, a retained user published online), or more sessions than the policy
+    /// allows;
     /// [`Error::EmptyId`] or [`Error::IdTooLong`] for an id the policy refuses.
     pub fn restore(snapshot: Snapshot<U, S>, policy: Policy, clock: C) -> Result<Self, Error> {
         let tracker = Self::with_clock(policy, clock);
@@ -211,6 +217,32 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 return Err(Error::InvalidSnapshot(format!(
                     "user {:?} is both retained and live, or neither",
                     u.user
+                )));
+            }
+            if u.seq >= MAX_SEQ {
+                return Err(Error::InvalidSnapshot(format!(
+                    "user {:?} has seq {}, past the largest a tracker keeps ({})",
+                    u.user,
+                    u.seq,
+                    MAX_SEQ - 1
+                )));
+            }
+            // As a live tracker holds them: a retained user offline; a live user's sessions
+            // online, and the user at the highest of them.
+            let highest = u.sessions.iter().map(|s| s.published).max();
+            let consistent = match highest {
+                None => u.published == Presence::Offline,
+                Some(highest) => {
+                    u.published == highest
+                        && u.sessions.iter().all(|s| s.published != Presence::Offline)
+                }
+            };
+            if !consistent {
+                return Err(Error::InvalidSnapshot(format!(
+                    "user {:?} published {} over sessions published {:?}",
+                    u.user,
+                    u.published,
+                    u.sessions.iter().map(|s| s.published).collect::<Vec<_>>()
                 )));
             }
             if u.sessions.len() > self.policy.max_sessions_per_user {
