@@ -1,4 +1,55 @@
 //! [`PresenceTracker`]: records signals, derives presence, emits transitions.
+//!
+//! # Locking
+//!
+//! | lock | guards | taken by | order |
+//! |---|---|---|---|
+//! | user shard (`UserSlot::shard`, a `Mutex`, `USER_SHARDS`) | its users: live entries (session list, published presence and seq, armed deadline, `gone_last_seen`), retained users, the timing wheel, its `Counters`; and the right to change its users' session entries (below) | every signal except the heartbeat fast path: the owner's shard (a connect: the user's, and the expired session's owner's if another); `tick` (shard by shard); user reads; `online`; `snapshot` (all of them) | first. Several: in ascending index order (a connect's two; a snapshot's all). Never taken while a session shard's lock is held |
+//! | session shard, read (`SessionSlot`, an `RwLock`, `SESSION_SHARDS`) | the entries exist and keep their owner, grace, connection and published presence; only `hot` moves | the heartbeat fast path and batch, the slow path's store, reads, a tick's quiet re-check, a connect's peek and live count | after any user locks; one session shard at a time; the batch releases its read lock before a slow path takes a user lock |
+//! | session shard, write | inserting, replacing or removing an entry, its grace, connection and published presence; `hot` on a re-attach | with the owner's user-shard lock held: `settle` (every publication, every free), `close`, `connect` (with the connecting user's lock too) | as the read lock |
+//!
+//! Invariants, outside these critical sections:
+//!
+//! - A session is in user `u`'s list exactly when its entry exists and is owned by `u`. An
+//!   entry owned by `o` is replaced or removed only under `o`'s user-shard lock and the session
+//!   shard's write lock.
+//! - A connect checks and changes a session's owner in one critical section of the session
+//!   shard's write lock: it inserts a new id, re-attaches its user's own live session, refuses
+//!   another user's live one, or replaces an expired one in place, and then only holding the
+//!   expired owner's user-shard lock too (else it releases everything and starts again with
+//!   that lock). The replaced entry's end is published for its owner from the entry as it was.
+//! - A published presence changes only in `settle`, under the owner's lock and the write lock.
+//!   The heartbeat fast path compares the published presence and stores `hot` under the read
+//!   lock, so no publication falls in between.
+//! - Every listed session is published online, and a live user is published at the highest of
+//!   its sessions (what `restore` checks).
+//! - The session total counts the entries: a connect that inserts one increments it (refused at
+//!   the policy's maximum), `settle` decrements it when it frees one; a takeover leaves it.
+//!
+//! # Atomics
+//!
+//! - `SessionEntry::hot` (`last_seen` and the activity in one word): written under a session
+//!   shard's read lock by `SessionEntry::touch`, one
+//!   compare-and-swap loop that never lowers `last_seen`, so of concurrent heartbeats the one
+//!   with the latest time wins whatever order they store in (a heartbeat reads its time before
+//!   it finds the session); under the write lock by a re-attach, which no store can race. Relaxed:
+//!   what `hot` must agree with (the published presence, grace, owner) is ordered by the lock,
+//!   and its own monotonicity is a property of one location (coherence).
+//! - `high_water`, the latest time any call has seen: `fetch_max`, so it never goes back, and
+//!   clamped to `Timestamp::MAX`. Relaxed: it orders nothing else. Calls that publish re-read
+//!   it under a lock (`ordered`); a later holder of the lock sees at least what an earlier holder
+//!   had stored (the lock's happens-before and coherence), so one user's events never go back
+//!   in time, nor one session's across owners (a connect re-reads it under the session's write
+//!   lock).
+//! - `UserSlot::earliest`, the shard's earliest deadline: stored (Release) only under the
+//!   shard's lock, after every change to its wheel, so it is exact whenever the lock is free;
+//!   read (Acquire) without the lock by `tick`, which skips the shard when it is later than
+//!   `now`, and by `next_deadline`. A deadline armed while a tick runs may be missed by that tick
+//!   (which is then ordered before the signal) and is taken by the next.
+//! - `session_total`: a bounded counter (`fetch_update` to increment under the maximum,
+//!   `fetch_sub`); Relaxed, it publishes no other data.
+//! - `Counters` cells: written only under their shard's lock (a load and a
+//!   store), read without it by `census`: exact once the writers are done.
 
 mod batch;
 mod read;
@@ -49,9 +100,9 @@ const USER_SHARDS: usize = 64;
 /// # Design
 ///
 /// Sessions live in a table sharded by session id behind read-write locks; a heartbeat that
-/// changes no presence (the common one) hashes the id once, takes a shard's read lock and stores
-/// one atomic word (`last_seen` and the activity) with a relaxed store: no exclusive lock, no
-/// fence, no allocation, no list to relink. [`heartbeat_batch`](Self::heartbeat_batch) takes each
+/// changes no presence (the common one) hashes the id once, takes a shard's read lock and
+/// updates one atomic word (`last_seen` and the activity) with a compare-and-swap that never
+/// moves `last_seen` back: no exclusive lock, no allocation, no list to relink. [`heartbeat_batch`](Self::heartbeat_batch) takes each
 /// shard's lock once for all of a batch's heartbeats. Users live in a table sharded by user id
 /// behind mutexes, each shard with a timing wheel of when its users must be looked at again;
 /// the wheel is armed lazily (an entry may be early, never late), so a heartbeat never touches
@@ -275,7 +326,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ///
     /// [`Error::SessionOwnedByOtherUser`] if the session id is another user's;
     /// [`Error::EmptyId`] / [`Error::IdTooLong`] for a bad string id;
-    /// [`Error::TooManySessionsForUser`] / [`Error::TooManySessions`] past the policy's limits.
+    /// [`Error::TooManySessionsForUser`] / [`Error::TooManySessions`] past the policy's limits;
+    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
     pub fn connect(
         &self,
         user: U,
@@ -597,7 +649,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// # Errors
     ///
     /// [`Error::UnknownSession`] if the session never connected or has expired (the client
-    /// should connect again); [`Error::EmptyId`] / [`Error::IdTooLong`] for a bad string id.
+    /// should connect again); [`Error::EmptyId`] / [`Error::IdTooLong`] for a bad string id;
+    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
     pub fn heartbeat(&self, session: &S, activity: Activity) -> Result<Events<U, S>, Error> {
         self.heartbeat_at(session, activity, self.clock.now())
     }
@@ -680,7 +733,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownSession`]; [`Error::EmptyId`] / [`Error::IdTooLong`].
+    /// [`Error::UnknownSession`]; [`Error::EmptyId`] / [`Error::IdTooLong`];
+    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
     pub fn disconnect(
         &self,
         session: &S,
@@ -714,7 +768,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownSession`]; [`Error::EmptyId`] / [`Error::IdTooLong`].
+    /// [`Error::UnknownSession`]; [`Error::EmptyId`] / [`Error::IdTooLong`];
+    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
     pub fn leave(&self, session: &S) -> Result<Events<U, S>, Error> {
         self.leave_at(session, self.clock.now())
     }
@@ -817,7 +872,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         self.tick_at(self.clock.now())
     }
 
-    /// [`tick`](Self::tick) at a given time.
+    /// [`tick`](Self::tick) at a given time (past [`Timestamp::MAX`], at it).
     pub fn tick_at(&self, now: Timestamp) -> Events<U, S> {
         let now = self.effective_now(now);
         let mut events = Vec::new();

@@ -69,11 +69,13 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         self.heartbeat_batch_at(heartbeats, self.clock.now())
     }
 
-    /// [`heartbeat_batch`](Self::heartbeat_batch) at a given time.
+    /// [`heartbeat_batch`](Self::heartbeat_batch) at a given time. Past
+    /// [`Timestamp::MAX`], every heartbeat is refused with [`Error::TimeOutOfRange`].
     ///
     /// The heartbeats are grouped by session shard, and each shard's read lock is taken once
     /// for all of its heartbeats: the common heartbeat, which changes no presence, is then a
-    /// table probe and one relaxed store, with no locked instruction of its own. A heartbeat
+    /// table probe and one compare-and-swap (which keeps the later `last_seen` if another
+    /// thread's heartbeat of the session stored one meanwhile). A heartbeat
     /// that changes a presence releases the shard's lock and takes the slow path of
     /// [`heartbeat`](Self::heartbeat) where it stands, so heartbeats for one session apply in
     /// their order in the batch. Allocates its scratch space, once per call.
