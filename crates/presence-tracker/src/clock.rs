@@ -26,6 +26,15 @@ impl Timestamp {
     /// The Unix epoch, the earliest representable instant.
     pub const EPOCH: Timestamp = Timestamp(0);
 
+    /// The latest instant a tracker accepts: 2^61 − 3 ms after the epoch, some 73 million years
+    /// from now, just below where the tracker's stored times saturate.
+    ///
+    /// A signal at a later time (from the clock or an `*_at` argument) is refused with
+    /// [`Error::TimeOutOfRange`](crate::Error::TimeOutOfRange) and changes nothing; reads and
+    /// ticks at a later time take it as this one: past it, the tracker's time stands still.
+    /// `Timestamp` arithmetic itself goes on to `u64::MAX` milliseconds.
+    pub const MAX: Timestamp = Timestamp((1 << 61) - 3);
+
     /// The instant `ms` milliseconds after the Unix epoch.
     pub const fn from_millis(ms: u64) -> Self {
         Timestamp(ms)

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::Timestamp;
+
 /// Everything that can go wrong. An operation that returns an error has changed nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -75,6 +77,19 @@ pub enum Error {
         name: &'static str,
         /// Its smallest allowed value, in its own unit.
         min: &'static str,
+    },
+    /// A signal's time is past [`Timestamp::MAX`], the latest the tracker accepts. Nothing
+    /// changed, and the tracker's time did not move.
+    #[error(
+        "time {} ms is past the latest the tracker accepts, {} ms",
+        at.as_millis(),
+        max.as_millis()
+    )]
+    TimeOutOfRange {
+        /// The time of the signal.
+        at: Timestamp,
+        /// [`Timestamp::MAX`].
+        max: Timestamp,
     },
     /// A snapshot is inconsistent (the same session twice, a session of two users, ids or
     /// counts beyond the policy's limits).

@@ -1,11 +1,13 @@
 //! Snapshots: the whole tracker as plain data, to keep across a restart.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tracker::shard::{pack, Counters, Retained, SessionEntry, UserEntry, NO_DEADLINE};
+use crate::tracker::shard::{
+    pack, Counters, Hasher, Retained, SessionEntry, UserEntry, NO_DEADLINE,
+};
 use crate::{
     Activity, Clock, ConnectionId, Error, Id, Policy, Presence, PresenceTracker, Timestamp,
 };
@@ -65,6 +67,9 @@ pub struct SessionSnapshot<S> {
 
 const VERSION: u32 = 1;
 
+/// One past the largest sequence number a tracker keeps (it stores a seq in 61 bits).
+const MAX_SEQ: u64 = 1 << 61;
+
 /// # Snapshots
 ///
 /// ## Graceful shutdown
@@ -84,32 +89,40 @@ const VERSION: u32 = 1;
 ///
 /// Downtime counts as age: a restart shorter than the active window shows nobody anything.
 impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
-    /// Everything the tracker knows. Consistent per user (each user shard is read under its
-    /// lock); signals recorded concurrently for other users may or may not be in it.
+    /// Everything the tracker knows, as of one instant: consistent across users (a session is
+    /// listed once, under its owner), so [`restore`](Self::restore) accepts it.
+    ///
+    /// Takes every user shard's lock, in index order, for as long as it copies the tables:
+    /// connects, disconnects, leaves, ticks and heartbeats that change a presence wait
+    /// meanwhile; heartbeats that change none go on (their `last_seen` may or may not be in it).
     pub fn snapshot(&self) -> Snapshot<U, S> {
+        let shards: Vec<_> = self.users.iter().map(|slot| slot.0.shard.lock()).collect();
         let taken_at = self.now();
+        // The sessions by owner, from one pass over each session table (no lookups). A
+        // session's owner and the user's list change only under the owner's lock, held here.
+        let mut by_owner: HashMap<U, Vec<SessionSnapshot<S>>, Hasher> =
+            HashMap::with_hasher(self.shard_hasher.clone());
+        for slot in self.sessions.iter() {
+            let map = slot.0.read();
+            for e in map.iter() {
+                let record = e.record();
+                by_owner
+                    .entry(e.user.clone())
+                    .or_default()
+                    .push(SessionSnapshot {
+                        session: e.session.clone(),
+                        connection: e.connection,
+                        last_seen: record.last_seen,
+                        activity: record.activity,
+                        published: e.published(),
+                        grace_deadline: record.grace_deadline,
+                    });
+            }
+        }
         let mut users = Vec::new();
-        for slot in self.users.iter() {
-            let shard = slot.0.shard.lock();
+        // Shard by shard in index order, each shard's live users before its retained ones.
+        for shard in &shards {
             for (user, entry) in &shard.live {
-                let sessions = entry
-                    .sessions
-                    .iter()
-                    .filter_map(|session| {
-                        let (slot, hash) = self.locate(session);
-                        let map = slot.read();
-                        let e = map.get(hash, session)?;
-                        let record = e.record();
-                        Some(SessionSnapshot {
-                            session: session.clone(),
-                            connection: e.connection,
-                            last_seen: record.last_seen,
-                            activity: record.activity,
-                            published: e.published(),
-                            grace_deadline: record.grace_deadline,
-                        })
-                    })
-                    .collect();
                 users.push(UserSnapshot {
                     user: user.clone(),
                     published: entry.published(),
@@ -117,7 +130,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     gone_last_seen: (entry.gone_last_seen() != 0)
                         .then_some(Timestamp::from_millis(entry.gone_last_seen())),
                     retained_until: None,
-                    sessions,
+                    sessions: by_owner.remove(user).unwrap_or_default(),
                 });
             }
             for (user, r) in &shard.retained {
@@ -131,6 +144,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 });
             }
         }
+        drop(shards);
         Snapshot {
             version: VERSION,
             taken_at,
@@ -147,7 +161,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// # Errors
     ///
     /// [`Error::InvalidSnapshot`] for a session listed twice, a user listed twice, a retained user
-    /// with sessions, a live user without, or more sessions than the policy allows;
+    /// with sessions, a live user without, a seq of 2^61 or more, published presences a tracker
+    /// never holds (a session published offline, a user published other than the highest of
+    /// its sessions, a retained user published online), or more sessions than the policy
+    /// allows;
     /// [`Error::EmptyId`] or [`Error::IdTooLong`] for an id the policy refuses.
     pub fn restore(snapshot: Snapshot<U, S>, policy: Policy, clock: C) -> Result<Self, Error> {
         let tracker = Self::with_clock(policy, clock);
@@ -220,6 +237,32 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 return Err(Error::InvalidSnapshot(format!(
                     "user {:?} is both retained and live, or neither",
                     u.user
+                )));
+            }
+            if u.seq >= MAX_SEQ {
+                return Err(Error::InvalidSnapshot(format!(
+                    "user {:?} has seq {}, past the largest a tracker keeps ({})",
+                    u.user,
+                    u.seq,
+                    MAX_SEQ - 1
+                )));
+            }
+            // As a live tracker holds them: a retained user offline; a live user's sessions
+            // online, and the user at the highest of them.
+            let highest = u.sessions.iter().map(|s| s.published).max();
+            let consistent = match highest {
+                None => u.published == Presence::Offline,
+                Some(highest) => {
+                    u.published == highest
+                        && u.sessions.iter().all(|s| s.published != Presence::Offline)
+                }
+            };
+            if !consistent {
+                return Err(Error::InvalidSnapshot(format!(
+                    "user {:?} published {} over sessions published {:?}",
+                    u.user,
+                    u.published,
+                    u.sessions.iter().map(|s| s.published).collect::<Vec<_>>()
                 )));
             }
             if u.sessions.len() > self.policy.max_sessions_per_user {

@@ -1,4 +1,55 @@
 //! [`PresenceTracker`]: records signals, derives presence, emits transitions.
+//!
+//! # Locking
+//!
+//! | lock | guards | taken by | order |
+//! |---|---|---|---|
+//! | user shard (`UserSlot::shard`, a `Mutex`, `USER_SHARDS`) | its users: live entries (session list, published presence and seq, armed deadline, `gone_last_seen`), retained users, the timing wheel, its `Counters`; and the right to change its users' session entries (below) | every signal except the heartbeat fast path: the owner's shard (a connect: the user's, and the expired session's owner's if another); `tick` (shard by shard); user reads; `online`; `snapshot` (all of them) | first. Several: in ascending index order (a connect's two; a snapshot's all). Never taken while a session shard's lock is held |
+//! | session shard, read (`SessionSlot`, an `RwLock`, `SESSION_SHARDS`) | the entries exist and keep their owner, grace, connection and published presence; only `hot` moves | the heartbeat fast path and batch, the slow path's store, reads, a tick's quiet re-check, a connect's peek and live count | after any user locks; one session shard at a time; the batch releases its read lock before a slow path takes a user lock |
+//! | session shard, write | inserting, replacing or removing an entry, its grace, connection and published presence; `hot` on a re-attach | with the owner's user-shard lock held: `settle` (every publication, every free), `close`, `connect` (with the connecting user's lock too) | as the read lock |
+//!
+//! Invariants, outside these critical sections:
+//!
+//! - A session is in user `u`'s list exactly when its entry exists and is owned by `u`. An
+//!   entry owned by `o` is replaced or removed only under `o`'s user-shard lock and the session
+//!   shard's write lock.
+//! - A connect checks and changes a session's owner in one critical section of the session
+//!   shard's write lock: it inserts a new id, re-attaches its user's own live session, refuses
+//!   another user's live one, or replaces an expired one in place, and then only holding the
+//!   expired owner's user-shard lock too (else it releases everything and starts again with
+//!   that lock). The replaced entry's end is published for its owner from the entry as it was.
+//! - A published presence changes only in `settle`, under the owner's lock and the write lock.
+//!   The heartbeat fast path compares the published presence and stores `hot` under the read
+//!   lock, so no publication falls in between.
+//! - Every listed session is published online, and a live user is published at the highest of
+//!   its sessions (what `restore` checks).
+//! - The session total counts the entries: a connect that inserts one increments it (refused at
+//!   the policy's maximum), `settle` decrements it when it frees one; a takeover leaves it.
+//!
+//! # Atomics
+//!
+//! - `SessionEntry::hot` (`last_seen` and the activity in one word): written under a session
+//!   shard's read lock by `SessionEntry::touch`, one
+//!   compare-and-swap loop that never lowers `last_seen`, so of concurrent heartbeats the one
+//!   with the latest time wins whatever order they store in (a heartbeat reads its time before
+//!   it finds the session); under the write lock by a re-attach, which no store can race. Relaxed:
+//!   what `hot` must agree with (the published presence, grace, owner) is ordered by the lock,
+//!   and its own monotonicity is a property of one location (coherence).
+//! - `high_water`, the latest time any call has seen: `fetch_max`, so it never goes back, and
+//!   clamped to `Timestamp::MAX`. Relaxed: it orders nothing else. Calls that publish re-read
+//!   it under a lock (`ordered`); a later holder of the lock sees at least what an earlier holder
+//!   had stored (the lock's happens-before and coherence), so one user's events never go back
+//!   in time, nor one session's across owners (a connect re-reads it under the session's write
+//!   lock).
+//! - `UserSlot::earliest`, the shard's earliest deadline: stored (Release) only under the
+//!   shard's lock, after every change to its wheel, so it is exact whenever the lock is free;
+//!   read (Acquire) without the lock by `tick`, which skips the shard when it is later than
+//!   `now`, and by `next_deadline`. A deadline armed while a tick runs may be missed by that tick
+//!   (which is then ordered before the signal) and is taken by the next.
+//! - `session_total`: a bounded counter (`fetch_update` to increment under the maximum,
+//!   `fetch_sub`); Relaxed, it publishes no other data.
+//! - `Counters` cells: written only under their shard's lock (a load and a
+//!   store), read without it by `census`: exact once the writers are done.
 
 mod batch;
 mod read;
@@ -85,13 +136,13 @@ const USER_SHARDS: usize = 64;
 /// # Design
 ///
 /// Sessions live in a table sharded by session id behind read-write locks; a heartbeat that
-/// changes no presence (the common one) hashes the id once, takes a shard's read lock and stores
-/// one atomic word (`last_seen` and the activity): no exclusive lock, no allocation, no list to
-/// relink. [`heartbeat_batch`](Self::heartbeat_batch) takes each shard's lock once for all of a
-/// batch's heartbeats. Users live in a table sharded by user id behind mutexes, each shard with
-/// a timing wheel of when its users must be looked at again; the wheel is armed lazily (an
-/// entry may be early, never late), so a heartbeat never touches it, and a tick takes only what
-/// is due.
+/// changes no presence (the common one) hashes the id once, takes a shard's read lock and
+/// updates one atomic word (`last_seen` and the activity) with a compare-and-swap that never
+/// moves `last_seen` back: no exclusive lock, no allocation, no list to relink. [`heartbeat_batch`](Self::heartbeat_batch) takes each
+/// shard's lock once for all of a batch's heartbeats. Users live in a table sharded by user id
+/// behind mutexes, each shard with a timing wheel of when its users must be looked at again;
+/// the wheel is armed lazily (an entry may be early, never late), so a heartbeat never touches
+/// it, and a tick takes only what is due.
 ///
 /// # Examples
 ///
@@ -143,6 +194,13 @@ impl<U, S> UserGuards<'_, U, S> {
     }
 }
 
+/// How a connect under its locks ended: done, or it needs the shard of the expired session's
+/// owner locked too (then it starts again with both locks).
+enum Connected<U, S> {
+    Done(Result<Events<U, S>, Error>),
+    LockOwner(usize),
+}
+
 /// What a connect attaches: the connection, and the activity if the client reported one.
 #[derive(Clone, Copy, Debug)]
 struct Attach {
@@ -172,7 +230,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// A tracker on the given clock, for example a [`ManualClock`](crate::ManualClock).
     pub fn with_clock(policy: Policy, clock: C) -> Self {
         let hasher = Hasher::default();
-        let start = clock.now().as_millis();
+        let start = clock.now().min(Timestamp::MAX).as_millis();
         PresenceTracker {
             policy,
             clock,
@@ -204,7 +262,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         &self.clock
     }
 
-    /// The clock's time, or the latest time the tracker has seen if the clock went back.
+    /// The clock's time, or the latest time the tracker has seen if the clock went back; never
+    /// past [`Timestamp::MAX`].
     pub fn now(&self) -> Timestamp {
         Timestamp::from_millis(self.read_now())
     }
@@ -214,19 +273,33 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     pub(crate) fn read_now(&self) -> u64 {
         self.clock
             .now()
+            .min(Timestamp::MAX)
             .as_millis()
             .max(self.high_water.load(Ordering::Relaxed))
     }
 
-    /// `now`, unless an earlier call saw a later time: then that one. Time never goes back.
+    /// `now`, unless an earlier call saw a later time: then that one. Time never goes back, and
+    /// stands still at [`Timestamp::MAX`].
     fn effective_now(&self, now: Timestamp) -> u64 {
-        let now = now.as_millis();
+        let now = now.min(Timestamp::MAX).as_millis();
         let seen = self.high_water.load(Ordering::Relaxed);
         if now > seen {
             self.high_water.fetch_max(now, Ordering::Relaxed).max(now)
         } else {
             seen
         }
+    }
+
+    /// The time of a signal, as [`effective_now`](Self::effective_now); refused past
+    /// [`Timestamp::MAX`] before it moves the tracker's time.
+    fn signal_time(&self, now: Timestamp) -> Result<u64, Error> {
+        if now > Timestamp::MAX {
+            return Err(Error::TimeOutOfRange {
+                at: now,
+                max: Timestamp::MAX,
+            });
+        }
+        Ok(self.effective_now(now))
     }
 
     /// The session's hash, and the shard it picks: the one hash a lookup computes.
@@ -309,7 +382,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ///
     /// [`Error::SessionOwnedByOtherUser`] if the session id is another user's;
     /// [`Error::EmptyId`] / [`Error::IdTooLong`] for a bad string id;
-    /// [`Error::TooManySessionsForUser`] / [`Error::TooManySessions`] past the policy's limits.
+    /// [`Error::TooManySessionsForUser`] / [`Error::TooManySessions`] past the policy's limits;
+    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
     pub fn connect(
         &self,
         user: U,
@@ -337,32 +411,29 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ) -> Result<Events<U, S>, Error> {
         self.check_id(&user)?;
         self.check_id(&session)?;
+        let now = self.signal_time(now)?;
         let attach = Attach {
             connection,
             activity,
         };
-        let mut now = self.effective_now(now);
+        let (slot, hash) = self.locate(&session);
+        let user_index = self.user_index(&user);
+        // An expired session (derived offline, not yet freed by a tick) is gone: a connect makes
+        // it anew, and publishes its end for its owner, whose shard it locks too. A hint only:
+        // the owner is checked again under the locks.
+        let mut owner_index = self
+            .expired_owner(slot, hash, &session, &user, now)
+            .map(|owner| self.user_index(&owner));
         loop {
-            // An expired session (derived offline, not yet freed by a tick) is gone: its owner's
-            // shard is locked too, so that its end is published and the connect makes it anew,
-            // all or nothing.
-            let owner = self.expired_owner(&session, now);
-            let user_index = self.user_index(&user);
-            let owner_index = owner.as_ref().map(|o| self.user_index(o));
             let mut guards = self.lock_users(user_index, owner_index);
-            now = self.ordered(now);
-            let owner_now = self.expired_owner(&session, now);
-            if owner_now.as_ref().map(|o| self.user_index(o)) != owner_index && owner_now.is_some()
-            {
-                continue; // the session changed hands while we took the locks
-            }
+            let now = self.ordered(now);
             let (user_shard, owner_shard) = guards.split();
-            let result = self.connect_locked(
-                user,
-                session,
+            let outcome = self.connect_locked(
+                &user,
+                &session,
+                (slot, hash),
                 attach,
                 now,
-                owner_now,
                 user_shard,
                 owner_shard,
             );
@@ -371,121 +442,166 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 .0
                 .earliest
                 .store(user_shard.earliest(), Ordering::Release);
-            if let (Some(shard), Some(i)) = (owner_shard, owner_index) {
-                self.users[i]
+            if let Some(shard) = owner_shard {
+                self.users[shard.index]
                     .0
                     .earliest
                     .store(shard.earliest(), Ordering::Release);
             }
-            return result;
+            match outcome {
+                Connected::Done(result) => return result,
+                // The session expired under another owner than the hint said: lock that one.
+                Connected::LockOwner(index) => owner_index = Some(index),
+            }
         }
     }
 
+    /// A connect under the user's shard lock (and the expired session's owner's, if another):
+    /// the session's owner is checked and changed in one critical section of the session
+    /// shard's write lock, so two connects of one id, or a connect and the owner's leave,
+    /// cannot both act on what they saw.
     #[allow(clippy::too_many_arguments)]
     fn connect_locked(
         &self,
-        user: U,
-        session: S,
+        user: &U,
+        session: &S,
+        (slot, hash): (&RwLock<SessionTable<U, S>>, u64),
         Attach {
             connection,
             activity,
         }: Attach,
         now: u64,
-        expired_owner: Option<U>,
         shard: &mut UserShard<U, S>,
         owner_shard: Option<&mut UserShard<U, S>>,
-    ) -> Result<Events<U, S>, Error> {
-        let (slot, hash) = self.locate(&session);
-        let live_owner = {
-            let map = slot.read();
-            self.live_entry(&map, hash, &session, now)
-                .ok()
-                .map(|e| e.user.clone())
-        };
-        match live_owner {
-            Some(owner) if owner != user => return Err(Error::SessionOwnedByOtherUser),
-            Some(_) => {
-                let mut map = slot.write();
-                if let Some(entry) = map.get_mut(hash, &session) {
-                    let (_, last) = unpack(entry.hot.load(Ordering::Relaxed));
-                    let activity = activity.unwrap_or(last);
-                    entry.connection = connection;
-                    entry.set_grace(NO_DEADLINE);
-                    entry.hot.store(pack(now, activity), Ordering::Relaxed);
+    ) -> Connected<U, S> {
+        // Counted before the write lock (no session shard's lock is taken while another is
+        // held); the user's lock keeps its list as it is.
+        let live = shard
+            .live
+            .get(user)
+            .map_or(0, |u| self.live_sessions(&u.sessions, now));
+        let mut events = Vec::new();
+        let (taken, now) = {
+            let mut map = slot.write();
+            // Read again under the session's lock: not before the time of whatever last changed
+            // it (a tick or a leave that freed it, under its owner's lock only), so a session's
+            // events never go back in time, even across owners.
+            let now = self.ordered(now);
+            let found = map.get_mut(hash, session);
+            if let Some(entry) = found.as_deref() {
+                if !entry.expired(now, self.policy.ttl_ms) && entry.user != *user {
+                    return Connected::Done(Err(Error::SessionOwnedByOtherUser));
                 }
             }
-            None => {
-                let live = shard
-                    .live
-                    .get(&user)
-                    .map_or(0, |u| self.live_sessions(&u.sessions, now));
-                if live >= self.policy.max_sessions_per_user {
-                    return Err(Error::TooManySessionsForUser {
-                        max: self.policy.max_sessions_per_user,
-                    });
+            match found {
+                Some(entry) if !entry.expired(now, self.policy.ttl_ms) => {
+                    // A re-attach. No heartbeat stores under the write lock.
+                    let (last_seen, last) = unpack(entry.hot.load(Ordering::Relaxed));
+                    entry.connection = connection;
+                    entry.set_grace(NO_DEADLINE);
+                    entry.hot.store(
+                        pack(now.max(last_seen), activity.unwrap_or(last)),
+                        Ordering::Relaxed,
+                    );
+                    drop(map);
+                    self.settle(
+                        shard,
+                        user,
+                        now,
+                        Some((session, Cause::Connect)),
+                        &mut events,
+                    );
+                    return Connected::Done(Ok(events));
                 }
-                // An expired session about to be freed makes room for its replacement.
-                let max = self.policy.max_sessions;
-                if expired_owner.is_none()
-                    && self
-                        .session_total
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                            (n < max).then_some(n + 1)
-                        })
-                        .is_err()
-                {
-                    return Err(Error::TooManySessions { max });
-                }
-                let mut events = Vec::new();
-                if let Some(owner) = &expired_owner {
-                    let owner_shard = match owner_shard {
-                        Some(other) => other,
-                        None => &mut *shard,
-                    };
-                    self.settle(owner_shard, owner, now, None::<(&S, Cause)>, &mut events);
-                    self.session_total.fetch_add(1, Ordering::Relaxed);
-                }
-                slot.write().insert(
-                    &self.shard_hasher,
-                    hash,
-                    SessionEntry::new(
+                found => {
+                    if live >= self.policy.max_sessions_per_user {
+                        return Connected::Done(Err(Error::TooManySessionsForUser {
+                            max: self.policy.max_sessions_per_user,
+                        }));
+                    }
+                    let fresh = SessionEntry::new(
                         session.clone(),
                         user.clone(),
                         pack(now, activity.unwrap_or(Activity::Active)),
                         Presence::Offline,
                         connection,
                         NO_DEADLINE,
-                    ),
-                );
-                Counters::add(&self.counters[shard.index].sessions, Presence::Offline);
-                self.user_entry(shard, &user).sessions.push(session.clone());
-                self.settle(
-                    shard,
-                    &user,
-                    now,
-                    Some((&session, Cause::Connect)),
-                    &mut events,
-                );
-                return Ok(events);
+                    );
+                    match found {
+                        Some(expired) => {
+                            let owner_index = if expired.user == *user {
+                                shard.index
+                            } else {
+                                self.user_index(&expired.user)
+                            };
+                            let locked = owner_index == shard.index
+                                || owner_shard.as_ref().is_some_and(|o| o.index == owner_index);
+                            if !locked {
+                                return Connected::LockOwner(owner_index);
+                            }
+                            // Replaced in place: the session total stays.
+                            let old = std::mem::replace(expired, fresh);
+                            let taken =
+                                (owner_index, old.user.clone(), old.published(), old.record());
+                            (Some(taken), now)
+                        }
+                        None => {
+                            let max = self.policy.max_sessions;
+                            if self
+                                .session_total
+                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                    (n < max).then_some(n + 1)
+                                })
+                                .is_err()
+                            {
+                                return Connected::Done(Err(Error::TooManySessions { max }));
+                            }
+                            map.insert(&self.shard_hasher, hash, fresh);
+                            (None, now)
+                        }
+                    }
+                }
             }
+        };
+        Counters::add(&self.counters[shard.index].sessions, Presence::Offline);
+        if let Some((owner_index, owner, from, record)) = taken {
+            // Its end, for its owner (who may be this user).
+            let owner_shard = match owner_shard {
+                Some(other) if other.index == owner_index => other,
+                _ => &mut *shard,
+            };
+            self.settle_taken(
+                owner_shard,
+                &owner,
+                now,
+                (session, from, record),
+                &mut events,
+            );
         }
-        let mut events = Vec::new();
+        self.user_entry(shard, user).sessions.push(session.clone());
         self.settle(
             shard,
-            &user,
+            user,
             now,
-            Some((&session, Cause::Connect)),
+            Some((session, Cause::Connect)),
             &mut events,
         );
-        Ok(events)
+        Connected::Done(Ok(events))
     }
 
-    /// The owner of `session` if it is expired (derived offline at `now`) but not yet freed.
-    fn expired_owner(&self, session: &S, now: u64) -> Option<U> {
-        let (slot, hash) = self.locate(session);
+    /// The owner of `session` if it is another user's and expired (derived offline at `now`)
+    /// but not yet freed.
+    fn expired_owner(
+        &self,
+        slot: &RwLock<SessionTable<U, S>>,
+        hash: u64,
+        session: &S,
+        user: &U,
+        now: u64,
+    ) -> Option<U> {
         let map = slot.read();
         map.get(hash, session)
-            .filter(|e| e.expired(now, self.policy.ttl_ms))
+            .filter(|e| e.user != *user && e.expired(now, self.policy.ttl_ms))
             .map(|e| e.user.clone())
     }
 
@@ -552,7 +668,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// # Errors
     ///
     /// [`Error::UnknownSession`] if the session never connected or has expired (the client
-    /// should connect again).
+    /// should connect again); [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
     pub fn heartbeat<Q>(&self, session: &Q, activity: Activity) -> Result<Transitions<U, S>, Error>
     where
         S: Borrow<Q>,
@@ -573,7 +689,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let now = self.effective_now(now);
+        let now = self.signal_time(now)?;
         let (slot, hash) = self.locate(session);
         let user = {
             let map = slot.read();
@@ -587,10 +703,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     }
 
     /// The fast path of a heartbeat on a live session, under its shard's read lock: if the
-    /// session's presence stays what was published, stores `last_seen` and the activity (one
-    /// relaxed store: a publication takes the write lock, so it cannot fall between this
-    /// comparison and this store) and returns no events; otherwise `None`, and the caller takes
-    /// the slow path.
+    /// session's presence stays what was published, records `last_seen` and the activity (one
+    /// compare-and-swap loop that never moves `last_seen` back: a heartbeat preempted between
+    /// reading the time and this store loses to a later one; a publication takes the write
+    /// lock, so it cannot fall between this comparison and this store) and returns no events;
+    /// otherwise `None`, and the caller takes the slow path.
     #[inline]
     fn record_heartbeat(
         &self,
@@ -611,7 +728,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         if fresh != entry.published() {
             return None;
         }
-        entry.hot.store(pack(now, activity), Ordering::Relaxed);
+        // Not stored if a later heartbeat was: this one came first.
+        entry.touch(now, activity);
         Some(Vec::new())
     }
 
@@ -628,7 +746,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         Q: Hash + Eq + ?Sized,
     {
         self.on_owner(user, session, now, Cause::Heartbeat, |entry, now| {
-            entry.hot.store(pack(now, activity), Ordering::Relaxed);
+            entry.touch(now, activity);
         })
     }
 
@@ -641,7 +759,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownSession`] if the session never connected or has expired.
+    /// [`Error::UnknownSession`] if the session never connected or has expired;
+    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
     pub fn disconnect<Q>(
         &self,
         session: &Q,
@@ -652,7 +771,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let now = self.effective_now(self.clock.now());
+        let now = self.signal_time(self.clock.now())?;
         let grace = self.policy.grace_ms(kind);
         self.close(session, now, connection.into(), grace, Cause::Disconnect)
             .map(Transitions::from_vec)
@@ -667,7 +786,8 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownSession`] if the session never connected or has expired.
+    /// [`Error::UnknownSession`] if the session never connected or has expired;
+    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
     pub fn leave<Q>(
         &self,
         session: &Q,
@@ -677,7 +797,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let now = self.effective_now(self.clock.now());
+        let now = self.signal_time(self.clock.now())?;
         let grace = self.policy.leave_grace_ms;
         self.close(session, now, connection.into(), grace, Cause::Leave)
             .map(Transitions::from_vec)

@@ -78,9 +78,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     where
         K: Borrow<S>,
     {
-        let now = self.effective_now(self.clock.now());
         let mut outcome = BatchOutcome::default();
         let iter = heartbeats.into_iter();
+        let now = match self.signal_time(self.clock.now()) {
+            Ok(now) => now,
+            Err(e) => {
+                // Past the maximum time: every heartbeat refused.
+                outcome.errors = iter.enumerate().map(|(i, _)| (i, e.clone())).collect();
+                return outcome;
+            }
+        };
         let mut items: Vec<Item<K>> = Vec::with_capacity(iter.size_hint().0);
         let mut counts = [0usize; SESSION_SHARDS];
         for (position, (session, activity)) in iter.enumerate() {

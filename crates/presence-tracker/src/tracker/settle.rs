@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 use super::shard::{Counters, Due, Retained, UserShard, NO_DEADLINE};
 use super::{Events, PresenceTracker, PROBES};
 use crate::derive::next_change;
-use crate::{derive, Cause, Clock, Event, Id, Presence, Subject, Timestamp};
+use crate::{derive, Cause, Clock, Event, Id, Presence, SessionRecord, Subject, Timestamp};
 
 impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// Publishes every change of `user`'s sessions and of the user at `now`, frees expired
@@ -22,6 +22,36 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         user: &U,
         now: u64,
         signal: Option<(&Q, Cause)>,
+        events: &mut Events<U, S>,
+    ) where
+        S: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.settle_with(shard, user, now, signal, None, events);
+    }
+
+    /// [`settle`](Self::settle) after a connect took one of `user`'s sessions over (expired,
+    /// its entry replaced by the connecting user's in the same critical section as the check):
+    /// publishes its end from the entry as it was, `(session, published, record)`, and frees it
+    /// from the user's list. The replacement keeps its place in the session total.
+    pub(super) fn settle_taken(
+        &self,
+        shard: &mut UserShard<U, S>,
+        user: &U,
+        now: u64,
+        taken: (&S, Presence, SessionRecord),
+        events: &mut Events<U, S>,
+    ) {
+        self.settle_with(shard, user, now, None::<(&S, Cause)>, Some(taken), events);
+    }
+
+    fn settle_with<Q>(
+        &self,
+        shard: &mut UserShard<U, S>,
+        user: &U,
+        now: u64,
+        signal: Option<(&Q, Cause)>,
+        taken: Option<(&S, Presence, SessionRecord)>,
         events: &mut Events<U, S>,
     ) where
         S: Borrow<Q>,
@@ -42,12 +72,19 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let mut i = 0;
         while i < entry.sessions.len() {
             let session = &entry.sessions[i];
-            let (slot, hash) = self.locate::<S>(session);
+            let replaced = taken.filter(|(s, ..)| *s == session);
             // Under the write lock: a publication must not fall between a heartbeat's
             // comparison with the published presence and its store (see `SessionEntry`).
-            let seen = {
+            let seen = if let Some((_, from, record)) = replaced {
+                Some((from, Presence::Offline, record))
+            } else {
+                let (slot, hash) = self.locate::<S>(session);
                 let mut map = slot.write();
                 let seen = map.get_mut::<S>(hash, session).map(|e| {
+                    debug_assert!(
+                        e.user == *user,
+                        "a session listed under a user not its owner"
+                    );
                     let from = e.published();
                     let record = e.record();
                     let to = derive(&record, at, &self.policy);
@@ -107,7 +144,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             }
             if to == Presence::Offline {
                 Counters::sub(&self.counters[shard.index].sessions, Presence::Offline);
-                self.session_total.fetch_sub(1, Ordering::Relaxed);
+                if replaced.is_none() {
+                    self.session_total.fetch_sub(1, Ordering::Relaxed);
+                }
                 entry.saw_gone(record.last_seen.as_millis());
                 entry.sessions.swap_remove(i);
                 continue;

@@ -76,6 +76,33 @@ impl<U, S> SessionEntry<U, S> {
         entry
     }
 
+    /// Records a signal seen at `now` doing `activity`, unless one seen later is already
+    /// recorded: `last_seen` never goes back, whatever order threads that read the time store
+    /// in (a thread can be preempted between reading the time and storing it). Of two signals of
+    /// one millisecond, the later store's activity wins. `true` if stored (or already there).
+    ///
+    /// Under the shard's read lock (or the write lock): one compare-and-swap loop on `hot`,
+    /// which fails only when another heartbeat of this session stored in between.
+    pub(crate) fn touch(&self, now: u64, activity: Activity) -> bool {
+        let new = pack(now, activity);
+        let mut old = self.hot.load(Ordering::Relaxed);
+        loop {
+            if old == new {
+                return true;
+            }
+            if unpack(old).0 > unpack(new).0 {
+                return false;
+            }
+            match self
+                .hot
+                .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(current) => old = current,
+            }
+        }
+    }
+
     pub(crate) fn record(&self) -> SessionRecord {
         record_of(self.hot.load(Ordering::Relaxed), self.grace())
     }
@@ -155,6 +182,11 @@ impl<U, S: Eq + Hash> SessionTable<U, S> {
                 v.insert(entry);
             }
         }
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SessionEntry<U, S>> {
+        self.table.iter()
     }
 
     pub(crate) fn remove<Q>(&mut self, hash: u64, session: &Q) -> Option<SessionEntry<U, S>>

@@ -2,6 +2,8 @@
 //! rebuilds the published presences from the events and checks their chains on the way.
 #![allow(dead_code)]
 
+pub(crate) mod gate;
+
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -138,6 +140,16 @@ impl<U: Clone + Eq + Hash + Debug, S: Clone + Eq + Hash + Debug> Replay<U, S> {
 
     /// Applies one event, or says which rule it breaks.
     pub(crate) fn apply(&mut self, e: &Event<U, S>) -> Result<(), String> {
+        self.apply_keyed(e, |_, session| session.clone())
+    }
+
+    /// Applies one event whose session is keyed by `key(owner, session)` in this replay (for
+    /// example by owner and id, when ids change hands).
+    pub(crate) fn apply_keyed<T: Debug>(
+        &mut self,
+        e: &Event<U, T>,
+        key: impl Fn(&U, &T) -> S,
+    ) -> Result<(), String> {
         let user = e.user().clone();
         if e.from == e.to {
             return Err(format!("event changes nothing: {e:?}"));
@@ -170,6 +182,7 @@ impl<U: Clone + Eq + Hash + Debug, S: Clone + Eq + Hash + Debug> Replay<U, S> {
                 self.users.insert(user.clone(), e.to);
             }
             Subject::Session { user, session } => {
+                let session = &key(user, session);
                 let (owner, published) = self
                     .sessions
                     .get(session)
