@@ -645,6 +645,37 @@ def q7(out, groups, meta):
     notes(out, "clock")
 
 
+def q9(out, groups, meta):
+    out.append("## 9. The hub (server crate)")
+    out.append("")
+    out.append(
+        "`benches/hub.rs`, `ManualClock`. `hub_heartbeat_1e4`: 10^4 sessions (u64 ids), a heartbeat that "
+        "changes nothing, straight to the tracker and through `Hub::heartbeat` (batches of 1024; ratio "
+        "to the tracker). `hub_publish`: one of 1,000 users toggles between `active` and `background`, "
+        "each heartbeat a presence change published as one update, taken by every subscriber "
+        "(`try_recv`) after it: per update, with 0, 10 and 1,000 subscribers. `hub_state_json`: a state "
+        "of 1,000 online users serialised to JSON, what a client is sent when it connects or falls behind."
+    )
+    out.append("")
+    rows_all = []
+    for name in ("hub_heartbeat_1e4", "hub_publish", "hub_state_json"):
+        rows_all += list(groups.get(name, {}).values())
+    run_line(out, meta, "hub", rows_all)
+    hb = groups.get("hub_heartbeat_1e4", {})
+    base = get(hb, "tracker", "heartbeat")
+    rows = [[f"{r['function']} ({r['value']})", fmt_time(r["per_element"]), ci(r),
+             fmt_ratio(ratio(r["per_element"], base))]
+            for r in sorted(hb.values(), key=lambda r: (r["function"] != "tracker", r["value"]))]
+    table(out, ["heartbeat", "median / call", "95 % CI", "÷ tracker"], rows)
+    pub = groups.get("hub_publish", {})
+    rows = [[r["value"].replace("_", " "), fmt_time(r["per_element"]), ci(r)]
+            for r in sorted(pub.values(), key=lambda r: int(r["value"].split("_")[0]))]
+    table(out, ["published update, taken by", "median / update", "95 % CI"], rows)
+    js = groups.get("hub_state_json", {})
+    rows = [[r["value"].replace("_", " "), fmt_time(r["per_element"]), ci(r)] for r in js.values()]
+    table(out, ["state serialised", "median / state", "95 % CI"], rows)
+
+
 LOAD_COMMAND = (
     "cargo build --release --example socketio && (cd e2e && npm ci && "
     "PRESENCE_EXAMPLES_DIR=$CARGO_TARGET_DIR/release/examples node load.mjs --clients 1000 "
@@ -736,11 +767,12 @@ def main():
     out.append("")
     out.append("```sh")
     out.append("export CARGO_TARGET_DIR=\"$PWD/target\"   # absolute: the benches run in benches/")
-    out.append("cargo bench --bench heartbeat --bench threads --bench tick --bench churn --bench reads --bench clock")
+    out.append("cargo bench --bench heartbeat --bench threads --bench tick --bench churn --bench reads --bench clock --bench hub")
     out.append("PRESENCE_BENCH_1E7=1 cargo bench --bench heartbeat -- heartbeat_1e7   # optional: ~6 GB, ~4 min")
     out.append(MEMORY_COMMAND.replace("$CARGO_TARGET_DIR", "target"))
     out.append(REDIS_COMMAND.replace("$CARGO_TARGET_DIR", "target")
                + "   # needs redis-server, redis-cli, redis-benchmark")
+    out.append(LOAD_COMMAND.replace("$CARGO_TARGET_DIR", "$PWD/target") + "   # needs node and npm")
     out.append("python3 scripts/bench-report.py > BENCHMARKS.md")
     out.append("```")
     out.append("")
@@ -753,6 +785,7 @@ def main():
     q6(out, memory_path, redis)
     q7(out, groups, meta)
     q8(out, os.path.join(root, "presence-meta", "load-test.json"))
+    q9(out, groups, meta)
     sys.stdout.write("\n".join(out).rstrip() + "\n")
 
 
