@@ -71,7 +71,11 @@ fn hub(c: &mut Criterion) {
                 }
             })
         });
-        assert_eq!(hub.version(), before, "a heartbeat that changes nothing publishes nothing");
+        assert_eq!(
+            hub.version(),
+            before,
+            "a heartbeat that changes nothing publishes nothing"
+        );
     }
     group.finish();
 
