@@ -5,9 +5,11 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tracker::shard::{
-    pack, Counters, Hasher, Retained, SessionEntry, UserEntry, NO_DEADLINE,
-};
+use crate::tracker::counters::Counters;
+use crate::tracker::packed::{pack, MAX_SEQ};
+use crate::tracker::session_table::{Hasher, SessionEntry};
+use crate::tracker::user_table::{Retained, UserEntry};
+use crate::tracker::NO_DEADLINE;
 use crate::{
     Activity, Clock, ConnectionId, Error, Id, Policy, Presence, PresenceTracker, Timestamp,
 };
@@ -66,9 +68,6 @@ pub struct SessionSnapshot<S> {
 }
 
 const VERSION: u32 = 1;
-
-/// One past the largest sequence number a tracker keeps (it stores a seq in 61 bits).
-const MAX_SEQ: u64 = 1 << 61;
 
 /// # Snapshots
 ///

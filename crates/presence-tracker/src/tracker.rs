@@ -1,5 +1,14 @@
 //! [`PresenceTracker`]: records signals, derives presence, emits transitions.
 //!
+//! # Files
+//!
+//! This file holds the struct, its building and the small lookups every call makes. The calls:
+//! `connect` (connect and its locking), `signals` (heartbeat, disconnect, leave), `batch`
+//! (`heartbeat_batch`), `publish` (`settle`: every publication), `tick` (`tick`, the due users),
+//! `read` (the reads); `snapshot` and `restore` are in the crate's `snapshot`. The data:
+//! `session_table`, `user_table`, `packed` (the words that pack two fields), `counters` (for
+//! `census`), `wheel` (the deadline queue).
+//!
 //! # Locking
 //!
 //! | lock | guards | taken by | order |
@@ -52,28 +61,29 @@
 //!   store), read without it by `census`: exact once the writers are done.
 
 mod batch;
+mod connect;
+pub(crate) mod counters;
+pub(crate) mod packed;
+mod publish;
 mod read;
-mod settle;
-pub(crate) mod shard;
+pub(crate) mod session_table;
+mod signals;
+mod tick;
+pub(crate) mod user_table;
 mod wheel;
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use parking_lot::{Mutex, RwLock};
 
-use crate::{
-    derive, Activity, Cause, Clock, ConnectionId, DisconnectKind, Error, Event, Id, Policy,
-    Presence, SystemClock, Timestamp, Transitions,
-};
-use shard::{
-    pack, unpack, Counters, Hasher, Padded, Retained, SessionEntry, SessionSlot, SessionTable,
-    UserEntry, UserShard, UserSlot, NO_DEADLINE,
-};
+use crate::{Clock, Error, Event, Id, Policy, SystemClock, Timestamp};
+use counters::Counters;
+use session_table::{Hasher, Padded, SessionEntry, SessionSlot, SessionTable};
+use user_table::{UserShard, UserSlot};
 
 pub use batch::BatchOutcome;
-pub(crate) use shard::record_of;
 
 /// Shards of the session table. A power of two. Readers (heartbeats) share a shard's lock, so
 /// more shards barely spare two cores each other's lock lines (a line moves between cores about
@@ -86,6 +96,9 @@ const SESSION_SHARDS: usize = 16;
 const PROBES: usize = 32;
 /// Shards of the user table (and of the deadline queue).
 const USER_SHARDS: usize = 64;
+
+/// A deadline that never comes: no grace deadline (connected), nothing armed, nothing queued.
+pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 
 /// Tracks sessions, derives their users' presence, and reports the transitions.
 ///
@@ -101,17 +114,17 @@ const USER_SHARDS: usize = 64;
 /// | when | call | returns |
 /// |---|---|---|
 /// | at start | [`new`](Self::new), [`with_clock`](Self::with_clock), or [`restore`](Self::restore) a [`snapshot`](Self::snapshot) | the tracker |
-/// | a client connects (and on every reconnect) | [`connect`](Self::connect)`(user, session, connection, activity)` | [`Transitions`] |
-/// | a client reports its activity | [`heartbeat`](Self::heartbeat)`(session, activity)`, or many at once with [`heartbeat_batch`](Self::heartbeat_batch) | [`Transitions`] |
-/// | a transport closes | [`disconnect`](Self::disconnect)`(session, connection, kind)` | [`Transitions`] |
-/// | the client says it leaves (`pagehide`, logout) | [`leave`](Self::leave)`(session, connection)` | [`Transitions`] |
-/// | at [`next_deadline`](Self::next_deadline), or at a fixed interval | [`tick`](Self::tick) | [`Transitions`] |
+/// | a client connects (and on every reconnect) | [`connect`](Self::connect)`(user, session, connection, activity)` | [`Transitions`](crate::Transitions) |
+/// | a client reports its activity | [`heartbeat`](Self::heartbeat)`(session, activity)`, or many at once with [`heartbeat_batch`](Self::heartbeat_batch) | [`Transitions`](crate::Transitions) |
+/// | a transport closes | [`disconnect`](Self::disconnect)`(session, connection, kind)` | [`Transitions`](crate::Transitions) |
+/// | the client says it leaves (`pagehide`, logout) | [`leave`](Self::leave)`(session, connection)` | [`Transitions`](crate::Transitions) |
+/// | at [`next_deadline`](Self::next_deadline), or at a fixed interval | [`tick`](Self::tick) | [`Transitions`](crate::Transitions) |
 /// | to answer "who is here" | [`user`](Self::user), [`user_sessions`](Self::user_sessions), [`session`](Self::session), [`online`](Self::online), [`census`](Self::census) | views |
 /// | at shutdown | [`snapshot`](Self::snapshot), *before* closing the sockets | [`Snapshot`](crate::Snapshot) |
 ///
-/// Every signal and `tick` return the [`Transitions`] they published: broadcast them (most
-/// servers send [`Transitions::users`]); each is reported exactly once. An `Err` means nothing
-/// changed.
+/// Every signal and `tick` return the [`Transitions`](crate::Transitions) they published:
+/// broadcast them (most servers send [`Transitions::users`](crate::Transitions::users)); each is
+/// reported exactly once. An `Err` means nothing changed.
 ///
 /// # Time
 ///
@@ -173,39 +186,6 @@ pub struct PresenceTracker<U, S, C = SystemClock> {
     pub(crate) session_total: AtomicUsize,
     /// Per user shard.
     pub(crate) counters: Box<[Counters]>,
-}
-
-/// The locked user shards of a connect: the user's, and the expired session's owner's if
-/// another.
-enum UserGuards<'a, U, S> {
-    One(MutexGuard<'a, UserShard<U, S>>),
-    Two(
-        MutexGuard<'a, UserShard<U, S>>,
-        MutexGuard<'a, UserShard<U, S>>,
-    ),
-}
-
-impl<U, S> UserGuards<'_, U, S> {
-    fn split(&mut self) -> (&mut UserShard<U, S>, Option<&mut UserShard<U, S>>) {
-        match self {
-            UserGuards::One(mine) => (&mut *mine, None),
-            UserGuards::Two(mine, other) => (&mut *mine, Some(&mut *other)),
-        }
-    }
-}
-
-/// How a connect under its locks ended: done, or it needs the shard of the expired session's
-/// owner locked too (then it starts again with both locks).
-enum Connected<U, S> {
-    Done(Result<Events<U, S>, Error>),
-    LockOwner(usize),
-}
-
-/// What a connect attaches: the connection, and the activity if the client reported one.
-#[derive(Clone, Copy, Debug)]
-struct Attach {
-    connection: ConnectionId,
-    activity: Option<Activity>,
 }
 
 /// What one signal call works on: the events it makes, under the owner's shard lock.
@@ -361,569 +341,5 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             }),
             _ => Ok(()),
         }
-    }
-}
-
-/// # Recording signals
-///
-/// Each returns the [`Transitions`] it published (often none) and takes the time from the
-/// clock. An `Err` means nothing changed.
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
-    /// A connection attached to a session: a new session for `user`, or a re-attach (after a
-    /// reconnect, with a new connection id) of one it already has.
-    ///
-    /// `activity` is what the client reports as it connects: a background tab or a phone
-    /// resuming in the background connects as [`Activity::Background`] and never shows `active`
-    /// for an instant. A re-attached session takes the new activity, clears its disconnect or
-    /// leave, and counts as seen now. The connection becomes the session's current one: a later
-    /// disconnect or leave naming an earlier connection is ignored.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::SessionOwnedByOtherUser`] if the session id is another user's;
-    /// [`Error::EmptyId`] / [`Error::IdTooLong`] for a bad string id;
-    /// [`Error::TooManySessionsForUser`] / [`Error::TooManySessions`] past the policy's limits;
-    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
-    pub fn connect(
-        &self,
-        user: U,
-        session: S,
-        connection: impl Into<ConnectionId>,
-        activity: Activity,
-    ) -> Result<Transitions<U, S>, Error> {
-        self.attach(
-            user,
-            session,
-            connection.into(),
-            Some(activity),
-            self.clock.now(),
-        )
-        .map(Transitions::from_vec)
-    }
-
-    fn attach(
-        &self,
-        user: U,
-        session: S,
-        connection: ConnectionId,
-        activity: Option<Activity>,
-        now: Timestamp,
-    ) -> Result<Events<U, S>, Error> {
-        self.check_id(&user)?;
-        self.check_id(&session)?;
-        let now = self.signal_time(now)?;
-        let attach = Attach {
-            connection,
-            activity,
-        };
-        let (slot, hash) = self.locate(&session);
-        let user_index = self.user_index(&user);
-        // An expired session (derived offline, not yet freed by a tick) is gone: a connect makes
-        // it anew, and publishes its end for its owner, whose shard it locks too. A hint only:
-        // the owner is checked again under the locks.
-        let mut owner_index = self
-            .expired_owner(slot, hash, &session, &user, now)
-            .map(|owner| self.user_index(&owner));
-        loop {
-            let mut guards = self.lock_users(user_index, owner_index);
-            let now = self.ordered(now);
-            let (user_shard, owner_shard) = guards.split();
-            let outcome = self.connect_locked(
-                &user,
-                &session,
-                (slot, hash),
-                attach,
-                now,
-                user_shard,
-                owner_shard,
-            );
-            let (user_shard, owner_shard) = guards.split();
-            self.users[user_index]
-                .0
-                .earliest
-                .store(user_shard.earliest(), Ordering::Release);
-            if let Some(shard) = owner_shard {
-                self.users[shard.index]
-                    .0
-                    .earliest
-                    .store(shard.earliest(), Ordering::Release);
-            }
-            match outcome {
-                Connected::Done(result) => return result,
-                // The session expired under another owner than the hint said: lock that one.
-                Connected::LockOwner(index) => owner_index = Some(index),
-            }
-        }
-    }
-
-    /// A connect under the user's shard lock (and the expired session's owner's, if another):
-    /// the session's owner is checked and changed in one critical section of the session
-    /// shard's write lock, so two connects of one id, or a connect and the owner's leave,
-    /// cannot both act on what they saw.
-    #[allow(clippy::too_many_arguments)]
-    fn connect_locked(
-        &self,
-        user: &U,
-        session: &S,
-        (slot, hash): (&RwLock<SessionTable<U, S>>, u64),
-        Attach {
-            connection,
-            activity,
-        }: Attach,
-        now: u64,
-        shard: &mut UserShard<U, S>,
-        owner_shard: Option<&mut UserShard<U, S>>,
-    ) -> Connected<U, S> {
-        // Counted before the write lock (no session shard's lock is taken while another is
-        // held); the user's lock keeps its list as it is.
-        let live = shard
-            .live
-            .get(user)
-            .map_or(0, |u| self.live_sessions(&u.sessions, now));
-        let mut events = Vec::new();
-        let (taken, now) = {
-            let mut map = slot.write();
-            // Read again under the session's lock: not before the time of whatever last changed
-            // it (a tick or a leave that freed it, under its owner's lock only), so a session's
-            // events never go back in time, even across owners.
-            let now = self.ordered(now);
-            let found = map.get_mut(hash, session);
-            if let Some(entry) = found.as_deref() {
-                if !entry.expired(now, self.policy.ttl_ms) && entry.user != *user {
-                    return Connected::Done(Err(Error::SessionOwnedByOtherUser));
-                }
-            }
-            match found {
-                Some(entry) if !entry.expired(now, self.policy.ttl_ms) => {
-                    // A re-attach. No heartbeat stores under the write lock.
-                    let (last_seen, last) = unpack(entry.hot.load(Ordering::Relaxed));
-                    entry.connection = connection;
-                    entry.set_grace(NO_DEADLINE);
-                    entry.hot.store(
-                        pack(now.max(last_seen), activity.unwrap_or(last)),
-                        Ordering::Relaxed,
-                    );
-                    drop(map);
-                    self.settle(
-                        shard,
-                        user,
-                        now,
-                        Some((session, Cause::Connect)),
-                        &mut events,
-                    );
-                    return Connected::Done(Ok(events));
-                }
-                found => {
-                    if live >= self.policy.max_sessions_per_user {
-                        return Connected::Done(Err(Error::TooManySessionsForUser {
-                            max: self.policy.max_sessions_per_user,
-                        }));
-                    }
-                    let fresh = SessionEntry::new(
-                        session.clone(),
-                        user.clone(),
-                        pack(now, activity.unwrap_or(Activity::Active)),
-                        Presence::Offline,
-                        connection,
-                        NO_DEADLINE,
-                    );
-                    match found {
-                        Some(expired) => {
-                            let owner_index = if expired.user == *user {
-                                shard.index
-                            } else {
-                                self.user_index(&expired.user)
-                            };
-                            let locked = owner_index == shard.index
-                                || owner_shard.as_ref().is_some_and(|o| o.index == owner_index);
-                            if !locked {
-                                return Connected::LockOwner(owner_index);
-                            }
-                            // Replaced in place: the session total stays.
-                            let old = std::mem::replace(expired, fresh);
-                            let taken =
-                                (owner_index, old.user.clone(), old.published(), old.record());
-                            (Some(taken), now)
-                        }
-                        None => {
-                            let max = self.policy.max_sessions;
-                            if self
-                                .session_total
-                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                                    (n < max).then_some(n + 1)
-                                })
-                                .is_err()
-                            {
-                                return Connected::Done(Err(Error::TooManySessions { max }));
-                            }
-                            map.insert(&self.shard_hasher, hash, fresh);
-                            (None, now)
-                        }
-                    }
-                }
-            }
-        };
-        Counters::add(&self.counters[shard.index].sessions, Presence::Offline);
-        if let Some((owner_index, owner, from, record)) = taken {
-            // Its end, for its owner (who may be this user).
-            let owner_shard = match owner_shard {
-                Some(other) if other.index == owner_index => other,
-                _ => &mut *shard,
-            };
-            self.settle_taken(
-                owner_shard,
-                &owner,
-                now,
-                (session, from, record),
-                &mut events,
-            );
-        }
-        self.user_entry(shard, user).sessions.push(session.clone());
-        self.settle(
-            shard,
-            user,
-            now,
-            Some((session, Cause::Connect)),
-            &mut events,
-        );
-        Connected::Done(Ok(events))
-    }
-
-    /// The owner of `session` if it is another user's and expired (derived offline at `now`)
-    /// but not yet freed.
-    fn expired_owner(
-        &self,
-        slot: &RwLock<SessionTable<U, S>>,
-        hash: u64,
-        session: &S,
-        user: &U,
-        now: u64,
-    ) -> Option<U> {
-        let map = slot.read();
-        map.get(hash, session)
-            .filter(|e| e.user != *user && e.expired(now, self.policy.ttl_ms))
-            .map(|e| e.user.clone())
-    }
-
-    /// How many of `sessions` are not expired at `now`.
-    fn live_sessions(&self, sessions: &[S], now: u64) -> usize {
-        sessions
-            .iter()
-            .filter(|s| {
-                let (slot, hash) = self.locate(s);
-                let map = slot.read();
-                self.live_entry(&map, hash, s, now).is_ok()
-            })
-            .count()
-    }
-
-    /// Locks the shard at `first` and, if another, the one at `second`, in index order.
-    fn lock_users(&self, first: usize, second: Option<usize>) -> UserGuards<'_, U, S> {
-        let lock = |i: usize| self.users[i].0.shard.lock();
-        match second.filter(|&j| j != first) {
-            None => UserGuards::One(lock(first)),
-            Some(j) if j < first => {
-                let other = lock(j);
-                UserGuards::Two(lock(first), other)
-            }
-            Some(j) => {
-                let mine = lock(first);
-                UserGuards::Two(mine, lock(j))
-            }
-        }
-    }
-
-    /// The live entry of `user`, made (or revived from the retained ones) if needed.
-    fn user_entry<'a>(&self, shard: &'a mut UserShard<U, S>, user: &U) -> &'a mut UserEntry<S> {
-        if !shard.live.contains_key(user) {
-            // A retained user's retention entry stays queued: it is reused if the user goes
-            // offline again, and dropped when it comes up while the user is live.
-            let (seq, gone_last_seen, queued) = match shard.retained.remove(user) {
-                Some(Retained { seq, last_seen, .. }) => (seq, last_seen, true),
-                None => {
-                    Counters::add(&self.counters[shard.index].users, Presence::Offline);
-                    (0, 0, false)
-                }
-            };
-            let mut entry = UserEntry::new(Presence::Offline, seq, NO_DEADLINE, gone_last_seen);
-            entry.set_retention_queued(queued);
-            shard.live.insert(user.clone(), entry);
-        }
-        match shard.live.get_mut(user) {
-            Some(entry) => entry,
-            None => unreachable!("inserted above"),
-        }
-    }
-
-    /// The client behind a session is there, doing `activity`.
-    ///
-    /// The common heartbeat, one that changes no presence, updates one atomic word under a
-    /// shard's read lock and allocates nothing. The session is looked up by any borrowed form
-    /// of its id (`"tab-1"` for a `String` id).
-    ///
-    /// A heartbeat names no connection: it only proves the session's client was there, which a
-    /// heartbeat sent on a connection that has since been replaced still does; it never ends a
-    /// session nor clears a disconnect (only [`connect`](Self::connect) re-attaches).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UnknownSession`] if the session never connected or has expired (the client
-    /// should connect again); [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
-    pub fn heartbeat<Q>(&self, session: &Q, activity: Activity) -> Result<Transitions<U, S>, Error>
-    where
-        S: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.heartbeat_at(session, activity, self.clock.now())
-            .map(Transitions::from_vec)
-    }
-
-    /// [`heartbeat`](Self::heartbeat) at `now` (from the clock).
-    fn heartbeat_at<Q>(
-        &self,
-        session: &Q,
-        activity: Activity,
-        now: Timestamp,
-    ) -> Result<Events<U, S>, Error>
-    where
-        S: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let now = self.signal_time(now)?;
-        let (slot, hash) = self.locate(session);
-        let user = {
-            let map = slot.read();
-            let entry = self.live_entry(&map, hash, session, now)?;
-            if let Some(no_change) = self.record_heartbeat(entry, activity, now) {
-                return Ok(no_change);
-            }
-            entry.user.clone()
-        };
-        self.heartbeat_slow(user, session, activity, now)
-    }
-
-    /// The fast path of a heartbeat on a live session, under its shard's read lock: if the
-    /// session's presence stays what was published, records `last_seen` and the activity (one
-    /// compare-and-swap loop that never moves `last_seen` back: a heartbeat preempted between
-    /// reading the time and this store loses to a later one; a publication takes the write
-    /// lock, so it cannot fall between this comparison and this store) and returns no events;
-    /// otherwise `None`, and the caller takes the slow path.
-    #[inline]
-    fn record_heartbeat(
-        &self,
-        entry: &SessionEntry<U, S>,
-        activity: Activity,
-        now: u64,
-    ) -> Option<Events<U, S>> {
-        // Seen now and live (not expired): age 0, so the presence is the activity's cap.
-        let fresh = activity.cap();
-        debug_assert_eq!(
-            fresh,
-            derive(
-                &record_of(pack(now, activity), entry.grace()),
-                Timestamp::from_millis(now),
-                &self.policy
-            )
-        );
-        if fresh != entry.published() {
-            return None;
-        }
-        // Not stored if a later heartbeat was: this one came first.
-        entry.touch(now, activity);
-        Some(Vec::new())
-    }
-
-    /// A heartbeat that changes a presence: under the owner's lock.
-    fn heartbeat_slow<Q>(
-        &self,
-        user: U,
-        session: &Q,
-        activity: Activity,
-        now: u64,
-    ) -> Result<Events<U, S>, Error>
-    where
-        S: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.on_owner(user, session, now, Cause::Heartbeat, |entry, now| {
-            entry.touch(now, activity);
-        })
-    }
-
-    /// A connection of a session closed. Ignored (`Ok` with no events) unless `connection` is
-    /// the session's current one: the new socket's connect often arrives before the old one's
-    /// disconnect.
-    ///
-    /// The session lives on, decaying by age, and expires after the grace for `kind` unless a
-    /// connection re-attaches. A disconnect never refreshes `last_seen`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UnknownSession`] if the session never connected or has expired;
-    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
-    pub fn disconnect<Q>(
-        &self,
-        session: &Q,
-        connection: impl Into<ConnectionId>,
-        kind: DisconnectKind,
-    ) -> Result<Transitions<U, S>, Error>
-    where
-        S: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let now = self.signal_time(self.clock.now())?;
-        let grace = self.policy.grace_ms(kind);
-        self.close(session, now, connection.into(), grace, Cause::Disconnect)
-            .map(Transitions::from_vec)
-    }
-
-    /// The client on `connection` says it is leaving (logout, `pagehide`). The session expires
-    /// after the policy's `leave_grace` unless a connection re-attaches (a reload does).
-    ///
-    /// Fenced like [`disconnect`](Self::disconnect): ignored (`Ok` with no events) unless
-    /// `connection` is the session's current one. A reload whose new connection attached before
-    /// the old page's `pagehide` leave arrived keeps the session.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UnknownSession`] if the session never connected or has expired;
-    /// [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
-    pub fn leave<Q>(
-        &self,
-        session: &Q,
-        connection: impl Into<ConnectionId>,
-    ) -> Result<Transitions<U, S>, Error>
-    where
-        S: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let now = self.signal_time(self.clock.now())?;
-        let grace = self.policy.leave_grace_ms;
-        self.close(session, now, connection.into(), grace, Cause::Leave)
-            .map(Transitions::from_vec)
-    }
-
-    fn close<Q>(
-        &self,
-        session: &Q,
-        now: u64,
-        connection: ConnectionId,
-        grace: u64,
-        cause: Cause,
-    ) -> Result<Events<U, S>, Error>
-    where
-        S: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let (session_slot, hash) = self.locate(session);
-        let user = {
-            let map = session_slot.read();
-            let entry = self.live_entry(&map, hash, session, now)?;
-            if connection != entry.connection {
-                return Ok(Vec::new());
-            }
-            entry.user.clone()
-        };
-        let slot = self.user_slot(&user);
-        let mut shard = slot.shard.lock();
-        let now = self.ordered(now);
-        {
-            let mut map = session_slot.write();
-            match self.live_entry(&map, hash, session, now) {
-                Ok(entry) if entry.user == user => {}
-                // Expired, or expired and taken by another user, while we waited for the lock.
-                _ => return Err(Error::UnknownSession),
-            }
-            let Some(entry) = map.get_mut(hash, session) else {
-                return Err(Error::UnknownSession);
-            };
-            if connection != entry.connection {
-                return Ok(Vec::new());
-            }
-            entry.set_grace(entry.grace().min(now.saturating_add(grace)));
-        }
-        let mut events = Vec::new();
-        self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);
-        slot.earliest.store(shard.earliest(), Ordering::Release);
-        Ok(events)
-    }
-
-    /// Under the owner's lock, applies `update` to the session (if it still belongs to `user`)
-    /// and settles the user.
-    fn on_owner<Q>(
-        &self,
-        user: U,
-        session: &Q,
-        now: u64,
-        cause: Cause,
-        update: impl FnOnce(&SessionEntry<U, S>, u64),
-    ) -> Result<Events<U, S>, Error>
-    where
-        S: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let slot = self.user_slot(&user);
-        let mut shard = slot.shard.lock();
-        let now = self.ordered(now);
-        {
-            let (session_slot, hash) = self.locate(session);
-            let map = session_slot.read();
-            match self.live_entry(&map, hash, session, now) {
-                Ok(entry) if entry.user == user => {
-                    update(entry, now);
-                }
-                _ => return Err(Error::UnknownSession),
-            }
-        }
-        let mut events = Vec::new();
-        self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);
-        slot.earliest.store(shard.earliest(), Ordering::Release);
-        Ok(events)
-    }
-}
-
-/// # Driving time
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
-    /// Publishes what time changed since the last call: downgrades of sessions and users whose
-    /// signals got old, and expiries. Call it at [`next_deadline`](Self::next_deadline) (or at
-    /// any interval you like: a late tick emits one event from the published presence to the
-    /// current one, however many thresholds it crossed).
-    ///
-    /// Never scans: it takes only the deadlines that came due, the transitions plus one early
-    /// re-check per active window for a user that kept heartbeating (deadlines are armed lazily,
-    /// so a heartbeat never touches them; a re-check that finds nothing to publish costs about a
-    /// user-table and a session-table lookup). Shards with nothing due are skipped without
-    /// taking their lock.
-    pub fn tick(&self) -> Transitions<U, S> {
-        let now = self.effective_now(self.clock.now());
-        let mut events = Vec::new();
-        for slot in self.users.iter() {
-            let slot = &slot.0;
-            if slot.earliest.load(Ordering::Acquire) > now {
-                continue;
-            }
-            let mut shard = slot.shard.lock();
-            let now = self.ordered(now);
-            self.run_due(&mut shard, now, &mut events);
-            slot.earliest.store(shard.earliest(), Ordering::Release);
-        }
-        Transitions::from_vec(events)
-    }
-
-    /// When the next downgrade or expiry may be due: sleep until then and [`tick`](Self::tick).
-    /// `None` when nothing is tracked. May be early (the session was heard from since), never
-    /// late.
-    ///
-    /// The wake rule: a signal can move the deadline *earlier* (a connect, a disconnect with a
-    /// short grace, a leave), so a driver that sleeps until the deadline must also wake when a
-    /// signal returns, and read it again. A driver that ticks at a fixed interval needs no
-    /// rule: a late tick publishes one event from the published presence to the current one.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.users
-            .iter()
-            .map(|slot| slot.0.earliest.load(Ordering::Acquire))
-            .min()
-            .filter(|&t| t != NO_DEADLINE)
-            .map(Timestamp::from_millis)
     }
 }

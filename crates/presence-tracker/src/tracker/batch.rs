@@ -7,7 +7,7 @@ use parking_lot::RwLockReadGuard;
 
 use smallvec::SmallVec;
 
-use super::shard::SessionEntry;
+use super::session_table::SessionEntry;
 use super::{PresenceTracker, PROBES, SESSION_SHARDS};
 use crate::{Activity, Clock, Error, Id, Transitions};
 

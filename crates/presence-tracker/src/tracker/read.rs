@@ -3,12 +3,12 @@
 use std::borrow::Borrow;
 use std::hash::Hash;
 
-use super::shard::{UserEntry, UserShard, NO_DEADLINE};
-use super::PresenceTracker;
+use super::counters::Counters;
+use super::session_table::SessionEntry;
+use super::user_table::{UserEntry, UserShard};
+use super::{PresenceTracker, NO_DEADLINE};
 use crate::view::Counts;
 use crate::{derive, Census, Clock, Id, Presence, SessionView, Timestamp, UserView};
-
-use super::shard::Counters;
 
 /// # Reading presence
 ///
@@ -30,7 +30,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         view.presence.is_online().then_some(view)
     }
 
-    fn view_of(&self, entry: &super::SessionEntry<U, S>, now: Timestamp) -> SessionView<U> {
+    fn view_of(&self, entry: &SessionEntry<U, S>, now: Timestamp) -> SessionView<U> {
         let record = entry.record();
         let ttl = record.last_seen.saturating_add(self.policy.ttl());
         SessionView {

@@ -1,0 +1,239 @@
+//! The user table, sharded by user id: each shard's live and retained users and its deadline
+//! queues, behind a mutex.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
+
+use parking_lot::Mutex;
+
+use super::packed::{Gone, SeqPublished};
+use super::session_table::{wants_shrink, Hasher};
+use super::wheel::DueQueue;
+use crate::Presence;
+
+/// A user with at least one live session.
+#[derive(Debug)]
+pub(crate) struct UserEntry<S> {
+    pub(crate) sessions: Sessions<S>,
+    pub(crate) state: SeqPublished,
+    /// The deadline of this user's valid queue entry, [`NO_DEADLINE`] if none.
+    pub(crate) armed: u64,
+    /// The latest `last_seen` of its sessions that expired, and whether a retention entry of
+    /// an earlier offline spell is still queued for the user (see [`UserShard::retention`]).
+    gone: Gone,
+}
+
+impl<S> UserEntry<S> {
+    pub(crate) fn new(published: Presence, seq: u64, armed: u64, gone_last_seen: u64) -> Self {
+        UserEntry {
+            sessions: Sessions::Empty,
+            state: SeqPublished::new(published, seq),
+            armed,
+            gone: Gone::new(gone_last_seen),
+        }
+    }
+
+    /// The latest `last_seen` of its sessions that expired, 0 if none.
+    pub(crate) fn gone_last_seen(&self) -> u64 {
+        self.gone.last_seen()
+    }
+
+    /// Raises the latest `last_seen` of its expired sessions to `t` (times stay below 2^62).
+    pub(crate) fn saw_gone(&mut self, t: u64) {
+        self.gone.saw(t);
+    }
+
+    /// Whether a retention entry of an earlier offline spell is still queued for this user.
+    pub(crate) fn retention_queued(&self) -> bool {
+        self.gone.retention_queued()
+    }
+
+    pub(crate) fn set_retention_queued(&mut self, queued: bool) {
+        self.gone.set_retention_queued(queued);
+    }
+
+    pub(crate) fn published(&self) -> Presence {
+        self.state.published()
+    }
+
+    pub(crate) fn seq(&self) -> u64 {
+        self.state.seq()
+    }
+}
+
+/// A user's live sessions: most users have one, kept inline; more go to the heap. 16 bytes with
+/// u64 ids (a `SmallVec` is 24).
+#[derive(Debug)]
+pub(crate) enum Sessions<S> {
+    Empty,
+    One(S),
+    /// Boxed on purpose: a thin pointer keeps the enum at 16 bytes (a `Vec` would make it 32).
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<S>>),
+}
+
+impl<S> Sessions<S> {
+    pub(crate) fn push(&mut self, session: S) {
+        *self = match std::mem::replace(self, Sessions::Empty) {
+            Sessions::Empty => Sessions::One(session),
+            Sessions::One(first) => Sessions::Many(Box::new(vec![first, session])),
+            Sessions::Many(mut all) => {
+                all.push(session);
+                Sessions::Many(all)
+            }
+        };
+    }
+
+    /// Removes the `i`-th session, the last one taking its place. Out of range: nothing.
+    pub(crate) fn swap_remove(&mut self, i: usize) {
+        *self = match std::mem::replace(self, Sessions::Empty) {
+            Sessions::One(_) if i == 0 => Sessions::Empty,
+            Sessions::Many(mut all) if i < all.len() => {
+                all.swap_remove(i);
+                match all.len() {
+                    0 => Sessions::Empty,
+                    1 => all.pop().map_or(Sessions::Empty, Sessions::One),
+                    _ => Sessions::Many(all),
+                }
+            }
+            other => other,
+        };
+    }
+}
+
+impl<S> std::ops::Deref for Sessions<S> {
+    type Target = [S];
+
+    fn deref(&self) -> &[S] {
+        match self {
+            Sessions::Empty => &[],
+            Sessions::One(s) => std::slice::from_ref(s),
+            Sessions::Many(all) => all,
+        }
+    }
+}
+
+impl<'a, S> IntoIterator for &'a Sessions<S> {
+    type Item = &'a S;
+    type IntoIter = std::slice::Iter<'a, S>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// An offline user whose last-seen time is still kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retained {
+    pub(crate) last_seen: u64,
+    pub(crate) seq: u64,
+    pub(crate) until: u64,
+}
+
+/// A queue entry: re-check `user` at `at`.
+#[derive(Debug)]
+pub(crate) struct Due<U> {
+    pub(crate) at: u64,
+    pub(crate) user: U,
+}
+
+/// The users of one shard (by user id) and when each must be looked at again.
+#[derive(Debug)]
+pub(crate) struct UserShard<U, S> {
+    pub(crate) live: HashMap<U, UserEntry<S>, Hasher>,
+    pub(crate) retained: HashMap<U, Retained, Hasher>,
+    /// Lazily re-armed deadlines: an entry may be early (the session was heard from since) or
+    /// stale (superseded), never late. Taking one re-derives and re-arms.
+    pub(crate) queue: DueQueue<U>,
+    /// When retained (offline) users are to be forgotten: at most one entry per user, re-armed
+    /// lazily. A retained user has exactly one; a user who came back may still have the one of
+    /// its offline spell ([`UserEntry::retention_queued`]), which is then reused when it goes
+    /// offline again (its retention ends later, so the entry is early, never late). So a user
+    /// going offline and back a hundred times within the retention holds one entry, not a
+    /// hundred.
+    pub(crate) retention: DueQueue<U>,
+    /// This shard's place in the tracker's tables (its [`Counters`](super::counters::Counters)).
+    pub(crate) index: usize,
+}
+
+impl<U, S> UserShard<U, S> {
+    pub(crate) fn new(hasher: &Hasher, index: usize) -> Self {
+        UserShard {
+            live: HashMap::with_hasher(hasher.clone()),
+            retained: HashMap::with_hasher(hasher.clone()),
+            queue: DueQueue::new(),
+            retention: DueQueue::new(),
+            index,
+        }
+    }
+
+    pub(crate) fn earliest(&self) -> u64 {
+        self.queue.earliest().min(self.retention.earliest())
+    }
+
+    /// Gives memory back once a user table is under a quarter full (see
+    /// [`SessionTable::shrink`](super::session_table::SessionTable::shrink)).
+    pub(crate) fn shrink(&mut self)
+    where
+        U: Eq + Hash,
+    {
+        if wants_shrink(self.live.len(), self.live.capacity()) {
+            self.live.shrink_to(self.live.len() * 2);
+        }
+        if wants_shrink(self.retained.len(), self.retained.capacity()) {
+            self.retained.shrink_to(self.retained.len() * 2);
+        }
+    }
+}
+
+/// A user shard and, readable without its lock, its earliest deadline, so a tick with nothing
+/// due touches no lock.
+#[derive(Debug)]
+pub(crate) struct UserSlot<U, S> {
+    pub(crate) earliest: AtomicU64,
+    pub(crate) shard: Mutex<UserShard<U, S>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::session_table::SessionEntry;
+
+    #[test]
+    fn sessions_go_from_none_to_one_to_many_and_back() {
+        let mut s: Sessions<u64> = Sessions::Empty;
+        assert!(s.is_empty());
+        s.push(1);
+        assert!(matches!(s, Sessions::One(1)));
+        s.push(2);
+        s.push(3);
+        assert_eq!(&*s, &[1, 2, 3]);
+        s.swap_remove(0);
+        assert_eq!(&*s, &[3, 2]);
+        s.swap_remove(7); // out of range: nothing
+        assert_eq!(&*s, &[3, 2]);
+        s.swap_remove(1);
+        assert!(matches!(s, Sessions::One(3)));
+        s.swap_remove(1);
+        assert!(matches!(s, Sessions::One(3)));
+        s.swap_remove(0);
+        assert!(matches!(s, Sessions::Empty));
+        s.swap_remove(0);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_entries_are_five_words_with_u64_ids() {
+        assert_eq!(std::mem::size_of::<SessionEntry<u64, u64>>(), 40);
+        assert_eq!(std::mem::size_of::<Sessions<u64>>(), 16);
+        assert_eq!(std::mem::size_of::<UserEntry<u64>>(), 40);
+    }
+
+    #[test]
+    fn a_user_slot_fits_its_128_byte_line_pair() {
+        // An idle tick reads one slot per user shard: a larger slot doubles the stride.
+        assert!(std::mem::size_of::<UserSlot<u64, u64>>() <= 128);
+        assert!(std::mem::size_of::<UserSlot<String, String>>() <= 128);
+    }
+}
