@@ -182,16 +182,18 @@ def get(group, function, value):
 # regenerated from each run; this text is not, so re-check it when src/tracker changes.
 NOTES = {
     "heartbeat": [
-        "Single call (`tracker`): one hash of the id (foldhash; its middle bits pick one of 16 "
-        "session shards and the shard's `hashbrown::HashTable` probe reuses it), the shard's `RwLock` "
-        "read lock (a locked compare-exchange to take it, a locked subtract to release it), the probe "
-        "(control bytes, then a 40-byte entry) and one relaxed store of `hot`: no derive (a live "
-        "session seen now is at its activity's cap) and no fence (a publication takes the shard's "
-        "write lock, so it cannot fall between the heartbeat's comparison and its store). At 10^4 the "
-        "gap to the raw map is the two locked instructions. At 10^6 it is memory latency: locked "
-        "instructions are full barriers, so each heartbeat waits out its own cache misses, where "
-        "consecutive raw-map updates overlap theirs. Safe Rust cannot read a shared map without a "
-        "lock, so this is the single call's floor.",
+        "Single call (`tracker`): one read of the tracker's clock (an atomic load), one hash of the id "
+        "(foldhash; its middle bits pick one of 16 session shards and the shard's `hashbrown::HashTable` "
+        "probe reuses it), the shard's `RwLock` read lock (a locked compare-exchange to take it, a locked "
+        "subtract to release it), the probe (control bytes, then a 40-byte entry) and one compare-and-swap "
+        "of `hot` that keeps the later `last_seen` (the fix of a race in which a preempted heartbeat moved "
+        "it back): no derive (a live session seen now is at its activity's cap). At 10^4 the gap to the "
+        "raw map is the three locked instructions. At 10^6 it is memory latency: locked instructions are "
+        "full barriers, so each heartbeat waits out its own cache misses, where consecutive raw-map updates "
+        "overlap theirs; the compare-and-swap on the entry's line, which the relaxed store it replaced did "
+        "not do, made the single call about 60 % slower at 10^6 in an interleaved before/after run "
+        "(2026-11-29; see the README). Safe Rust cannot read a shared map without a lock, so the lock is "
+        "the single call's floor; the batch path and a dense layout (issue 14) are where the gap closes.",
         "Batch (`tracker_batch`): the 1024 ids are hashed and grouped by shard (a counting sort), each "
         "shard's read lock is taken once for its ~64 heartbeats, and the probes in between carry no "
         "locked instruction; they are made 32 at a time before acting on any, so many misses are in "
