@@ -73,6 +73,7 @@ mod id;
 mod policy;
 mod presence;
 mod snapshot;
+mod sync;
 mod tracker;
 mod view;
 

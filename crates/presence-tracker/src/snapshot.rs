@@ -1,7 +1,7 @@
 //! Snapshots: the whole tracker as plain data, to keep across a restart.
 
+use crate::sync::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 

@@ -63,6 +63,8 @@
 mod batch;
 mod connect;
 pub(crate) mod counters;
+#[cfg(all(test, loom))]
+mod loom;
 pub(crate) mod packed;
 mod publish;
 mod read;
@@ -72,11 +74,11 @@ mod tick;
 pub(crate) mod user_table;
 mod wheel;
 
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use crate::sync::{Mutex, RwLock};
 
 use crate::{Clock, Error, Event, Id, Policy, SystemClock, Timestamp};
 use counters::Counters;
@@ -90,12 +92,19 @@ pub use batch::BatchOutcome;
 /// every other acquisition whatever the count); fewer shards mean fewer lock lines to keep in
 /// cache and larger groups for a batch or a tick to take under one lock. 16 measured better than
 /// 32 and 64 in the tick and heartbeat benchmarks, and no worse with two threads.
+#[cfg(not(loom))]
 const SESSION_SHARDS: usize = 16;
+/// Under loom, two: enough for two shards to interleave, few enough to explore.
+#[cfg(loom)]
+const SESSION_SHARDS: usize = 2;
 /// Session-table probes a batch or a tick makes before acting on their results: with nothing
 /// else in the loop, the CPU keeps many of their cache misses in flight at once.
 const PROBES: usize = 32;
 /// Shards of the user table (and of the deadline queue).
+#[cfg(not(loom))]
 const USER_SHARDS: usize = 64;
+#[cfg(loom)]
+const USER_SHARDS: usize = 2;
 
 /// A deadline that never comes: no grace deadline (connected), nothing armed, nothing queued.
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;

@@ -3,8 +3,6 @@
 use std::borrow::Borrow;
 use std::hash::BuildHasher;
 
-use parking_lot::RwLockReadGuard;
-
 use smallvec::SmallVec;
 
 use super::session_table::SessionEntry;
@@ -154,9 +152,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 };
                 // A change: the slow path takes the owner's lock, which comes before a session
                 // shard's in the lock order, so let go of this one meanwhile.
-                let result = RwLockReadGuard::unlocked(&mut map, || {
-                    self.heartbeat_slow::<S>(user, item.session.borrow(), item.activity, now)
-                });
+                drop(map);
+                let result =
+                    self.heartbeat_slow::<S>(user, item.session.borrow(), item.activity, now);
+                map = self.sessions[shard].0.read();
                 match result {
                     Ok(events) => outcome.events.extend(events),
                     Err(e) => outcome.errors.push((item.position, e)),

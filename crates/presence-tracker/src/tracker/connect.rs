@@ -1,9 +1,9 @@
 //! Connecting: a session attached to a connection, made, re-attached or taken over, its
 //! owner checked and changed under the locks (see the module docs' `# Locking`).
 
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 
-use parking_lot::{MutexGuard, RwLock};
+use crate::sync::{MutexGuard, RwLock};
 
 use super::counters::Counters;
 use super::packed::{pack, unpack};

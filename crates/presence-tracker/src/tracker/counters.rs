@@ -1,6 +1,6 @@
 //! Counts of published presences, per user shard, for [`census`](crate::PresenceTracker::census).
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use crate::sync::{AtomicI64, Ordering};
 
 use crate::Presence;
 

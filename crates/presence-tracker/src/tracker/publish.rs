@@ -1,8 +1,8 @@
 //! Publishing: `settle` brings a user's published presences up to date, and is the only place
 //! they change (see the module docs' `# Locking`).
 
+use crate::sync::Ordering;
 use std::borrow::Borrow;
-use std::sync::atomic::Ordering;
 
 use super::counters::Counters;
 use super::user_table::{Retained, UserShard};

@@ -1,13 +1,13 @@
 //! The session table, sharded by session id: its entries and their lookups; and what both
 //! tables share (the hasher, the padding of a shard's lock, when to shrink).
 
+use crate::sync::{AtomicU64, Ordering};
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::sync::RwLock;
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
-use parking_lot::RwLock;
 
 use super::packed::{pack, record_of, unpack, GracePublished};
 use crate::{Activity, ConnectionId, Presence, SessionRecord};

@@ -1,9 +1,9 @@
 //! The signals on a session that exists: heartbeat (its lock-free fast path and its slow path),
 //! disconnect and leave.
 
+use crate::sync::Ordering;
 use std::borrow::Borrow;
 use std::hash::Hash;
-use std::sync::atomic::Ordering;
 
 use super::packed::{pack, record_of};
 use super::session_table::SessionEntry;

@@ -1,7 +1,7 @@
 //! Driving time: `tick` takes the deadlines that came due, shard by shard, and publishes what
 //! time changed; `next_deadline` says when to call it.
 
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 
 use smallvec::SmallVec;
 

@@ -1,11 +1,11 @@
 //! The user table, sharded by user id: each shard's live and retained users and its deadline
 //! queues, behind a mutex.
 
+use crate::sync::AtomicU64;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::atomic::AtomicU64;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::packed::{Gone, SeqPublished};
 use super::session_table::{wants_shrink, Hasher};
