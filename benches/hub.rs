@@ -14,7 +14,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use presence_tracker::{Activity, ManualClock, Policy, PresenceTracker};
+use presence_tracker::{Activity, ManualClock};
 use presence_tracker_server::{Hub, HubConfig};
 
 #[allow(dead_code)]
@@ -24,15 +24,10 @@ use support::ids_and_order;
 const SESSIONS: usize = 10_000;
 const BATCH: usize = 1024;
 
+/// A hub over [`support::tracker_with`]'s tracker: its users are in the hub's first state.
 fn hub_with(ids: &[u64]) -> Hub<u64, u64, ManualClock> {
-    let tracker = PresenceTracker::with_clock(Policy::default(), ManualClock::new());
-    let hub = Hub::new(tracker, HubConfig::default().backlog(1 << 16));
-    for (i, &id) in ids.iter().enumerate() {
-        if let Err(e) = hub.connect(id, id, i as u64, Activity::Active) {
-            panic!("setup: connect failed: {e}");
-        }
-    }
-    hub
+    let tracker = support::tracker_with(ids, support::at(support::t0(), 0));
+    Hub::new(tracker, HubConfig::default().backlog(1 << 16))
 }
 
 fn hub(c: &mut Criterion) {
@@ -42,13 +37,7 @@ fn hub(c: &mut Criterion) {
     let mut group = c.benchmark_group("hub_heartbeat_1e4");
     group.throughput(Throughput::Elements(BATCH as u64));
     {
-        let tracker: PresenceTracker<u64, u64, ManualClock> =
-            PresenceTracker::with_clock(Policy::default(), ManualClock::new());
-        for (i, &id) in ids.iter().enumerate() {
-            if let Err(e) = tracker.connect(id, id, i as u64, Activity::Active) {
-                panic!("setup: connect failed: {e}");
-            }
-        }
+        let tracker = support::tracker_with(&ids, support::at(support::t0(), 0));
         let mut pos = 0;
         group.bench_function(BenchmarkId::new("tracker", "heartbeat"), |b| {
             b.iter(|| {
