@@ -189,32 +189,30 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     .push(until.as_millis().saturating_sub(shift), u.user);
                 Counters::add(&tracker.counters[shard.index].users, Presence::Offline);
             } else {
-                let mut entry = UserEntry::new(u.published, u.seq, now, gone);
+                Counters::add(&tracker.counters[shard.index].users, u.published);
+                shard.live.insert(
+                    u.user.clone(),
+                    UserEntry::new(u.published, u.seq, now, gone),
+                );
+                // The same insertion as a connect's, with the snapshot's published presences.
                 for s in u.sessions {
                     let grace = s
                         .grace_deadline
                         .map_or(NO_DEADLINE, |d| d.as_millis().saturating_sub(shift));
                     let (session_slot, hash) = tracker.locate(&s.session);
-                    session_slot.write().insert(
-                        &tracker.shard_hasher,
-                        hash,
-                        SessionEntry::new(
-                            s.session.clone(),
-                            u.user.clone(),
-                            pack(at(s.last_seen), s.activity),
-                            s.published,
-                            s.connection,
-                            grace,
-                        ),
+                    let entry = SessionEntry::new(
+                        s.session.clone(),
+                        u.user.clone(),
+                        pack(at(s.last_seen), s.activity),
+                        s.published,
+                        s.connection,
+                        grace,
                     );
-                    Counters::add(&tracker.counters[shard.index].sessions, s.published);
-                    tracker.session_total.fetch_add(1, Ordering::Relaxed);
-                    entry.sessions.push(s.session);
+                    tracker.insert_session(&mut session_slot.write(), hash, entry)?;
+                    tracker.list_session(&mut shard, &u.user, s.session, s.published);
                 }
-                Counters::add(&tracker.counters[shard.index].users, u.published);
                 // Due at once: the first tick publishes whatever changed while it was down.
-                shard.queue.push(now, u.user.clone());
-                shard.live.insert(u.user, entry);
+                shard.queue.push(now, u.user);
             }
             slot.earliest.store(shard.earliest(), Ordering::Release);
         }

@@ -59,6 +59,11 @@
 //!   `fetch_sub`); Relaxed, it publishes no other data.
 //! - `Counters` cells: written only under their shard's lock (a load and a
 //!   store), read without it by `census`: exact once the writers are done.
+//!
+//! loom checks these protocols on whole tracker calls (`tracker/loom.rs`, run in CI): the
+//! heartbeat's store against another heartbeat and against a tick's publication, `earliest`
+//! against a tick, ownership (two connects of one id, a leave against a takeover), and a
+//! snapshot against a takeover.
 
 mod batch;
 mod connect;

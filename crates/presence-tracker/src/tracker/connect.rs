@@ -227,24 +227,15 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                             (Some(taken), now)
                         }
                         None => {
-                            let max = self.policy.max_sessions;
-                            if self
-                                .session_total
-                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                                    (n < max).then_some(n + 1)
-                                })
-                                .is_err()
-                            {
-                                return Connected::Done(Err(Error::TooManySessions { max }));
+                            if let Err(e) = self.insert_session(&mut map, hash, fresh) {
+                                return Connected::Done(Err(e));
                             }
-                            map.insert(&self.shard_hasher, hash, fresh);
                             (None, now)
                         }
                     }
                 }
             }
         };
-        Counters::add(&self.counters[shard.index].sessions, Presence::Offline);
         if let Some((owner_index, owner, from, record)) = taken {
             // Its end, for its owner (who may be this user).
             let owner_shard = match owner_shard {
@@ -259,7 +250,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 &mut events,
             );
         }
-        self.user_entry(shard, user).sessions.push(session.clone());
+        self.list_session(shard, user, session.clone(), Presence::Offline);
         self.settle(
             shard,
             user,
@@ -268,6 +259,38 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             &mut events,
         );
         Connected::Done(Ok(events))
+    }
+
+    /// A session new to the session table: inserted and counted in the session total, refused
+    /// at the policy's maximum. With [`list_session`](Self::list_session), how a session comes
+    /// into being, for `connect` and for `restore`.
+    pub(crate) fn insert_session(
+        &self,
+        map: &mut SessionTable<U, S>,
+        hash: u64,
+        entry: SessionEntry<U, S>,
+    ) -> Result<(), Error> {
+        let max = self.policy.max_sessions;
+        self.session_total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| Error::TooManySessions { max })?;
+        map.insert(&self.shard_hasher, hash, entry);
+        Ok(())
+    }
+
+    /// A session now `user`'s, under the user's shard lock: listed in the user's sessions (the
+    /// user's entry made if needed) and counted at `published` in the shard's session counters.
+    pub(crate) fn list_session(
+        &self,
+        shard: &mut UserShard<U, S>,
+        user: &U,
+        session: S,
+        published: Presence,
+    ) {
+        Counters::add(&self.counters[shard.index].sessions, published);
+        self.user_entry(shard, user).sessions.push(session);
     }
 
     /// The owner of `session` if it is another user's and expired (derived offline at `now`)
