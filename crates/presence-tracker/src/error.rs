@@ -91,6 +91,36 @@ pub enum Error {
         /// [`Timestamp::MAX`].
         max: Timestamp,
     },
+    /// A join would put the session in more rooms than the policy's `max_rooms_per_session`.
+    #[error("the session is already in the maximum of {max} rooms")]
+    TooManyRooms {
+        /// The policy's limit.
+        max: usize,
+    },
+    /// A join would give the room more members than the policy's `max_members_per_room`.
+    #[error("the room already has the maximum of {max} members")]
+    RoomFull {
+        /// The policy's limit.
+        max: usize,
+    },
+    /// A room update or leave named a room the session is not in.
+    #[error("the session is not in that room")]
+    NotInRoom,
+    /// Metadata larger than the policy's `max_metadata_bytes`.
+    #[error("metadata of {size} bytes is larger than the limit of {max}")]
+    MetadataTooLarge {
+        /// [`Metadata::size`](crate::Metadata::size) of the refused value.
+        size: usize,
+        /// The policy's limit.
+        max: usize,
+    },
+    /// A metadata change came sooner than the policy's `metadata_interval` after the last one
+    /// of the same session in the same room.
+    #[error("metadata changed too often: try again in {retry_after:?}")]
+    MetadataTooFrequent {
+        /// When the change would be accepted.
+        retry_after: Duration,
+    },
     /// A snapshot is inconsistent (the same session twice, a session of two users, ids or
     /// counts beyond the policy's limits).
     #[error("invalid snapshot: {0}")]

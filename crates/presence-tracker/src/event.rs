@@ -5,7 +5,7 @@ use std::slice;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Presence, Timestamp};
+use crate::{Presence, RoomEvent, Timestamp};
 
 /// A derived presence changed: what the tracker hands out instead of heartbeats.
 ///
@@ -124,29 +124,33 @@ pub enum Cause {
 /// assert_eq!((user.to, user.sessions), (Presence::Active, 1));
 /// # Ok::<(), presence_tracker::Error>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 #[must_use = "transitions are reported once: broadcast them, or they are lost"]
-pub struct Transitions<U, S> {
+pub struct Transitions<U, S, R = String, M = ()> {
     events: Vec<Event<U, S>>,
+    rooms: Vec<RoomEvent<U, S, R, M>>,
 }
 
-impl<U, S> Transitions<U, S> {
+impl<U, S, R, M> Transitions<U, S, R, M> {
     /// No transitions.
     pub const fn new() -> Self {
-        Transitions { events: Vec::new() }
+        Transitions {
+            events: Vec::new(),
+            rooms: Vec::new(),
+        }
     }
 
     /// Whether the call changed no presence (the common case for a heartbeat).
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.events.is_empty() && self.rooms.is_empty()
     }
 
-    /// How many events.
+    /// How many sessions' and users' events (room events apart: [`rooms`](Self::rooms)).
     pub fn len(&self) -> usize {
         self.events.len()
     }
 
-    /// Every event, sessions' and users', in publication order.
+    /// Every session's and user's event, in publication order.
     pub fn iter(&self) -> slice::Iter<'_, Event<U, S>> {
         self.events.iter()
     }
@@ -161,34 +165,69 @@ impl<U, S> Transitions<U, S> {
         self.events.iter().filter(|e| !e.is_user())
     }
 
-    /// The events as a `Vec`, in publication order.
+    /// The rooms' events, in publication order (for each room, in version order).
+    pub fn rooms(&self) -> slice::Iter<'_, RoomEvent<U, S, R, M>> {
+        self.rooms.iter()
+    }
+
+    /// The sessions' and users' events as a `Vec`, in publication order. Drops the room
+    /// events: a tracker with rooms takes [`into_parts`](Self::into_parts).
     pub fn into_vec(self) -> Vec<Event<U, S>> {
         self.events
     }
 
-    /// Appends another call's transitions after these (a server gathering a batch of calls).
-    pub fn append(&mut self, other: &mut Transitions<U, S>) {
-        self.events.append(&mut other.events);
+    /// The sessions' and users' events, and the rooms' events.
+    #[allow(clippy::type_complexity)] // spelled out: what a caller destructures
+    pub fn into_parts(self) -> (Vec<Event<U, S>>, Vec<RoomEvent<U, S, R, M>>) {
+        (self.events, self.rooms)
     }
 
-    pub(crate) fn from_vec(events: Vec<Event<U, S>>) -> Self {
-        Transitions { events }
+    /// Appends another call's transitions after these (a server gathering a batch of calls).
+    pub fn append(&mut self, other: &mut Transitions<U, S, R, M>) {
+        self.events.append(&mut other.events);
+        self.rooms.append(&mut other.rooms);
+    }
+
+    pub(crate) fn push(&mut self, event: Event<U, S>) {
+        self.events.push(event);
+    }
+
+    pub(crate) fn push_room(&mut self, event: RoomEvent<U, S, R, M>) {
+        self.rooms.push(event);
+    }
+
+    /// The sessions' and users' events from the `first`-th on.
+    pub(crate) fn events_from(&mut self, first: usize) -> &mut [Event<U, S>] {
+        &mut self.events[first..]
     }
 }
 
-impl<U, S> Default for Transitions<U, S> {
+impl<U: Clone, S: Clone, R: Clone, M> Clone for Transitions<U, S, R, M> {
+    fn clone(&self) -> Self {
+        Transitions {
+            events: self.events.clone(),
+            rooms: self.rooms.clone(),
+        }
+    }
+}
+
+impl<U, S, R, M> Default for Transitions<U, S, R, M> {
     fn default() -> Self {
         Transitions::new()
     }
 }
 
-impl<U, S> From<Transitions<U, S>> for Vec<Event<U, S>> {
-    fn from(t: Transitions<U, S>) -> Self {
+/// The sessions' and users' events (room events are dropped: see
+/// [`into_parts`](Transitions::into_parts)).
+impl<U, S, R, M> From<Transitions<U, S, R, M>> for Vec<Event<U, S>> {
+    fn from(t: Transitions<U, S, R, M>) -> Self {
         t.events
     }
 }
 
-impl<U, S> IntoIterator for Transitions<U, S> {
+/// Yields the sessions' and users' events; room events are read with
+/// [`rooms`](Transitions::rooms) or taken with [`into_parts`](Transitions::into_parts).
+impl<U, S, R, M> IntoIterator for Transitions<U, S, R, M> {
     type Item = Event<U, S>;
     type IntoIter = std::vec::IntoIter<Event<U, S>>;
 
@@ -197,7 +236,7 @@ impl<U, S> IntoIterator for Transitions<U, S> {
     }
 }
 
-impl<'a, U, S> IntoIterator for &'a Transitions<U, S> {
+impl<'a, U, S, R, M> IntoIterator for &'a Transitions<U, S, R, M> {
     type Item = &'a Event<U, S>;
     type IntoIter = slice::Iter<'a, Event<U, S>>;
 
@@ -206,7 +245,7 @@ impl<'a, U, S> IntoIterator for &'a Transitions<U, S> {
     }
 }
 
-impl<U, S> Extend<Event<U, S>> for Transitions<U, S> {
+impl<U, S, R, M> Extend<Event<U, S>> for Transitions<U, S, R, M> {
     fn extend<I: IntoIterator<Item = Event<U, S>>>(&mut self, iter: I) {
         self.events.extend(iter);
     }

@@ -72,6 +72,7 @@ mod event;
 mod id;
 mod policy;
 mod presence;
+mod room;
 mod snapshot;
 mod sync;
 mod tracker;
@@ -84,8 +85,9 @@ pub use event::{Cause, Event, Subject, Transitions};
 pub use id::{ConnectionId, Id};
 pub use policy::{Policy, PolicyBuilder};
 pub use presence::{Activity, DisconnectKind, Presence};
-pub use snapshot::{SessionSnapshot, Snapshot, UserSnapshot};
-pub use tracker::{BatchOutcome, PresenceTracker};
+pub use room::{Metadata, RoomChange, RoomCounts, RoomEvent, RoomMember, RoomSession, RoomView};
+pub use snapshot::{RoomSnapshot, SessionSnapshot, Snapshot, UserSnapshot};
+pub use tracker::{BatchOutcome, PresenceTracker, Rooms};
 pub use view::{Census, Counts, SessionView, UserView};
 
 #[doc = include_str!("../../../README.md")]

@@ -50,6 +50,10 @@ pub struct Policy {
     pub(crate) max_sessions_per_user: usize,
     pub(crate) max_sessions: usize,
     pub(crate) max_id_len: usize,
+    pub(crate) max_rooms_per_session: usize,
+    pub(crate) max_members_per_room: usize,
+    pub(crate) max_metadata_bytes: usize,
+    pub(crate) metadata_interval_ms: u64,
 }
 
 impl Default for Policy {
@@ -65,6 +69,10 @@ impl Default for Policy {
             max_sessions_per_user: 64,
             max_sessions: usize::MAX,
             max_id_len: 256,
+            max_rooms_per_session: 32,
+            max_members_per_room: 100_000,
+            max_metadata_bytes: 4096,
+            metadata_interval_ms: 50,
         }
     }
 }
@@ -125,9 +133,32 @@ impl Policy {
         self.max_sessions
     }
 
-    /// The longest string id accepted, in bytes.
+    /// The longest string id accepted, in bytes (user, session and room ids).
     pub fn max_id_len(&self) -> usize {
         self.max_id_len
+    }
+
+    /// The most rooms one session may be in (default 32).
+    pub fn max_rooms_per_session(&self) -> usize {
+        self.max_rooms_per_session
+    }
+
+    /// The most members (users) one room may have (default 100,000).
+    pub fn max_members_per_room(&self) -> usize {
+        self.max_members_per_room
+    }
+
+    /// The largest metadata a session may carry into a room, as
+    /// [`Metadata::size`](crate::Metadata::size) counts it (default 4 KiB).
+    pub fn max_metadata_bytes(&self) -> usize {
+        self.max_metadata_bytes
+    }
+
+    /// The shortest time between two metadata changes of one session in one room (default
+    /// 50 ms, 20 a second): a faster change is refused with
+    /// [`Error::MetadataTooFrequent`], which says when to try again. Zero: no bound.
+    pub fn metadata_interval(&self) -> Duration {
+        Duration::from_millis(self.metadata_interval_ms)
     }
 
     pub(crate) fn grace_ms(&self, kind: crate::DisconnectKind) -> u64 {
@@ -181,6 +212,8 @@ impl PolicyBuilder {
         leave_grace => leave_grace_ms;
         /// Sets [`Policy::retention`].
         retention => retention_ms;
+        /// Sets [`Policy::metadata_interval`].
+        metadata_interval => metadata_interval_ms;
     }
 
     count_setters! {
@@ -190,6 +223,12 @@ impl PolicyBuilder {
         max_sessions;
         /// Sets [`Policy::max_id_len`].
         max_id_len;
+        /// Sets [`Policy::max_rooms_per_session`].
+        max_rooms_per_session;
+        /// Sets [`Policy::max_members_per_room`].
+        max_members_per_room;
+        /// Sets [`Policy::max_metadata_bytes`].
+        max_metadata_bytes;
     }
 
     /// Validates and returns the policy.
@@ -240,6 +279,8 @@ impl PolicyBuilder {
             ("max_sessions_per_user", p.max_sessions_per_user),
             ("max_sessions", p.max_sessions),
             ("max_id_len", p.max_id_len),
+            ("max_rooms_per_session", p.max_rooms_per_session),
+            ("max_members_per_room", p.max_members_per_room),
         ] {
             if value == 0 {
                 return Err(Error::PolicyValueTooSmall { name, min: "1" });

@@ -2,6 +2,7 @@
 
 use crate::sync::Ordering;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +12,8 @@ use crate::tracker::session_table::{Hasher, SessionEntry};
 use crate::tracker::user_table::{Retained, UserEntry};
 use crate::tracker::NO_DEADLINE;
 use crate::{
-    Activity, Clock, ConnectionId, Error, Id, Policy, Presence, PresenceTracker, Timestamp,
+    Activity, Clock, ConnectionId, Error, Id, Metadata, Policy, Presence, PresenceTracker,
+    Timestamp,
 };
 
 /// Everything a tracker knows, as data: take it with [`PresenceTracker::snapshot`], store it
@@ -21,20 +23,28 @@ use crate::{
 /// age: seen 10 s before the snapshot, it is still active right after the restore. Downtime
 /// counts as age: a tracker restored ten minutes later derives what ten minutes of silence mean.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "U: Serialize, S: Serialize, R: Serialize, M: Serialize",
+    deserialize = "U: Deserialize<'de>, S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de>"
+))]
 #[non_exhaustive]
-pub struct Snapshot<U, S> {
+pub struct Snapshot<U, S, R = String, M = ()> {
     /// Format version, for future changes.
     pub version: u32,
     /// When it was taken.
     pub taken_at: Timestamp,
     /// Every user with a live session, and every retained offline user.
-    pub users: Vec<UserSnapshot<U, S>>,
+    pub users: Vec<UserSnapshot<U, S, R, M>>,
 }
 
 /// One user in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "U: Serialize, S: Serialize, R: Serialize, M: Serialize",
+    deserialize = "U: Deserialize<'de>, S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de>"
+))]
 #[non_exhaustive]
-pub struct UserSnapshot<U, S> {
+pub struct UserSnapshot<U, S, R = String, M = ()> {
     /// The user.
     pub user: U,
     /// The presence last published for it.
@@ -46,13 +56,17 @@ pub struct UserSnapshot<U, S> {
     /// For a retained offline user, when it is forgotten.
     pub retained_until: Option<Timestamp>,
     /// Its live sessions.
-    pub sessions: Vec<SessionSnapshot<S>>,
+    pub sessions: Vec<SessionSnapshot<S, R, M>>,
 }
 
 /// One session in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "S: Serialize, R: Serialize, M: Serialize",
+    deserialize = "S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de>"
+))]
 #[non_exhaustive]
-pub struct SessionSnapshot<S> {
+pub struct SessionSnapshot<S, R = String, M = ()> {
     /// The session.
     pub session: S,
     /// Its current connection.
@@ -65,6 +79,38 @@ pub struct SessionSnapshot<S> {
     pub published: Presence,
     /// When it expires for want of a connection, if its connection closed.
     pub grace_deadline: Option<Timestamp>,
+    /// The rooms it is in, in the order it joined them, with its metadata there. A restore
+    /// makes each room anew (a new epoch: clients holding the old history ask again).
+    #[serde(default)]
+    pub rooms: Vec<RoomSnapshot<R, M>>,
+}
+
+/// One room of a session in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "R: Serialize, M: Serialize",
+    deserialize = "R: Deserialize<'de>, M: Deserialize<'de>"
+))]
+#[non_exhaustive]
+pub struct RoomSnapshot<R, M = ()> {
+    /// The room.
+    pub room: R,
+    /// The session's metadata there.
+    #[serde(serialize_with = "ser_shared", deserialize_with = "de_shared")]
+    pub meta: Arc<M>,
+}
+
+fn ser_shared<M: Serialize, Ser: serde::Serializer>(
+    meta: &Arc<M>,
+    s: Ser,
+) -> Result<Ser::Ok, Ser::Error> {
+    M::serialize(meta, s)
+}
+
+fn de_shared<'de, M: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Arc<M>, D::Error> {
+    M::deserialize(d).map(Arc::new)
 }
 
 const VERSION: u32 = 1;
@@ -87,19 +133,19 @@ const VERSION: u32 = 1;
 ///    only in what was not saved.
 ///
 /// Downtime counts as age: a restart shorter than the active window shows nobody anything.
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> {
     /// Everything the tracker knows, as of one instant: consistent across users (a session is
     /// listed once, under its owner), so [`restore`](Self::restore) accepts it.
     ///
     /// Takes every user shard's lock, in index order, for as long as it copies the tables:
     /// connects, disconnects, leaves, ticks and heartbeats that change a presence wait
     /// meanwhile; heartbeats that change none go on (their `last_seen` may or may not be in it).
-    pub fn snapshot(&self) -> Snapshot<U, S> {
+    pub fn snapshot(&self) -> Snapshot<U, S, R, M> {
         let shards: Vec<_> = self.users.iter().map(|slot| slot.0.shard.lock()).collect();
         let taken_at = self.now();
         // The sessions by owner, from one pass over each session table (no lookups). A
         // session's owner and the user's list change only under the owner's lock, held here.
-        let mut by_owner: HashMap<U, Vec<SessionSnapshot<S>>, Hasher> =
+        let mut by_owner: HashMap<U, Vec<SessionSnapshot<S, R, M>>, Hasher> =
             HashMap::with_hasher(self.shard_hasher.clone());
         for slot in self.sessions.iter() {
             let map = slot.0.read();
@@ -115,6 +161,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                         activity: record.activity,
                         published: e.published(),
                         grace_deadline: record.grace_deadline,
+                        rooms: Vec::new(),
                     });
             }
         }
@@ -122,6 +169,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         // Shard by shard in index order, each shard's live users before its retained ones.
         for shard in &shards {
             for (user, entry) in &shard.live {
+                let mut sessions = by_owner.remove(user).unwrap_or_default();
+                if let Some(list) = shard.memberships.get(user) {
+                    self.snapshot_rooms(user, list, &mut sessions);
+                }
                 users.push(UserSnapshot {
                     user: user.clone(),
                     published: entry.published(),
@@ -129,7 +180,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                     gone_last_seen: (entry.gone_last_seen() != 0)
                         .then_some(Timestamp::from_millis(entry.gone_last_seen())),
                     retained_until: None,
-                    sessions: by_owner.remove(user).unwrap_or_default(),
+                    sessions,
                 });
             }
             for (user, r) in &shard.retained {
@@ -165,7 +216,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// its sessions, a retained user published online), or more sessions than the policy
     /// allows;
     /// [`Error::EmptyId`] or [`Error::IdTooLong`] for an id the policy refuses.
-    pub fn restore(snapshot: Snapshot<U, S>, policy: Policy, clock: C) -> Result<Self, Error> {
+    pub fn restore(
+        snapshot: Snapshot<U, S, R, M>,
+        policy: Policy,
+        clock: C,
+    ) -> Result<Self, Error> {
         let tracker = Self::with_clock(policy, clock);
         let now = tracker.now().as_millis();
         let shift = snapshot.taken_at.as_millis().saturating_sub(now);
@@ -209,6 +264,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                         grace,
                     );
                     tracker.insert_session(&mut session_slot.write(), hash, entry)?;
+                    for r in s.rooms {
+                        tracker.restore_membership(
+                            &mut shard,
+                            &u.user,
+                            &s.session,
+                            s.published,
+                            r,
+                            now,
+                        );
+                    }
                     tracker.list_session(&mut shard, &u.user, s.session, s.published);
                 }
                 // Due at once: the first tick publishes whatever changed while it was down.
@@ -219,9 +284,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         Ok(tracker)
     }
 
-    fn validate(&self, snapshot: &Snapshot<U, S>) -> Result<(), Error> {
+    fn validate(&self, snapshot: &Snapshot<U, S, R, M>) -> Result<(), Error> {
         let mut users = HashSet::new();
         let mut sessions = HashSet::new();
+        // Each room's members, to hold the room limit.
+        let mut members: HashMap<&R, HashSet<&U>> = HashMap::new();
         for u in &snapshot.users {
             self.check_id(&u.user)?;
             if !users.insert(&u.user) {
@@ -272,6 +339,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             }
             for s in &u.sessions {
                 self.check_id(&s.session)?;
+                self.validate_rooms(&u.user, s, &mut members)?;
                 if !sessions.insert(&s.session) {
                     return Err(Error::InvalidSnapshot(format!(
                         "session {:?} listed twice",
@@ -286,6 +354,48 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 sessions.len(),
                 self.policy.max_sessions
             )));
+        }
+        Ok(())
+    }
+
+    /// A session's rooms as a live tracker holds them: each once, within the policy's limits.
+    fn validate_rooms<'s>(
+        &self,
+        user: &'s U,
+        s: &'s SessionSnapshot<S, R, M>,
+        members: &mut HashMap<&'s R, HashSet<&'s U>>,
+    ) -> Result<(), Error> {
+        if s.rooms.len() > self.policy.max_rooms_per_session {
+            return Err(Error::InvalidSnapshot(format!(
+                "session {:?} is in {} rooms, over the policy's limit of {}",
+                s.session,
+                s.rooms.len(),
+                self.policy.max_rooms_per_session
+            )));
+        }
+        for (i, r) in s.rooms.iter().enumerate() {
+            self.check_id(&r.room)?;
+            if s.rooms[..i].iter().any(|earlier| earlier.room == r.room) {
+                return Err(Error::InvalidSnapshot(format!(
+                    "session {:?} lists room {:?} twice",
+                    s.session, r.room
+                )));
+            }
+            let size = r.meta.size();
+            if size > self.policy.max_metadata_bytes {
+                return Err(Error::MetadataTooLarge {
+                    size,
+                    max: self.policy.max_metadata_bytes,
+                });
+            }
+            let room = members.entry(&r.room).or_default();
+            room.insert(user);
+            if room.len() > self.policy.max_members_per_room {
+                return Err(Error::InvalidSnapshot(format!(
+                    "room {:?} has more members than the policy's limit of {}",
+                    r.room, self.policy.max_members_per_room
+                )));
+            }
         }
         Ok(())
     }

@@ -73,6 +73,8 @@ mod loom;
 pub(crate) mod packed;
 mod publish;
 mod read;
+mod room_table;
+mod rooms;
 pub(crate) mod session_table;
 mod signals;
 mod tick;
@@ -85,12 +87,15 @@ use std::hash::{BuildHasher, Hash};
 
 use crate::sync::{Mutex, RwLock};
 
-use crate::{Clock, Error, Event, Id, Policy, SystemClock, Timestamp};
+use crate::{Clock, Error, Id, Metadata, Policy, SystemClock, Timestamp, Transitions};
 use counters::Counters;
+use room_table::RoomShard;
+use rooms::RoomSlot;
 use session_table::{Hasher, Padded, SessionEntry, SessionSlot, SessionTable};
 use user_table::{UserShard, UserSlot};
 
 pub use batch::BatchOutcome;
+pub use rooms::Rooms;
 
 /// Shards of the session table. A power of two. Readers (heartbeats) share a shard's lock, so
 /// more shards barely spare two cores each other's lock lines (a line moves between cores about
@@ -110,6 +115,11 @@ const PROBES: usize = 32;
 const USER_SHARDS: usize = 64;
 #[cfg(loom)]
 const USER_SHARDS: usize = 2;
+/// Shards of the room table.
+#[cfg(not(loom))]
+const ROOM_SHARDS: usize = 16;
+#[cfg(loom)]
+const ROOM_SHARDS: usize = 2;
 
 /// A deadline that never comes: no grace deadline (connected), nothing armed, nothing queued.
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
@@ -189,38 +199,41 @@ pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 /// # Ok::<(), presence_tracker::Error>(())
 /// ```
 #[derive(Debug)]
-pub struct PresenceTracker<U, S, C = SystemClock> {
+pub struct PresenceTracker<U, S, C = SystemClock, R = String, M = ()> {
     pub(crate) policy: Policy,
     pub(crate) clock: C,
     /// The latest `now` seen: a clock that goes backwards is treated as standing still.
     pub(crate) high_water: AtomicU64,
     pub(crate) shard_hasher: Hasher,
     pub(crate) sessions: Box<[SessionSlot<U, S>]>,
-    pub(crate) users: Box<[Padded<UserSlot<U, S>>]>,
+    pub(crate) users: Box<[Padded<UserSlot<U, S, R>>]>,
     pub(crate) session_total: AtomicUsize,
     /// Per user shard.
     pub(crate) counters: Box<[Counters]>,
+    pub(crate) rooms: Box<[RoomSlot<U, S, R, M>]>,
+    /// The next room history's epoch.
+    pub(crate) room_epochs: AtomicU64,
 }
 
 /// What one signal call works on: the events it makes, under the owner's shard lock.
-type Events<U, S> = Vec<Event<U, S>>;
+type Events<U, S, R, M> = Transitions<U, S, R, M>;
 
 /// # Building
-impl<U: Id, S: Id> PresenceTracker<U, S, SystemClock> {
+impl<U: Id, S: Id, R: Id, M: Metadata> PresenceTracker<U, S, SystemClock, R, M> {
     /// A tracker on the [`SystemClock`].
     pub fn new(policy: Policy) -> Self {
         Self::with_clock(policy, SystemClock::new())
     }
 }
 
-impl<U: Id, S: Id> Default for PresenceTracker<U, S, SystemClock> {
+impl<U: Id, S: Id, R: Id, M: Metadata> Default for PresenceTracker<U, S, SystemClock, R, M> {
     fn default() -> Self {
         Self::new(Policy::default())
     }
 }
 
 /// # Building
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> {
     /// A tracker on the given clock, for example a [`ManualClock`](crate::ManualClock).
     pub fn with_clock(policy: Policy, clock: C) -> Self {
         let hasher = Hasher::default();
@@ -243,6 +256,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 .collect(),
             session_total: AtomicUsize::new(0),
             counters: (0..USER_SHARDS).map(|_| Counters::default()).collect(),
+            rooms: (0..ROOM_SHARDS)
+                .map(|_| Padded(Mutex::new(RoomShard::new(&hasher))))
+                .collect(),
+            room_epochs: AtomicU64::new(Self::first_room_epoch(&hasher)),
         }
     }
 
@@ -311,7 +328,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         (hash >> 32) as usize & (SESSION_SHARDS - 1)
     }
 
-    pub(crate) fn user_slot<Q: Hash + ?Sized>(&self, user: &Q) -> &UserSlot<U, S> {
+    pub(crate) fn user_slot<Q: Hash + ?Sized>(&self, user: &Q) -> &UserSlot<U, S, R> {
         &self.users[self.user_index(user)].0
     }
 

@@ -7,7 +7,7 @@ use smallvec::SmallVec;
 
 use super::session_table::SessionEntry;
 use super::{PresenceTracker, PROBES, SESSION_SHARDS};
-use crate::{Activity, Clock, Error, Id, Transitions};
+use crate::{Activity, Clock, Error, Id, Metadata, Transitions};
 
 /// What [`PresenceTracker::heartbeat_batch`] did: the events the batch caused, and the
 /// heartbeats it refused.
@@ -32,7 +32,7 @@ impl<U, S> Default for BatchOutcome<U, S> {
 }
 
 /// # Recording heartbeats in batches
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> {
     /// Records many heartbeats at once, at one reading of the clock: for a server that drains
     /// its sockets' heartbeats into a buffer and hands them over every few milliseconds.
     ///

@@ -10,20 +10,28 @@ use super::packed::{pack, unpack};
 use super::session_table::{SessionEntry, SessionTable};
 use super::user_table::{Retained, UserEntry, UserShard};
 use super::{Events, PresenceTracker, NO_DEADLINE};
-use crate::{Activity, Cause, Clock, ConnectionId, Error, Id, Presence, Timestamp, Transitions};
+use crate::{
+    Activity, Cause, Clock, ConnectionId, Error, Id, Metadata, Presence, Timestamp, Transitions,
+};
 
 /// The locked user shards of a connect: the user's, and the expired session's owner's if
 /// another.
-enum UserGuards<'a, U, S> {
-    One(MutexGuard<'a, UserShard<U, S>>),
+enum UserGuards<'a, U, S, R> {
+    One(MutexGuard<'a, UserShard<U, S, R>>),
     Two(
-        MutexGuard<'a, UserShard<U, S>>,
-        MutexGuard<'a, UserShard<U, S>>,
+        MutexGuard<'a, UserShard<U, S, R>>,
+        MutexGuard<'a, UserShard<U, S, R>>,
     ),
 }
 
-impl<U, S> UserGuards<'_, U, S> {
-    fn split(&mut self) -> (&mut UserShard<U, S>, Option<&mut UserShard<U, S>>) {
+/// The user's shard, and the expired session's owner's if another.
+type ShardPair<'a, U, S, R> = (
+    &'a mut UserShard<U, S, R>,
+    Option<&'a mut UserShard<U, S, R>>,
+);
+
+impl<U, S, R> UserGuards<'_, U, S, R> {
+    fn split(&mut self) -> ShardPair<'_, U, S, R> {
         match self {
             UserGuards::One(mine) => (&mut *mine, None),
             UserGuards::Two(mine, other) => (&mut *mine, Some(&mut *other)),
@@ -33,8 +41,8 @@ impl<U, S> UserGuards<'_, U, S> {
 
 /// How a connect under its locks ended: done, or it needs the shard of the expired session's
 /// owner locked too (then it starts again with both locks).
-enum Connected<U, S> {
-    Done(Result<Events<U, S>, Error>),
+enum Connected<U, S, R, M> {
+    Done(Result<Events<U, S, R, M>, Error>),
     LockOwner(usize),
 }
 
@@ -49,7 +57,7 @@ struct Attach {
 ///
 /// Returns the [`Transitions`] it published and takes the time from the clock, like the other
 /// signals. An `Err` means nothing changed.
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> {
     /// A connection attached to a session: a new session for `user`, or a re-attach (after a
     /// reconnect, with a new connection id) of one it already has.
     ///
@@ -71,7 +79,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         session: S,
         connection: impl Into<ConnectionId>,
         activity: Activity,
-    ) -> Result<Transitions<U, S>, Error> {
+    ) -> Result<Transitions<U, S, R, M>, Error> {
         self.attach(
             user,
             session,
@@ -79,7 +87,6 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             Some(activity),
             self.clock.now(),
         )
-        .map(Transitions::from_vec)
     }
 
     fn attach(
@@ -89,7 +96,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         connection: ConnectionId,
         activity: Option<Activity>,
         now: Timestamp,
-    ) -> Result<Events<U, S>, Error> {
+    ) -> Result<Events<U, S, R, M>, Error> {
         self.check_id(&user)?;
         self.check_id(&session)?;
         let now = self.signal_time(now)?;
@@ -152,16 +159,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             activity,
         }: Attach,
         now: u64,
-        shard: &mut UserShard<U, S>,
-        owner_shard: Option<&mut UserShard<U, S>>,
-    ) -> Connected<U, S> {
+        shard: &mut UserShard<U, S, R>,
+        owner_shard: Option<&mut UserShard<U, S, R>>,
+    ) -> Connected<U, S, R, M> {
         // Counted before the write lock (no session shard's lock is taken while another is
         // held); the user's lock keeps its list as it is.
         let live = shard
             .live
             .get(user)
             .map_or(0, |u| self.live_sessions(&u.sessions, now));
-        let mut events = Vec::new();
+        let mut events = Transitions::new();
         let (taken, now) = {
             let mut map = slot.write();
             // Read again under the session's lock: not before the time of whatever last changed
@@ -284,7 +291,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// user's entry made if needed) and counted at `published` in the shard's session counters.
     pub(crate) fn list_session(
         &self,
-        shard: &mut UserShard<U, S>,
+        shard: &mut UserShard<U, S, R>,
         user: &U,
         session: S,
         published: Presence,
@@ -322,7 +329,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     }
 
     /// Locks the shard at `first` and, if another, the one at `second`, in index order.
-    fn lock_users(&self, first: usize, second: Option<usize>) -> UserGuards<'_, U, S> {
+    fn lock_users(&self, first: usize, second: Option<usize>) -> UserGuards<'_, U, S, R> {
         let lock = |i: usize| self.users[i].0.shard.lock();
         match second.filter(|&j| j != first) {
             None => UserGuards::One(lock(first)),
@@ -338,7 +345,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     }
 
     /// The live entry of `user`, made (or revived from the retained ones) if needed.
-    fn user_entry<'a>(&self, shard: &'a mut UserShard<U, S>, user: &U) -> &'a mut UserEntry<S> {
+    fn user_entry<'a>(&self, shard: &'a mut UserShard<U, S, R>, user: &U) -> &'a mut UserEntry<S> {
         if !shard.live.contains_key(user) {
             // A retained user's retention entry stays queued: it is reused if the user goes
             // offline again, and dropped when it comes up while the user is live.

@@ -4,13 +4,17 @@
 use crate::sync::Ordering;
 use std::borrow::Borrow;
 
+use smallvec::SmallVec;
+
 use super::counters::Counters;
 use super::user_table::{Retained, UserShard};
 use super::{Events, PresenceTracker, NO_DEADLINE};
 use crate::derive::next_change;
-use crate::{derive, Cause, Clock, Event, Id, Presence, SessionRecord, Subject, Timestamp};
+use crate::{
+    derive, Cause, Clock, Event, Id, Metadata, Presence, SessionRecord, Subject, Timestamp,
+};
 
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> {
     /// Publishes every change of `user`'s sessions and of the user at `now`, frees expired
     /// sessions, and re-arms the user's deadline. `signal` names the session a signal was
     /// recorded for, and the cause to give its change.
@@ -18,11 +22,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// O(the user's sessions). The caller holds the user's shard lock.
     pub(super) fn settle<Q>(
         &self,
-        shard: &mut UserShard<U, S>,
+        shard: &mut UserShard<U, S, R>,
         user: &U,
         now: u64,
         signal: Option<(&Q, Cause)>,
-        events: &mut Events<U, S>,
+        events: &mut Events<U, S, R, M>,
     ) where
         S: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -36,23 +40,23 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// from the user's list. The replacement keeps its place in the session total.
     pub(super) fn settle_taken(
         &self,
-        shard: &mut UserShard<U, S>,
+        shard: &mut UserShard<U, S, R>,
         user: &U,
         now: u64,
         taken: (&S, Presence, SessionRecord),
-        events: &mut Events<U, S>,
+        events: &mut Events<U, S, R, M>,
     ) {
         self.settle_with(shard, user, now, None::<(&S, Cause)>, Some(taken), events);
     }
 
     fn settle_with<Q>(
         &self,
-        shard: &mut UserShard<U, S>,
+        shard: &mut UserShard<U, S, R>,
         user: &U,
         now: u64,
         signal: Option<(&Q, Cause)>,
         taken: Option<(&S, Presence, SessionRecord)>,
-        events: &mut Events<U, S>,
+        events: &mut Events<U, S, R, M>,
     ) where
         S: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -60,6 +64,10 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let Some(entry) = shard.live.get_mut(user) else {
             return;
         };
+        // The sessions whose published presence changed, for their rooms (only if the user is
+        // in any: a user in no room pays one emptiness check).
+        let in_rooms = !shard.memberships.is_empty() && shard.memberships.contains_key(user);
+        let mut changed: SmallVec<[(S, Presence); 2]> = SmallVec::new();
         let at = Timestamp::from_millis(now);
         let mut best = Presence::Offline;
         let mut next = NO_DEADLINE;
@@ -101,9 +109,15 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             };
             let Some((from, to, record)) = seen else {
                 // Cannot happen: a session leaves the table only here, under this lock.
+                if in_rooms {
+                    changed.push((session.clone(), Presence::Offline));
+                }
                 entry.sessions.swap_remove(i);
                 continue;
             };
+            if in_rooms && from != to {
+                changed.push((session.clone(), to));
+            }
             if from != to {
                 let expired = record.grace_deadline.is_some_and(|d| d <= at);
                 let cause = match signal {
@@ -167,7 +181,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 map.get::<S>(hash, session)
                     .map_or(latest, |e| latest.max(e.record().last_seen.as_millis()))
             });
-        for event in &mut events[first..] {
+        for event in events.events_from(first) {
             event.sessions = live;
             event.user_presence = best;
         }
@@ -208,6 +222,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         } else if next < entry.armed {
             entry.armed = next;
             shard.queue.push(next, user.clone());
+        }
+        if !changed.is_empty() {
+            self.settle_rooms(&mut shard.memberships, user, &changed, now, events);
         }
     }
 }

@@ -8,14 +8,14 @@ use super::session_table::SessionEntry;
 use super::user_table::{UserEntry, UserShard};
 use super::{PresenceTracker, NO_DEADLINE};
 use crate::view::Counts;
-use crate::{derive, Census, Clock, Id, Presence, SessionView, Timestamp, UserView};
+use crate::{derive, Census, Clock, Id, Metadata, Presence, SessionView, Timestamp, UserView};
 
 /// # Reading presence
 ///
 /// Reads derive presence at the clock's time, so they are exact even between ticks; they
 /// publish nothing and change nothing (not even the tracker's notion of time). Ids are looked up
 /// by any borrowed form (`"ada"` for a `String` id).
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> {
     /// A session's presence and record; `None` if unknown or expired (derived offline).
     pub fn session<Q>(&self, session: &Q) -> Option<SessionView<U>>
     where
@@ -57,7 +57,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         self.user_view(&shard, user, now)
     }
 
-    fn user_view<Q>(&self, shard: &UserShard<U, S>, user: &Q, now: Timestamp) -> UserView
+    fn user_view<Q>(&self, shard: &UserShard<U, S, R>, user: &Q, now: Timestamp) -> UserView
     where
         U: Borrow<Q>,
         Q: Hash + Eq + ?Sized,

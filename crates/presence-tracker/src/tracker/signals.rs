@@ -9,7 +9,8 @@ use super::packed::{pack, record_of};
 use super::session_table::SessionEntry;
 use super::{Events, PresenceTracker};
 use crate::{
-    derive, Activity, Cause, Clock, ConnectionId, DisconnectKind, Error, Id, Timestamp, Transitions,
+    derive, Activity, Cause, Clock, ConnectionId, DisconnectKind, Error, Id, Metadata, Timestamp,
+    Transitions,
 };
 
 /// # Recording signals
@@ -17,7 +18,7 @@ use crate::{
 /// Each returns the [`Transitions`] it published (often none) and takes the time from the
 /// clock. An `Err` means nothing changed. A session starts with
 /// [`connect`](PresenceTracker::connect).
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> {
     /// The client behind a session is there, doing `activity`.
     ///
     /// The common heartbeat, one that changes no presence, updates one atomic word under a
@@ -32,13 +33,16 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     ///
     /// [`Error::UnknownSession`] if the session never connected or has expired (the client
     /// should connect again); [`Error::TimeOutOfRange`] past [`Timestamp::MAX`].
-    pub fn heartbeat<Q>(&self, session: &Q, activity: Activity) -> Result<Transitions<U, S>, Error>
+    pub fn heartbeat<Q>(
+        &self,
+        session: &Q,
+        activity: Activity,
+    ) -> Result<Transitions<U, S, R, M>, Error>
     where
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         self.heartbeat_at(session, activity, self.clock.now())
-            .map(Transitions::from_vec)
     }
 
     /// [`heartbeat`](Self::heartbeat) at `now` (from the clock).
@@ -47,7 +51,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         session: &Q,
         activity: Activity,
         now: Timestamp,
-    ) -> Result<Events<U, S>, Error>
+    ) -> Result<Events<U, S, R, M>, Error>
     where
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -77,7 +81,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         entry: &SessionEntry<U, S>,
         activity: Activity,
         now: u64,
-    ) -> Option<Events<U, S>> {
+    ) -> Option<Events<U, S, R, M>> {
         // Seen now and live (not expired): age 0, so the presence is the activity's cap.
         let fresh = activity.cap();
         debug_assert_eq!(
@@ -93,7 +97,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         }
         // Not stored if a later heartbeat was: this one came first.
         entry.touch(now, activity);
-        Some(Vec::new())
+        Some(Transitions::new())
     }
 
     /// A heartbeat that changes a presence: under the owner's lock.
@@ -103,7 +107,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         session: &Q,
         activity: Activity,
         now: u64,
-    ) -> Result<Events<U, S>, Error>
+    ) -> Result<Events<U, S, R, M>, Error>
     where
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -129,7 +133,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         session: &Q,
         connection: impl Into<ConnectionId>,
         kind: DisconnectKind,
-    ) -> Result<Transitions<U, S>, Error>
+    ) -> Result<Transitions<U, S, R, M>, Error>
     where
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -137,7 +141,6 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let now = self.signal_time(self.clock.now())?;
         let grace = self.policy.grace_ms(kind);
         self.close(session, now, connection.into(), grace, Cause::Disconnect)
-            .map(Transitions::from_vec)
     }
 
     /// The client on `connection` says it is leaving (logout, `pagehide`). The session expires
@@ -155,7 +158,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         &self,
         session: &Q,
         connection: impl Into<ConnectionId>,
-    ) -> Result<Transitions<U, S>, Error>
+    ) -> Result<Transitions<U, S, R, M>, Error>
     where
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -163,7 +166,6 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         let now = self.signal_time(self.clock.now())?;
         let grace = self.policy.leave_grace_ms;
         self.close(session, now, connection.into(), grace, Cause::Leave)
-            .map(Transitions::from_vec)
     }
 
     fn close<Q>(
@@ -173,7 +175,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         connection: ConnectionId,
         grace: u64,
         cause: Cause,
-    ) -> Result<Events<U, S>, Error>
+    ) -> Result<Events<U, S, R, M>, Error>
     where
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -183,7 +185,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             let map = session_slot.read();
             let entry = self.live_entry(&map, hash, session, now)?;
             if connection != entry.connection {
-                return Ok(Vec::new());
+                return Ok(Transitions::new());
             }
             entry.user.clone()
         };
@@ -201,11 +203,11 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 return Err(Error::UnknownSession);
             };
             if connection != entry.connection {
-                return Ok(Vec::new());
+                return Ok(Transitions::new());
             }
             entry.set_grace(entry.grace().min(now.saturating_add(grace)));
         }
-        let mut events = Vec::new();
+        let mut events = Transitions::new();
         self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);
         slot.earliest.store(shard.earliest(), Ordering::Release);
         Ok(events)
@@ -220,7 +222,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
         now: u64,
         cause: Cause,
         update: impl FnOnce(&SessionEntry<U, S>, u64),
-    ) -> Result<Events<U, S>, Error>
+    ) -> Result<Events<U, S, R, M>, Error>
     where
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -238,7 +240,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
                 _ => return Err(Error::UnknownSession),
             }
         }
-        let mut events = Vec::new();
+        let mut events = Transitions::new();
         self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);
         slot.earliest.store(shard.earliest(), Ordering::Release);
         Ok(events)

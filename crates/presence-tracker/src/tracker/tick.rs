@@ -9,10 +9,10 @@ use super::counters::Counters;
 use super::user_table::{Due, UserShard};
 use super::{Events, PresenceTracker, NO_DEADLINE, PROBES};
 use crate::derive::next_change;
-use crate::{derive, Cause, Clock, Id, Presence, Timestamp, Transitions};
+use crate::{derive, Cause, Clock, Id, Metadata, Presence, Timestamp, Transitions};
 
 /// # Driving time
-impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
+impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> {
     /// Publishes what time changed since the last call: downgrades of sessions and users whose
     /// signals got old, and expiries. Call it at [`next_deadline`](Self::next_deadline) (or at
     /// any interval you like: a late tick emits one event from the published presence to the
@@ -23,9 +23,9 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// so a heartbeat never touches them; a re-check that finds nothing to publish costs about a
     /// user-table and a session-table lookup). Shards with nothing due are skipped without
     /// taking their lock.
-    pub fn tick(&self) -> Transitions<U, S> {
+    pub fn tick(&self) -> Transitions<U, S, R, M> {
         let now = self.effective_now(self.clock.now());
-        let mut events = Vec::new();
+        let mut events = Transitions::new();
         for slot in self.users.iter() {
             let slot = &slot.0;
             if slot.earliest.load(Ordering::Acquire) > now {
@@ -36,7 +36,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
             self.run_due(&mut shard, now, &mut events);
             slot.earliest.store(shard.earliest(), Ordering::Release);
         }
-        Transitions::from_vec(events)
+        events
     }
 
     /// When the next downgrade or expiry may be due: sleep until then and [`tick`](Self::tick).
@@ -61,7 +61,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     // Not inlined into `tick`, whose loop over the shards is what a tick with nothing due
     // costs (measured: inlined, that loop ran about 20 % slower).
     #[inline(never)]
-    fn run_due(&self, shard: &mut UserShard<U, S>, now: u64, events: &mut Events<U, S>) {
+    fn run_due(&self, shard: &mut UserShard<U, S, R>, now: u64, events: &mut Events<U, S, R, M>) {
         let mut taken = Vec::new();
         // Settling re-arms a live user after `now`, so one pass takes everything due; the loop
         // is a guard should a re-arm ever land at `now`.
@@ -99,7 +99,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// Forgets the retained users whose retention ran out, and re-arms the entries that came
     /// up early (the user came back and went offline again since) or finds them no longer
     /// needed (the user is live: its next offline spell queues a new one).
-    fn forget_retained(&self, shard: &mut UserShard<U, S>, now: u64) {
+    fn forget_retained(&self, shard: &mut UserShard<U, S, R>, now: u64) {
         let mut taken = Vec::new();
         shard.retention.take_due(now, &mut taken);
         for due in taken {
@@ -125,7 +125,7 @@ impl<U: Id, S: Id, C: Clock> PresenceTracker<U, S, C> {
     /// session fresher: it cannot need a downgrade, and the deadline computed from the older
     /// read is early, never late. Everything else that changes a session holds the user's
     /// shard lock, which the caller holds.
-    fn quiet_deadlines(&self, shard: &UserShard<U, S>, taken: &[Due<U>], now: u64) -> Vec<u64> {
+    fn quiet_deadlines(&self, shard: &UserShard<U, S, R>, taken: &[Due<U>], now: u64) -> Vec<u64> {
         let at = Timestamp::from_millis(now);
         let mut lookups: Vec<(usize, u64, usize, &S)> = Vec::new();
         let mut state: Vec<(Presence, u64, bool)> = Vec::with_capacity(taken.len());

@@ -11,6 +11,7 @@ use super::packed::{Gone, SeqPublished};
 use super::session_table::{wants_shrink, Hasher};
 use super::wheel::DueQueue;
 use crate::Presence;
+use smallvec::SmallVec;
 
 /// A user with at least one live session.
 #[derive(Debug)]
@@ -138,10 +139,77 @@ pub(crate) struct Due<U> {
     pub(crate) user: U,
 }
 
+/// The rooms a user's sessions are in: `(session, room)` pairs, in the order they joined.
+pub(crate) type Memberships<S, R> = SmallVec<[(S, R); 2]>;
+
+/// The memberships of a shard's users, by user: allocated when the first of them joins a room,
+/// so a shard whose users are in none holds one null pointer (the slot stays within its two
+/// cache lines).
+#[derive(Debug)]
+pub(crate) struct RoomIndex<U, S, R>(Option<Box<ByUser<U, S, R>>>);
+
+type ByUser<U, S, R> = HashMap<U, Memberships<S, R>, Hasher>;
+
+impl<U, S, R> Default for RoomIndex<U, S, R> {
+    fn default() -> Self {
+        RoomIndex(None)
+    }
+}
+
+impl<U: Eq + Hash, S, R> RoomIndex<U, S, R> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|m| m.is_empty())
+    }
+
+    pub(crate) fn get<Q>(&self, user: &Q) -> Option<&Memberships<S, R>>
+    where
+        U: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.0.as_ref()?.get(user)
+    }
+
+    pub(crate) fn get_mut(&mut self, user: &U) -> Option<&mut Memberships<S, R>> {
+        self.0.as_mut()?.get_mut(user)
+    }
+
+    pub(crate) fn contains_key(&self, user: &U) -> bool {
+        self.get(user).is_some()
+    }
+
+    /// `user`'s memberships, made empty if it had none.
+    pub(crate) fn entry(&mut self, user: U, hasher: &Hasher) -> &mut Memberships<S, R> {
+        self.0
+            .get_or_insert_with(|| Box::new(HashMap::with_hasher(hasher.clone())))
+            .entry(user)
+            .or_default()
+    }
+
+    pub(crate) fn remove(&mut self, user: &U) {
+        if let Some(map) = self.0.as_mut() {
+            map.remove(user);
+        }
+    }
+
+    /// Frees the map once nobody in the shard is in a room, or shrinks it (as the tables do).
+    pub(crate) fn shrink(&mut self) {
+        if let Some(map) = self.0.as_mut() {
+            if map.is_empty() {
+                self.0 = None;
+            } else if wants_shrink(map.len(), map.capacity()) {
+                map.shrink_to(map.len() * 2);
+            }
+        }
+    }
+}
+
 /// The users of one shard (by user id) and when each must be looked at again.
 #[derive(Debug)]
-pub(crate) struct UserShard<U, S> {
+pub(crate) struct UserShard<U, S, R> {
     pub(crate) live: HashMap<U, UserEntry<S>, Hasher>,
+    /// The rooms of the live users that are in any: kept apart from [`UserEntry`] so that users
+    /// in no room pay nothing for rooms.
+    pub(crate) memberships: RoomIndex<U, S, R>,
     pub(crate) retained: HashMap<U, Retained, Hasher>,
     /// Lazily re-armed deadlines: an entry may be early (the session was heard from since) or
     /// stale (superseded), never late. Taking one re-derives and re-arms.
@@ -157,10 +225,11 @@ pub(crate) struct UserShard<U, S> {
     pub(crate) index: usize,
 }
 
-impl<U, S> UserShard<U, S> {
+impl<U, S, R> UserShard<U, S, R> {
     pub(crate) fn new(hasher: &Hasher, index: usize) -> Self {
         UserShard {
             live: HashMap::with_hasher(hasher.clone()),
+            memberships: RoomIndex::default(),
             retained: HashMap::with_hasher(hasher.clone()),
             queue: DueQueue::new(),
             retention: DueQueue::new(),
@@ -181,6 +250,7 @@ impl<U, S> UserShard<U, S> {
         if wants_shrink(self.live.len(), self.live.capacity()) {
             self.live.shrink_to(self.live.len() * 2);
         }
+        self.memberships.shrink();
         if wants_shrink(self.retained.len(), self.retained.capacity()) {
             self.retained.shrink_to(self.retained.len() * 2);
         }
@@ -190,9 +260,9 @@ impl<U, S> UserShard<U, S> {
 /// A user shard and, readable without its lock, its earliest deadline, so a tick with nothing
 /// due touches no lock.
 #[derive(Debug)]
-pub(crate) struct UserSlot<U, S> {
+pub(crate) struct UserSlot<U, S, R> {
     pub(crate) earliest: AtomicU64,
-    pub(crate) shard: Mutex<UserShard<U, S>>,
+    pub(crate) shard: Mutex<UserShard<U, S, R>>,
 }
 
 #[cfg(test)]
@@ -233,7 +303,7 @@ mod tests {
     #[test]
     fn a_user_slot_fits_its_128_byte_line_pair() {
         // An idle tick reads one slot per user shard: a larger slot doubles the stride.
-        assert!(std::mem::size_of::<UserSlot<u64, u64>>() <= 128);
-        assert!(std::mem::size_of::<UserSlot<String, String>>() <= 128);
+        assert!(std::mem::size_of::<UserSlot<u64, u64, u64>>() <= 128);
+        assert!(std::mem::size_of::<UserSlot<String, String, String>>() <= 128);
     }
 }
