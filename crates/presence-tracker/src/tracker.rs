@@ -5,9 +5,11 @@
 //! This file holds the struct, its building and the small lookups every call makes. The calls:
 //! `connect` (connect and its locking), `signals` (heartbeat, disconnect, leave), `batch`
 //! (`heartbeat_batch`), `publish` (`settle`: every publication), `tick` (`tick`, the due users),
-//! `read` (the reads); `snapshot` and `restore` are in the crate's `snapshot`. The data:
-//! `session_table`, `user_table`, `packed` (the words that pack two fields), `counters` (for
-//! `census`), `wheel` (the deadline queue).
+//! `read` (the reads), `rooms` (joining, leaving, updating a room; the room events a session's
+//! transitions cause; the room reads); `snapshot` and `restore` are in the crate's `snapshot`.
+//! The data: `session_table`, `user_table` (with each user's room memberships), `room_table`
+//! (each room's members and version), `packed` (the words that pack two fields), `counters`
+//! (for `census`), `wheel` (the deadline queue).
 //!
 //! # Locking
 //!
@@ -16,6 +18,7 @@
 //! | user shard (`UserSlot::shard`, a `Mutex`, `USER_SHARDS`) | its users: live entries (session list, published presence and seq, armed deadline, `gone_last_seen`), retained users, the timing wheel, its `Counters`; and the right to change its users' session entries (below) | every signal except the heartbeat fast path: the owner's shard (a connect: the user's, and the expired session's owner's if another); `tick` (shard by shard); user reads; `online`; `snapshot` (all of them) | first. Several: in ascending index order (a connect's two; a snapshot's all). Never taken while a session shard's lock is held |
 //! | session shard, read (`SessionSlot`, an `RwLock`, `SESSION_SHARDS`) | the entries exist and keep their owner, grace, connection and published presence; only `hot` moves | the heartbeat fast path and batch, the slow path's store, reads, a tick's quiet re-check, a connect's peek and live count | after any user locks; one session shard at a time; the batch releases its read lock before a slow path takes a user lock |
 //! | session shard, write | inserting, replacing or removing an entry, its grace, connection and published presence; `hot` on a re-attach | with the owner's user-shard lock held: `settle` (every publication, every free), `close`, `connect` (with the connecting user's lock too) | as the read lock |
+//! | room shard (`RoomSlot`, a `Mutex`, `ROOM_SHARDS`) | its rooms: members, their sessions there with presence and metadata, the room's epoch, version and counts | under the owner's user-shard lock: `settle_rooms` (a session's change, one room at a time), a join, update or leave; alone: the room reads; `snapshot` (under all user locks) | last: never held while another lock is taken. A room's events are versioned under its lock, so two users' changes in one room are ordered by it |
 //!
 //! Invariants, outside these critical sections:
 //!
@@ -127,7 +130,8 @@ pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 /// Tracks sessions, derives their users' presence, and reports the transitions.
 ///
 /// `U` is the user id, `S` the session id (both [`Id`]s: integers, strings, `Arc<str>` ...), `C`
-/// the [`Clock`]. The tracker is `Send + Sync` and every method takes `&self`: share it in an
+/// the [`Clock`], `R` the room id (an [`Id`], `String` unless named) and `M` the metadata a
+/// session carries into a room (a [`Metadata`], none unless named). The tracker is `Send + Sync` and every method takes `&self`: share it in an
 /// `Arc` between handlers and the task that calls [`tick`](Self::tick). It owns no thread and
 /// no async runtime.
 ///
@@ -143,12 +147,14 @@ pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 /// | a transport closes | [`disconnect`](Self::disconnect)`(session, connection, kind)` | [`Transitions`](crate::Transitions) |
 /// | the client says it leaves (`pagehide`, logout) | [`leave`](Self::leave)`(session, connection)` | [`Transitions`](crate::Transitions) |
 /// | at [`next_deadline`](Self::next_deadline), or at a fixed interval | [`tick`](Self::tick) | [`Transitions`](crate::Transitions) |
-/// | to answer "who is here" | [`user`](Self::user), [`user_sessions`](Self::user_sessions), [`session`](Self::session), [`online`](Self::online), [`census`](Self::census) | views |
+/// | a session enters, changes or leaves a room (a document, a channel) | [`rooms`](Self::rooms)`().join(session, room, meta)`, `update`, `leave` | [`Transitions`](crate::Transitions) with room events |
+/// | to answer "who is here" | [`user`](Self::user), [`user_sessions`](Self::user_sessions), [`session`](Self::session), [`online`](Self::online), [`census`](Self::census); per room [`rooms`](Self::rooms)`().get(room)`, `counts`, `of_session`, `of_user` | views |
 /// | at shutdown | [`snapshot`](Self::snapshot), *before* closing the sockets | [`Snapshot`](crate::Snapshot) |
 ///
 /// Every signal and `tick` return the [`Transitions`](crate::Transitions) they published:
-/// broadcast them (most servers send [`Transitions::users`](crate::Transitions::users)); each is
-/// reported exactly once. An `Err` means nothing changed.
+/// broadcast them (most servers send [`Transitions::users`](crate::Transitions::users), and
+/// [`Transitions::rooms`](crate::Transitions::rooms) to each room's members); each is reported
+/// exactly once. An `Err` means nothing changed.
 ///
 /// # Time
 ///

@@ -7,7 +7,8 @@
 //! session keep the later time); the heartbeat's fast path against a tick's publication of the
 //! same session; the `earliest` word against a tick (a deadline armed while a tick runs is never
 //! lost); ownership (two users connecting one new session id; a leave against a takeover); a
-//! snapshot against a takeover across shards. Each model was seen to fail on the bug it guards
+//! snapshot against a takeover across shards; two users' changes in one room (a join and a
+//! tick's fall) keep the room's versions gap-free. Each model was seen to fail on the bug it guards
 //! against: a plain store in `touch`; the tick storing `earliest` after releasing the shard's
 //! lock; the ownership check in a critical section of its own before the insertion; the fast
 //! path comparing the published presence in one read section and storing in another.
@@ -261,5 +262,50 @@ fn a_snapshot_during_a_takeover_restores() {
         if let Err(e) = restored {
             panic!("restore: {e}");
         }
+    });
+}
+
+/// Two users joining one room while a tick publishes the first one's fall there: the room's
+/// versions are gap-free and in the order the room's lock took the changes, and the room ends
+/// with both members at their derived presence.
+#[test]
+fn room_changes_of_two_users_at_once() {
+    model(|| {
+        let clock = ManualClock::starting_at(Timestamp::from_millis(T0));
+        let tracker: Arc<PresenceTracker<u64, u64, ManualClock, u64, ()>> = Arc::new(
+            PresenceTracker::with_clock(Policy::default(), clock.clone()),
+        );
+        let connect = |user: u64, session: u64| {
+            if let Err(e) = tracker.connect(user, session, session, Activity::Active) {
+                panic!("connect: {e}");
+            }
+        };
+        connect(1, 10);
+        if let Err(e) = tracker.rooms().join(&10, 7, ()) {
+            panic!("join: {e}");
+        }
+        clock.advance(Duration::from_secs(15));
+        connect(2, 20);
+        let ticker = {
+            let tracker = Arc::clone(&tracker);
+            thread::spawn(move || tracker.tick().into_parts().1)
+        };
+        let joined = match tracker.rooms().join(&20, 7, ()) {
+            Ok(changes) => changes.into_parts().1,
+            Err(e) => panic!("join: {e}"),
+        };
+        let mut events = ticker.join().expect("the ticking thread");
+        events.extend(joined);
+        events.sort_by_key(|e| e.version);
+        let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, vec![2, 3], "after the first join's 1");
+        let view = match tracker.rooms().get(&7) {
+            Some(view) => view,
+            None => panic!("the room is gone"),
+        };
+        assert_eq!(view.version, 3);
+        let mut members: Vec<_> = view.members.iter().map(|m| (m.user, m.presence)).collect();
+        members.sort();
+        assert_eq!(members, vec![(1, Presence::Idle), (2, Presence::Active)]);
     });
 }

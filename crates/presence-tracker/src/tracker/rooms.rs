@@ -134,13 +134,13 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         &self,
         session: &Q,
         room: &QR,
-        op: Op<M>,
+        op: Op<R, M>,
     ) -> Result<Transitions<U, S, R, M>, Error>
     where
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
         R: Borrow<QR>,
-        QR: Hash + Eq + ToOwned<Owned = R> + ?Sized,
+        QR: Hash + Eq + ?Sized,
     {
         let now = self.signal_time(self.clock.now())?;
         let (slot, hash) = self.locate(session);
@@ -167,8 +167,10 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         let room_slot = self.room_slot(room);
         let mut rooms = room_slot.lock();
         let state = rooms.rooms.get(room);
+        let mut key = None;
         let change = match op {
-            Op::Join(meta) => {
+            Op::Join(owned, meta) => {
+                key = Some(owned);
                 self.check_meta(&meta)?;
                 if joined {
                     let at = state.and_then(|s| s.meta_at(&user, &session));
@@ -210,9 +212,16 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 Change::Leave
             }
         };
+        // The room's id as the table holds it (a member's room exists).
+        let owned = match key {
+            Some(owned) => owned,
+            None => match rooms.rooms.get_key_value(room) {
+                Some((owned, _)) => owned.clone(),
+                None => return Err(Error::NotInRoom),
+            },
+        };
         // Nothing refused: change.
         let leaving = matches!(change, Change::Leave);
-        let owned = room.to_owned();
         let epoch = if state.is_none() {
             Some(self.next_room_epoch())
         } else {
@@ -330,8 +339,9 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
 }
 
 /// What a membership call asks for.
-enum Op<M> {
-    Join(M),
+enum Op<R, M> {
+    /// The room's id, owned, and the metadata.
+    Join(R, M),
     Update(M),
     Leave,
 }
@@ -355,8 +365,9 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Rooms<'_, U, S, C, R, M> {
         Q: Hash + Eq + ?Sized,
     {
         self.tracker.check_id(&room)?;
+        let key = room.clone();
         self.tracker
-            .change_membership::<Q, R>(session, &room, Op::Join(meta))
+            .change_membership::<Q, R>(session, &key, Op::Join(room, meta))
     }
 
     /// The session's metadata in `room` becomes `meta`: one `Updated` event, never a leave and
@@ -378,7 +389,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Rooms<'_, U, S, C, R, M> {
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
         R: Borrow<QR>,
-        QR: Hash + Eq + ToOwned<Owned = R> + ?Sized,
+        QR: Hash + Eq + ?Sized,
     {
         self.tracker
             .change_membership(session, room, Op::Update(meta))
@@ -396,7 +407,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Rooms<'_, U, S, C, R, M> {
         S: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
         R: Borrow<QR>,
-        QR: Hash + Eq + ToOwned<Owned = R> + ?Sized,
+        QR: Hash + Eq + ?Sized,
     {
         self.tracker.change_membership(session, room, Op::Leave)
     }
