@@ -9,15 +9,15 @@
 //! answers never feed back into what the users do.
 
 mod clients;
+pub(crate) mod server;
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use presence_tracker::{
-    Activity, ConnectionId, DisconnectKind, Error, ManualClock, PresenceTracker, Subject,
-    Timestamp, Transitions,
-};
+use presence_tracker::{Activity, DisconnectKind};
+
+use server::{Refusal, Server, Tracked};
 
 use super::metrics::{Accounting, Truth};
 use super::report::{Cost, Metrics, Report};
@@ -50,13 +50,7 @@ pub fn run(scenario: &Scenario, candidate: &Candidate) -> Result<Report, Scenari
     scenario.validate()?;
     let policy = candidate.policy()?;
     let started = Instant::now();
-    let clock = ManualClock::new();
-    let mut world = World::new(
-        scenario,
-        candidate,
-        PresenceTracker::with_clock(policy, clock.clone()),
-        clock,
-    );
+    let mut world = World::new(scenario, candidate, Tracked::new(policy));
     world.run();
     let sim_events = world.sim_events;
     let metrics = world.finish(scenario);
@@ -260,10 +254,10 @@ enum End {
     Suspend,
 }
 
-struct World<'a> {
-    tracker: PresenceTracker<u32, u64, ManualClock>,
-    clock: ManualClock,
-    origin: u64,
+struct World<'a, S> {
+    server: S,
+    /// Whether the client's keep-alive runs on page timers that a hidden tab throttles.
+    timer_driven: bool,
     queue: BinaryHeap<Entry>,
     seq: u64,
     now: u64,
@@ -287,7 +281,7 @@ struct World<'a> {
     tracker_errors: u64,
 }
 
-impl std::fmt::Debug for World<'_> {
+impl<S> std::fmt::Debug for World<'_, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("World")
             .field("now", &self.now)
@@ -296,20 +290,14 @@ impl std::fmt::Debug for World<'_> {
     }
 }
 
-impl<'a> World<'a> {
-    fn new(
-        scenario: &'a Scenario,
-        candidate: &Candidate,
-        tracker: PresenceTracker<u32, u64, ManualClock>,
-        clock: ManualClock,
-    ) -> Self {
+impl<'a, S: Server> World<'a, S> {
+    fn new(scenario: &'a Scenario, candidate: &Candidate, server: S) -> Self {
         let pops: Vec<Pop> = scenario.populations.iter().map(Pop::new).collect();
         let total_share: f64 = scenario.populations.iter().map(|p| p.share).sum();
         let n = scenario.users as usize;
         let mut world = World {
-            origin: clock.now().as_millis(),
-            tracker,
-            clock,
+            timer_driven: server.timer_driven(),
+            server,
             queue: BinaryHeap::with_capacity(n * 4),
             seq: 0,
             now: 0,
@@ -408,10 +396,7 @@ impl<'a> World<'a> {
             if at > self.end {
                 break;
             }
-            if at != self.now {
-                self.now = at;
-                self.clock.set(self.ts(at));
-            }
+            self.now = at;
             self.sim_events += 1;
             match kind {
                 Kind::Tick => self.on_tick(at),
@@ -489,35 +474,12 @@ impl<'a> World<'a> {
         }
     }
 
-    // # The server side: calls into the tracker and the books.
-
-    fn ts(&self, t: u64) -> Timestamp {
-        Timestamp::from_millis(self.origin + t)
-    }
-
-    fn connection(session: usize, conn: u32) -> ConnectionId {
-        ConnectionId::from(((session as u64) << 32) | u64::from(conn))
-    }
-
-    /// Books the tracker's events.
-    fn absorb(&mut self, events: Transitions<u32, u64>) {
-        for event in events {
-            let at = event.at.as_millis().saturating_sub(self.origin);
-            match event.subject {
-                Subject::User { user } => {
-                    self.books
-                        .on_user_event(user as usize, event.from, event.to, at)
-                }
-                Subject::Session { .. } => self.books.on_session_event(),
-            }
-        }
-    }
+    // # The server side: calls into the server and the books.
 
     /// Books a signal's result and, when ticking at deadlines, re-arms the tick.
-    fn signal(&mut self, result: Result<Transitions<u32, u64>, Error>) {
-        match result {
-            Ok(events) => self.absorb(events),
-            Err(_) => self.tracker_errors += 1,
+    fn signal(&mut self, result: Result<(), Refusal>) {
+        if result.is_err() {
+            self.tracker_errors += 1;
         }
         self.rearm(self.now);
     }
@@ -526,11 +488,8 @@ impl<'a> World<'a> {
         if self.ticking != Ticking::Deadline {
             return;
         }
-        if let Some(deadline) = self.tracker.next_deadline() {
-            let at = deadline
-                .as_millis()
-                .saturating_sub(self.origin)
-                .max(earliest);
+        if let Some(deadline) = self.server.next_deadline() {
+            let at = deadline.max(earliest);
             if at < self.next_tick {
                 self.next_tick = at;
                 self.push(at, Kind::Tick);
@@ -541,8 +500,7 @@ impl<'a> World<'a> {
     fn on_tick(&mut self, at: u64) {
         match self.ticking {
             Ticking::EveryMs(every) => {
-                let events = self.tracker.tick();
-                self.absorb(events);
+                self.server.tick(at, &mut self.books);
                 self.push(at + every, Kind::Tick);
             }
             Ticking::Deadline => {
@@ -550,8 +508,7 @@ impl<'a> World<'a> {
                     return; // superseded by an earlier one
                 }
                 self.next_tick = u64::MAX;
-                let events = self.tracker.tick();
-                self.absorb(events);
+                self.server.tick(at, &mut self.books);
                 // A deadline may be early, never late: never tick twice at one instant.
                 self.rearm(at + 1);
             }
@@ -568,10 +525,9 @@ impl<'a> World<'a> {
         session.closed_clean = false;
         session.loss_pending = false;
         let (user, conn, activity) = (session.user, session.conn, activity(session.truth));
-        // The clock stands at `self.now` (`run` moves it): every call takes its time from it.
         let result = self
-            .tracker
-            .connect(user, s as u64, Self::connection(s, conn), activity);
+            .server
+            .connect(self.now, user, s as u32, conn, activity, &mut self.books);
         self.signal(result);
         self.restart_timer(s);
     }
@@ -589,32 +545,35 @@ impl<'a> World<'a> {
             return;
         }
         self.heartbeats_delivered += 1;
-        match self.tracker.heartbeat(&(s as u64), activity) {
-            Ok(events) => {
-                self.absorb(events);
-                self.rearm(self.now);
-            }
-            Err(Error::UnknownSession) => {
+        let (now, user) = (self.now, u as u32);
+        match self
+            .server
+            .heartbeat(now, user, s as u32, activity, &mut self.books)
+        {
+            Ok(()) => self.rearm(now),
+            Err(Refusal::UnknownSession) => {
                 // Expired while its connection lived: the handler connects it again.
                 self.reregistrations += 1;
-                let conn = Self::connection(s, self.sessions[s].conn);
-                let result = self.tracker.connect(u as u32, s as u64, conn, activity);
+                let conn = self.sessions[s].conn;
+                let result =
+                    self.server
+                        .connect(now, user, s as u32, conn, activity, &mut self.books);
                 self.signal(result);
             }
-            Err(_) => self.tracker_errors += 1,
+            Err(Refusal::Other) => self.tracker_errors += 1,
         }
     }
 
-    /// A disconnect reaches the tracker. One for a session that already expired is answered
-    /// with [`Error::UnknownSession`], which a server ignores.
+    /// A disconnect reaches the server. One for a session that already expired is answered
+    /// with [`Refusal::UnknownSession`], which a server ignores.
     fn disconnect(&mut self, s: usize, conn: u32, kind: DisconnectKind) {
+        let user = self.sessions[s].user;
         match self
-            .tracker
-            .disconnect(&(s as u64), Self::connection(s, conn), kind)
+            .server
+            .disconnect(self.now, user, s as u32, conn, kind, &mut self.books)
         {
-            Ok(events) => self.absorb(events),
-            Err(Error::UnknownSession) => {}
-            Err(_) => self.tracker_errors += 1,
+            Ok(()) | Err(Refusal::UnknownSession) => {}
+            Err(Refusal::Other) => self.tracker_errors += 1,
         }
         self.rearm(self.now);
     }

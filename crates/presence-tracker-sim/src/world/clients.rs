@@ -8,10 +8,10 @@ use std::mem;
 
 use presence_tracker::{Activity, DisconnectKind};
 
-use super::{activity, End, Kind, Session, Truth, World};
+use super::{activity, End, Kind, Server, Session, Truth, World};
 use crate::scenario::Client;
 
-impl World<'_> {
+impl<S: Server> World<'_, S> {
     // # Visits
 
     pub(super) fn arrive(&mut self, u: usize) {
@@ -288,7 +288,8 @@ impl World<'_> {
         let u = session.user as usize;
         let pop = &self.pops[self.users[u].pop];
         let base = if session.truth == Truth::Hidden && pop.client == Client::Browser {
-            if self.now.saturating_sub(session.hidden_since) >= pop.throttle_after {
+            let throttled = self.now.saturating_sub(session.hidden_since) >= pop.throttle_after;
+            if throttled && self.timer_driven {
                 self.background_heartbeat.div_ceil(pop.throttle) * pop.throttle
             } else {
                 self.background_heartbeat
@@ -450,6 +451,7 @@ impl World<'_> {
         };
         let late = restart.late_disconnect_seconds * 1000.0;
         let spread = restart.spread_seconds * 1000.0;
+        self.server.restart(self.now, &mut self.books);
         let repeat = (restart.repeat_minutes * 60_000.0).round() as u64;
         for u in 0..self.users.len() {
             for i in 0..self.users[u].sessions.len() {
