@@ -69,12 +69,12 @@ pub struct RoomSession<S, M> {
     /// The session.
     pub session: S,
     /// Its metadata in this room.
-    #[serde(serialize_with = "shared")]
+    #[serde(serialize_with = "ser_shared")]
     pub meta: Arc<M>,
 }
 
-/// Serialises what an `Arc` points to (serde's `rc` feature, for this one field).
-fn shared<M: Serialize, Ser: serde::Serializer>(
+/// Serialises what an `Arc` points to (serde's `rc` feature, for the metadata fields).
+pub(crate) fn ser_shared<M: Serialize, Ser: serde::Serializer>(
     meta: &Arc<M>,
     s: Ser,
 ) -> Result<Ser::Ok, Ser::Error> {

@@ -96,15 +96,11 @@ pub struct RoomSnapshot<R, M = ()> {
     /// The room.
     pub room: R,
     /// The session's metadata there.
-    #[serde(serialize_with = "ser_shared", deserialize_with = "de_shared")]
+    #[serde(
+        serialize_with = "crate::room::ser_shared",
+        deserialize_with = "de_shared"
+    )]
     pub meta: Arc<M>,
-}
-
-fn ser_shared<M: Serialize, Ser: serde::Serializer>(
-    meta: &Arc<M>,
-    s: Ser,
-) -> Result<Ser::Ok, Ser::Error> {
-    M::serialize(meta, s)
 }
 
 fn de_shared<'de, M: Deserialize<'de>, D: serde::Deserializer<'de>>(

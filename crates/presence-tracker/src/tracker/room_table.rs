@@ -147,25 +147,12 @@ impl<U: Eq + Hash + Clone, S: Eq + Clone, M> RoomState<U, S, M> {
                 visible = true;
             }
             Change::Update(meta) => {
-                let s = self
-                    .members
-                    .get_mut(user)?
-                    .sessions
-                    .iter_mut()
-                    .find(|s| s.session == *session)?;
+                let s = self.session_mut(user, session)?;
                 s.meta = meta;
                 s.meta_at = now;
                 visible = true;
             }
-            Change::Presence(p) => {
-                let s = self
-                    .members
-                    .get_mut(user)?
-                    .sessions
-                    .iter_mut()
-                    .find(|s| s.session == *session)?;
-                s.presence = p;
-            }
+            Change::Presence(p) => self.session_mut(user, session)?.presence = p,
             Change::Leave => {
                 let member = self.members.get_mut(user)?;
                 let i = member.sessions.iter().position(|s| s.session == *session)?;
@@ -214,6 +201,14 @@ impl<U: Eq + Hash + Clone, S: Eq + Clone, M> RoomState<U, S, M> {
             epoch: self.epoch,
             version: self.version,
         })
+    }
+
+    fn session_mut(&mut self, user: &U, session: &S) -> Option<&mut MemberSession<S, M>> {
+        self.members
+            .get_mut(user)?
+            .sessions
+            .iter_mut()
+            .find(|s| s.session == *session)
     }
 
     /// When `user`'s `session` last set its metadata here, if it is in the room.
