@@ -1,8 +1,11 @@
 //! Helpers shared by the integration tests: trackers on a [`ManualClock`], and [`Replay`], which
-//! rebuilds the published presences from the events and checks their chains on the way.
+//! rebuilds the published presences from the events and checks their chains on the way
+//! ([`room_replay::RoomReplay`] does the same for rooms); the brute-force [`model`].
 #![allow(dead_code)]
 
 pub(crate) mod gate;
+pub(crate) mod model;
+pub(crate) mod room_replay;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
