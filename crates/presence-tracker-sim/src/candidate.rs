@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use presence_tracker::Policy;
 
-use super::ScenarioError;
+use super::{Peer, ScenarioError};
 
 /// One setting to evaluate: the tracker's thresholds and the intervals at which clients
 /// heartbeat. The heartbeat intervals belong here rather than in the [`Scenario`](super::Scenario)
@@ -32,6 +32,10 @@ pub struct Candidate {
     pub heartbeat: Duration,
     /// How often a hidden browser tab heartbeats, before the browser's throttling rounds it up.
     pub background_heartbeat: Duration,
+    /// `None` (the default) simulates this crate's tracker with the thresholds above; a peer
+    /// simulates a model of that system's documented semantics instead, which ignores the
+    /// thresholds (its clients keep the heartbeat intervals above). See [`Candidate::peer`].
+    pub peer: Option<Peer>,
 }
 
 impl Default for Candidate {
@@ -65,6 +69,36 @@ impl Candidate {
             leave_grace: policy.leave_grace(),
             heartbeat,
             background_heartbeat,
+            peer: None,
+        }
+    }
+
+    /// A model of a peer, its clients keeping alive at the peer's own intervals
+    /// ([`Peer::keepalive`]), named after it. Simulated on the same users as every candidate
+    /// (the same scenario and seed give the same arrivals, activity, departures, partitions and
+    /// restarts); candidates with equal heartbeat intervals also get the same transport noise,
+    /// so the naive server sees exactly the default candidate's traffic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use presence_tracker_sim::{run, Candidate, Peer, Scenario};
+    ///
+    /// let scenario = Scenario::named("office")?.with_users(50).with_hours(2.0);
+    /// let phoenix = run(&scenario, &Candidate::peer(Peer::Phoenix))?;
+    /// let ours = run(&scenario, &Candidate::default())?;
+    /// // The same users were there for the same time.
+    /// assert_eq!(phoenix.metrics.there_user_hours, ours.metrics.there_user_hours);
+    /// # Ok::<(), presence_tracker_sim::ScenarioError>(())
+    /// ```
+    pub fn peer(peer: Peer) -> Self {
+        let (heartbeat, background_heartbeat) = peer.keepalive();
+        Candidate {
+            name: peer.name().to_string(),
+            heartbeat,
+            background_heartbeat,
+            peer: Some(peer),
+            ..Candidate::default()
         }
     }
 
@@ -116,8 +150,12 @@ impl Candidate {
         self.heartbeat.as_secs_f64() / self.active.as_secs_f64().max(1e-3)
     }
 
-    /// A compact description of what the grid varies, e.g. `ttl 240s dg 120s lg 5s hb 10s`.
+    /// A compact description of what the grid varies, e.g. `ttl 240s dg 120s lg 5s hb 10s`, or
+    /// for a peer its name and heartbeat, e.g. `phoenix hb 30s`.
     pub fn label(&self) -> String {
+        if let Some(peer) = self.peer {
+            return format!("{peer} hb {}", secs(self.heartbeat));
+        }
         format!(
             "ttl {} dg {} lg {} hb {}",
             secs(self.ttl),
@@ -208,6 +246,7 @@ impl Grid {
                             leave_grace: leave_grace.min(ttl),
                             heartbeat,
                             background_heartbeat: self.background_heartbeat,
+                            peer: None,
                         };
                         candidate.name = if candidate.is_default() {
                             "default".to_string()

@@ -33,6 +33,17 @@
 //! cargo run --release --bin tune -- --scenario mobile --out target/tune
 //! ```
 //!
+//! Against the peers: a [`Peer`] is a model of another presence system's documented semantics
+//! (the naive `connect → online, disconnect → offline`, Phoenix.Presence, Ably, Synapse, PubNub,
+//! Yjs awareness), simulated as a candidate ([`Candidate::peer`]) on the same users as ours;
+//! [`Comparison`] sets every peer, our default and our recommendation side by side, and
+//! [`replay`] plays hand-written [`Signal`]s on any of them. `tune --peers` writes the tables
+//! and plots:
+//!
+//! ```sh
+//! cargo run --release --bin tune -- --peers
+//! ```
+//!
 //! # Examples
 //!
 //! ```
@@ -72,11 +83,14 @@
 //! [`ManualClock`]: presence_tracker::ManualClock
 
 mod candidate;
+mod comparison;
 mod config;
 mod error;
 mod metrics;
+mod peers;
 mod plot;
 mod presets;
+mod replay;
 mod report;
 mod rng;
 mod scenario;
@@ -84,7 +98,10 @@ mod study;
 mod world;
 
 pub use candidate::{Candidate, Grid};
+pub use comparison::Comparison;
 pub use error::ScenarioError;
+pub use peers::Peer;
+pub use replay::{replay, Signal};
 pub use report::{Cost, Latencies, Latency, Metrics, Report};
 pub use scenario::{Client, Exodus, Network, Population, Restart, Scenario, Span, Ticking};
 pub use study::{objectives, pareto_front, recommend, run_many, summary_table, Budget, Study};

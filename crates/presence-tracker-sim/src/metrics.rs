@@ -64,6 +64,8 @@ pub(crate) struct Totals {
     pub(crate) hidden_offline_ms: u64,
     pub(crate) episodes: u64,
     pub(crate) flaps: u64,
+    /// Flaps to or from offline.
+    pub(crate) offline_flaps: u64,
     pub(crate) truth_changes: u64,
     pub(crate) user_events: u64,
     pub(crate) session_events: u64,
@@ -81,6 +83,8 @@ pub(crate) struct Accounting {
     totals: Totals,
     clean: Vec<u64>,
     lost: Vec<u64>,
+    /// Every user event, when recording (for replays).
+    recorded: Option<Vec<(u64, usize, Presence)>>,
 }
 
 impl Accounting {
@@ -100,7 +104,21 @@ impl Accounting {
             totals: Totals::default(),
             clean: Vec::new(),
             lost: Vec::new(),
+            recorded: None,
         }
+    }
+
+    /// Books that also keep every user event: `(time, user, to)`, see [`Accounting::recorded`].
+    pub(crate) fn recording(users: usize) -> Self {
+        Accounting {
+            recorded: Some(Vec::new()),
+            ..Accounting::new(users, 0)
+        }
+    }
+
+    /// The user events recorded so far (none unless built by [`Accounting::recording`]).
+    pub(crate) fn recorded(&self) -> &[(u64, usize, Presence)] {
+        self.recorded.as_deref().unwrap_or_default()
     }
 
     /// Integrates the user's time up to `now`.
@@ -189,10 +207,16 @@ impl Accounting {
     pub(crate) fn on_user_event(&mut self, user: usize, from: Presence, to: Presence, now: u64) {
         self.settle(user, now);
         self.totals.user_events += 1;
+        if let Some(recorded) = &mut self.recorded {
+            recorded.push((now, user, to));
+        }
         let book = &mut self.books[user];
         let expected = book.truth.expected();
         if (to < from && to < expected) || (to > from && to > expected) {
             self.totals.flaps += 1;
+            if from == Presence::Offline || to == Presence::Offline {
+                self.totals.offline_flaps += 1;
+            }
         }
         book.shown = to;
         if to == Presence::Offline {
@@ -267,6 +291,7 @@ mod tests {
         assert_eq!((totals.hidden_ms, totals.hidden_offline_ms), (0, 0));
         assert_eq!(totals.episodes, 1);
         assert_eq!(totals.flaps, 2);
+        assert_eq!(totals.offline_flaps, 1);
         assert_eq!(totals.user_events, 7);
         assert_eq!(totals.latency.lost.count, 1);
         assert_eq!(totals.latency.lost.p50, Duration::from_secs(100));

@@ -1,10 +1,14 @@
 //! The trade-off plot, as a hand-written SVG: detection latency against false offline, one
-//! point per candidate.
+//! point per candidate; and the same axes against the peers (`peers`).
+
+mod peers;
 
 use std::fmt::Write as _;
 
 use super::candidate::secs;
 use super::Study;
+
+pub(crate) use peers::peers_svg;
 
 const WIDTH: f64 = 1000.0;
 const HEIGHT: f64 = 620.0;

@@ -87,6 +87,12 @@ pub struct Metrics {
     pub flaps: u64,
     /// Flaps per open user-hour.
     pub flaps_per_user_hour: f64,
+    /// Flaps to or from `offline`: a user shown offline while its sessions are open, or shown
+    /// online while it is gone. The only flaps a two-state system (present or not) can make,
+    /// so the measure to compare with one.
+    pub offline_flaps: u64,
+    /// Offline flaps per open user-hour.
+    pub offline_flaps_per_user_hour: f64,
     /// Detection latency of departures.
     pub latency: Latencies,
     /// Departures not counted because the user came back within `min_absence_minutes` (or the

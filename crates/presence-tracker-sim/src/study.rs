@@ -201,18 +201,36 @@ impl Study {
     ) -> Result<Study, ScenarioError> {
         let started = Instant::now();
         let reports = run_many(scenario, candidates, threads)?;
+        let threads = threads.clamp(1, candidates.len().max(1));
+        Ok(Study::analyse(
+            scenario,
+            reports,
+            budget,
+            started.elapsed(),
+            threads,
+        ))
+    }
+
+    /// Marks the front and the recommendation among reports already run.
+    pub(crate) fn analyse(
+        scenario: &Scenario,
+        reports: Vec<Report>,
+        budget: Budget,
+        wall: Duration,
+        threads: usize,
+    ) -> Study {
         let points: Vec<[f64; 3]> = reports.iter().map(objectives).collect();
         let front = pareto_front(&points);
         let recommended = recommend(&reports, &front, &budget);
-        Ok(Study {
+        Study {
             scenario: scenario.clone(),
             reports,
             front,
             recommended,
             budget,
-            wall: started.elapsed(),
-            threads: threads.clamp(1, candidates.len().max(1)),
-        })
+            wall,
+            threads,
+        }
     }
 
     /// The index of the default candidate, if it was among them.
@@ -364,6 +382,6 @@ pub fn summary_table(reports: &[Report]) -> String {
 }
 
 /// Seconds with one decimal.
-fn secs_1(d: Duration) -> String {
+pub(crate) fn secs_1(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }

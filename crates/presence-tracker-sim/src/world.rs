@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use presence_tracker::{Activity, DisconnectKind};
 
-use server::{Refusal, Server, Tracked};
+use server::{dispatch, Refusal, Server, WithServer};
 
 use super::metrics::{Accounting, Truth};
 use super::report::{Cost, Metrics, Report};
@@ -48,12 +48,14 @@ use super::{Candidate, ScenarioError};
 /// if the candidate's thresholds do not make a policy.
 pub fn run(scenario: &Scenario, candidate: &Candidate) -> Result<Report, ScenarioError> {
     scenario.validate()?;
-    let policy = candidate.policy()?;
     let started = Instant::now();
-    let mut world = World::new(scenario, candidate, Tracked::new(policy));
-    world.run();
-    let sim_events = world.sim_events;
-    let metrics = world.finish(scenario);
+    let (metrics, sim_events) = dispatch(
+        candidate,
+        Simulation {
+            scenario,
+            candidate,
+        },
+    )?;
     Ok(Report {
         scenario: scenario.name.clone(),
         candidate: candidate.clone(),
@@ -63,6 +65,23 @@ pub fn run(scenario: &Scenario, candidate: &Candidate) -> Result<Report, Scenari
             wall: started.elapsed(),
         },
     })
+}
+
+/// Runs the world against a server: the metrics and the number of simulation events.
+struct Simulation<'a> {
+    scenario: &'a Scenario,
+    candidate: &'a Candidate,
+}
+
+impl WithServer for Simulation<'_> {
+    type Output = (Metrics, u64);
+
+    fn with<S: Server>(self, server: S) -> (Metrics, u64) {
+        let mut world = World::new(self.scenario, self.candidate, server);
+        world.run();
+        let sim_events = world.sim_events;
+        (world.finish(self.scenario), sim_events)
+    }
 }
 
 /// Something that happens at a virtual instant.
@@ -458,6 +477,8 @@ impl<'a, S: Server> World<'a, S> {
             false_offline_episodes_per_user_hour: per_open_hour(totals.episodes),
             flaps: totals.flaps,
             flaps_per_user_hour: per_open_hour(totals.flaps),
+            offline_flaps: totals.offline_flaps,
+            offline_flaps_per_user_hour: per_open_hour(totals.offline_flaps),
             latency: totals.latency,
             brief_absences: totals.brief_absences,
             user_events: totals.user_events,

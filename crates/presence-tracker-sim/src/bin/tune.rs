@@ -7,6 +7,7 @@
 //! cargo run --release --bin tune -- --config crates/presence-tracker-sim/scenarios/my-traffic.json --out target/tune
 //! cargo run --release --bin tune -- --scenario all --default-only
 //! cargo run --release --bin tune -- --scenario mixed --print-config > my-traffic.json
+//! cargo run --release --bin tune -- --peers
 //! ```
 //!
 //! Options:
@@ -14,11 +15,14 @@
 //! ```text
 //! --scenario NAME    office, mobile, flaky-network, restart-storm, mixed, or all (default mixed)
 //! --config FILE      a scenario in JSON (see presence_tracker_sim::Scenario::from_json)
-//! --users N          users (default: the scenario's, 1000 for the named ones)
+//! --users N          users (default: the scenario's, 1000 for the named ones, 500 with --peers)
 //! --hours H          virtual hours (default: the scenario's, 24 for the named ones)
 //! --seed S           seed (default: the scenario's, 1 for the named ones)
 //! --grid G           standard (36 candidates, the default) or full (108, the leave grace too)
 //! --default-only     only the default policy: one summary row per scenario
+//! --peers            against the peers: per scenario (all of them unless --scenario or --config),
+//!                    a table of every peer model, our default and the grid's recommendation,
+//!                    written to DIR/peers.md with the plot DIR/peers-SCENARIO.svg
 //! --ticking T        deadline, or a tick interval in ms (default: the scenario's, 1000)
 //! --threads N        simulation threads (default: all cores)
 //! --max-false-offline PCT   recommendation budget, % of present time (default 0.1)
@@ -32,12 +36,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use presence_tracker_sim::{
-    run_many, summary_table, Budget, Candidate, Grid, Scenario, Study, Ticking,
+    run_many, summary_table, Budget, Candidate, Comparison, Grid, Peer, Scenario, Study, Ticking,
 };
 
+/// Users per named scenario against the peers, unless `--users` says otherwise.
+const PEERS_USERS: u32 = 500;
+
 const USAGE: &str = "usage: tune [--scenario NAME|all] [--config FILE] [--users N] [--hours H] \
-[--seed S] [--grid standard|full] [--default-only] [--ticking deadline|MS] [--threads N] \
-[--max-false-offline PCT] [--max-flaps F] [--out DIR] [--print-config]";
+[--seed S] [--grid standard|full] [--default-only] [--peers] [--ticking deadline|MS] \
+[--threads N] [--max-false-offline PCT] [--max-flaps F] [--out DIR] [--print-config]";
 
 #[derive(Debug)]
 struct Options {
@@ -47,11 +54,12 @@ struct Options {
     budget: Budget,
     out: PathBuf,
     print_config: bool,
+    peers: bool,
 }
 
 fn parse() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
-    let mut scenario = "mixed".to_string();
+    let mut scenario = None;
     let mut config = None;
     let (mut users, mut hours, mut seed, mut ticking) = (None, None, None, None);
     let mut options = Options {
@@ -61,6 +69,7 @@ fn parse() -> Result<Options, String> {
         budget: Budget::default(),
         out: PathBuf::from("target/tune"),
         print_config: false,
+        peers: false,
     };
     while let Some(flag) = args.next() {
         if flag == "--print-config" {
@@ -69,6 +78,10 @@ fn parse() -> Result<Options, String> {
         }
         if flag == "--default-only" {
             options.grid = "default-only".to_string();
+            continue;
+        }
+        if flag == "--peers" {
+            options.peers = true;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -85,7 +98,7 @@ fn parse() -> Result<Options, String> {
                 .ok_or_else(|| format!("{what} must be a non-negative number, got {value:?}"))
         };
         match flag.as_str() {
-            "--scenario" => scenario = value.clone(),
+            "--scenario" => scenario = Some(value.clone()),
             "--config" => config = Some(value.clone()),
             "--users" => {
                 users = Some(
@@ -126,18 +139,31 @@ fn parse() -> Result<Options, String> {
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
+    let named = config.is_none();
     let mut scenarios = match config {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
             vec![Scenario::from_json(&text).map_err(|e| format!("{path}: {e}"))?]
         }
-        None if scenario == "all" => Scenario::NAMES
-            .iter()
-            .map(|name| Scenario::named(name))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?,
-        None => vec![Scenario::named(&scenario).map_err(|e| e.to_string())?],
+        None => {
+            // Against the peers, every scenario unless told; else mixed.
+            let default = if options.peers { "all" } else { "mixed" };
+            let scenario = scenario.as_deref().unwrap_or(default);
+            if scenario == "all" {
+                Scenario::NAMES
+                    .iter()
+                    .map(|name| Scenario::named(name))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| e.to_string())?
+            } else {
+                vec![Scenario::named(scenario).map_err(|e| e.to_string())?]
+            }
+        }
     };
+    if options.peers && named && users.is_none() {
+        // Bounded: about a minute of CPU per scenario (42 runs) at this size.
+        users = Some(PEERS_USERS);
+    }
     for s in &mut scenarios {
         if let Some(users) = users {
             s.users = users;
@@ -190,6 +216,9 @@ fn main() -> ExitCode {
 }
 
 fn run_all(options: &Options, candidates: &[Candidate]) -> Result<(), String> {
+    if options.peers {
+        return against_peers(options, candidates);
+    }
     if candidates.len() == 1 {
         // One candidate: a summary row per scenario, the scenarios run in parallel.
         let started = Instant::now();
@@ -246,6 +275,42 @@ fn run_all(options: &Options, candidates: &[Candidate]) -> Result<(), String> {
         std::fs::write(&path, study.svg()).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("plot: {}\n", path.display());
     }
+    Ok(())
+}
+
+/// Every peer, our default and the grid's recommendation, per scenario: the tables on stdout
+/// and in `peers.md`, a plot per scenario.
+fn against_peers(options: &Options, candidates: &[Candidate]) -> Result<(), String> {
+    std::fs::create_dir_all(&options.out).map_err(|e| format!("{}: {e}", options.out.display()))?;
+    let started = Instant::now();
+    let mut markdown = String::new();
+    for scenario in &options.scenarios {
+        let comparison = Comparison::run(
+            scenario,
+            candidates,
+            &Peer::ALL,
+            options.budget,
+            options.threads,
+        )
+        .map_err(|e| e.to_string())?;
+        let table = comparison.table();
+        println!("{table}");
+        markdown.push_str(&table);
+        markdown.push('\n');
+        let path = options
+            .out
+            .join(format!("peers-{}.svg", file_name(&scenario.name)));
+        std::fs::write(&path, comparison.svg()).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("plot: {}\n", path.display());
+    }
+    let path = options.out.join("peers.md");
+    std::fs::write(&path, markdown).map_err(|e| format!("{}: {e}", path.display()))?;
+    println!(
+        "tables: {} ({:.1} s wall on {} threads)",
+        path.display(),
+        started.elapsed().as_secs_f64(),
+        options.threads
+    );
     Ok(())
 }
 

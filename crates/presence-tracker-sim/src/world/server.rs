@@ -8,6 +8,8 @@ use presence_tracker::{
 };
 
 use crate::metrics::Accounting;
+use crate::peers::{self, Peer};
+use crate::{Candidate, ScenarioError};
 
 /// Why a server did not take a signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +72,33 @@ pub(crate) trait Server {
     fn timer_driven(&self) -> bool {
         true
     }
+}
+
+/// Something to do with whichever server a candidate simulates.
+pub(crate) trait WithServer {
+    type Output;
+    fn with<S: Server>(self, server: S) -> Self::Output;
+}
+
+/// Builds the server `candidate` simulates (the tracker, or a peer model) and hands it to `job`.
+///
+/// # Errors
+///
+/// [`ScenarioError::Candidate`] if the candidate's thresholds do not make a policy.
+pub(crate) fn dispatch<W: WithServer>(
+    candidate: &Candidate,
+    job: W,
+) -> Result<W::Output, ScenarioError> {
+    let policy = candidate.policy()?;
+    Ok(match candidate.peer {
+        None => job.with(Tracked::new(policy)),
+        Some(Peer::Naive) => job.with(peers::Naive::default()),
+        Some(Peer::Phoenix) => job.with(peers::Phoenix::default()),
+        Some(Peer::Ably) => job.with(peers::Ably::default()),
+        Some(Peer::Synapse) => job.with(peers::Synapse::default()),
+        Some(Peer::PubNub) => job.with(peers::PubNub::default()),
+        Some(Peer::Yjs) => job.with(peers::Yjs::default()),
+    })
 }
 
 /// The real [`PresenceTracker`] on a [`ManualClock`] set to each signal's instant.
