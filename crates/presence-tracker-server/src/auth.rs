@@ -57,10 +57,27 @@ impl<'a> Handshake<'a> {
     }
 }
 
-/// The application's hook that decides who a connection is, from its [`Handshake`].
+/// What a connection asks of a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RoomAccess {
+    /// Its session joins the room (in a hello, or with a `join`): the room's members see it
+    /// there, and it sees them.
+    Join,
+    /// It watches the room: it sees the members, and nobody sees it there.
+    Watch,
+}
+
+/// The application's hook that decides who a connection is, from its [`Handshake`], and
+/// which rooms it may join or watch.
 ///
-/// Implemented for closures. Refuse with a [`Refusal`] (code `unauthorized`): the connection
-/// is closed with it and nothing is recorded.
+/// Implemented for closures (which let every connection into every room). Refuse with a
+/// [`Refusal`] (code `unauthorized`): the connection is closed with it and nothing is recorded.
+///
+/// Who may see whom is the application's decision: a room is a document, a channel, a call,
+/// with its own readers. Implement [`authorize_room`](Self::authorize_room) on a type of
+/// your own to decide it; by default every connection may join (users) and watch (everyone)
+/// every room.
 ///
 /// # Examples
 ///
@@ -87,6 +104,47 @@ pub trait Authenticate<U>: Send + Sync + 'static {
     ///
     /// A [`Refusal`] when the connection may not connect at all.
     fn authenticate(&self, handshake: &Handshake<'_>) -> Result<Identity<U>, Refusal>;
+
+    /// Whether `identity` may join or watch `room` (a watcher never joins: that is refused
+    /// before this is asked). Asked at every hello that names the room, every `join` and every
+    /// `watch`; a refused one is sent its [`Refusal`] (code `forbidden` by convention) and
+    /// nothing changes.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] when it may not. The default allows everything.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use presence_tracker_server::{wire::Refusal, Authenticate, Handshake, Identity, RoomAccess};
+    ///
+    /// /// Signed-in users by a cookie; only members of the team see `team-*` rooms.
+    /// struct Teams;
+    /// impl Authenticate<String> for Teams {
+    ///     fn authenticate(&self, h: &Handshake<'_>) -> Result<Identity<String>, Refusal> {
+    ///         Ok(h.cookie("user").map_or(Identity::Watcher, |u| Identity::User(u.to_string())))
+    ///     }
+    ///     fn authorize_room(&self, who: &Identity<String>, room: &str, _: RoomAccess) -> Result<(), Refusal> {
+    ///         match (who, room.strip_prefix("team-")) {
+    ///             (_, None) => Ok(()),
+    ///             (Identity::User(user), Some(team)) if user.ends_with(&format!("@{team}")) => Ok(()),
+    ///             _ => Err(Refusal::new("forbidden", "not your team's room")),
+    ///         }
+    ///     }
+    /// }
+    /// assert!(Teams.authorize_room(&Identity::User("ada@blue".into()), "team-blue", RoomAccess::Join).is_ok());
+    /// assert!(Teams.authorize_room(&Identity::Watcher, "team-blue", RoomAccess::Watch).is_err());
+    /// ```
+    fn authorize_room(
+        &self,
+        identity: &Identity<U>,
+        room: &str,
+        access: RoomAccess,
+    ) -> Result<(), Refusal> {
+        let _ = (identity, room, access);
+        Ok(())
+    }
 }
 
 impl<U, F> Authenticate<U> for F

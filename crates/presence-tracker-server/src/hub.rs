@@ -1,5 +1,9 @@
 //! [`Hub`]: the tracker, the published state in one total order, and its subscribers.
 
+mod feed;
+mod room_feed;
+mod rooms;
+
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -11,13 +15,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use presence_tracker::{
-    Activity, Clock, ConnectionId, DisconnectKind, Error, Event, Id, Presence, PresenceTracker,
-    SystemClock, Timestamp, Transitions,
+    Activity, Clock, ConnectionId, DisconnectKind, Error, Event, Id, Metadata, Presence,
+    PresenceTracker, SystemClock, Timestamp, Transitions,
 };
-use serde::Serialize;
 use tokio::sync::{broadcast, Notify};
 
 use crate::wire::{State, Update, UserState, PROTOCOL};
+
+pub use feed::{Batch, Delivery, Subscription};
+pub use room_feed::{RoomBatch, RoomDelivery, RoomSubscription};
+pub use rooms::HubRooms;
+use rooms::RoomsPublished;
 
 /// How long a state made for one subscriber is handed to the next ones (if no update came
 /// meanwhile): a connect storm shares it, and its `now` stays within this of the truth.
@@ -103,7 +111,13 @@ impl Default for Ticking {
 }
 
 /// The server side of presence: the [`PresenceTracker`], the published state of every online
-/// user in one total order (an epoch and a version), and the subscribers it fans out to.
+/// user in one total order (an epoch and a version), each room's in its own order, and the
+/// subscribers it fans out to.
+///
+/// The type parameters are the tracker's: users `U`, sessions `S`, clock `C`, rooms `R` and
+/// the sessions' metadata in rooms `M` (`()` by default; [`Meta`](crate::Meta) is JSON
+/// metadata, what the integrations' clients send): `Hub<String, String, SystemClock, String,
+/// Meta>` is a hub of rooms with JSON metadata.
 ///
 /// Cheap to clone (an `Arc`). Handlers call its signals ([`connect`](Self::connect),
 /// [`heartbeat`](Self::heartbeat), [`disconnect`](Self::disconnect), [`leave`](Self::leave)),
@@ -114,7 +128,9 @@ impl Default for Ticking {
 ///
 /// Updates are whole user states ([`UserState`]) with the user's `seq`: when two threads
 /// publish changes of one user concurrently, the hub keeps the newer and drops the older as old
-/// news, so the published state always ends at the tracker's.
+/// news, so the published state always ends at the tracker's. Rooms ([`rooms`](Self::rooms))
+/// are published the same way, per room: whole members, each room with its own epoch and
+/// versions, to the room's own subscribers.
 ///
 /// # Examples
 ///
@@ -137,11 +153,11 @@ impl Default for Ticking {
 /// # Ok::<(), presence_tracker::Error>(())
 /// # }).unwrap();
 /// ```
-pub struct Hub<U, S, C = SystemClock> {
-    inner: Arc<Inner<U, S, C>>,
+pub struct Hub<U, S, C = SystemClock, R = String, M = ()> {
+    inner: Arc<Inner<U, S, C, R, M>>,
 }
 
-impl<U, S, C> Clone for Hub<U, S, C> {
+impl<U, S, C, R, M> Clone for Hub<U, S, C, R, M> {
     fn clone(&self) -> Self {
         Hub {
             inner: Arc::clone(&self.inner),
@@ -149,7 +165,9 @@ impl<U, S, C> Clone for Hub<U, S, C> {
     }
 }
 
-impl<U: fmt::Debug, S: fmt::Debug, C: fmt::Debug> fmt::Debug for Hub<U, S, C> {
+impl<U: fmt::Debug, S: fmt::Debug, C: fmt::Debug, R: fmt::Debug, M: fmt::Debug> fmt::Debug
+    for Hub<U, S, C, R, M>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
             .field("epoch", &self.inner.epoch)
@@ -159,11 +177,11 @@ impl<U: fmt::Debug, S: fmt::Debug, C: fmt::Debug> fmt::Debug for Hub<U, S, C> {
     }
 }
 
-struct Inner<U, S, C> {
-    tracker: PresenceTracker<U, S, C>,
+struct Inner<U, S, C, R, M> {
+    tracker: PresenceTracker<U, S, C, R, M>,
     config: HubConfig,
     epoch: u64,
-    published: Mutex<Published<U>>,
+    published: Mutex<Published<U, S, R, M>>,
     updates: broadcast::Sender<Arc<Update<U>>>,
     /// Wakes the driver: a signal moved the next deadline before the one it sleeps to.
     wake: Notify,
@@ -173,7 +191,7 @@ struct Inner<U, S, C> {
 }
 
 /// What the hub has published, under one lock: the order of versions is the order of sends.
-struct Published<U> {
+struct Published<U, S, R, M> {
     version: u64,
     online: HashMap<U, Shown>,
     /// Users recently gone offline: their last seq and when (tracker ms) they went.
@@ -182,6 +200,8 @@ struct Published<U> {
     /// next update and within [`STATE_REUSE`] (a connect storm makes it once, not once per
     /// client).
     state: Option<Arc<State<U>>>,
+    /// The rooms as published, and their subscribers' channels.
+    rooms: RoomsPublished<U, S, R, M>,
 }
 
 /// An online user as published.
@@ -193,14 +213,15 @@ struct Shown {
     seq: u64,
 }
 
-impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
+impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
     /// A hub over `tracker`. Its epoch is new: different from every earlier hub's, so clients
     /// of a restarted server ask for the state again.
     ///
     /// A tracker restored from a snapshot is published as it stands: its online users are in
-    /// the first state.
-    pub fn new(tracker: PresenceTracker<U, S, C>, config: HubConfig) -> Self {
+    /// the first state, and its rooms in their first room states.
+    pub fn new(tracker: PresenceTracker<U, S, C, R, M>, config: HubConfig) -> Self {
         let (updates, _) = broadcast::channel(config.backlog.max(1));
+        let memory = u64::try_from(config.offline_memory.as_millis()).unwrap_or(u64::MAX);
         let online = tracker
             .online()
             .into_iter()
@@ -225,6 +246,7 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
                     online,
                     gone: HashMap::new(),
                     state: None,
+                    rooms: RoomsPublished::new(memory),
                 }),
                 updates,
                 wake: Notify::new(),
@@ -233,8 +255,9 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
         }
     }
 
-    /// The tracker, for reads.
-    pub fn tracker(&self) -> &PresenceTracker<U, S, C> {
+    /// The tracker, for reads. Signals recorded on it directly are not published: record them
+    /// through the hub.
+    pub fn tracker(&self) -> &PresenceTracker<U, S, C, R, M> {
         &self.inner.tracker
     }
 
@@ -354,7 +377,7 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
 
     /// Publishes a signal's transitions, and applies the wake rule: a signal that may have
     /// moved the next deadline before the one the driver sleeps to wakes it.
-    fn after_signal(&self, t: &Transitions<U, S>, may_rearm: bool) {
+    fn after_signal(&self, t: &Transitions<U, S, R, M>, may_rearm: bool) {
         self.publish(t);
         if may_rearm || !t.is_empty() {
             let sleeping_until = self.inner.sleeping_until.load(Ordering::Acquire);
@@ -370,13 +393,17 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
     }
 
     /// Publishes `t`: one update per user whose shown presence or session count changed,
-    /// unless a newer state of that user was already published. Returns how many.
-    pub(crate) fn publish(&self, t: &Transitions<U, S>) -> usize {
+    /// unless a newer state of that user was already published, and one room update per room
+    /// event that changed what the room shows (see [`HubRooms`]). Returns how many.
+    pub(crate) fn publish(&self, t: &Transitions<U, S, R, M>) -> usize {
         if t.is_empty() {
             return 0;
         }
         let mut sent = 0;
         let mut published = self.inner.published.lock();
+        if t.rooms().len() > 0 {
+            sent += published.rooms.publish(&self.inner.tracker, t.rooms());
+        }
         let mut events = t.iter().peekable();
         while let Some(first) = events.next() {
             // A user's events of one call are contiguous: fold them into its new state.
@@ -394,7 +421,8 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
         sent
     }
 
-    /// Forgets users that went offline longer ago than the configured memory.
+    /// Forgets users that went offline, rooms that emptied, and members that left rooms,
+    /// longer ago than the configured memory.
     fn forget_gone(&self) {
         let now = self.inner.tracker.now().as_millis();
         let memory =
@@ -403,19 +431,14 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
         published
             .gone
             .retain(|_, &mut (_, at)| at.saturating_add(memory) > now);
+        published.rooms.forget(now);
     }
 
     /// A subscription that starts with the current [`State`] and then receives every update
     /// after it, in version order.
-    pub fn subscribe(&self) -> Subscription<U, S, C> {
+    pub fn subscribe(&self) -> Subscription<U, S, C, R, M> {
         let (state, rx) = self.state_and_receiver();
-        Subscription {
-            hub: self.clone(),
-            pending: Some(state),
-            rx,
-            gathered: Vec::new(),
-            gather_until: None,
-        }
+        Subscription::new(self.clone(), state, rx)
     }
 
     /// The current state, shared: made once per version.
@@ -431,7 +454,7 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
         (self.state_locked(&mut published), rx)
     }
 
-    fn state_locked(&self, published: &mut Published<U>) -> Arc<State<U>> {
+    fn state_locked(&self, published: &mut Published<U, S, R, M>) -> Arc<State<U>> {
         let now = self.inner.tracker.now();
         if let Some(state) = &published.state {
             // Its `now` is what clients set their clock offset by: keep it within a second.
@@ -496,10 +519,10 @@ impl<U: Id, S: Id, C: Clock> Hub<U, S, C> {
     }
 }
 
-impl<U: Id> Published<U> {
+impl<U: Id, S, R, M> Published<U, S, R, M> {
     /// Folds one user's events of one call into its shown state; the update to send if the
     /// presence or the session count changed and the events are newer than what was shown.
-    fn apply<S>(&mut self, user: &U, run: &[&Event<U, S>], epoch: u64) -> Option<Update<U>> {
+    fn apply(&mut self, user: &U, run: &[&Event<U, S>], epoch: u64) -> Option<Update<U>> {
         let seq = run.iter().map(|e| e.seq).max().unwrap_or(0);
         let before = self.online.get(user).copied();
         let known_seq = match (before, self.gone.get(user)) {
@@ -550,246 +573,6 @@ impl<U: Id> Published<U> {
             version: self.version,
             user: UserState::new(user.clone(), now.presence, now.sessions, now.last_seen, seq),
         })
-    }
-}
-
-/// What a [`Subscription`] hands out: the whole state, or the updates after what was handed
-/// out before. Serialises as the [`ServerMessage`](crate::wire::ServerMessage) it is:
-/// `{"type":"state",..}` or `{"type":"updates",..}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Delivery<U> {
-    /// Replace what you hold with this: at the start, after falling behind, or on request.
-    State(Arc<State<U>>),
-    /// The versions after what was delivered before, gathered: the latest update of each user
-    /// they changed (see [`Updates`](crate::wire::Updates)).
-    Updates(Batch<U>),
-}
-
-/// Consecutive published updates, the latest of each user: a [`Delivery::Updates`]. Shares the
-/// hub's updates (no copy per subscriber).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Batch<U> {
-    epoch: u64,
-    from: u64,
-    to: u64,
-    updates: Vec<Arc<Update<U>>>,
-}
-
-impl<U: Id> Batch<U> {
-    /// Gathers consecutive updates (in version order), keeping the latest of each user.
-    fn of(updates: Vec<Arc<Update<U>>>) -> Option<Self> {
-        let first = updates.first()?;
-        let (epoch, from) = (first.epoch, first.version);
-        let to = updates.last().map_or(from, |u| u.version);
-        let updates = if updates.len() == 1 {
-            updates
-        } else {
-            // The last update of each user, in the order of those last updates.
-            let mut seen = std::collections::HashSet::with_capacity(updates.len());
-            let mut kept: Vec<Arc<Update<U>>> = updates
-                .into_iter()
-                .rev()
-                .filter(|u| seen.insert(u.user.user.clone()))
-                .collect();
-            kept.reverse();
-            kept
-        };
-        Some(Batch {
-            epoch,
-            from,
-            to,
-            updates,
-        })
-    }
-}
-
-impl<U> Batch<U> {
-    /// The hub's epoch.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// The first version gathered: the one after what was delivered before.
-    pub fn from(&self) -> u64 {
-        self.from
-    }
-
-    /// The last version gathered.
-    pub fn to(&self) -> u64 {
-        self.to
-    }
-
-    /// The latest state of each user the versions changed.
-    pub fn users(&self) -> impl Iterator<Item = &UserState<U>> + '_ {
-        self.updates.iter().map(|u| &u.user)
-    }
-
-    /// The updates kept: the latest of each user, each with its own version. A batch from
-    /// [`Subscription::recv`] holds exactly one.
-    pub fn updates(&self) -> impl Iterator<Item = &Update<U>> + '_ {
-        self.updates.iter().map(|u| &**u)
-    }
-}
-
-impl<U: Serialize> Serialize for Delivery<U> {
-    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
-        use serde::ser::{SerializeSeq, SerializeStruct};
-
-        /// The users of a batch, as a sequence.
-        struct Users<'a, U>(&'a [Arc<Update<U>>]);
-        impl<U: Serialize> Serialize for Users<'_, U> {
-            fn serialize<Ser: serde::Serializer>(
-                &self,
-                serializer: Ser,
-            ) -> Result<Ser::Ok, Ser::Error> {
-                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-                for u in self.0 {
-                    seq.serialize_element(&u.user)?;
-                }
-                seq.end()
-            }
-        }
-
-        #[derive(Serialize)]
-        #[serde(tag = "type", rename_all = "snake_case")]
-        enum Tagged<'a, U> {
-            State(&'a State<U>),
-        }
-        match self {
-            Delivery::State(s) => Tagged::State(s).serialize(serializer),
-            Delivery::Updates(b) => {
-                let mut m = serializer.serialize_struct("Updates", 5)?;
-                m.serialize_field("type", "updates")?;
-                m.serialize_field("epoch", &b.epoch)?;
-                m.serialize_field("from", &b.from)?;
-                m.serialize_field("to", &b.to)?;
-                m.serialize_field("users", &Users(&b.updates))?;
-                m.end()
-            }
-        }
-    }
-}
-
-/// One subscriber's view of the hub: a [`State`], then every update after it, in version
-/// order. Falling more than the backlog behind yields a fresh state, never a silent gap.
-///
-/// Its receiving methods are cancel-safe: a `recv_gathered` dropped while it waits (in a
-/// `select!` that took another branch) keeps what it had gathered for the next call.
-pub struct Subscription<U, S, C = SystemClock> {
-    hub: Hub<U, S, C>,
-    pending: Option<Arc<State<U>>>,
-    rx: broadcast::Receiver<Arc<Update<U>>>,
-    /// Updates received and not yet delivered, and when a gathering call hands them out.
-    gathered: Vec<Arc<Update<U>>>,
-    gather_until: Option<tokio::time::Instant>,
-}
-
-impl<U, S, C> fmt::Debug for Subscription<U, S, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Subscription")
-            .field("pending_state", &self.pending.is_some())
-            .field("gathered", &self.gathered.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<U: Id, S: Id, C: Clock> Subscription<U, S, C> {
-    /// The next delivery: one update (or what an interrupted
-    /// [`recv_gathered`](Self::recv_gathered) had gathered), or a state; `None` once the hub is
-    /// gone.
-    pub async fn recv(&mut self) -> Option<Delivery<U>> {
-        if let Some(ready) = self.ready() {
-            return Some(ready);
-        }
-        match self.rx.recv().await {
-            Ok(update) => Batch::of(vec![update]).map(Delivery::Updates),
-            Err(broadcast::error::RecvError::Lagged(_)) => Some(Delivery::State(self.resync())),
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
-    }
-
-    /// The next delivery, gathering what else is published within `linger` after the first
-    /// update (and everything already waiting) into one: what a connection's forwarder sends.
-    /// A burst then costs each client one message, at most the size of a state. `None` once
-    /// the hub is gone.
-    pub async fn recv_gathered(&mut self, linger: Duration) -> Option<Delivery<U>> {
-        if let Some(state) = self.pending.take() {
-            return Some(Delivery::State(state));
-        }
-        if self.gathered.is_empty() {
-            match self.rx.recv().await {
-                Ok(update) => {
-                    self.gathered.push(update);
-                    self.gather_until = Some(tokio::time::Instant::now() + linger);
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Some(Delivery::State(self.resync()))
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-        if let Some(until) = self.gather_until {
-            tokio::time::sleep_until(until).await;
-        }
-        self.ready()
-    }
-
-    /// What can be delivered without waiting: a pending state, or what was gathered plus what
-    /// is queued.
-    fn ready(&mut self) -> Option<Delivery<U>> {
-        if let Some(state) = self.pending.take() {
-            return Some(Delivery::State(state));
-        }
-        if self.gathered.is_empty() {
-            return None;
-        }
-        loop {
-            match self.rx.try_recv() {
-                Ok(update) => self.gathered.push(update),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                    return Some(Delivery::State(self.resync()))
-                }
-                Err(_) => break,
-            }
-        }
-        self.gather_until = None;
-        Batch::of(std::mem::take(&mut self.gathered)).map(Delivery::Updates)
-    }
-
-    /// How many updates wait for this subscriber.
-    pub fn pending(&self) -> usize {
-        self.rx.len()
-    }
-
-    /// The next delivery (one update, or a state) if one is ready, without waiting.
-    pub fn try_recv(&mut self) -> Option<Delivery<U>> {
-        if let Some(ready) = self.ready() {
-            return Some(ready);
-        }
-        match self.rx.try_recv() {
-            Ok(update) => Batch::of(vec![update]).map(Delivery::Updates),
-            Err(broadcast::error::TryRecvError::Lagged(_)) => Some(Delivery::State(self.resync())),
-            Err(_) => None,
-        }
-    }
-
-    /// Drops whatever is queued and starts again from the current state (which the next
-    /// [`recv`](Self::recv) also returns): for a client that asked, or that could not be sent
-    /// what it was due.
-    pub fn resync(&mut self) -> Arc<State<U>> {
-        let (state, rx) = self.hub.state_and_receiver();
-        self.rx = rx;
-        self.pending = None;
-        self.gathered.clear();
-        self.gather_until = None;
-        state
-    }
-
-    /// Like [`resync`](Self::resync), but the state comes out of the next
-    /// [`recv`](Self::recv).
-    pub fn resync_later(&mut self) {
-        let state = self.resync();
-        self.pending = Some(state);
     }
 }
 

@@ -44,6 +44,8 @@
 
 mod auth;
 mod hub;
+mod link;
+mod meta;
 pub mod wire;
 
 #[cfg(feature = "socketioxide")]
@@ -51,8 +53,12 @@ pub mod socketio;
 #[cfg(feature = "axum")]
 pub mod ws;
 
-pub use auth::{Authenticate, Handshake, Identity};
-pub use hub::{Batch, Delivery, Hub, HubConfig, Subscription, Ticking};
+pub use auth::{Authenticate, Handshake, Identity, RoomAccess};
+pub use hub::{
+    Batch, Delivery, Hub, HubConfig, HubRooms, RoomBatch, RoomDelivery, RoomSubscription,
+    Subscription, Ticking,
+};
+pub use meta::{Meta, MetaError};
 
 #[doc = include_str!("../README.md")]
 #[cfg(all(doctest, feature = "socketioxide", feature = "axum"))]

@@ -8,8 +8,17 @@
 //! | client → server | `heartbeat` | `{"activity":"active"}` (or just `"active"`) |
 //! | client → server | `leave` | none: the tab is going away (`pagehide`, logout) |
 //! | client → server | `resync` | none: send me the whole state again |
-//! | server → client | `presence` | a [`ServerMessage`](crate::wire::ServerMessage): `{"type":"state",..}` first, then `{"type":"updates",..}` |
-//! | server → client | `refused` | a [`Refusal`]: a signal that changed nothing |
+//! | client → server | `join` | `{"room":"doc-1","meta":{..}}`: the session joins the room, or takes this metadata there |
+//! | client → server | `update` | `{"room":"doc-1","meta":{..}}`: the session's metadata in the room |
+//! | client → server | `leave_room` | `{"room":"doc-1"}` |
+//! | client → server | `watch`, `unwatch` | `{"room":"doc-1"}`: the room's messages without being in it (users and watchers) |
+//! | client → server | `room_resync` | `{"room":"doc-1"}`: send me the room's state again |
+//! | server → client | `presence` | a [`ServerMessage`](crate::wire::ServerMessage): `{"type":"state",..}` first, then `{"type":"updates",..}`; for each room the socket is in or watches `{"type":"room_state",..}` then `{"type":"room_updates",..}` |
+//! | server → client | `refused` | a [`Refusal`]: a message that changed nothing (naming its `room` if it named one) |
+//!
+//! The hello may name the session's rooms (`"rooms":[{"room":"doc-1","meta":{..}}]`, see
+//! [`Hello::rooms`]); socket.io-client sends its `auth` again at every reconnect, so a
+//! reconnect that names the same rooms changes nothing anyone sees.
 //!
 //! A refused handshake (the [`Authenticate`] hook said no, a bad hello, a session of another
 //! user) is answered with Socket.IO's `connect_error`, whose message is the refusal's JSON.
@@ -21,6 +30,21 @@
 //! task is spawned, in the order the socket received the events, so a connection's signals
 //! reach the tracker in the order it sent them.
 //!
+//! # Rooms: fan-out through socketioxide's rooms
+//!
+//! A socket in a presence room, as a member or a watcher, is in the socketioxide room
+//! `presence-room:<room>` of the namespace, and only those sockets are sent the room's
+//! messages: one task per room with sockets here reads the room's
+//! [`RoomSubscription`] and broadcasts what it gathers within the
+//! linger to the socketioxide room, serialised once for all of them. The same task sends a
+//! socket that joins the room state (so a socket never misses an update between its state and
+//! the room's next broadcast), and a fresh state to the whole room when its subscription fell
+//! behind or a socket's buffer was full. The prefix keeps the application's own rooms apart.
+//!
+//! Who may join or watch which room is the [`Authenticate`] hook's
+//! [`authorize_room`](Authenticate::authorize_room); a watcher (no session) may watch rooms and
+//! join none.
+//!
 //! # Backpressure
 //!
 //! Each socket has its own [`Subscription`]. Its forwarding task gathers what is published
@@ -31,22 +55,37 @@
 //! socket whose buffer is full (a client that stopped reading) is sent a state once it can.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use presence_tracker::{Activity, Clock, ConnectionId, DisconnectKind, Id};
+use parking_lot::Mutex;
+use presence_tracker::{Activity, Clock, ConnectionId, DisconnectKind, Id, Metadata};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
-use socketioxide::socket::DisconnectReason;
-use socketioxide::{SendError, SocketError, SocketIo};
-use tokio::sync::Notify;
+use socketioxide::socket::{DisconnectReason, Sid};
+use socketioxide::{BroadcastError, SendError, SocketError, SocketIo};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
 
-use crate::wire::{Hello, Refusal, PROTOCOL};
-use crate::{Authenticate, Handshake, Hub, Identity, Subscription};
+use crate::link::{Fanout, Link, Outcome};
+use crate::wire::{ClientMessage, Hello, Refusal, PROTOCOL};
+use crate::{Authenticate, Handshake, Hub, Identity, RoomDelivery, RoomSubscription, Subscription};
+
+/// The room messages on the namespace's sockets: the client → server events other than
+/// `heartbeat`, `leave` and `resync`.
+const ROOM_EVENTS: [&str; 6] = [
+    "join",
+    "update",
+    "leave_room",
+    "watch",
+    "unwatch",
+    "room_resync",
+];
 
 /// How [`attach`] serves sockets.
 #[derive(Clone, Debug)]
@@ -59,6 +98,8 @@ pub struct SocketIoOptions {
     /// How long to wait before sending a state to a socket whose buffer was full (default
     /// 250 ms).
     pub full_buffer_retry: Duration,
+    /// How many rooms one socket may watch (default 32).
+    pub max_watched_rooms: usize,
 }
 
 impl Default for SocketIoOptions {
@@ -66,26 +107,28 @@ impl Default for SocketIoOptions {
         SocketIoOptions {
             linger: Duration::from_millis(50),
             full_buffer_retry: Duration::from_millis(250),
+            max_watched_rooms: 32,
         }
     }
 }
 
 /// What a socket is to the hub, kept in its extensions.
 #[derive(Clone)]
-struct Conn<U, S> {
-    /// The user and the session it carries; `None` for a watcher.
-    session: Option<(U, S)>,
-    connection: ConnectionId,
+struct Conn<U, S, M> {
+    link: Arc<Mutex<Link<U, S, M>>>,
+    /// What the hello could not do (rooms refused), sent once the socket is connected.
+    refusals: Arc<Mutex<Vec<Refusal>>>,
     /// Wakes the forwarding task when the socket disconnects.
     closed: Arc<Notify>,
 }
 
-/// Registers presence on the namespace `path` of `io`: authentication, the session's connect,
-/// the `heartbeat`, `leave` and `resync` events, the disconnect (Socket.IO's reasons mapped to
-/// [`DisconnectKind::Clean`] or [`DisconnectKind::Lost`]), and a task per socket that sends it
-/// the state and the updates.
+/// Registers presence on the namespace `path` of `io`: authentication, the session's connect
+/// (and its rooms), the `heartbeat`, `leave` and `resync` events, the room events, the
+/// disconnect (Socket.IO's reasons mapped to [`DisconnectKind::Clean`] or
+/// [`DisconnectKind::Lost`]), a task per socket that sends it the state and the updates, and a
+/// task per room with sockets that sends them the room's.
 ///
-/// `U` must serialise (it is on the wire); `S` comes from the client's hello.
+/// `U` and `S` must serialise (they are on the wire); `S` and `M` come from the clients.
 ///
 /// # Examples
 ///
@@ -107,44 +150,56 @@ struct Conn<U, S> {
 /// axum::serve(listener, app).await
 /// # }
 /// ```
-pub fn attach<U, S, C, A>(
+pub fn attach<U, S, C, M, A>(
     io: &SocketIo,
     path: impl Into<Cow<'static, str>>,
-    hub: Hub<U, S, C>,
+    hub: Hub<U, S, C, String, M>,
     auth: A,
 ) where
     U: Id + Serialize,
-    S: Id + DeserializeOwned,
+    S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
     A: Authenticate<U>,
 {
     attach_with(io, path, hub, auth, SocketIoOptions::default());
 }
 
 /// [`attach`] with options.
-pub fn attach_with<U, S, C, A>(
+pub fn attach_with<U, S, C, M, A>(
     io: &SocketIo,
     path: impl Into<Cow<'static, str>>,
-    hub: Hub<U, S, C>,
+    hub: Hub<U, S, C, String, M>,
     auth: A,
     options: SocketIoOptions,
 ) where
     U: Id + Serialize,
-    S: Id + DeserializeOwned,
+    S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
     A: Authenticate<U>,
 {
+    let path = path.into();
     let auth = Arc::new(auth);
     let options = Arc::new(options);
+    let rooms = Arc::new(RoomFanout {
+        io: io.clone(),
+        path: path.clone(),
+        hub: hub.clone(),
+        options: Arc::clone(&options),
+        tasks: Mutex::new(HashMap::new()),
+    });
     let admit = {
         let hub = hub.clone();
-        move |socket: SocketRef, TryData(hello): TryData<Hello<S>>| {
-            let result = admit(&socket, hello.ok(), &hub, auth.as_ref());
+        let auth = Arc::clone(&auth);
+        let options = Arc::clone(&options);
+        move |socket: SocketRef, TryData(hello): TryData<Hello<S, String, M>>| {
+            let result = admit(&socket, hello.ok(), &hub, auth.as_ref(), &options);
             std::future::ready(result)
         }
     };
     let on_connect = move |socket: SocketRef| {
-        serve(&socket, &hub, &options);
+        serve(&socket, &hub, &auth, &options, &rooms);
         std::future::ready(())
     };
     io.ns(path, on_connect.with(admit));
@@ -163,18 +218,20 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// The handshake: who the socket is, and its session's connect. Runs before the socket is
-/// connected; an `Err` is the client's `connect_error`.
-fn admit<U, S, C, A>(
+/// The handshake: who the socket is, its session's connect and rooms. Runs before the socket
+/// is connected; an `Err` is the client's `connect_error`.
+fn admit<U, S, C, M, A>(
     socket: &SocketRef,
-    hello: Option<Hello<S>>,
-    hub: &Hub<U, S, C>,
+    hello: Option<Hello<S, String, M>>,
+    hub: &Hub<U, S, C, String, M>,
     auth: &A,
+    options: &SocketIoOptions,
 ) -> Result<(), Refused>
 where
     U: Id,
     S: Id,
     C: Clock + 'static,
+    M: Metadata + Default + PartialEq + Clone,
     A: Authenticate<U>,
 {
     let Some(hello) = hello else {
@@ -198,75 +255,111 @@ where
         ))
         .map_err(Refused)?;
     let connection = ConnectionId::from(socket.id.as_str());
-    let session = match (identity, hello.session) {
+    let session = match (&identity, hello.session) {
         (Identity::User(user), Some(session)) => {
             hub.connect(user.clone(), session.clone(), connection, hello.activity)
                 .map_err(|e| Refused(Refusal::from_error(&e)))?;
-            Some((user, session))
+            Some((user.clone(), session))
         }
         // A user without a session id, or a watcher: it only watches.
         _ => None,
     };
+    let mut link = Link::new(identity, session, connection, options.max_watched_rooms);
+    let refusals = link.hello_rooms(hub, auth, hello.rooms);
     socket.extensions.insert(Conn {
-        session,
-        connection,
+        link: Arc::new(Mutex::new(link)),
+        refusals: Arc::new(Mutex::new(refusals)),
         closed: Arc::new(Notify::new()),
     });
     Ok(())
 }
 
-/// A connected socket: its event handlers and its forwarding task.
-fn serve<U, S, C>(socket: &SocketRef, hub: &Hub<U, S, C>, options: &Arc<SocketIoOptions>)
-where
+/// A connected socket: its event handlers, its rooms and its forwarding task.
+fn serve<U, S, C, M, A>(
+    socket: &SocketRef,
+    hub: &Hub<U, S, C, String, M>,
+    auth: &Arc<A>,
+    options: &Arc<SocketIoOptions>,
+    rooms: &Arc<RoomFanout<U, S, C, M>>,
+) where
     U: Id + Serialize,
-    S: Id + DeserializeOwned,
+    S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
+    A: Authenticate<U>,
 {
-    let Some(conn) = socket.extensions.get::<Conn<U, S>>() else {
+    let Some(conn) = socket.extensions.get::<Conn<U, S, M>>() else {
         return; // admitted sockets always have one
     };
+    // Runs the message through the link, in the handler (so in the order the socket received
+    // it), then tells the client what was refused and changes the room fan-out.
+    let handle = {
+        let (hub, auth, rooms, link) = (
+            hub.clone(),
+            Arc::clone(auth),
+            Arc::clone(rooms),
+            Arc::clone(&conn.link),
+        );
+        move |socket: &SocketRef, message: Result<ClientMessage<S, String, M>, Refusal>| {
+            let outcome = match message {
+                Ok(message) => link.lock().handle(&hub, auth.as_ref(), message),
+                Err(refusal) => Outcome {
+                    refusals: vec![refusal],
+                    fanout: Vec::new(),
+                },
+            };
+            for refusal in &outcome.refusals {
+                // Gone already: then there is no one to tell.
+                let _ = socket.emit("refused", refusal);
+            }
+            for fanout in outcome.fanout {
+                rooms.apply(socket, fanout);
+            }
+        }
+    };
     {
-        let hub = hub.clone();
-        let conn = conn.clone();
+        let handle = handle.clone();
         socket.on(
             "heartbeat",
             move |socket: SocketRef, TryData(payload): TryData<Value>| {
-                let result = match (&conn.session, payload.ok().as_ref().and_then(activity_of)) {
-                    (None, _) => Err(Refusal::new("watch_only", "a watcher sends no heartbeat")),
-                    (_, None) => Err(Refusal::new(
+                let message = match payload.ok().as_ref().and_then(activity_of) {
+                    Some(activity) => Ok(ClientMessage::Heartbeat { activity }),
+                    None => Err(Refusal::new(
                         "bad_message",
                         "a heartbeat is {\"activity\":\"active\"|\"idle\"|\"background\"}",
                     )),
-                    (Some((user, session)), Some(activity)) => hub
-                        .heartbeat_or_reconnect(user, session, conn.connection, activity)
-                        .map_err(|e| Refusal::from_error(&e)),
                 };
-                if let Err(refusal) = result {
-                    // Gone already: then there is no one to tell.
-                    let _ = socket.emit("refused", &refusal);
-                }
+                handle(&socket, message);
+                std::future::ready(())
+            },
+        );
+    }
+    {
+        let handle = handle.clone();
+        socket.on("leave", move |socket: SocketRef| {
+            handle(&socket, Ok(ClientMessage::Leave));
+            std::future::ready(())
+        });
+    }
+    for event in ROOM_EVENTS {
+        let handle = handle.clone();
+        socket.on(
+            event,
+            move |socket: SocketRef, TryData(payload): TryData<Value>| {
+                handle(&socket, room_message(event, payload.ok()));
                 std::future::ready(())
             },
         );
     }
     {
         let hub = hub.clone();
+        let rooms = Arc::clone(rooms);
         let conn = conn.clone();
-        socket.on("leave", move |socket: SocketRef| {
-            if let Some((_, session)) = &conn.session {
-                if let Err(e) = hub.leave(session, conn.connection) {
-                    let _ = socket.emit("refused", &Refusal::from_error(&e));
-                }
-            }
-            std::future::ready(())
-        });
-    }
-    {
-        let hub = hub.clone();
-        let conn = conn.clone();
-        socket.on_disconnect(move |reason: DisconnectReason| {
+        socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
             conn.closed.notify_one();
-            if let Some((_, session)) = &conn.session {
+            let link = conn.link.lock();
+            rooms.closed(socket.id, link.rooms());
+            if let Some((_, session)) = link.session() {
                 // Only a Socket.IO disconnect says goodbye; a transport that closed without one
                 // (a network change, a killed tab) may come back: the long grace.
                 let kind = match reason {
@@ -276,7 +369,7 @@ where
                     _ => DisconnectKind::Lost,
                 };
                 // Unknown: it expired meanwhile; nothing to record.
-                let _ = hub.disconnect(session, conn.connection, kind);
+                let _ = hub.disconnect(session, link.connection(), kind);
             }
             std::future::ready(())
         });
@@ -293,16 +386,46 @@ where
     tokio::spawn(forward(
         socket.clone(),
         feed,
-        conn.closed,
+        Arc::clone(&conn.closed),
         resync,
         Arc::clone(options),
     ));
+    // The users' state goes first (the forwarder's first delivery), then the rooms'.
+    for room in conn.link.lock().rooms() {
+        rooms.apply(socket, Fanout::Open(room));
+    }
+    for refusal in std::mem::take(&mut *conn.refusals.lock()) {
+        let _ = socket.emit("refused", &refusal);
+    }
+}
+
+/// A room event's payload as the client message of that type.
+fn room_message<S, M>(
+    event: &str,
+    payload: Option<Value>,
+) -> Result<ClientMessage<S, String, M>, Refusal>
+where
+    S: DeserializeOwned,
+    M: DeserializeOwned + Default,
+{
+    let mut fields = match payload {
+        Some(Value::Object(fields)) => fields,
+        _ => {
+            return Err(Refusal::new(
+                "bad_message",
+                format!("a {event} is an object: {{\"room\":..}}"),
+            ))
+        }
+    };
+    fields.insert("type".into(), Value::String(event.into()));
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| Refusal::new("bad_message", format!("{event}: {e}")))
 }
 
 /// Sends a socket its deliveries until it disconnects, coalescing a backlog into a state.
-async fn forward<U, S, C>(
+async fn forward<U, S, C, M>(
     socket: SocketRef,
-    mut feed: Subscription<U, S, C>,
+    mut feed: Subscription<U, S, C, String, M>,
     closed: Arc<Notify>,
     resync: Arc<Notify>,
     options: Arc<SocketIoOptions>,
@@ -310,6 +433,7 @@ async fn forward<U, S, C>(
     U: Id + Serialize,
     S: Id,
     C: Clock + 'static,
+    M: Metadata,
 {
     loop {
         let delivery = tokio::select! {
@@ -343,4 +467,171 @@ fn activity_of(payload: &Value) -> Option<Activity> {
         _ => return None,
     };
     Activity::from_str(text).ok()
+}
+
+/// The socketioxide room of a presence room.
+fn key(room: &str) -> String {
+    format!("presence-room:{room}")
+}
+
+/// The rooms' fan-out on one namespace: a task per room with sockets here.
+struct RoomFanout<U, S, C, M> {
+    io: SocketIo,
+    path: Cow<'static, str>,
+    hub: Hub<U, S, C, String, M>,
+    options: Arc<SocketIoOptions>,
+    tasks: Mutex<HashMap<String, RoomTask>>,
+}
+
+/// A room's task, and how many of the namespace's sockets are in its socketioxide room.
+struct RoomTask {
+    sockets: usize,
+    /// Sockets to send the room's state to (new in the room, or asking again).
+    send_state: mpsc::UnboundedSender<Sid>,
+    task: JoinHandle<()>,
+}
+
+impl<U, S, C, M> RoomFanout<U, S, C, M>
+where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    fn apply(&self, socket: &SocketRef, fanout: Fanout) {
+        let mut tasks = self.tasks.lock();
+        match fanout {
+            Fanout::Open(room) => {
+                let task = tasks
+                    .entry(room.clone())
+                    .or_insert_with(|| self.spawn(room.clone()));
+                task.sockets += 1;
+                socket.join(key(&room));
+                // The task sends the state: after every broadcast it made before, so nothing
+                // reaches the socket out of order.
+                let _ = task.send_state.send(socket.id);
+            }
+            Fanout::Close(room) => {
+                socket.leave(key(&room));
+                Self::release(&mut tasks, &room);
+            }
+            Fanout::Resync(room) => {
+                if let Some(task) = tasks.get(&room) {
+                    let _ = task.send_state.send(socket.id);
+                }
+            }
+        }
+    }
+
+    /// A socket that was in `rooms` disconnected (socketioxide took it out of them).
+    fn closed(&self, _socket: Sid, rooms: Vec<String>) {
+        let mut tasks = self.tasks.lock();
+        for room in rooms {
+            Self::release(&mut tasks, &room);
+        }
+    }
+
+    fn release(tasks: &mut HashMap<String, RoomTask>, room: &str) {
+        if let Some(task) = tasks.get_mut(room) {
+            task.sockets = task.sockets.saturating_sub(1);
+            if task.sockets == 0 {
+                task.task.abort();
+                tasks.remove(room);
+            }
+        }
+    }
+
+    fn spawn(&self, room: String) -> RoomTask {
+        let (send_state, states) = mpsc::unbounded_channel();
+        let feed = self.hub.rooms().subscribe_updates(room.clone());
+        let task = tokio::spawn(fan_out(
+            self.io.clone(),
+            self.path.clone(),
+            self.hub.clone(),
+            feed,
+            (send_state.clone(), states),
+            Arc::clone(&self.options),
+        ));
+        RoomTask {
+            sockets: 0,
+            send_state,
+            task,
+        }
+    }
+}
+
+/// One room's task: broadcasts the room's deliveries to its socketioxide room, and sends its
+/// state to the sockets that ask.
+async fn fan_out<U, S, C, M>(
+    io: SocketIo,
+    path: Cow<'static, str>,
+    hub: Hub<U, S, C, String, M>,
+    mut feed: RoomSubscription<U, S, C, String, M>,
+    (retry, mut states): (mpsc::UnboundedSender<Sid>, mpsc::UnboundedReceiver<Sid>),
+    options: Arc<SocketIoOptions>,
+) where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    let room = feed.room().clone();
+    let key = key(&room);
+    // A broadcast some socket could not take: the whole room gets a state at this time.
+    let mut state_for_all: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            Some(sid) = states.recv() => {
+                let Some(socket) = io.of(&path).and_then(|ns| ns.get_socket(sid)) else { continue };
+                let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
+                if let Err(SendError::Socket(SocketError::InternalChannelFull)) = socket.emit("presence", &state) {
+                    let (retry, wait) = (retry.clone(), options.full_buffer_retry);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = retry.send(sid);
+                    });
+                }
+            }
+            () = sleep_until(state_for_all), if state_for_all.is_some() => {
+                state_for_all = None;
+                let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
+                if broadcast(&io, &path, &key, &state).await {
+                    state_for_all = Some(tokio::time::Instant::now() + options.full_buffer_retry);
+                }
+            }
+            delivery = feed.recv_gathered(options.linger) => {
+                let Some(delivery) = delivery else { return };
+                if broadcast(&io, &path, &key, &delivery).await && state_for_all.is_none() {
+                    state_for_all = Some(tokio::time::Instant::now() + options.full_buffer_retry);
+                }
+            }
+        }
+    }
+}
+
+/// Sends `delivery` to the sockets of the socketioxide room `key`; whether some socket's buffer
+/// was full (it missed it).
+async fn broadcast<U, S, M>(
+    io: &SocketIo,
+    path: &str,
+    key: &str,
+    delivery: &RoomDelivery<U, S, String, M>,
+) -> bool
+where
+    U: Serialize,
+    S: Serialize,
+    M: Serialize,
+{
+    let Some(ns) = io.of(path) else { return false };
+    matches!(
+        ns.to(key.to_string()).emit("presence", delivery).await,
+        Err(BroadcastError::Socket(_))
+    )
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

@@ -23,8 +23,43 @@
 //!
 //! Numbers on the wire fit a JavaScript number: `epoch` is below 2^53, and versions and `seq`
 //! would take centuries of transitions to get there.
+//!
+//! # Rooms
+//!
+//! A session joins rooms (a document, a channel) with metadata its members see
+//! ([`ClientMessage::Join`], [`ClientMessage::Update`], [`ClientMessage::LeaveRoom`]); any
+//! connection the application allows may also watch a room without being in it
+//! ([`ClientMessage::Watch`]). A connection in a room, as a member or a watcher, is sent that
+//! room's messages and no other room's. Each room is synced like the users, by its own rule:
+//!
+//! 1. a [`RoomState`] when the connection joins or watches the room, when it asks
+//!    ([`ClientMessage::RoomResync`]), when it fell too far behind, and when the room's history
+//!    starts anew (its `epoch` changes: the room emptied and filled again, or the server
+//!    restarted): every member with its presence in the room and each of its sessions there
+//!    with their metadata, with the room's `epoch` and `version`;
+//! 2. then [`RoomUpdates`]: the room's versions `from..=to`, as the whole member (not a delta)
+//!    for each member they changed, the latest of each, each with the version it came at.
+//!
+//! The client holds each room as of a version `V` and, for room updates of the same `epoch`:
+//! ignores them if `to <= V` (it has them already); asks for the room again
+//! ([`ClientMessage::RoomResync`]) if `from > V + 1` (a version skipped); otherwise applies the
+//! members whose `version` is above `V` (replacing the member, or removing it when its
+//! `presence` is `offline`) and then holds `to`. Room updates of another `epoch` mean the room's
+//! history restarted: it asks for the room again. Updates for a room it holds no state of are
+//! ignored (its state is on the way). A metadata change is one member update (`change`
+//! `updated`), never a leave and a join.
+//!
+//! A connection's rooms survive its reconnects: the [`Hello`] names the rooms the session is in
+//! after it (`rooms`), with their metadata, so a reload or a reconnect that names the same rooms
+//! changes nothing anyone sees; rooms the hello leaves out are left.
+//!
+//! Rooms came into protocol 1 as additions: a client that never joins or watches a room is
+//! sent nothing new, and nothing it sends means anything else. A client of rooms talking to a
+//! server without them has its room messages refused (`bad_message`).
 
-use presence_tracker::{Activity, Presence, Timestamp};
+use std::sync::Arc;
+
+use presence_tracker::{Activity, Presence, RoomChange, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this crate speaks. A [`ClientMessage::Hello`] naming another is refused.
@@ -111,15 +146,180 @@ pub struct Update<U> {
     pub user: UserState<U>,
 }
 
+/// One session of a room's member, with its metadata there (shared with the hub, not copied).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de>, M: Deserialize<'de>"))]
+#[non_exhaustive]
+pub struct MemberSession<S, M> {
+    /// The session (a tab's id: its own client recognises itself by it).
+    pub session: S,
+    /// Its metadata in the room.
+    pub meta: Arc<M>,
+}
+
+impl<S, M> MemberSession<S, M> {
+    /// A session with its metadata.
+    pub fn new(session: S, meta: Arc<M>) -> Self {
+        MemberSession { session, meta }
+    }
+}
+
+impl<S: Clone, M> Clone for MemberSession<S, M> {
+    fn clone(&self) -> Self {
+        MemberSession {
+            session: self.session.clone(),
+            meta: Arc::clone(&self.meta),
+        }
+    }
+}
+
+/// A member of a room as clients see it: the whole member, so that applying the newest wins.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "U: Deserialize<'de>, S: Deserialize<'de>, M: Deserialize<'de>"))]
+#[non_exhaustive]
+pub struct Member<U, S, M> {
+    /// The user.
+    pub user: U,
+    /// Its presence in the room: the highest of its sessions there.
+    pub presence: Presence,
+    /// Its sessions in the room with their metadata, in the order they joined.
+    pub sessions: Vec<MemberSession<S, M>>,
+}
+
+impl<U: Clone, S: Clone, M> Clone for Member<U, S, M> {
+    fn clone(&self) -> Self {
+        Member {
+            user: self.user.clone(),
+            presence: self.presence,
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+/// A room's members as of `version`: what a client replaces what it holds of the room with.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    deserialize = "U: Deserialize<'de>, S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de>"
+))]
+#[non_exhaustive]
+pub struct RoomState<U, S, R, M> {
+    /// The room.
+    pub room: R,
+    /// The room's history as the server shows it: new when the room empties and fills again,
+    /// and at every start of the server; `0` for a room nobody is in.
+    pub epoch: u64,
+    /// The version this state is at; the room's next update carries `version + 1`.
+    pub version: u64,
+    /// Every member, in no particular order.
+    pub members: Vec<Member<U, S, M>>,
+}
+
+impl<U: Clone, S: Clone, R: Clone, M> Clone for RoomState<U, S, R, M> {
+    fn clone(&self) -> Self {
+        RoomState {
+            room: self.room.clone(),
+            epoch: self.epoch,
+            version: self.version,
+            members: self.members.clone(),
+        }
+    }
+}
+
+/// One member's change in a room, at the room's version `version`: the member as it is after.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "U: Deserialize<'de>, S: Deserialize<'de>, M: Deserialize<'de>"))]
+#[non_exhaustive]
+pub struct MemberChange<U, S, M> {
+    /// The room's version this change came at.
+    pub version: u64,
+    /// What happened: `joined`, `presence` (its presence in the room changed), `updated` (its
+    /// sessions there or their metadata changed, nothing else), `left`.
+    pub change: RoomChange,
+    /// The user.
+    pub user: U,
+    /// Its presence in the room after the change (`offline`: it left).
+    pub presence: Presence,
+    /// Its sessions in the room after the change, with their metadata (empty once it left).
+    pub sessions: Vec<MemberSession<S, M>>,
+}
+
+impl<U: Clone, S: Clone, M> Clone for MemberChange<U, S, M> {
+    fn clone(&self) -> Self {
+        MemberChange {
+            version: self.version,
+            change: self.change,
+            user: self.user.clone(),
+            presence: self.presence,
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+/// One published change of a room: one member's, at the room's next version. What the hub
+/// publishes; clients receive them gathered as [`RoomUpdates`].
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    deserialize = "U: Deserialize<'de>, S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de>"
+))]
+#[non_exhaustive]
+pub struct RoomUpdate<U, S, R, M> {
+    /// The room.
+    pub room: R,
+    /// The room's epoch.
+    pub epoch: u64,
+    /// The member as it is after the change, with the version.
+    pub member: MemberChange<U, S, M>,
+}
+
+/// A room's versions `from..=to` that came after what a client holds of it: the latest change
+/// of each member they changed, in the order of their last change.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    deserialize = "U: Deserialize<'de>, S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de>"
+))]
+#[non_exhaustive]
+pub struct RoomUpdates<U, S, R, M> {
+    /// The room.
+    pub room: R,
+    /// The room's epoch.
+    pub epoch: u64,
+    /// The first version in this message.
+    pub from: u64,
+    /// The last version in this message: what the client holds after applying it.
+    pub to: u64,
+    /// The members those versions changed, each as it is after its last change here.
+    pub members: Vec<MemberChange<U, S, M>>,
+}
+
+impl<U: Clone, S: Clone, R: Clone, M> Clone for RoomUpdates<U, S, R, M> {
+    fn clone(&self) -> Self {
+        RoomUpdates {
+            room: self.room.clone(),
+            epoch: self.epoch,
+            from: self.from,
+            to: self.to,
+            members: self.members.clone(),
+        }
+    }
+}
+
 /// A refusal: the client sent something the server will not act on. Nothing changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Refusal {
     /// A stable, machine-readable code: `unknown_session`, `bad_message`, `unauthorized`,
-    /// `session_taken`, `limit`, `protocol`, `watch_only`.
+    /// `session_taken`, `limit`, `protocol`, `watch_only`; for rooms `not_in_room`,
+    /// `room_full`, `metadata_too_large`, `metadata_too_frequent` (see `retry_after_ms`),
+    /// `forbidden` (the application does not let this connection into the room).
     pub code: String,
     /// What went wrong, for a person.
     pub message: String,
+    /// The room the refused message named, if it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// When the same message would be accepted, in milliseconds (`metadata_too_frequent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Refusal {
@@ -128,7 +328,15 @@ impl Refusal {
         Refusal {
             code: code.into(),
             message: message.into(),
+            room: None,
+            retry_after_ms: None,
         }
+    }
+
+    /// The same refusal, naming the room the refused message was about.
+    pub fn in_room(mut self, room: impl Into<String>) -> Self {
+        self.room = Some(room.into());
+        self
     }
 
     /// The refusal for a tracker error: its code, and its message (which never echoes ids).
@@ -137,40 +345,61 @@ impl Refusal {
         let code = match error {
             Error::UnknownSession => "unknown_session",
             Error::SessionOwnedByOtherUser => "session_taken",
-            Error::TooManySessionsForUser { .. } | Error::TooManySessions { .. } => "limit",
+            Error::TooManySessionsForUser { .. }
+            | Error::TooManySessions { .. }
+            | Error::TooManyRooms { .. } => "limit",
+            Error::RoomFull { .. } => "room_full",
+            Error::NotInRoom => "not_in_room",
+            Error::MetadataTooLarge { .. } => "metadata_too_large",
+            Error::MetadataTooFrequent { .. } => "metadata_too_frequent",
             _ => "bad_message",
         };
-        Refusal::new(code, error.to_string())
+        let mut refusal = Refusal::new(code, error.to_string());
+        if let Error::MetadataTooFrequent { retry_after } = error {
+            // Rounded up: retrying after it is never too early.
+            let ms = retry_after.as_micros().div_ceil(1000);
+            refusal.retry_after_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
+        }
+        refusal
     }
 }
 
-/// What the server sends, tagged by `type` (`state`, `updates`, `refused`).
+/// What the server sends, tagged by `type` (`state`, `updates`, `room_state`,
+/// `room_updates`, `refused`).
+///
+/// `S`, `R` and `M` (sessions, rooms, metadata) appear in the room messages only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum ServerMessage<U> {
+pub enum ServerMessage<U, S = String, R = String, M = ()> {
     /// The whole state: replace what you hold.
     State(State<U>),
     /// The next versions.
     Updates(Updates<U>),
+    /// A room's whole state: replace what you hold of that room.
+    RoomState(RoomState<U, S, R, M>),
+    /// A room's next versions.
+    RoomUpdates(RoomUpdates<U, S, R, M>),
     /// Something the client sent was refused.
     Refused(Refusal),
 }
 
-/// What a client sends, tagged by `type`: `hello` first, then `heartbeat`, `leave` and
-/// `resync` in any order. On Socket.IO the hello is the handshake's `auth` and the others are
-/// events of those names. Fields a message does not know are ignored, so a newer client's
-/// additions do not break an older server of the same protocol version.
+/// What a client sends, tagged by `type`: `hello` first, then `heartbeat`, `leave`, `resync`
+/// and the room messages (`join`, `update`, `leave_room`, `watch`, `unwatch`, `room_resync`)
+/// in any order. On Socket.IO the hello is the handshake's `auth` and the others are events of
+/// those names, with the other fields as the payload. Fields a message does not know are
+/// ignored, so a newer client's additions do not break an older server of the same protocol
+/// version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     tag = "type",
     rename_all = "snake_case",
-    bound(deserialize = "S: Deserialize<'de>")
+    bound(deserialize = "S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de> + Default")
 )]
 #[non_exhaustive]
-pub enum ClientMessage<S> {
-    /// Who is connecting, for which tab, doing what.
-    Hello(Hello<S>),
+pub enum ClientMessage<S, R = String, M = ()> {
+    /// Who is connecting, for which tab, doing what, in which rooms.
+    Hello(Hello<S, R, M>),
     /// The client is there, doing `activity`.
     Heartbeat {
         /// What the client reports.
@@ -180,6 +409,62 @@ pub enum ClientMessage<S> {
     Leave,
     /// Send me the whole state again.
     Resync,
+    /// The session joins `room` with `meta` (`null` if absent); already in it: its metadata
+    /// there becomes `meta`. The connection is then sent the room's state and updates.
+    Join {
+        /// The room.
+        room: R,
+        /// What the room's members see of this session.
+        #[serde(default)]
+        meta: M,
+    },
+    /// The session's metadata in `room` becomes `meta`: one update, never a leave and a join.
+    Update {
+        /// The room, which the session is in.
+        room: R,
+        /// The new metadata.
+        #[serde(default)]
+        meta: M,
+    },
+    /// The session leaves `room`.
+    LeaveRoom {
+        /// The room, which the session is in.
+        room: R,
+    },
+    /// Send me `room`'s state and updates without joining it (no presence of mine there).
+    Watch {
+        /// The room.
+        room: R,
+    },
+    /// Stop watching `room` (a room the session is in keeps coming).
+    Unwatch {
+        /// The room.
+        room: R,
+    },
+    /// Send me `room`'s whole state again.
+    RoomResync {
+        /// A room this connection is in or watches.
+        room: R,
+    },
+}
+
+/// A room a [`Hello`] names, with the session's metadata there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "R: Deserialize<'de>, M: Deserialize<'de> + Default"))]
+#[non_exhaustive]
+pub struct JoinRoom<R, M> {
+    /// The room.
+    pub room: R,
+    /// The session's metadata there (`null` if absent).
+    #[serde(default)]
+    pub meta: M,
+}
+
+impl<R, M> JoinRoom<R, M> {
+    /// `room`, with `meta`.
+    pub fn new(room: R, meta: M) -> Self {
+        JoinRoom { room, meta }
+    }
 }
 
 /// The first message of a connection (a WebSocket `hello`, a Socket.IO handshake's `auth`).
@@ -187,9 +472,11 @@ pub enum ClientMessage<S> {
 /// It names no user: who the connection speaks for is the application's decision, taken from
 /// the handshake (a cookie, a token) by its [`Authenticate`](crate::Authenticate) hook.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(bound(deserialize = "S: Deserialize<'de>"))]
+#[serde(bound(
+    deserialize = "S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de> + Default"
+))]
 #[non_exhaustive]
-pub struct Hello<S> {
+pub struct Hello<S, R = String, M = ()> {
     /// The protocol version the client speaks.
     pub protocol: u32,
     /// The tab's stable session id; `None` for a watcher (observes, has no presence of its
@@ -203,13 +490,19 @@ pub struct Hello<S> {
     /// token); cookies and headers come with the handshake instead.
     #[serde(default)]
     pub token: Option<String>,
+    /// The rooms the session is in after this hello, with its metadata there: it joins those it
+    /// is not in, takes the metadata given where it differs, and leaves the rooms not named.
+    /// Absent: the session stays in the rooms it is in (a connection of a session that joined
+    /// rooms is sent them all the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<JoinRoom<R, M>>>,
 }
 
 fn active() -> Activity {
     Activity::Active
 }
 
-impl<S> Hello<S> {
+impl<S, R, M> Hello<S, R, M> {
     /// A hello for a session doing `activity`.
     pub fn session(session: S, activity: Activity) -> Self {
         Hello {
@@ -217,6 +510,7 @@ impl<S> Hello<S> {
             session: Some(session),
             activity,
             token: None,
+            rooms: None,
         }
     }
 
@@ -227,12 +521,19 @@ impl<S> Hello<S> {
             session: None,
             activity: Activity::Active,
             token: None,
+            rooms: None,
         }
     }
 
     /// The same hello with a token.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// The same hello, naming the rooms the session is in after it.
+    pub fn with_rooms(mut self, rooms: Vec<JoinRoom<R, M>>) -> Self {
+        self.rooms = Some(rooms);
         self
     }
 }

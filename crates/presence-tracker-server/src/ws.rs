@@ -4,7 +4,8 @@
 //! |---|---|
 //! | client → server | a [`Hello`] first, within [`WsOptions::hello_timeout`]: `{"type":"hello","protocol":1,"session":"<tab id>","activity":"idle","token":..}` (no `session`: a watcher) |
 //! | client → server | `{"type":"heartbeat","activity":"active"}`, `{"type":"leave"}`, `{"type":"resync"}` |
-//! | server → client | [`ServerMessage`]s: `{"type":"state",..}` after the hello, then `{"type":"updates",..}`; `{"type":"refused",..}` for a signal that changed nothing |
+//! | client → server | rooms: `{"type":"join","room":"doc-1","meta":{..}}`, `{"type":"update","room":"doc-1","meta":{..}}`, `{"type":"leave_room","room":"doc-1"}`, `{"type":"watch","room":"doc-1"}`, `{"type":"unwatch","room":"doc-1"}`, `{"type":"room_resync","room":"doc-1"}` (and `rooms` in the hello) |
+//! | server → client | [`ServerMessage`]s: `{"type":"state",..}` after the hello, then `{"type":"updates",..}`; for each room the connection is in or watches `{"type":"room_state",..}` then `{"type":"room_updates",..}`; `{"type":"refused",..}` for a message that changed nothing (naming its `room` if it named one) |
 //!
 //! The server closes, with a close code and a reason a person can read:
 //!
@@ -21,7 +22,13 @@
 //! is a lost one. Each connection's messages are handled in order by one task; what is
 //! published within [`WsOptions::linger`] goes out as one message; a client that falls behind
 //! on what it is sent gets a fresh state instead of a backlog.
+//!
+//! Each room the connection is in or watches has its own [`RoomSubscription`](crate::RoomSubscription),
+//! so a connection is sent its rooms' messages and no other room's; they go out through one
+//! small queue per connection, and a room whose messages wait too long there (a client that
+//! reads slowly) is sent its state afresh instead.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +37,20 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use axum::routing::{get, MethodRouter};
-use presence_tracker::{Clock, ConnectionId, DisconnectKind, Id};
+use presence_tracker::{Clock, ConnectionId, DisconnectKind, Id, Metadata};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::link::{Fanout, Link};
 use crate::wire::{ClientMessage, Hello, Refusal, ServerMessage, PROTOCOL};
-use crate::{Authenticate, Handshake, Hub, Identity, Subscription};
+use crate::{Authenticate, Handshake, Hub, Identity, RoomDelivery, Subscription};
+
+/// A connection's room messages on their way out: a few, then its rooms' forwarders wait (and
+/// fall behind, which a fresh state makes good).
+const ROOM_QUEUE: usize = 16;
 
 /// How [`route`] serves WebSockets.
 #[derive(Clone, Debug)]
@@ -44,7 +58,8 @@ use crate::{Authenticate, Handshake, Hub, Identity, Subscription};
 pub struct WsOptions {
     /// How long a connection may take to send its hello (default 10 s).
     pub hello_timeout: Duration,
-    /// The largest message accepted, in bytes (default 4 KiB: a hello with a token).
+    /// The largest message accepted, in bytes (default 32 KiB: a join with metadata at the
+    /// policy's default limit of 4 KiB, or a hello naming several rooms).
     pub max_message: usize,
     /// How often the server pings (default 25 s, Socket.IO's default).
     pub ping_interval: Duration,
@@ -54,16 +69,19 @@ pub struct WsOptions {
     /// message (default 50 ms): the most a presence change is delayed, and what turns a burst
     /// into one message per client.
     pub linger: Duration,
+    /// How many rooms one connection may watch (default 32).
+    pub max_watched_rooms: usize,
 }
 
 impl Default for WsOptions {
     fn default() -> Self {
         WsOptions {
             hello_timeout: Duration::from_secs(10),
-            max_message: 4096,
+            max_message: 32 * 1024,
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
             linger: Duration::from_millis(50),
+            max_watched_rooms: 32,
         }
     }
 }
@@ -104,11 +122,12 @@ impl WsOptions {
 /// axum::serve(listener, app).await
 /// # }
 /// ```
-pub fn route<U, S, C, A, St>(hub: Hub<U, S, C>, auth: A) -> MethodRouter<St>
+pub fn route<U, S, C, M, A, St>(hub: Hub<U, S, C, String, M>, auth: A) -> MethodRouter<St>
 where
     U: Id + Serialize,
-    S: Id + DeserializeOwned,
+    S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
     A: Authenticate<U>,
     St: Clone + Send + Sync + 'static,
 {
@@ -116,15 +135,16 @@ where
 }
 
 /// [`route`] with options.
-pub fn route_with<U, S, C, A, St>(
-    hub: Hub<U, S, C>,
+pub fn route_with<U, S, C, M, A, St>(
+    hub: Hub<U, S, C, String, M>,
     auth: A,
     options: WsOptions,
 ) -> MethodRouter<St>
 where
     U: Id + Serialize,
-    S: Id + DeserializeOwned,
+    S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
     A: Authenticate<U>,
     St: Clone + Send + Sync + 'static,
 {
@@ -140,24 +160,25 @@ where
     })
 }
 
-struct Shared<U, S, C, A> {
-    hub: Hub<U, S, C>,
+struct Shared<U, S, C, M, A> {
+    hub: Hub<U, S, C, String, M>,
     auth: A,
     options: WsOptions,
     /// Connection ids: a counter, fingerprinted (unique within the process).
     next_connection: AtomicU64,
 }
 
-fn upgrade<U, S, C, A>(
-    shared: Arc<Shared<U, S, C, A>>,
+fn upgrade<U, S, C, M, A>(
+    shared: Arc<Shared<U, S, C, M, A>>,
     ws: WebSocketUpgrade,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response
 where
     U: Id + Serialize,
-    S: Id + DeserializeOwned,
+    S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
     A: Authenticate<U>,
 {
     let max = shared.options.max_message;
@@ -184,31 +205,50 @@ enum End {
     Close(u16, &'static str),
 }
 
-struct Connection<U, S, C, A> {
+/// A room message on its way to the connection.
+type RoomMessage<U, S, M> = RoomDelivery<U, S, String, M>;
+
+struct Connection<U, S, C, M, A> {
     socket: WebSocket,
-    shared: Arc<Shared<U, S, C, A>>,
+    shared: Arc<Shared<U, S, C, M, A>>,
     headers: HeaderMap,
     uri: Uri,
 }
 
-impl<U, S, C, A> Connection<U, S, C, A>
+/// The rooms a connection is sent: a forwarder per room, into one queue.
+struct Rooms<U, S, M> {
+    forwarders: HashMap<String, JoinHandle<()>>,
+    tx: mpsc::Sender<RoomMessage<U, S, M>>,
+    rx: mpsc::Receiver<RoomMessage<U, S, M>>,
+}
+
+impl<U, S, M> Drop for Rooms<U, S, M> {
+    fn drop(&mut self) {
+        for forwarder in self.forwarders.values() {
+            forwarder.abort();
+        }
+    }
+}
+
+impl<U, S, C, M, A> Connection<U, S, C, M, A>
 where
     U: Id + Serialize,
-    S: Id + DeserializeOwned,
+    S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
     A: Authenticate<U>,
 {
     async fn run(mut self) {
         let connection = ConnectionId::from_fingerprint(
             self.shared.next_connection.fetch_add(1, Ordering::Relaxed),
         );
-        let session = match self.hello(connection).await {
-            Ok(session) => session,
+        let (mut link, refusals) = match self.hello(connection).await {
+            Ok(hello) => hello,
             Err(end) => return self.finish(end).await,
         };
         let feed = self.shared.hub.subscribe();
-        let end = self.serve(session.as_ref(), connection, feed).await;
-        if let Some((_, session)) = &session {
+        let end = self.serve(&mut link, refusals, feed).await;
+        if let Some((_, session)) = link.session() {
             // Closed by the server (a protocol violation): the client did not say goodbye.
             let kind = match end {
                 End::Gone(kind) => kind,
@@ -220,8 +260,12 @@ where
         self.finish(end).await;
     }
 
-    /// Waits for the hello, authenticates it and connects its session (`None`: a watcher).
-    async fn hello(&mut self, connection: ConnectionId) -> Result<Option<(U, S)>, End> {
+    /// Waits for the hello, authenticates it, connects its session (none: a watcher) and puts
+    /// it in the hello's rooms; the refusals of rooms it could not join.
+    async fn hello(
+        &mut self,
+        connection: ConnectionId,
+    ) -> Result<(Link<U, S, M>, Vec<Refusal>), End> {
         let first = tokio::time::timeout(self.shared.options.hello_timeout, self.socket.recv())
             .await
             .map_err(|_| End::Close(4000, "no hello within the timeout"))?;
@@ -240,51 +284,89 @@ where
             }
             None => return Err(End::Gone(DisconnectKind::Lost)),
         };
-        let hello: Hello<S> = match serde_json::from_str::<ClientMessage<S>>(&text) {
-            Ok(ClientMessage::Hello(hello)) => hello,
-            _ => return Err(End::Close(4000, "the first message must be a hello")),
-        };
+        let hello: Hello<S, String, M> =
+            match serde_json::from_str::<ClientMessage<S, String, M>>(&text) {
+                Ok(ClientMessage::Hello(hello)) => hello,
+                _ => return Err(End::Close(4000, "the first message must be a hello")),
+            };
         if hello.protocol != PROTOCOL {
             return Err(End::Close(4002, "unsupported protocol version"));
         }
-        let identity = self.shared.auth.authenticate(&Handshake::new(
+        let shared = Arc::clone(&self.shared);
+        let identity = shared.auth.authenticate(&Handshake::new(
             &self.headers,
             &self.uri,
             hello.token.as_deref(),
         ));
+        let max_watched = shared.options.max_watched_rooms;
         let refused = match identity {
             Err(refusal) => refusal,
             Ok(Identity::User(user)) => match hello.session {
                 Some(session) => {
-                    match self.shared.hub.connect(
+                    match shared.hub.connect(
                         user.clone(),
                         session.clone(),
                         connection,
                         hello.activity,
                     ) {
-                        Ok(()) => return Ok(Some((user, session))),
+                        Ok(()) => {
+                            let identity = Identity::User(user.clone());
+                            let mut link =
+                                Link::new(identity, Some((user, session)), connection, max_watched);
+                            let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
+                            return Ok((link, refusals));
+                        }
                         Err(e) => Refusal::from_error(&e),
                     }
                 }
-                None => return Ok(None),
+                None => {
+                    let mut link = Link::new(Identity::User(user), None, connection, max_watched);
+                    let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
+                    return Ok((link, refusals));
+                }
             },
-            Ok(_) => return Ok(None),
+            Ok(identity) => {
+                let mut link = Link::new(identity, None, connection, max_watched);
+                let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
+                return Ok((link, refusals));
+            }
         };
-        self.send(&ServerMessage::<U>::Refused(refused)).await;
+        self.send(&ServerMessage::<U, S, String, M>::Refused(refused))
+            .await;
         Err(End::Close(1008, "hello refused"))
     }
 
-    /// Until the connection ends: the client's messages in order, the hub's deliveries, pings.
+    /// Until the connection ends: the client's messages in order, the hub's deliveries (the
+    /// users' and the rooms'), pings.
     async fn serve(
         &mut self,
-        session: Option<&(U, S)>,
-        connection: ConnectionId,
-        mut feed: Subscription<U, S, C>,
+        link: &mut Link<U, S, M>,
+        refusals: Vec<Refusal>,
+        mut feed: Subscription<U, S, C, String, M>,
     ) -> End {
         let options = self.shared.options.clone();
         let mut ping = tokio::time::interval(options.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
+        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+        let mut rooms = Rooms {
+            forwarders: HashMap::new(),
+            tx,
+            rx,
+        };
+        // The users' state first, then the rooms', then what the hello could not do.
+        if let Some(state) = feed.try_recv() {
+            if !self.send(&state).await {
+                return End::Gone(DisconnectKind::Lost);
+            }
+        }
+        for room in link.rooms() {
+            self.open_room(&mut rooms, room);
+        }
+        for refusal in refusals {
+            self.send(&ServerMessage::<U, S, String, M>::Refused(refusal))
+                .await;
+        }
         loop {
             tokio::select! {
                 message = self.socket.recv() => {
@@ -300,14 +382,19 @@ where
                         Message::Close(_) => return End::Gone(DisconnectKind::Clean),
                         Message::Ping(_) | Message::Pong(_) => continue,
                     };
-                    if let Some(refusal) = self.signal(&text, session, connection, &mut feed) {
-                        self.send(&ServerMessage::<U>::Refused(refusal)).await;
+                    for refusal in self.signal(&text, link, &mut feed, &mut rooms) {
+                        self.send(&ServerMessage::<U, S, String, M>::Refused(refusal)).await;
                     }
                 }
                 delivery = feed.recv_gathered(options.linger) => {
                     let Some(delivery) = delivery else {
                         return End::Close(1001, "the server is going away");
                     };
+                    if !self.send(&delivery).await {
+                        return End::Gone(DisconnectKind::Lost);
+                    }
+                }
+                Some(delivery) = rooms.rx.recv() => {
                     if !self.send(&delivery).await {
                         return End::Gone(DisconnectKind::Lost);
                     }
@@ -324,34 +411,61 @@ where
         }
     }
 
-    /// Handles one text message after the hello; a refusal to send back if it changed nothing.
+    /// Handles one text message after the hello; the refusals to send back.
     fn signal(
         &self,
         text: &str,
-        session: Option<&(U, S)>,
-        connection: ConnectionId,
-        feed: &mut Subscription<U, S, C>,
-    ) -> Option<Refusal> {
-        let hub = &self.shared.hub;
-        let message = match serde_json::from_str::<ClientMessage<S>>(text) {
+        link: &mut Link<U, S, M>,
+        feed: &mut Subscription<U, S, C, String, M>,
+        rooms: &mut Rooms<U, S, M>,
+    ) -> Vec<Refusal> {
+        let message = match serde_json::from_str::<ClientMessage<S, String, M>>(text) {
             Ok(message) => message,
-            Err(e) => return Some(Refusal::new("bad_message", e.to_string())),
+            Err(e) => return vec![Refusal::new("bad_message", e.to_string())],
         };
-        let result = match (message, session) {
-            (ClientMessage::Resync, _) => {
-                feed.resync_later();
-                Ok(())
+        if let ClientMessage::Resync = message {
+            feed.resync_later();
+            return Vec::new();
+        }
+        let outcome = link.handle(&self.shared.hub, &self.shared.auth, message);
+        for fanout in outcome.fanout {
+            match fanout {
+                Fanout::Open(room) => self.open_room(rooms, room),
+                Fanout::Close(room) => {
+                    if let Some(forwarder) = rooms.forwarders.remove(&room) {
+                        forwarder.abort();
+                    }
+                }
+                Fanout::Resync(room) => {
+                    // A new subscription starts with the room's state.
+                    if let Some(forwarder) = rooms.forwarders.remove(&room) {
+                        forwarder.abort();
+                    }
+                    self.open_room(rooms, room);
+                }
             }
-            (ClientMessage::Hello(_), _) => {
-                return Some(Refusal::new("bad_message", "hello was already said"))
-            }
-            (_, None) => return Some(Refusal::new("watch_only", "a watcher sends no signal")),
-            (ClientMessage::Heartbeat { activity }, Some((user, session))) => {
-                hub.heartbeat_or_reconnect(user, session, connection, activity)
-            }
-            (ClientMessage::Leave, Some((_, session))) => hub.leave(session, connection),
+        }
+        outcome.refusals
+    }
+
+    /// Starts sending the connection `room`: its state now, then its updates.
+    fn open_room(&self, rooms: &mut Rooms<U, S, M>, room: String) {
+        // The link checked the id.
+        let Ok(mut feed) = self.shared.hub.rooms().subscribe(room.clone()) else {
+            return;
         };
-        result.err().map(|e| Refusal::from_error(&e))
+        let tx = rooms.tx.clone();
+        let linger = self.shared.options.linger;
+        let forwarder = tokio::spawn(async move {
+            while let Some(delivery) = feed.recv_gathered(linger).await {
+                if tx.send(delivery).await.is_err() {
+                    return;
+                }
+            }
+        });
+        if let Some(old) = rooms.forwarders.insert(room, forwarder) {
+            old.abort();
+        }
     }
 
     /// Sends one message as JSON; `false` if the connection is gone.

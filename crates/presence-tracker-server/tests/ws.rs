@@ -5,93 +5,14 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use presence_tracker::{Activity, ManualClock, Policy, Presence, PresenceTracker};
-use presence_tracker_server::wire::Refusal;
-use presence_tracker_server::ws::{self, WsOptions};
-use presence_tracker_server::{Handshake, Hub, HubConfig, Identity};
-use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use futures_util::SinkExt;
+use presence_tracker::{Activity, Presence};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type TestHub = Hub<String, String, ManualClock>;
-
-/// `user:NAME` signs in as NAME; no token watches; anything else is refused.
-fn auth(h: &Handshake<'_>) -> Result<Identity<String>, Refusal> {
-    match h.token {
-        None => Ok(Identity::Watcher),
-        Some(token) => match token.strip_prefix("user:") {
-            Some(name) => Ok(Identity::User(name.to_string())),
-            None => Err(Refusal::new("unauthorized", "bad token")),
-        },
-    }
-}
-
-async fn server() -> (TestHub, ManualClock, String) {
-    let clock = ManualClock::new();
-    let hub = Hub::new(
-        PresenceTracker::with_clock(Policy::default(), clock.clone()),
-        HubConfig::default(),
-    );
-    let options = WsOptions::default().hello_timeout(Duration::from_millis(300));
-    let app = axum::Router::new().route("/ws", ws::route_with(hub.clone(), auth, options));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let url = format!("ws://{}/ws", listener.local_addr().expect("bound"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (hub, clock, url)
-}
-
-async fn client(url: &str) -> Client {
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("connects")
-        .0
-}
-
-async fn send(c: &mut Client, v: Value) {
-    c.send(Message::text(v.to_string())).await.expect("sends");
-}
-
-/// The next JSON message (skipping pings); panics after 5 s without one.
-async fn next(c: &mut Client) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), c.next())
-            .await
-            .expect("a message within 5 s")
-            .expect("open")
-            .expect("a frame");
-        match m {
-            Message::Text(t) => return serde_json::from_str(&t).expect("json"),
-            Message::Close(f) => panic!("closed: {f:?}"),
-            _ => continue,
-        }
-    }
-}
-
-/// The close frame's code and reason, skipping anything before it.
-async fn closed(c: &mut Client) -> (CloseCode, String) {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), c.next())
-            .await
-            .expect("closes within 5 s")
-        {
-            Some(Ok(Message::Close(Some(f)))) => return (f.code, f.reason.to_string()),
-            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
-                panic!("closed without a close frame")
-            }
-            Some(Ok(_)) => continue,
-        }
-    }
-}
-
-fn hello(token: Option<&str>, session: Option<&str>) -> Value {
-    json!({"type": "hello", "protocol": 1, "token": token, "session": session})
-}
+mod support;
+use support::{client, closed, hello, next, send, server};
 
 #[tokio::test]
 async fn a_hello_gets_the_state_and_others_get_the_update() {
@@ -185,7 +106,7 @@ async fn garbage_gets_a_clear_close() {
     assert_eq!(u16::from(closed(&mut c).await.0), 4002);
 
     let mut c = client(&url).await;
-    c.send(Message::text("x".repeat(10_000)))
+    c.send(Message::text("x".repeat(100_000)))
         .await
         .expect("sends");
     assert_eq!(closed(&mut c).await.0, CloseCode::Size);

@@ -1,0 +1,337 @@
+//! What one connection is to the hub, whatever carries it: who it speaks for, its session,
+//! the rooms its session joined through it and the rooms it watches; and the client messages
+//! that change them. Both integrations handle messages here, so they refuse the same things
+//! the same way, and only the fan-out (which room's messages reach the connection) is theirs.
+
+#![cfg_attr(not(any(feature = "socketioxide", feature = "axum")), allow(dead_code))]
+
+use std::collections::{HashMap, HashSet};
+
+use presence_tracker::{Activity, Clock, ConnectionId, Error, Id, Metadata};
+
+use crate::wire::{ClientMessage, JoinRoom, Refusal};
+use crate::{Authenticate, Hub, Identity, RoomAccess};
+
+/// What a transport does about a room's messages after a client message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fanout {
+    /// Start sending the connection the room's state and updates.
+    Open(String),
+    /// Stop.
+    Close(String),
+    /// Send the connection the room's state again.
+    Resync(String),
+}
+
+/// What handling a message came to: refusals to send back, fan-out to change.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub(crate) refusals: Vec<Refusal>,
+    pub(crate) fanout: Vec<Fanout>,
+}
+
+impl Outcome {
+    fn refused(refusal: Refusal) -> Self {
+        Outcome {
+            refusals: vec![refusal],
+            fanout: Vec::new(),
+        }
+    }
+
+    fn fanout(fanout: Fanout) -> Self {
+        Outcome {
+            refusals: Vec::new(),
+            fanout: vec![fanout],
+        }
+    }
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Link<U, S, M> {
+    identity: Identity<U>,
+    /// The user and the session it carries; `None` for a watcher.
+    session: Option<(U, S)>,
+    connection: ConnectionId,
+    /// The rooms its session is in as far as this connection knows (joined through it, or in
+    /// at its hello), with the metadata last set: joined again with it if the session has to be
+    /// connected again.
+    member: HashMap<String, M>,
+    watching: HashSet<String>,
+    max_watched: usize,
+}
+
+impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
+    pub(crate) fn new(
+        identity: Identity<U>,
+        session: Option<(U, S)>,
+        connection: ConnectionId,
+        max_watched: usize,
+    ) -> Self {
+        Link {
+            identity,
+            session,
+            connection,
+            member: HashMap::new(),
+            watching: HashSet::new(),
+            max_watched,
+        }
+    }
+
+    /// The user and session, `None` for a watcher.
+    pub(crate) fn session(&self) -> Option<&(U, S)> {
+        self.session.as_ref()
+    }
+
+    #[cfg_attr(not(feature = "socketioxide"), allow(dead_code))]
+    pub(crate) fn connection(&self) -> ConnectionId {
+        self.connection
+    }
+
+    /// Every room whose messages the connection is sent: joined or watched.
+    pub(crate) fn rooms(&self) -> Vec<String> {
+        let mut rooms: Vec<String> = self.member.keys().cloned().collect();
+        rooms.extend(
+            self.watching
+                .iter()
+                .filter(|r| !self.member.contains_key(*r))
+                .cloned(),
+        );
+        rooms
+    }
+
+    fn has(&self, room: &str) -> bool {
+        self.member.contains_key(room) || self.watching.contains(room)
+    }
+
+    /// The rooms of the hello: the session ends up in exactly those it may join (or, with no
+    /// list, stays in its rooms). Returns the refusals; the connection is then sent every room
+    /// of [`rooms`](Self::rooms).
+    pub(crate) fn hello_rooms<C, A>(
+        &mut self,
+        hub: &Hub<U, S, C, String, M>,
+        auth: &A,
+        rooms: Option<Vec<JoinRoom<String, M>>>,
+    ) -> Vec<Refusal>
+    where
+        C: Clock,
+        A: Authenticate<U>,
+    {
+        let Some((user, session)) = self.session.clone() else {
+            return rooms
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    Refusal::new("watch_only", "a watcher joins no room: watch it").in_room(r.room)
+                })
+                .collect();
+        };
+        let Some(rooms) = rooms else {
+            // The session stays where it is; this connection learns where that is.
+            for room in hub.tracker().rooms().of_session(&session) {
+                let meta = hub.rooms().meta_of(&room, &user, &session);
+                self.member.insert(room, meta.unwrap_or_default());
+            }
+            return Vec::new();
+        };
+        let mut refusals = Vec::new();
+        let mut wanted = Vec::new();
+        for JoinRoom { room, meta } in rooms {
+            match auth.authorize_room(&self.identity, &room, RoomAccess::Join) {
+                Ok(()) => wanted.push((room, meta)),
+                Err(refusal) => refusals.push(refusal.in_room(room)),
+            }
+        }
+        let metas: HashMap<String, M> = wanted.iter().cloned().collect();
+        for (room, error) in hub.rooms().set(&session, wanted) {
+            refusals.push(Refusal::from_error(&error).in_room(room));
+        }
+        for room in hub.tracker().rooms().of_session(&session) {
+            let meta = metas.get(&room).cloned().unwrap_or_default();
+            self.member.insert(room, meta);
+        }
+        refusals
+    }
+
+    /// A message after the hello (`hello` and `resync` are the transport's).
+    pub(crate) fn handle<C, A>(
+        &mut self,
+        hub: &Hub<U, S, C, String, M>,
+        auth: &A,
+        message: ClientMessage<S, String, M>,
+    ) -> Outcome
+    where
+        C: Clock,
+        A: Authenticate<U>,
+    {
+        match message {
+            ClientMessage::Watch { room } => self.watch(hub, auth, room),
+            ClientMessage::Unwatch { room } => {
+                if !self.watching.remove(&room) {
+                    return Outcome::refused(
+                        Refusal::new("not_watching", "this connection does not watch that room")
+                            .in_room(room),
+                    );
+                }
+                if self.has(&room) {
+                    return Outcome::default();
+                }
+                Outcome::fanout(Fanout::Close(room))
+            }
+            ClientMessage::RoomResync { room } => {
+                if self.has(&room) {
+                    Outcome::fanout(Fanout::Resync(room))
+                } else {
+                    Outcome::refused(
+                        Refusal::new("not_in_room", "this connection is not sent that room")
+                            .in_room(room),
+                    )
+                }
+            }
+            ClientMessage::Hello(_) | ClientMessage::Resync => {
+                Outcome::refused(Refusal::new("bad_message", "hello was already said"))
+            }
+            message => match self.session.clone() {
+                None => Outcome::refused(Refusal::new("watch_only", "a watcher sends no signal")),
+                Some((user, session)) => self.signal(hub, auth, &user, &session, message),
+            },
+        }
+    }
+
+    /// A message of a connection with a session.
+    fn signal<C, A>(
+        &mut self,
+        hub: &Hub<U, S, C, String, M>,
+        auth: &A,
+        user: &U,
+        session: &S,
+        message: ClientMessage<S, String, M>,
+    ) -> Outcome
+    where
+        C: Clock,
+        A: Authenticate<U>,
+    {
+        let refuse =
+            |e: Error, room: String| Outcome::refused(Refusal::from_error(&e).in_room(room));
+        match message {
+            ClientMessage::Heartbeat { activity } => self.heartbeat(hub, user, session, activity),
+            ClientMessage::Leave => match hub.leave(session, self.connection) {
+                Ok(()) => Outcome::default(),
+                Err(e) => Outcome::refused(Refusal::from_error(&e)),
+            },
+            ClientMessage::Join { room, meta } => {
+                if let Err(refusal) = auth.authorize_room(&self.identity, &room, RoomAccess::Join) {
+                    return Outcome::refused(refusal.in_room(room));
+                }
+                match hub.rooms().join(session, room.clone(), meta.clone()) {
+                    Ok(()) => {
+                        let open = !self.has(&room);
+                        self.member.insert(room.clone(), meta);
+                        if open {
+                            Outcome::fanout(Fanout::Open(room))
+                        } else {
+                            Outcome::default()
+                        }
+                    }
+                    Err(e) => refuse(e, room),
+                }
+            }
+            ClientMessage::Update { room, meta } => {
+                match hub.rooms().update(session, room.as_str(), meta.clone()) {
+                    Ok(()) => {
+                        let open = !self.has(&room);
+                        self.member.insert(room.clone(), meta);
+                        if open {
+                            Outcome::fanout(Fanout::Open(room))
+                        } else {
+                            Outcome::default()
+                        }
+                    }
+                    Err(e) => refuse(e, room),
+                }
+            }
+            ClientMessage::LeaveRoom { room } => {
+                let result = hub.rooms().leave(session, room.as_str());
+                let known = self.member.remove(&room).is_some();
+                let mut outcome = match result {
+                    Ok(()) => Outcome::default(),
+                    Err(e) => Outcome::refused(Refusal::from_error(&e).in_room(room.clone())),
+                };
+                if known && !self.has(&room) {
+                    outcome.fanout.push(Fanout::Close(room));
+                }
+                outcome
+            }
+            _ => Outcome::refused(Refusal::new("bad_message", "not a message after the hello")),
+        }
+    }
+
+    /// A heartbeat; if the session expired while the connection stayed open, it is connected
+    /// again on this connection and joins its rooms again with the metadata last set.
+    fn heartbeat<C: Clock>(
+        &mut self,
+        hub: &Hub<U, S, C, String, M>,
+        user: &U,
+        session: &S,
+        activity: Activity,
+    ) -> Outcome {
+        match hub.heartbeat(session, activity) {
+            Ok(()) => return Outcome::default(),
+            Err(Error::UnknownSession) => {}
+            Err(e) => return Outcome::refused(Refusal::from_error(&e)),
+        }
+        if let Err(e) = hub.connect(user.clone(), session.clone(), self.connection, activity) {
+            return Outcome::refused(Refusal::from_error(&e));
+        }
+        let mut outcome = Outcome::default();
+        let rooms: Vec<(String, M)> = self.member.drain().collect();
+        for (room, meta) in rooms {
+            match hub.rooms().join(session, room.clone(), meta.clone()) {
+                Ok(()) => {
+                    self.member.insert(room, meta);
+                }
+                Err(e) => {
+                    outcome
+                        .refusals
+                        .push(Refusal::from_error(&e).in_room(room.clone()));
+                    if !self.watching.contains(&room) {
+                        outcome.fanout.push(Fanout::Close(room));
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    fn watch<C, A>(&mut self, hub: &Hub<U, S, C, String, M>, auth: &A, room: String) -> Outcome
+    where
+        C: Clock,
+        A: Authenticate<U>,
+    {
+        if let Err(e) = hub.rooms().check_id(&room) {
+            return Outcome::refused(Refusal::from_error(&e).in_room(room));
+        }
+        if let Err(refusal) = auth.authorize_room(&self.identity, &room, RoomAccess::Watch) {
+            return Outcome::refused(refusal.in_room(room));
+        }
+        if self.watching.contains(&room) {
+            return Outcome::default();
+        }
+        if self.watching.len() >= self.max_watched {
+            return Outcome::refused(
+                Refusal::new(
+                    "limit",
+                    format!("a connection watches at most {} rooms", self.max_watched),
+                )
+                .in_room(room),
+            );
+        }
+        let open = !self.has(&room);
+        self.watching.insert(room.clone());
+        if open {
+            Outcome::fanout(Fanout::Open(room))
+        } else {
+            Outcome::default()
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Helpers the WebSocket tests share: a server on loopback over a `ManualClock`, and a client of
+//! another stack (tungstenite) that sends and reads JSON.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use presence_tracker::{ManualClock, Metadata, Policy, PresenceTracker};
+use presence_tracker_server::wire::Refusal;
+use presence_tracker_server::ws::{self, WsOptions};
+use presence_tracker_server::{Authenticate, Handshake, Hub, HubConfig, Identity, RoomAccess};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type TestHub<M = ()> = Hub<String, String, ManualClock, String, M>;
+
+/// `user:NAME` signs in as NAME; no token watches; anything else is refused. Rooms named
+/// `secret-*` are nobody's.
+pub struct Auth;
+
+impl Authenticate<String> for Auth {
+    fn authenticate(&self, h: &Handshake<'_>) -> Result<Identity<String>, Refusal> {
+        match h.token {
+            None => Ok(Identity::Watcher),
+            Some(token) => match token.strip_prefix("user:") {
+                Some(name) => Ok(Identity::User(name.to_string())),
+                None => Err(Refusal::new("unauthorized", "bad token")),
+            },
+        }
+    }
+
+    fn authorize_room(
+        &self,
+        _: &Identity<String>,
+        room: &str,
+        _: RoomAccess,
+    ) -> Result<(), Refusal> {
+        if room.starts_with("secret-") {
+            return Err(Refusal::new("forbidden", "nobody's room"));
+        }
+        Ok(())
+    }
+}
+
+pub async fn server() -> (TestHub, ManualClock, String) {
+    server_with(Policy::default()).await
+}
+
+/// A server whose sessions carry metadata `M` into rooms, under `policy`.
+pub async fn server_with<M>(policy: Policy) -> (TestHub<M>, ManualClock, String)
+where
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
+{
+    let clock = ManualClock::new();
+    let hub = Hub::new(
+        PresenceTracker::with_clock(policy, clock.clone()),
+        HubConfig::default(),
+    );
+    let options = WsOptions::default().hello_timeout(Duration::from_millis(300));
+    let app = axum::Router::new().route("/ws", ws::route_with(hub.clone(), Auth, options));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("ws://{}/ws", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (hub, clock, url)
+}
+
+pub async fn client(url: &str) -> Client {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connects")
+        .0
+}
+
+pub async fn send(c: &mut Client, v: Value) {
+    c.send(Message::text(v.to_string())).await.expect("sends");
+}
+
+/// The next JSON message (skipping pings); panics after 5 s without one.
+pub async fn next(c: &mut Client) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("open")
+            .expect("a frame");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).expect("json"),
+            Message::Close(f) => panic!("closed: {f:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// The close frame's code and reason, skipping anything before it.
+pub async fn closed(c: &mut Client) -> (CloseCode, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .expect("closes within 5 s")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return (f.code, f.reason.to_string()),
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                panic!("closed without a close frame")
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+pub fn hello(token: Option<&str>, session: Option<&str>) -> Value {
+    json!({"type": "hello", "protocol": 1, "token": token, "session": session})
+}

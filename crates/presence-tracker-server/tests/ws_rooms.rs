@@ -1,0 +1,357 @@
+//! Rooms over the WebSocket integration, driven by another client stack (tungstenite): a
+//! connection is sent the rooms it is in or watches and no other, a metadata change is one
+//! member update, a reconnect naming the same rooms changes nothing, a session that expired
+//! under an open socket joins its rooms again, and garbage is refused with the room named and
+//! changes nothing.
+#![cfg(feature = "axum")]
+
+use std::time::Duration;
+
+use presence_tracker::Policy;
+use presence_tracker_server::Meta;
+use serde_json::{json, Value};
+
+mod support;
+use support::{client, hello, next, send, server_with, Client, TestHub};
+
+async fn rooms_server() -> (TestHub<Meta>, presence_tracker::ManualClock, String) {
+    let policy = Policy::builder()
+        .max_metadata_bytes(256)
+        .build()
+        .expect("valid");
+    server_with::<Meta>(policy).await
+}
+
+/// The next message of `type_`, skipping others (pings are skipped by `next`).
+async fn next_of(c: &mut Client, type_: &str) -> Value {
+    loop {
+        let m = next(c).await;
+        if m["type"] == type_ {
+            return m;
+        }
+    }
+}
+
+/// Everything up to and including the room state a `room_resync` asks for: what the server had
+/// sent before it.
+async fn until_room_state(c: &mut Client, room: &str) -> Vec<Value> {
+    send(c, json!({"type": "room_resync", "room": room})).await;
+    let mut seen = Vec::new();
+    loop {
+        let m = next(c).await;
+        let done = m["type"] == "room_state" && m["room"] == room;
+        seen.push(m);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// A signed-in tab: its hello (with `rooms` if given), then the users' state.
+async fn tab(url: &str, user: &str, session: &str, rooms: Option<Value>) -> Client {
+    let mut c = client(url).await;
+    let mut h = hello(Some(&format!("user:{user}")), Some(session));
+    if let Some(rooms) = rooms {
+        h["rooms"] = rooms;
+    }
+    send(&mut c, h).await;
+    assert_eq!(next(&mut c).await["type"], "state");
+    c
+}
+
+fn members(state: &Value) -> Vec<(String, String, Vec<Value>)> {
+    let mut m: Vec<_> = state["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            let metas = m["sessions"]
+                .as_array()
+                .expect("sessions")
+                .iter()
+                .map(|s| s["meta"].clone())
+                .collect();
+            (
+                m["user"].as_str().expect("user").to_string(),
+                m["presence"].as_str().expect("presence").to_string(),
+                metas,
+            )
+        })
+        .collect();
+    m.sort_by(|a, b| a.0.cmp(&b.0));
+    m
+}
+
+#[tokio::test]
+async fn rooms_reach_their_members_and_watchers_only() {
+    let (hub, clock, url) = rooms_server().await;
+    let mut ada = tab(
+        &url,
+        "ada",
+        "a-1",
+        Some(json!([{"room": "doc-1", "meta": {"name": "Ada", "section": 1}}])),
+    )
+    .await;
+    let first = next_of(&mut ada, "room_state").await;
+    assert_eq!(first["room"], "doc-1");
+    assert_eq!(
+        members(&first),
+        [(
+            "ada".to_string(),
+            "active".to_string(),
+            vec![json!({"name": "Ada", "section": 1})]
+        )]
+    );
+
+    // A late joiner gets the state with ada in it; ada gets bob's arrival.
+    let mut bob = tab(&url, "bob", "b-1", None).await;
+    send(
+        &mut bob,
+        json!({"type": "join", "room": "doc-1", "meta": {"name": "Bob"}}),
+    )
+    .await;
+    let state = next_of(&mut bob, "room_state").await;
+    assert_eq!(members(&state).len(), 2);
+    let joined = next_of(&mut ada, "room_updates").await;
+    assert_eq!(joined["members"][0]["user"], "bob");
+    assert_eq!(joined["members"][0]["change"], "joined");
+    assert_eq!(
+        joined["from"].as_u64(),
+        Some(first["version"].as_u64().expect("v") + 1)
+    );
+
+    // A metadata change: one update on the others' connection, never a leave and a join.
+    clock.advance(Duration::from_millis(100));
+    send(
+        &mut ada,
+        json!({"type": "update", "room": "doc-1", "meta": {"name": "Ada", "section": 2}}),
+    )
+    .await;
+    let moved = next_of(&mut bob, "room_updates").await;
+    assert_eq!(moved["from"], moved["to"]);
+    assert_eq!(moved["members"].as_array().map(Vec::len), Some(1));
+    assert_eq!(moved["members"][0]["change"], "updated");
+    assert_eq!(
+        moved["members"][0]["sessions"][0]["meta"],
+        json!({"name": "Ada", "section": 2})
+    );
+
+    // A watcher sees the room without being in it; a user in no room hears nothing of it.
+    let mut watcher = client(&url).await;
+    send(&mut watcher, hello(None, None)).await;
+    assert_eq!(next(&mut watcher).await["type"], "state");
+    send(&mut watcher, json!({"type": "watch", "room": "doc-1"})).await;
+    let watched = next_of(&mut watcher, "room_state").await;
+    assert_eq!(members(&watched).len(), 2);
+    let mut cid = tab(&url, "cid", "c-1", None).await;
+
+    send(&mut bob, json!({"type": "leave_room", "room": "doc-1"})).await;
+    let left = next_of(&mut watcher, "room_updates").await;
+    assert_eq!(
+        (&left["members"][0]["user"], &left["members"][0]["change"]),
+        (&json!("bob"), &json!("left"))
+    );
+    assert_eq!(left["members"][0]["presence"], "offline");
+    let v = hub.rooms().state("doc-1").version;
+    assert_eq!(left["to"].as_u64(), Some(v));
+
+    // cid was sent no room message at all: only user updates before its own answer.
+    send(&mut cid, json!({"type": "resync"})).await;
+    loop {
+        let m = next(&mut cid).await;
+        assert!(
+            !m["type"].as_str().is_some_and(|t| t.starts_with("room")),
+            "{m}"
+        );
+        if m["type"] == "state" {
+            break;
+        }
+    }
+    // Nor is bob any more, once out: a room_resync of a room it left is refused.
+    send(&mut bob, json!({"type": "room_resync", "room": "doc-1"})).await;
+    let refused = next_of(&mut bob, "refused").await;
+    assert_eq!(
+        (&refused["code"], &refused["room"]),
+        (&json!("not_in_room"), &json!("doc-1"))
+    );
+    assert_eq!(hub.tracker().rooms().of_user("ada"), ["doc-1"]);
+}
+
+#[tokio::test]
+async fn room_garbage_is_refused_with_the_room_named_and_changes_nothing() {
+    let (hub, _clock, url) = rooms_server().await;
+    let mut ada = tab(
+        &url,
+        "ada",
+        "a-1",
+        Some(json!([{"room": "doc-1", "meta": {"name": "Ada"}}, {"room": "secret-x"}])),
+    )
+    .await;
+    // The room's state comes from the room's forwarder, the refusal from the connection: in
+    // either order.
+    let (a, b) = (next(&mut ada).await, next(&mut ada).await);
+    let hello_refusal = if a["type"] == "refused" { a } else { b };
+    assert_eq!(
+        (&hello_refusal["code"], &hello_refusal["room"]),
+        (&json!("forbidden"), &json!("secret-x"))
+    );
+    let before = hub.rooms().state("doc-1");
+
+    let big = "x".repeat(300);
+    let cases = [
+        (json!({"type": "join"}), "bad_message", None),
+        (json!({"type": "join", "room": 42}), "bad_message", None),
+        (json!({"type": "join", "room": ""}), "bad_message", Some("")),
+        (
+            json!({"type": "join", "room": "doc-1", "meta": {"big": big}}),
+            "metadata_too_large",
+            Some("doc-1"),
+        ),
+        (
+            json!({"type": "update", "room": "doc-1", "meta": {"big": big}}),
+            "metadata_too_large",
+            Some("doc-1"),
+        ),
+        (
+            json!({"type": "update", "room": "doc-9", "meta": {}}),
+            "not_in_room",
+            Some("doc-9"),
+        ),
+        (
+            json!({"type": "leave_room", "room": "doc-9"}),
+            "not_in_room",
+            Some("doc-9"),
+        ),
+        (json!({"type": "leave_room"}), "bad_message", None),
+        (
+            json!({"type": "join", "room": "secret-y"}),
+            "forbidden",
+            Some("secret-y"),
+        ),
+        (
+            json!({"type": "watch", "room": ""}),
+            "bad_message",
+            Some(""),
+        ),
+        (
+            json!({"type": "watch", "room": "secret-y"}),
+            "forbidden",
+            Some("secret-y"),
+        ),
+        (
+            json!({"type": "unwatch", "room": "doc-2"}),
+            "not_watching",
+            Some("doc-2"),
+        ),
+        (
+            json!({"type": "room_resync", "room": "doc-2"}),
+            "not_in_room",
+            Some("doc-2"),
+        ),
+        (
+            json!({"type": "dance", "room": "doc-1"}),
+            "bad_message",
+            None,
+        ),
+    ];
+    for (message, code, room) in &cases {
+        send(&mut ada, message.clone()).await;
+        let refused = next_of(&mut ada, "refused").await;
+        assert_eq!(refused["code"], *code, "{message}: {refused}");
+        assert_eq!(refused["room"].as_str(), *room, "{message}: {refused}");
+    }
+    // A watcher may watch, and join nothing.
+    let mut watcher = client(&url).await;
+    send(&mut watcher, hello(None, None)).await;
+    next(&mut watcher).await;
+    send(&mut watcher, json!({"type": "join", "room": "doc-1"})).await;
+    assert_eq!(next_of(&mut watcher, "refused").await["code"], "watch_only");
+
+    // Nothing changed: the room's version, its members, and nothing sent to ada's connection
+    // about the room but the state it asks for now.
+    let after = hub.rooms().state("doc-1");
+    assert_eq!((after.epoch, after.version), (before.epoch, before.version));
+    let seen = until_room_state(&mut ada, "doc-1").await;
+    assert!(seen.iter().all(|m| m["type"] != "room_updates"), "{seen:?}");
+    assert_eq!(hub.tracker().rooms().of_session("a-1"), ["doc-1"]);
+    assert_eq!(
+        hub.tracker().rooms().get("doc-1").map(|v| v.members.len()),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn a_reconnect_naming_the_same_rooms_changes_nothing() {
+    let (hub, clock, url) = rooms_server().await;
+    let rooms = json!([{"room": "doc-1", "meta": {"name": "Ada", "section": 3}}]);
+    let mut ada = tab(&url, "ada", "a-1", Some(rooms.clone())).await;
+    next_of(&mut ada, "room_state").await;
+    let mut bob = tab(&url, "bob", "b-1", Some(json!([{"room": "doc-1"}]))).await;
+    next_of(&mut bob, "room_state").await;
+    let version = hub.rooms().state("doc-1").version;
+    clock.advance(Duration::from_secs(1));
+
+    // A reload: the new page's connection names the same rooms, then the old one goes.
+    let mut again = tab(&url, "ada", "a-1", Some(rooms)).await;
+    let state = next_of(&mut again, "room_state").await;
+    assert_eq!(state["version"].as_u64(), Some(version));
+    drop(ada);
+    assert_eq!(
+        hub.rooms().state("doc-1").version,
+        version,
+        "nobody saw a thing"
+    );
+    let seen = until_room_state(&mut bob, "doc-1").await;
+    assert!(seen.iter().all(|m| m["type"] != "room_updates"), "{seen:?}");
+
+    // A reconnect that names no room leaves them all.
+    drop(again);
+    let _gone = tab(&url, "ada", "a-1", Some(json!([]))).await;
+    let left = next_of(&mut bob, "room_updates").await;
+    assert_eq!(left["members"][0]["change"], "left");
+    assert!(hub.tracker().rooms().of_session("a-1").is_empty());
+}
+
+#[tokio::test]
+async fn a_session_that_expired_under_an_open_socket_joins_its_rooms_again() {
+    let (hub, clock, url) = rooms_server().await;
+    let mut rita = tab(
+        &url,
+        "rita",
+        "r-1",
+        Some(json!([{"room": "doc-1", "meta": {"name": "Rita"}}])),
+    )
+    .await;
+    next_of(&mut rita, "room_state").await;
+    let mut bob = tab(&url, "bob", "b-1", Some(json!([{"room": "doc-1"}]))).await;
+    next_of(&mut bob, "room_state").await;
+    // rita's session ends while her socket stays open (a laptop asleep past the TTL); bob
+    // keeps beating.
+    for _ in 0..6 {
+        clock.advance(Duration::from_secs(50));
+        send(&mut bob, json!({"type": "heartbeat", "activity": "active"})).await;
+        until_room_state(&mut bob, "doc-1").await;
+        hub.tick();
+    }
+    assert!(hub.tracker().session("r-1").is_none());
+    let state = until_room_state(&mut bob, "doc-1").await;
+    assert_eq!(
+        members(state.last().expect("a state")).len(),
+        1,
+        "rita left"
+    );
+
+    send(&mut rita, json!({"type": "heartbeat", "activity": "idle"})).await;
+    let back = next_of(&mut bob, "room_updates").await;
+    assert_eq!(back["members"][0]["user"], "rita");
+    assert_eq!(back["members"][0]["change"], "joined");
+    assert_eq!(back["members"][0]["presence"], "idle");
+    assert_eq!(
+        back["members"][0]["sessions"][0]["meta"],
+        json!({"name": "Rita"})
+    );
+    assert_eq!(
+        hub.tracker().rooms().get("doc-1").map(|v| v.members.len()),
+        Some(2)
+    );
+}
