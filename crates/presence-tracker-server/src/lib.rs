@@ -41,6 +41,8 @@
 //! - `socketioxide`: [`socketio::attach`](crate::socketio) registers presence on a Socket.IO
 //!   namespace.
 //! - `axum`: [`ws::route`](crate::ws), a WebSocket route with JSON messages.
+//! - `redis`: [`cluster`], presence across several nodes through Redis: node
+//!   leases, epoch-fenced writes by Lua scripts, crash cleanup (needs Rust 1.88).
 
 mod auth;
 mod hub;
@@ -48,6 +50,8 @@ mod link;
 mod meta;
 pub mod wire;
 
+#[cfg(feature = "redis")]
+pub mod cluster;
 #[cfg(feature = "socketioxide")]
 pub mod socketio;
 #[cfg(feature = "axum")]

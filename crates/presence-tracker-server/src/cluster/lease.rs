@@ -1,0 +1,253 @@
+//! The lease task: renewal (and what a renewal finds out: a wiped Redis, a lost lease), and
+//! the cleanup of lapsed and retired nodes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::millis;
+use super::id::ClusterId;
+use super::node::{random_id, Shared};
+use super::redis_io::{num, text, Call};
+use super::scripts::Script;
+use super::status::{Counters, Part};
+use super::{ClusterError, Diagnostic};
+
+/// Jobs one reap pass takes at most.
+const JOBS_PER_PASS: usize = 8;
+/// Users one pipeline of a cleanup visits.
+const USERS_PER_PIPELINE: usize = 256;
+
+/// A `lease` script's reply.
+#[derive(Debug)]
+pub(crate) struct LeaseReply {
+    pub(crate) status: String,
+    pub(crate) value: String,
+}
+
+impl<U: ClusterId, S: ClusterId> Shared<U, S> {
+    /// Calls the `lease` script for `node` with its number argument.
+    pub(crate) async fn lease_call(
+        &self,
+        op: &str,
+        node: &str,
+        n: u64,
+    ) -> Result<LeaseReply, ClusterError> {
+        let generation = self.identity.read().generation.clone();
+        let proposed = if op == "register" {
+            random_id()
+        } else {
+            generation
+        };
+        let call = Call::script(
+            Script::Lease,
+            vec![
+                self.keys.gen.clone(),
+                self.keys.leases.clone(),
+                self.keys.reap.clone(),
+                self.keys.tick.clone(),
+            ],
+            vec![
+                op.into(),
+                node.into(),
+                n.to_string(),
+                proposed,
+                millis(self.config.stall()).to_string(),
+            ],
+        );
+        let replies = self.io.run(&[call]).await?;
+        let reply = match replies.first() {
+            Some(Ok(items)) => items,
+            Some(Err(e)) => return Err(ClusterError::Redis(format!("lease {op}: {e}"))),
+            None => return Err(ClusterError::Protocol("no reply to lease".into())),
+        };
+        let status = text(reply.first())
+            .ok_or_else(|| ClusterError::Protocol(format!("lease {op}: {reply:?}")))?;
+        self.count_garbage(num(reply.get(3)), "a {c} key");
+        if let Some(gap) = num(reply.get(4)).filter(|&g| g > 0) {
+            Counters::add(&self.counters.stalls, 1);
+            self.config.diagnose(Diagnostic::Stall { millis: gap });
+        }
+        Ok(LeaseReply {
+            status,
+            value: text(reply.get(1)).unwrap_or_default(),
+        })
+    }
+
+    /// Registers this node's current id with a lease; learns the generation.
+    pub(crate) async fn register(&self) -> Result<(), ClusterError> {
+        let node = self.node();
+        let reply = self
+            .lease_call("register", &node, millis(self.config.lease_ttl))
+            .await?;
+        self.identity.write().generation = reply.value;
+        Ok(())
+    }
+
+    /// Registers again under a new id and re-publishes every session.
+    async fn reregister(&self, reason: &'static str) -> Result<(), ClusterError> {
+        self.identity.write().node = random_id();
+        self.register().await?;
+        let n = self.mirror.lock().reassert_all();
+        Counters::add(&self.counters.republished, n as u64);
+        Counters::add(&self.counters.reregistrations, 1);
+        self.config.diagnose(Diagnostic::Reregistered {
+            reason,
+            node: self.node(),
+        });
+        self.wake_writer.notify_one();
+        self.kick_feed.notify_one();
+        Ok(())
+    }
+
+    /// Renews the lease; Ok(true) if it is valid now.
+    async fn renew(&self) -> Result<(), ClusterError> {
+        let node = self.node();
+        let reply = self
+            .lease_call("renew", &node, millis(self.config.lease_ttl))
+            .await?;
+        match reply.status.as_str() {
+            "ok" => Ok(()),
+            "gen" => self.reregister("generation").await,
+            "lost" => self.reregister("lease lost").await,
+            other => Err(ClusterError::Protocol(format!("lease renew: {other}"))),
+        }
+    }
+
+    pub(crate) async fn run_lease(self: Arc<Self>) {
+        let renew_every = self.config.renew_interval();
+        let reap_every = self.config.reap_interval;
+        let start = tokio::time::Instant::now();
+        let (mut next_renew, mut next_reap) = (start + renew_every, start + reap_every);
+        let mut backoff = Duration::from_millis(50);
+        let mut lease_ok = true;
+        loop {
+            tokio::time::sleep_until(next_renew.min(next_reap)).await;
+            self.unless_stalled().await;
+            let now = tokio::time::Instant::now();
+            if now >= next_renew {
+                match self.renew().await {
+                    Ok(()) => {
+                        if !lease_ok {
+                            // Back after a failure: the feed may have missed messages.
+                            self.kick_feed.notify_one();
+                        }
+                        lease_ok = true;
+                        backoff = Duration::from_millis(50);
+                        self.recovered(Part::Lease);
+                        next_renew = now + renew_every;
+                    }
+                    Err(e) => {
+                        lease_ok = false;
+                        self.failed(Part::Lease, e.to_string());
+                        next_renew = now + backoff.min(renew_every);
+                        backoff = (backoff * 2).min(self.config.max_backoff);
+                    }
+                }
+            }
+            if now >= next_reap {
+                next_reap = now + reap_every;
+                if lease_ok {
+                    if let Err(e) = self.reap_pass().await {
+                        self.failed(Part::Lease, e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claims and works the cleanup jobs that are there.
+    async fn reap_pass(&self) -> Result<(), ClusterError> {
+        let me = self.node();
+        let lease = millis(self.config.lease_ttl);
+        for _ in 0..JOBS_PER_PASS {
+            let job = self.lease_call("reap", &me, lease).await?;
+            match job.status.as_str() {
+                "dead" => {
+                    Counters::add(&self.counters.nodes_reaped, 1);
+                    self.config.diagnose(Diagnostic::Reaped {
+                        node: job.value.clone(),
+                    });
+                }
+                "due" => {}
+                _ => return Ok(()),
+            }
+            let dead = job.value;
+            if self.reap_node(&dead).await? > 0 {
+                let grace = millis(self.config.disconnect_grace);
+                self.lease_call("schedule", &dead, grace).await?;
+            } else {
+                self.io
+                    .cmd::<redis::Value>(redis::cmd("DEL").arg(self.keys.node_users(&dead)))
+                    .await?;
+                self.lease_call("done", &dead, 0).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `node`'s sessions the grace and removes those whose grace ran out, user by user;
+    /// returns how many are still in their grace.
+    pub(crate) async fn reap_node(&self, node: &str) -> Result<u64, ClusterError> {
+        let index = self.keys.node_users(node);
+        let grace = millis(self.config.disconnect_grace).to_string();
+        let retention = millis(self.config.retention).to_string();
+        let mut remaining = 0;
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SSCAN");
+            cmd.arg(&index)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(USERS_PER_PIPELINE);
+            let (next, users): (u64, Vec<String>) = self.io.cmd(&cmd).await?;
+            let calls: Vec<Call> = users
+                .iter()
+                .map(|u| {
+                    Call::script(
+                        Script::ReapUser,
+                        vec![self.keys.user(u), self.keys.sessions(u)],
+                        vec![
+                            node.into(),
+                            grace.clone(),
+                            u.clone(),
+                            retention.clone(),
+                            self.keys.channel.clone(),
+                        ],
+                    )
+                })
+                .collect();
+            let replies = self.io.run(&calls).await?;
+            let mut follow = Vec::new();
+            let mut done = vec![index.clone()];
+            for (user, reply) in users.iter().zip(&replies) {
+                let Some(reply) = self.reply(Some(reply), "reap") else {
+                    remaining += 1;
+                    continue;
+                };
+                self.count_garbage(num(reply.get(2)), "a user's hashes");
+                match num(reply.first()) {
+                    Some(0) => done.push(user.clone()),
+                    Some(n) => remaining += n,
+                    None => remaining += 1,
+                }
+                for pair in reply.get(3..).unwrap_or_default().chunks(2) {
+                    if let (Some(s), Some(e)) = (text(pair.first()), text(pair.get(1))) {
+                        follow.push(Call::script(
+                            Script::Own,
+                            vec![self.keys.owner(&s)],
+                            vec!["disown".into(), user.clone(), e, "1".into()],
+                        ));
+                    }
+                }
+            }
+            if done.len() > 1 {
+                follow.push(Call::plain("SREM", done));
+            }
+            self.io.run(&follow).await?;
+            cursor = next;
+            if cursor == 0 {
+                return Ok(remaining);
+            }
+        }
+    }
+}
