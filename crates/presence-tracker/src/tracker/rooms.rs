@@ -31,6 +31,12 @@ pub(crate) type RoomSlot<U, S, R, M> = Padded<Mutex<RoomShard<U, S, R, M>>>;
 /// [`tick`](PresenceTracker::tick) that changed a session's presence or ended it: a session
 /// that expires leaves all its rooms).
 ///
+/// Metadata belongs to a session's membership of a room, as Phoenix's metas belong to a
+/// presence on a topic and Liveblocks' presence to a connection in a room: a tab shows its own
+/// cursor or section in each document it has open. It is set by the join and changed by
+/// [`update`](Self::update), at most once per the policy's
+/// [`metadata_interval`](crate::Policy::metadata_interval).
+///
 /// Costs: a heartbeat that changes nothing never looks at rooms; a session's transition costs
 /// O(rooms of that session); [`get`](Self::get) is O(members), [`counts`](Self::counts) O(1).
 ///
