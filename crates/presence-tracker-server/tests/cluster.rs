@@ -305,6 +305,146 @@ async fn a_crashed_node_is_cleaned_up_by_exactly_one_node_within_the_bound() {
     assert_eq!(c.presence("bob"), (Presence::Active, 1));
 }
 
+/// The node of `a_node_killed_by_sigkill_...`, in a process of its own: run by that test
+/// (which sets `PT_CLUSTER_CHILD`), a no-op otherwise.
+#[tokio::test]
+#[ignore = "the child process of a_node_killed_by_sigkill_is_cleaned_up_within_the_bound"]
+async fn child_node() {
+    let Ok(url) = std::env::var("PT_CLUSTER_CHILD") else {
+        return;
+    };
+    let config = ClusterConfig::new(url)
+        .lease_ttl(LEASE)
+        .reap_interval(REAP)
+        .disconnect_grace(GRACE);
+    let cluster: ClusterNode<String, String> = ClusterNode::start(config).await.expect("starts");
+    let tracker: PresenceTracker<String, String, ManualClock> =
+        PresenceTracker::with_clock(Policy::default(), ManualClock::new());
+    for (user, tab) in [("ada", "tab-k"), ("bob", "tab-j")] {
+        let t = tracker
+            .connect(user.into(), tab.into(), "socket", Activity::Active)
+            .expect("connects");
+        let view = tracker.session(tab).expect("live");
+        cluster.connected(&t, &user.into(), &tab.into(), view.presence, view.last_seen);
+    }
+    cluster
+        .flush(Duration::from_secs(5))
+        .await
+        .expect("written");
+    println!("READY {}", cluster.node_id());
+    // Killed long before this; bounded so an orphan never lingers.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_by_sigkill_is_cleaned_up_within_the_bound() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let redis = RedisServer::start();
+    let (b, mut c) = (Node::start(&redis).await, Node::start(&redis).await);
+    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--exact",
+            "child_node",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PT_CLUSTER_CHILD", redis.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the child node starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("READY") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(30));
+    if ready.is_err() {
+        let _ = child.kill();
+        panic!("the child node did not get ready");
+    }
+    for user in ["ada", "bob"] {
+        eventually("the child's users online", CONVERGE, || {
+            c.presence(user) == (Presence::Active, 1)
+        })
+        .await;
+    }
+
+    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    let _ = child.wait();
+    let killed = Instant::now();
+    b.connect("bob", "tab-j", "s9"); // bob's client finds another node within the grace
+    let bound = config(&redis).offline_bound();
+    let took = eventually("ada offline after SIGKILL", bound + SLACK, || {
+        c.presence("ada").0 == Presence::Offline
+    })
+    .await;
+    eprintln!(
+        "SIGKILL to offline: {took:?} ({:?}), bound {bound:?}",
+        killed.elapsed()
+    );
+    assert!(
+        took >= LEASE.saturating_sub(LEASE / 3),
+        "not before the lease lapsed: {took:?}"
+    );
+    let reaped = b.cluster.stats().nodes_reaped + c.cluster.stats().nodes_reaped;
+    assert_eq!(reaped, 1, "exactly one node claimed the cleanup");
+    assert_eq!(
+        chain(&c.user_events("ada")),
+        [Presence::Offline, Presence::Active, Presence::Offline]
+    );
+    assert_eq!(
+        chain(&c.user_events("bob")),
+        [Presence::Offline, Presence::Active]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_shows_observers_nothing() {
+    let redis = RedisServer::start();
+    let (a, b, mut c) = three(&redis).await;
+    a.connect("ada", "tab-a", "s1");
+    b.connect("bob", "tab-b", "s2");
+    for user in ["ada", "bob"] {
+        eventually("online", CONVERGE, || {
+            c.presence(user) == (Presence::Active, 1)
+        })
+        .await;
+    }
+    let before = (c.user_events("ada").len(), c.user_events("bob").len());
+
+    // Node a restarts: its clients reconnect to b meanwhile; a comes back empty, new id.
+    a.cluster.clone().shutdown().await.expect("a hands off");
+    drop(a);
+    b.connect("ada", "tab-a", "s3");
+    let a = Node::start(&redis).await;
+    // Then node b: both clients reconnect to the new a.
+    b.cluster.clone().shutdown().await.expect("b hands off");
+    drop(b);
+    a.connect("ada", "tab-a", "s4");
+    a.connect("bob", "tab-b", "s5");
+    let _b = Node::start(&redis).await;
+    a.flush().await;
+
+    // Past every grace the restarts could have started: still nothing for the observer.
+    tokio::time::sleep(GRACE + REAP * 4).await;
+    assert_eq!(c.presence("ada"), (Presence::Active, 1));
+    assert_eq!(c.presence("bob"), (Presence::Active, 1));
+    assert_eq!(
+        (c.user_events("ada").len(), c.user_events("bob").len()),
+        before,
+        "no user event during the rolling restart: {:?}",
+        c.drain()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_node_is_declared_dead_its_late_writes_refused_and_it_comes_back() {
     let redis = RedisServer::start();

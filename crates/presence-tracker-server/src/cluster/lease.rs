@@ -1,6 +1,7 @@
 //! The lease task: renewal (and what a renewal finds out: a wiped Redis, a lost lease), and
 //! the cleanup of lapsed and retired nodes.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,44 +114,49 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
         }
     }
 
+    /// Renews the lease every third of its TTL (sooner after a failure, with backoff).
     pub(crate) async fn run_lease(self: Arc<Self>) {
         let renew_every = self.config.renew_interval();
-        let reap_every = self.config.reap_interval;
-        let start = tokio::time::Instant::now();
-        let (mut next_renew, mut next_reap) = (start + renew_every, start + reap_every);
+        let mut next = tokio::time::Instant::now() + renew_every;
         let mut backoff = Duration::from_millis(50);
-        let mut lease_ok = true;
         loop {
-            tokio::time::sleep_until(next_renew.min(next_reap)).await;
+            tokio::time::sleep_until(next).await;
             self.unless_stalled().await;
             let now = tokio::time::Instant::now();
-            if now >= next_renew {
-                match self.renew().await {
-                    Ok(()) => {
-                        if !lease_ok {
-                            // Back after a failure: the feed may have missed messages.
-                            self.kick_feed.notify_one();
-                        }
-                        lease_ok = true;
-                        backoff = Duration::from_millis(50);
-                        self.recovered(Part::Lease);
-                        next_renew = now + renew_every;
+            match self.renew().await {
+                Ok(()) => {
+                    if !self.lease_ok.swap(true, Ordering::AcqRel) {
+                        // Back after a failure: the feed may have missed messages.
+                        self.kick_feed.notify_one();
                     }
-                    Err(e) => {
-                        lease_ok = false;
-                        self.failed(Part::Lease, e.to_string());
-                        next_renew = now + backoff.min(renew_every);
-                        backoff = (backoff * 2).min(self.config.max_backoff);
-                    }
+                    backoff = Duration::from_millis(50);
+                    self.recovered(Part::Lease);
+                    next = now + renew_every;
+                }
+                Err(e) => {
+                    self.lease_ok.store(false, Ordering::Release);
+                    self.failed(Part::Lease, e.to_string());
+                    next = now + backoff.min(renew_every);
+                    backoff = (backoff * 2).min(self.config.max_backoff);
                 }
             }
-            if now >= next_reap {
-                next_reap = now + reap_every;
-                if lease_ok {
-                    if let Err(e) = self.reap_pass().await {
-                        self.failed(Part::Lease, e.to_string());
-                    }
-                }
+        }
+    }
+
+    /// Looks for cleanup jobs every reap interval, while the lease is valid: a task of its
+    /// own, so a long cleanup never delays a renewal.
+    pub(crate) async fn run_reaper(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(self.config.reap_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            self.unless_stalled().await;
+            if !self.lease_ok.load(Ordering::Acquire) {
+                continue;
+            }
+            match self.reap_pass().await {
+                Ok(()) => self.recovered(Part::Reaper),
+                Err(e) => self.failed(Part::Reaper, e.to_string()),
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +46,8 @@ pub(crate) struct Shared<U, S> {
     pub(crate) wake_writer: Notify,
     pub(crate) written: Notify,
     pub(crate) kick_feed: Notify,
+    /// Whether the last renewal succeeded: only then does the node look for cleanups.
+    pub(crate) lease_ok: AtomicBool,
     /// Notified after every full read of the users.
     pub(crate) synced: Notify,
     /// Until when the node acts stalled (a drill), as `Instant` nanos after `origin`; 0: not.
@@ -137,7 +139,7 @@ impl Drop for Tasks {
 /// # Starting and stopping
 impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
     /// Joins the cluster: connects, checks the eviction policy, registers a new node id with
-    /// a lease, and starts the writer, the lease (renewal and cleanup) and the feed tasks on
+    /// a lease, and starts the writer, lease renewal, cleanup and feed tasks on
     /// the current tokio runtime. Returns once the feed has read every user, so
     /// [`user`](Self::user) answers from the start.
     ///
@@ -173,6 +175,7 @@ impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
             written: Notify::new(),
             kick_feed: Notify::new(),
             synced: Notify::new(),
+            lease_ok: AtomicBool::new(true),
             stalled_until: AtomicU64::new(0),
             origin: Instant::now(),
         });
@@ -184,6 +187,7 @@ impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
         let tasks = vec![
             tokio::spawn(Arc::clone(&shared).run_writer()),
             tokio::spawn(Arc::clone(&shared).run_lease()),
+            tokio::spawn(Arc::clone(&shared).run_reaper()),
             tokio::spawn(Arc::clone(&shared).run_feed()),
         ];
         let node = ClusterNode {
@@ -334,7 +338,7 @@ impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
         self.shared.node()
     }
 
-    /// Whether writes, the lease and the feed reached Redis on their last try.
+    /// Whether writes, the lease, the cleanup and the feed reached Redis on their last try.
     pub fn health(&self) -> Health {
         self.shared.counters.health()
     }

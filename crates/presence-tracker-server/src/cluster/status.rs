@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Health {
-    /// Writes, the lease and the feed all reached Redis on their last try.
+    /// Writes, the lease, the cleanup and the feed all reached Redis on their last try.
     Healthy,
     /// Something failed: local presence is served as before, writes wait (each session's
     /// latest only) and are retried with backoff; the cluster view may be behind.
@@ -114,7 +114,7 @@ pub(crate) struct Counters {
 /// Which parts failed on their last try, and since when any has.
 #[derive(Debug, Default)]
 struct Faults {
-    failing: [Option<String>; 3],
+    failing: [Option<String>; 4],
     since: Option<Instant>,
 }
 
@@ -124,6 +124,7 @@ pub(crate) enum Part {
     Writer = 0,
     Lease = 1,
     Feed = 2,
+    Reaper = 3,
 }
 
 impl Counters {
