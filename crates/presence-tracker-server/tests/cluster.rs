@@ -28,7 +28,11 @@ const REAP: Duration = Duration::from_millis(100);
 const SLACK: Duration = Duration::from_millis(1500);
 
 fn config(redis: &RedisServer) -> ClusterConfig {
-    ClusterConfig::new(redis.url())
+    config_at(redis.url())
+}
+
+fn config_at(url: String) -> ClusterConfig {
+    ClusterConfig::new(url)
         .lease_ttl(LEASE)
         .reap_interval(REAP)
         .disconnect_grace(GRACE)
@@ -266,6 +270,28 @@ async fn a_session_id_of_another_user_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_id_that_expired_may_be_taken_by_another_user() {
+    let redis = RedisServer::start();
+    let (mut a, _b, mut c) = three(&redis).await;
+    a.connect("ada", "tab-1", "s1");
+    eventually("ada online", CONVERGE, || {
+        c.presence("ada") == (Presence::Active, 1)
+    })
+    .await;
+    a.flush().await;
+    // Ada signs out; once her session expired, bob signs in on the same tab (same id).
+    a.leave("tab-1", "s1");
+    a.advance(Policy::default().leave_grace() + Duration::from_secs(1));
+    a.connect("bob", "tab-1", "s2");
+    eventually("ada gone, bob there", CONVERGE, || {
+        c.presence("ada").0 == Presence::Offline && c.presence("bob") == (Presence::Active, 1)
+    })
+    .await;
+    a.flush().await;
+    assert_eq!(a.refusals(RefusalReason::Taken), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_node_is_cleaned_up_by_exactly_one_node_within_the_bound() {
     let redis = RedisServer::start();
     let (a, b, mut c) = three(&redis).await;
@@ -313,11 +339,8 @@ async fn child_node() {
     let Ok(url) = std::env::var("PT_CLUSTER_CHILD") else {
         return;
     };
-    let config = ClusterConfig::new(url)
-        .lease_ttl(LEASE)
-        .reap_interval(REAP)
-        .disconnect_grace(GRACE);
-    let cluster: ClusterNode<String, String> = ClusterNode::start(config).await.expect("starts");
+    let cluster: ClusterNode<String, String> =
+        ClusterNode::start(config_at(url)).await.expect("starts");
     let tracker: PresenceTracker<String, String, ManualClock> =
         PresenceTracker::with_clock(Policy::default(), ManualClock::new());
     for (user, tab) in [("ada", "tab-k"), ("bob", "tab-j")] {

@@ -123,7 +123,7 @@ impl ClusterConfig {
         self
     }
 
-    /// How long a command may go unanswered (keep it under a third of the lease).
+    /// How long a command may go unanswered: at most a third of the lease TTL.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -182,6 +182,10 @@ impl ClusterConfig {
         }
         if self.response_timeout.is_zero() || self.max_backoff.is_zero() {
             return bad("the response timeout and the backoff must be above zero");
+        }
+        if self.response_timeout > self.renew_interval() {
+            // Writes wait while the lease may have lapsed before they land.
+            return bad("the response timeout must be at most a third of the lease TTL");
         }
         if self.retention.is_zero() || self.ownership_ttl.is_zero() {
             return bad("the retention and the ownership TTL must be above zero");

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use presence_tracker::{Presence, Timestamp};
@@ -118,18 +118,34 @@ enum Verdict {
     Reread,
 }
 
-/// The users this node knows, offline ones included until the next full read (so an old
-/// message never brings one back).
+/// The users this node knows, offline ones included for the retention (as Redis keeps their
+/// versions), so an old message never brings one back.
 #[derive(Debug)]
 pub(crate) struct View<U> {
     pub(crate) users: HashMap<U, ClusterUser>,
+    /// When each offline user went offline here.
+    offline: HashMap<U, Instant>,
 }
 
 impl<U: ClusterId> View<U> {
     pub(crate) fn new() -> Self {
         View {
             users: HashMap::new(),
+            offline: HashMap::new(),
         }
+    }
+
+    /// Forgets users offline for longer than `retention`.
+    fn prune(&mut self, retention: Duration) {
+        let now = Instant::now();
+        let users = &mut self.users;
+        self.offline.retain(|user, since| {
+            let keep = now.saturating_duration_since(*since) < retention;
+            if !keep {
+                users.remove(user);
+            }
+            keep
+        });
     }
 
     fn verdict(&self, user: &U, m: &Message<'_>) -> Verdict {
@@ -235,8 +251,11 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
         self.resync_all().await?;
         self.recovered(Part::Feed);
         let mut stream = pubsub.into_on_message();
+        let retention = self.config.retention;
+        let mut prune = tokio::time::interval(retention.min(Duration::from_secs(60)));
         loop {
             tokio::select! {
+                _ = prune.tick() => self.view.lock().prune(retention),
                 msg = stream.next() => match msg {
                     Some(msg) => self.on_message(msg.get_payload_bytes()).await,
                     None => return Err(ClusterError::Redis("feed connection closed".into())),
@@ -377,6 +396,7 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
                 .collect();
             gone.into_iter()
                 .filter_map(|user| {
+                    view.offline.remove(&user);
                     let k = view.users.remove(&user)?;
                     k.presence.is_online().then(|| ClusterUserEvent {
                         user,

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::config::millis;
 use super::id::ClusterId;
@@ -77,10 +77,12 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
     /// Registers this node's current id with a lease; learns the generation.
     pub(crate) async fn register(&self) -> Result<(), ClusterError> {
         let node = self.node();
+        let sent = Instant::now();
         let reply = self
             .lease_call("register", &node, millis(self.config.lease_ttl))
             .await?;
         self.identity.write().generation = reply.value;
+        self.lease_valid_from(sent);
         Ok(())
     }
 
@@ -100,14 +102,18 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
         Ok(())
     }
 
-    /// Renews the lease; Ok(true) if it is valid now.
+    /// Renews the lease; registers again if Redis was wiped or the lease was lost.
     async fn renew(&self) -> Result<(), ClusterError> {
         let node = self.node();
+        let sent = Instant::now();
         let reply = self
             .lease_call("renew", &node, millis(self.config.lease_ttl))
             .await?;
         match reply.status.as_str() {
-            "ok" => Ok(()),
+            "ok" => {
+                self.lease_valid_from(sent);
+                Ok(())
+            }
             "gen" => self.reregister("generation").await,
             "lost" => self.reregister("lease lost").await,
             other => Err(ClusterError::Protocol(format!("lease renew: {other}"))),

@@ -52,6 +52,9 @@ pub(crate) struct Op<U, S> {
     pub(crate) presence: Presence,
     pub(crate) last_seen: u64,
     pub(crate) epoch: Option<u64>,
+    /// A drop of what the session was under a user it no longer has (its id was taken by
+    /// another user here after it expired): not the session's current state.
+    pub(crate) detached: bool,
 }
 
 /// How a write ended.
@@ -75,6 +78,9 @@ pub(crate) struct Mirror<U, S> {
     users: HashMap<U, usize>,
     dirty: HashSet<S>,
     busy: usize,
+    /// Drops of sessions' former users, each with whether it is in flight; the session's own
+    /// writes wait for it (its owner record must be released first).
+    retired: HashMap<S, (Op<U, S>, bool)>,
 }
 
 impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
@@ -84,12 +90,13 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
             users: HashMap::new(),
             dirty: HashSet::new(),
             busy: 0,
+            retired: HashMap::new(),
         }
     }
 
     /// Nothing to write and nothing in flight.
     pub(crate) fn idle(&self) -> bool {
-        self.dirty.is_empty() && self.busy == 0
+        self.dirty.is_empty() && self.busy == 0 && self.retired.is_empty()
     }
 
     #[cfg(test)]
@@ -100,7 +107,21 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
     fn insert(&mut self, session: &S, user: &U, presence: Presence, last_seen: u64) {
         if let Some(local) = self.sessions.get_mut(session) {
             if local.user != *user {
+                // The id expired under its user and was taken by another here: the former
+                // user's entry is dropped first, the new one claimed afresh.
                 let old = std::mem::replace(&mut local.user, user.clone());
+                if let Some(epoch) = local.epoch.take() {
+                    let drop = Op {
+                        session: session.clone(),
+                        user: old.clone(),
+                        kind: Pending::Drop,
+                        presence: Presence::Offline,
+                        last_seen: local.last_seen,
+                        epoch: Some(epoch),
+                        detached: true,
+                    };
+                    self.retired.insert(session.clone(), (drop, false));
+                }
                 Self::count_down(&mut self.users, &old);
                 *self.users.entry(user.clone()).or_insert(0) += 1;
             }
@@ -207,8 +228,23 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
     /// Up to `max` writes, each marked in flight. Drops of sessions that never reached Redis
     /// end here; their users are appended to `gone` if they have no other session.
     pub(crate) fn take(&mut self, max: usize, gone: &mut Vec<U>) -> Vec<Op<U, S>> {
-        let picked: Vec<S> = self.dirty.iter().take(max).cloned().collect();
-        let mut ops = Vec::with_capacity(picked.len());
+        let mut ops: Vec<Op<U, S>> = self
+            .retired
+            .values_mut()
+            .filter(|(_, in_flight)| !*in_flight)
+            .take(max)
+            .map(|(op, in_flight)| {
+                *in_flight = true;
+                op.clone()
+            })
+            .collect();
+        let picked: Vec<S> = self
+            .dirty
+            .iter()
+            .filter(|s| !self.retired.contains_key(*s))
+            .take(max.saturating_sub(ops.len()))
+            .cloned()
+            .collect();
         for session in picked {
             self.dirty.remove(&session);
             let Some(local) = self.sessions.get_mut(&session) else {
@@ -242,6 +278,7 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
                 presence: local.presence,
                 last_seen: local.last_seen,
                 epoch: local.epoch,
+                detached: false,
             });
         }
         ops
@@ -249,10 +286,36 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
 
     /// Applies a write's outcome. Returns the user if the session ended here and was its last.
     pub(crate) fn done(&mut self, op: &Op<U, S>, outcome: Outcome) -> Option<U> {
+        if op.detached {
+            match outcome {
+                Outcome::Failed => {
+                    if let Some((_, in_flight)) = self.retired.get_mut(&op.session) {
+                        *in_flight = false;
+                    }
+                }
+                _ => {
+                    self.retired.remove(&op.session);
+                }
+            }
+            return None;
+        }
         let local = self.sessions.get_mut(&op.session)?;
         if local.busy {
             local.busy = false;
             self.busy -= 1;
+        }
+        if local.user != op.user {
+            // Written for the user the session had before its id was taken here.
+            if let (Outcome::Claimed(epoch), false) =
+                (outcome, self.retired.contains_key(&op.session))
+            {
+                let mut drop = op.clone();
+                (drop.kind, drop.epoch, drop.detached) = (Pending::Drop, Some(epoch), true);
+                self.retired.insert(op.session.clone(), (drop, false));
+            }
+            local.pending = Pending::merge(local.pending, Pending::Claim);
+            self.dirty.insert(op.session.clone());
+            return None;
         }
         let mut remove = false;
         match outcome {
@@ -322,5 +385,29 @@ mod tests {
         assert!(m.take(10, &mut gone).is_empty());
         assert_eq!(gone, ["ada"]);
         assert!(m.idle());
+    }
+
+    #[test]
+    fn an_id_taken_by_another_user_drops_the_former_first() {
+        let mut m: Mirror<&str, &str> = Mirror::new();
+        let mut gone = Vec::new();
+        m.connected(&"ada", &"t1", Active, 1);
+        let ops = m.take(10, &mut gone);
+        m.done(&ops[0], Outcome::Claimed(5));
+        // The session expired here (its drop not yet written) and bob took the id.
+        m.transition(&"ada", &"t1", Active, Offline, 2);
+        m.connected(&"bob", &"t1", Active, 3);
+        let ops = m.take(10, &mut gone);
+        assert_eq!(ops.len(), 1, "bob's claim waits for ada's drop: {ops:?}");
+        assert_eq!(
+            (ops[0].user, ops[0].kind, ops[0].epoch),
+            ("ada", Pending::Drop, Some(5))
+        );
+        m.done(&ops[0], Outcome::Applied);
+        let ops = m.take(10, &mut gone);
+        assert_eq!(
+            (ops[0].user, ops[0].kind, ops[0].epoch),
+            ("bob", Pending::Claim, None)
+        );
     }
 }

@@ -52,6 +52,11 @@ pub(crate) struct Shared<U, S> {
     pub(crate) synced: Notify,
     /// Until when the node acts stalled (a drill), as `Instant` nanos after `origin`; 0: not.
     stalled_until: AtomicU64,
+    /// Until when the lease is surely valid in Redis: the send time of the last successful
+    /// renewal (or registration) plus the lease TTL, as nanos after `origin`.
+    valid_until: AtomicU64,
+    /// Notified after every successful renewal.
+    pub(crate) renewed: Notify,
     origin: Instant,
 }
 
@@ -69,6 +74,31 @@ impl<U, S> Shared<U, S> {
     pub(crate) fn recovered(&self, part: Part) {
         if self.counters.ok(part) {
             self.config.diagnose(Diagnostic::Recovered);
+        }
+    }
+
+    /// Records a successful renewal or registration sent at `sent`.
+    pub(crate) fn lease_valid_from(&self, sent: Instant) {
+        let until = (sent + self.config.lease_ttl).saturating_duration_since(self.origin);
+        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        self.valid_until.fetch_max(nanos, Ordering::AcqRel);
+        self.renewed.notify_waiters();
+    }
+
+    /// Waits until a write sent now lands while the lease is surely valid: a node that may
+    /// have been declared dead writes nothing until its renewal has told it (and it has
+    /// registered again), so no entry is ever written under an id whose cleanup is done.
+    pub(crate) async fn until_lease_valid(&self) {
+        loop {
+            let renewed = self.renewed.notified();
+            tokio::pin!(renewed);
+            renewed.as_mut().enable();
+            let until =
+                self.origin + Duration::from_nanos(self.valid_until.load(Ordering::Acquire));
+            if Instant::now() + self.config.response_timeout < until {
+                return;
+            }
+            let _ = tokio::time::timeout(self.config.renew_interval(), renewed).await;
         }
     }
 
@@ -177,6 +207,8 @@ impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
             synced: Notify::new(),
             lease_ok: AtomicBool::new(true),
             stalled_until: AtomicU64::new(0),
+            valid_until: AtomicU64::new(0),
+            renewed: Notify::new(),
             origin: Instant::now(),
         });
         shared.register().await?;

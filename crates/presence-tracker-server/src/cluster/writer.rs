@@ -26,6 +26,7 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
         let mut backoff = MIN_BACKOFF;
         loop {
             self.unless_stalled().await;
+            self.until_lease_valid().await;
             let mut gone = Vec::new();
             let ops = self.mirror.lock().take(BATCH, &mut gone);
             if ops.is_empty() && gone.is_empty() {
