@@ -272,7 +272,7 @@ async fn a_session_id_of_another_user_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_id_that_expired_may_be_taken_by_another_user() {
     let redis = RedisServer::start();
-    let (mut a, _b, mut c) = three(&redis).await;
+    let (mut a, _b, c) = three(&redis).await;
     a.connect("ada", "tab-1", "s1");
     eventually("ada online", CONVERGE, || {
         c.presence("ada") == (Presence::Active, 1)
