@@ -20,10 +20,22 @@
 // `seq` is not newer than the one held is old news. After a server restart (new epoch) or a
 // reconnect it holds the new state, never a ghost.
 //
+// Rooms (documents, channels): `client.join(room, meta)` puts this tab in a room with metadata
+// its members see (a name, a colour, "editing section 2"), `client.update(room, meta)` changes
+// it (one update for the others, never a leave and a join; sent at most every `metaIntervalMs`,
+// the latest wins), `client.leave(room)` leaves; `client.watch(room)` follows a room without
+// being in it. Each room is kept by the protocol's rule for rooms: a `room_state` replaces what
+// the tab holds of the room; `room_updates` apply when they follow the version held (members
+// whose version is above it replace theirs), else the tab asks for the room again
+// (`room_resync`): on a skipped version or a new epoch. The tab's rooms go in the hello of
+// every (re)connect, so a reload or a reconnect that names the same rooms shows nobody a thing.
+//
 // Usage (Socket.IO, with socket.io-client's `io` loaded):
 //
 //   const client = PresenceClient.start({ transport: 'socketio', io,
-//     onUsers(users, change) {}, onRefused(refusal) {}, onStatus(status) {} });
+//     onUsers(users, change) {}, onRoom(room, view, change) {}, onRefused(refusal) {},
+//     onStatus(status) {} });
+//   client.join('doc-42', { name: 'Ada', section: 1 }, (view, change) => render(view));
 //
 // or over a plain WebSocket at /ws: `{ transport: 'websocket', ... }`. Who the tab is, is the
 // server's decision (a cookie it set at sign-in, or `token`); `watch: true` only watches.
@@ -49,10 +61,17 @@
     idleAfterMs: 60000, // no input for this long: `idle`
     reconnectMs: 1000, // first reconnect delay; doubles up to reconnectMaxMs
     reconnectMaxMs: 5000,
+    metaIntervalMs: 60, // the least time between two metadata updates of one room (the server's bound: 50 ms)
+    rooms: null, // rooms to be in from the first hello: { room: meta } or [[room, meta]]
     // Every online user: Map(user -> { user, presence, sessions, last_seen, seq }), after each
     // change; `change` is { kind: 'state', state } or { kind: 'updates', users: [user states] }.
     onUsers: () => {},
-    onRefused: () => {}, // { code, message }: something this client sent changed nothing
+    // A room this tab is in or watches, after each change: `view` is { room, epoch, version,
+    // members: Map(user -> { user, presence, sessions: [{ session, meta }] }), joined, watching,
+    // meta }; `change` is { kind: 'state', state } or { kind: 'updates', members: [changes] }
+    // (each { version, change: 'joined'|'presence'|'updated'|'left', user, presence, sessions }).
+    onRoom: () => {},
+    onRefused: () => {}, // { code, message, room? }: something this client sent changed nothing
     onStatus: () => {}, // 'connecting' | 'connected' | 'disconnected' | 'rejected' | 'stopped'
   };
 
@@ -114,6 +133,9 @@
       heartbeat: (activity) => socket.connected && socket.volatile.emit('heartbeat', { activity }),
       leave: () => socket.connected && socket.emit('leave'),
       resync: () => socket.connected && socket.emit('resync'),
+      // Room messages: `{ type, room, meta? }` as the event `type` with the rest as payload.
+      // Not queued while disconnected: the next hello names the rooms.
+      room: (type, payload) => socket.connected && socket.emit(type, payload),
       close: () => socket.disconnect(),
       open: () => socket.connect(),
     };
@@ -180,6 +202,7 @@
       heartbeat: (activity) => send({ type: 'heartbeat', activity }),
       leave: () => send({ type: 'leave' }),
       resync: () => send({ type: 'resync' }),
+      room: (type, payload) => send(Object.assign({ type }, payload)),
       close: () => {
         closing = true;
         clearTimeout(retry);
@@ -205,6 +228,14 @@
     let epoch = null;
     let version = null;
     let resyncing = false;
+    // The rooms this tab is in or watches: room -> view (see `onRoom`), plus what the client
+    // needs: `held` (a state came since the last (re)connect), `resyncing`, the room's own
+    // `handler`, and the metadata update waiting for its turn.
+    const rooms = new Map();
+    let connected = false;
+    // Test hooks: drop the next room_updates of a room, as a lossy network would.
+    const drops = new Map(); // room -> how many to drop
+    const stats = { roomStates: 0, roomUpdates: 0, roomResyncs: 0, dropped: 0 };
 
     const client = {
       sessionId: options.session,
@@ -212,10 +243,185 @@
       status: 'connecting',
       epoch: null, // the server's epoch, once a state came
       users,
+      rooms,
       activity,
       resync: () => transport.resync(),
+      join,
+      update,
+      leave: leaveRoom,
+      watch,
+      unwatch,
+      roomResync,
+      stats,
+      test: {
+        // Drops the next `n` room_updates of `room` (what a lost message would do).
+        dropNext(room, n = 1) {
+          drops.set(room, (drops.get(room) || 0) + n);
+        },
+      },
       stop,
     };
+
+    function roomView(room) {
+      let view = rooms.get(room);
+      if (!view) {
+        view = {
+          room, epoch: null, version: null, members: new Map(), joined: false, watching: false,
+          meta: null, held: false, resyncing: false, handler: null, pending: undefined,
+          sentAt: 0, timer: null,
+        };
+        rooms.set(room, view);
+      }
+      return view;
+    }
+
+    function notifyRoom(view, change) {
+      if (view.handler) view.handler(view, change);
+      options.onRoom(view.room, view, change);
+    }
+
+    // This tab joins `room` with `meta` (already in it: its metadata there becomes `meta`).
+    function join(room, meta = null, handler = null) {
+      if (options.watch) throw new Error('PresenceClient: a watcher joins no room (watch it)');
+      const view = roomView(room);
+      if (handler) view.handler = handler;
+      view.joined = true;
+      view.meta = meta;
+      view.pending = undefined;
+      clearTimeout(view.timer);
+      view.sentAt = Date.now();
+      if (connected) transport.room('join', { room, meta });
+      return view;
+    }
+
+    // The tab's metadata in `room`: sent now, or at the end of the room's interval (the latest
+    // wins), so a stream of changes (a cursor) never goes faster than the server takes.
+    function update(room, meta) {
+      const view = rooms.get(room);
+      if (!view || !view.joined) throw new Error('PresenceClient: not in room ' + room);
+      view.meta = meta;
+      view.pending = meta;
+      flushMeta(view);
+    }
+
+    function flushMeta(view, after = 0) {
+      clearTimeout(view.timer);
+      const wait = Math.max(after, view.sentAt + options.metaIntervalMs - Date.now());
+      if (wait > 0) {
+        view.timer = setTimeout(() => flushMeta(view), wait);
+        return;
+      }
+      if (view.pending === undefined || !view.joined) return;
+      const meta = view.pending;
+      view.pending = undefined;
+      view.sentAt = Date.now();
+      if (connected) transport.room('update', { room: view.room, meta });
+    }
+
+    function leaveRoom(room) {
+      const view = rooms.get(room);
+      if (!view || !view.joined) return;
+      view.joined = false;
+      view.pending = undefined;
+      clearTimeout(view.timer);
+      if (connected) transport.room('leave_room', { room });
+      if (!view.watching) rooms.delete(room);
+    }
+
+    // Follows `room` without being in it.
+    function watch(room, handler = null) {
+      const view = roomView(room);
+      if (handler) view.handler = handler;
+      if (view.watching) return view;
+      view.watching = true;
+      if (connected) transport.room('watch', { room });
+      return view;
+    }
+
+    function unwatch(room) {
+      const view = rooms.get(room);
+      if (!view || !view.watching) return;
+      view.watching = false;
+      if (connected) transport.room('unwatch', { room });
+      if (!view.joined) rooms.delete(room);
+    }
+
+    // Asks for the room's state again; its updates are ignored until it comes.
+    function roomResync(room) {
+      const view = rooms.get(room);
+      if (!view) return;
+      view.resyncing = true;
+      stats.roomResyncs += 1;
+      transport.room('room_resync', { room });
+    }
+
+    function roomState(message) {
+      const view = rooms.get(message.room);
+      if (!view) return; // a room this tab left meanwhile
+      stats.roomStates += 1;
+      view.rejoined = false;
+      view.members = new Map(message.members.map((m) => [m.user, m]));
+      view.epoch = message.epoch;
+      view.version = message.version;
+      view.held = true;
+      view.resyncing = false;
+      notifyRoom(view, { kind: 'state', state: message });
+    }
+
+    function roomUpdates(message) {
+      const view = rooms.get(message.room);
+      if (!view || !view.held || view.resyncing) return; // its state is on the way
+      const dropping = drops.get(message.room) || 0;
+      if (dropping > 0) {
+        drops.set(message.room, dropping - 1);
+        stats.dropped += 1;
+        return;
+      }
+      if (message.epoch !== view.epoch) return roomResync(view.room); // a new history
+      if (message.to <= view.version) return; // had it already
+      if (message.from > view.version + 1) return roomResync(view.room); // a version skipped
+      stats.roomUpdates += 1;
+      const changed = [];
+      for (const m of message.members) {
+        if (m.version <= view.version) continue;
+        if (m.presence === 'offline') view.members.delete(m.user);
+        else view.members.set(m.user, { user: m.user, presence: m.presence, sessions: m.sessions });
+        changed.push(m);
+      }
+      view.version = message.to;
+      if (changed.length) notifyRoom(view, { kind: 'updates', members: changed });
+    }
+
+    // What the server refused about a room.
+    function roomRefused(refusal) {
+      const view = rooms.get(refusal.room);
+      if (!view) return;
+      if (refusal.code === 'metadata_too_frequent' && view.joined) {
+        // Sent too soon: the latest metadata again once the server takes it.
+        if (view.pending === undefined) view.pending = view.meta;
+        flushMeta(view, refusal.retry_after_ms || options.metaIntervalMs);
+        return;
+      }
+      if (refusal.code === 'not_in_room' && view.joined && !view.rejoined) {
+        // The server lost this tab's place (its session ended meanwhile): join again, once.
+        view.rejoined = true;
+        transport.room('join', { room: view.room, meta: view.meta });
+        return;
+      }
+      if (['forbidden', 'room_full', 'limit', 'watch_only', 'bad_message'].includes(refusal.code)) {
+        // The room would not have this tab: stop claiming it.
+        if (refusal.code === 'forbidden' || refusal.code === 'bad_message') {
+          view.joined = false;
+          view.watching = false;
+        } else if (view.joined) {
+          view.joined = false; // the join was refused
+        } else {
+          view.watching = false; // the watch was
+        }
+        if (!view.joined && !view.watching) rooms.delete(view.room);
+      }
+      // metadata_too_large: the room keeps the metadata it had.
+    }
 
     function setStatus(status) {
       client.status = status;
@@ -271,21 +477,38 @@
         activity,
         connected(connectionId) {
           client.connectionId = connectionId;
+          connected = true;
           setStatus('connected');
           heartbeat(); // re-send our state at once after every (re)connect
+          // The hello named the rooms this tab is in; the watched ones are asked for again.
+          for (const view of rooms.values()) {
+            if (view.watching) transport.room('watch', { room: view.room });
+            if (view.joined && view.pending !== undefined) flushMeta(view);
+          }
         },
         disconnected(refused) {
           // Whatever comes next starts with a state: until then updates cannot apply.
           resyncing = true;
+          connected = false;
+          for (const view of rooms.values()) view.held = false;
           setStatus(refused ? 'rejected' : stopped ? 'stopped' : 'disconnected');
         },
         hello() {
           const hello = { protocol: PROTOCOL, activity: activity() };
-          if (options.session) hello.session = options.session;
+          if (options.session) {
+            hello.session = options.session;
+            // Exactly the rooms this tab is in, with its metadata there: a reconnect or a
+            // reload naming the same ones changes nothing anyone sees.
+            hello.rooms = [...rooms.values()].filter((v) => v.joined)
+              .map((v) => ({ room: v.room, meta: v.meta }));
+            for (const view of rooms.values()) if (view.joined) view.pending = undefined;
+          }
           if (options.token) hello.token = options.token;
           return hello;
         },
         message(message) {
+          if (message.type === 'room_state') return roomState(message);
+          if (message.type === 'room_updates') return roomUpdates(message);
           if (message.type === 'state') {
             users.clear();
             for (const user of message.users) users.set(user.user, user);
@@ -315,7 +538,9 @@
           }
         },
         refused(refusal) {
-          options.onRefused(refusal || { code: 'refused', message: 'refused' });
+          refusal = refusal || { code: 'refused', message: 'refused' };
+          if (refusal.room !== undefined) roomRefused(refusal);
+          options.onRefused(refusal);
         },
       },
     );
@@ -359,6 +584,12 @@
       transport.leave();
       transport.close();
       setStatus('stopped');
+    }
+
+    // Rooms to be in from the first hello.
+    if (options.rooms && !options.watch) {
+      const initial = Array.isArray(options.rooms) ? options.rooms : Object.entries(options.rooms);
+      for (const [room, meta] of initial) join(room, meta);
     }
 
     setStatus('connecting');

@@ -1,6 +1,6 @@
 // The browser client's resync rule, in Chromium, against a scripted server (node's `ws`) that
 // misbehaves on purpose: a skipped version, an old user seq, updates of another epoch, a state
-// that replaces everything. And a burst against the real socketio example: a page keeps up with
+// that replaces everything; and the same for rooms (old entries, a gap, a new epoch). And a burst against the real socketio example: a page keeps up with
 // 200 users arriving at once and leaving at once. Run by run.sh.
 
 import assert from 'node:assert/strict';
@@ -84,6 +84,79 @@ describe('the browser client in Chromium', { timeout: 120_000 }, () => {
       // The page shows ann offline, not online.
       assert.equal(await page.evaluate(() => window.demo.users.get('ann')?.presence), 'offline');
     } finally {
+      wss.close();
+    }
+  });
+
+  it('applies the room rule: old entries, a gap, a new epoch, rooms it does not hold', async () => {
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await new Promise((resolve) => wss.once('listening', resolve));
+    const received = [];
+    let socket;
+    const connected = new Promise((resolve) => wss.on('connection', (ws) => {
+      socket = ws;
+      ws.on('message', (m) => received.push(JSON.parse(m.toString())));
+      resolve();
+    }));
+    const send = (m) => socket.send(JSON.stringify(m));
+    const resyncs = () => received.filter((m) => m.type === 'room_resync').map((m) => m.room);
+    const member = (name, section, version, change = 'updated') => ({
+      version, change, user: name, presence: 'active', sessions: [{ session: `${name}-1`, meta: { name, section } }],
+    });
+    const page = await chrome.context.newPage();
+    try {
+      const ws = `ws://127.0.0.1:${wss.address().port}`;
+      await page.goto(`${pages.url}/?ws=${encodeURIComponent(ws)}&${CLIENT}`);
+      await connected;
+      // A watcher page follows every document.
+      await waitFor(() => received.filter((m) => m.type === 'watch').length === 3, { what: 'three watches' });
+      assert.deepEqual(received.filter((m) => m.type === 'watch').map((m) => m.room), ['doc-design', 'doc-roadmap', 'doc-budget']);
+      send({ type: 'state', protocol: 1, epoch: 1, version: 0, now: 1, users: [] });
+      const sections = () => page.evaluate(() => {
+        const view = window.demo.client.rooms.get('doc-design');
+        return view && Object.fromEntries([...view.members.values()].map((m) => [m.user, m.sessions[0].meta.section]));
+      });
+      const version = () => page.evaluate(() => window.demo.client.rooms.get('doc-design').version);
+
+      send({ type: 'room_state', room: 'doc-design', epoch: 7, version: 5, members: [member('ann', 1)] });
+      await waitFor(async () => (await sections())?.ann === 1, { what: 'the room state applied' });
+      // Updates before the state are no news; a batch that reaches past it applies what is newer.
+      send({ type: 'room_updates', room: 'doc-design', epoch: 7, from: 4, to: 5, members: [member('ann', 8, 5)] });
+      send({ type: 'room_updates', room: 'doc-design', epoch: 7, from: 5, to: 6,
+        members: [member('ann', 9, 5), member('bob', 2, 6, 'joined')] });
+      await waitFor(async () => (await sections())?.bob === 2, { what: 'bob applied' });
+      assert.deepEqual(await sections(), { ann: 1, bob: 2 }, "ann's old entry skipped");
+      assert.equal(await version(), 6);
+
+      // Version 7 never came: the page asks for the room, and ignores its updates until then.
+      send({ type: 'room_updates', room: 'doc-design', epoch: 7, from: 8, to: 8, members: [member('ann', 4, 8)] });
+      await waitFor(() => resyncs().length === 1, { what: 'a room_resync after a gap' });
+      assert.deepEqual(resyncs(), ['doc-design']);
+      send({ type: 'room_updates', room: 'doc-design', epoch: 7, from: 9, to: 9, members: [member('ann', 5, 9)] });
+      send({ type: 'room_state', room: 'doc-design', epoch: 7, version: 9, members: [member('ann', 3), member('bob', 2)] });
+      await waitFor(async () => (await sections())?.ann === 3, { what: 'the new room state applied' });
+      assert.deepEqual(await sections(), { ann: 3, bob: 2 });
+
+      // A room that left: an offline member goes.
+      send({ type: 'room_updates', room: 'doc-design', epoch: 7, from: 10, to: 10,
+        members: [{ version: 10, change: 'left', user: 'bob', presence: 'offline', sessions: [] }] });
+      await waitFor(async () => !('bob' in (await sections())), { what: 'bob left' });
+
+      // Another history of the room (it emptied and filled again, or the server restarted).
+      send({ type: 'room_updates', room: 'doc-design', epoch: 8, from: 1, to: 1, members: [member('cid', 1, 1, 'joined')] });
+      await waitFor(() => resyncs().length === 2, { what: 'a room_resync on a new epoch' });
+      send({ type: 'room_state', room: 'doc-design', epoch: 8, version: 1, members: [member('cid', 1)] });
+      await waitFor(async () => JSON.stringify(await sections()) === JSON.stringify({ cid: 1 }), { what: 'only the new history' });
+
+      // Rooms the page neither joined nor watches are ignored.
+      send({ type: 'room_state', room: 'doc-secret', epoch: 1, version: 1, members: [member('eve', 1)] });
+      send({ type: 'room_updates', room: 'doc-secret', epoch: 1, from: 2, to: 2, members: [member('eve', 2, 2)] });
+      await waitFor(() => page.evaluate(() => document.querySelector('#docs tr[data-doc="doc-design"]')?.dataset.members === 'cid'),
+        { what: 'the documents table renders the room' });
+      assert.equal(await page.evaluate(() => window.demo.client.rooms.has('doc-secret')), false);
+      assert.equal(resyncs().length, 2);
+    } finally {
+      await page.close();
       wss.close();
     }
   });

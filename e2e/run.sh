@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the example servers: `socketio` in a real (headless) Chromium with the
-# browser client from assets/, `websocket` with scripted clients. Exits non-zero on any failure.
+# browser client from assets/ (presence, and rooms on the demo page's documents), `websocket`
+# with scripted clients, and rooms driven by scripted socket.io-client and WebSocket clients.
+# Exits non-zero on any failure.
 #
 #   bash e2e/run.sh
 #
@@ -38,7 +40,7 @@ fi
 
 cd "$here"
 node "${ws_flag[@]}" --no-warnings=ExperimentalWarning --test --test-concurrency=1 \
-  socketio.test.mjs websocket.test.mjs client.test.mjs
+  socketio.test.mjs websocket.test.mjs client.test.mjs rooms.test.mjs rooms-clients.test.mjs
 
 # The load test: 1,000 Socket.IO clients against the release build (a debug build of the
 # transport cannot serve that many on two cores). Skip with PRESENCE_E2E_LOAD=0.

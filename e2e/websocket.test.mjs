@@ -155,7 +155,7 @@ describe('websocket example with scripted clients', { timeout: 60_000 }, () => {
     binary.ws.send(new Uint8Array([1, 2, 3]));
     assert.equal(await binary.closed, 1003, 'a binary frame closes with 1003');
     const huge = await connect();
-    huge.send('x'.repeat(10000));
+    huge.send('x'.repeat(100000));
     assert.equal(await huge.closed, 1009, 'an oversized message closes with 1009');
     await sleep(200);
     assert.deepEqual(await events(), before, 'no event');

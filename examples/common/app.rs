@@ -9,15 +9,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::Router;
 use std::collections::HashMap;
 
-use presence_tracker::{Presence, PresenceTracker, Snapshot, Timestamp};
-use presence_tracker_server::{Delivery, Hub, HubConfig, Ticking};
+use presence_tracker::{Presence, PresenceTracker, Snapshot, SystemClock, Timestamp};
+use presence_tracker_server::{Delivery, Hub, HubConfig, Meta, Ticking};
 use serde::Serialize;
 
 use super::auth::Signer;
 use super::config::Config;
 
-/// The hub both servers use: users and sessions named by strings.
-pub(crate) type AppHub = Hub<String, String>;
+/// The hub both servers use: users, sessions and rooms named by strings, with JSON metadata
+/// in rooms (the demo's: a name, a colour, the section being edited).
+pub(crate) type AppHub = Hub<String, String, SystemClock, String, Meta>;
 
 /// How many published updates `/api/events` keeps (the oldest are dropped).
 const LOG_LEN: usize = 100_000;
@@ -54,7 +55,7 @@ impl App {
             Some(path) if path.exists() => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("snapshot {}: {e}", path.display()))?;
-                let snapshot: Snapshot<String, String> = serde_json::from_str(&text)
+                let snapshot: Snapshot<String, String, String, Meta> = serde_json::from_str(&text)
                     .map_err(|e| format!("snapshot {}: {e}", path.display()))?;
                 PresenceTracker::restore(snapshot, config.policy.clone(), Default::default())
                     .map_err(|e| format!("snapshot {}: {e}", path.display()))?

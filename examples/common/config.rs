@@ -58,6 +58,10 @@ const FLAGS: &[(&str, &str)] = &[
         "grace after a clean close or a leave (default 5000)",
     ),
     (
+        "metadata-interval-ms",
+        "shortest time between two metadata changes of a tab in a room (default 50)",
+    ),
+    (
         "ping-interval-ms",
         "transport ping interval (default 25000)",
     ),
@@ -154,13 +158,14 @@ impl Config {
             None => 3000,
         };
         let mut builder = Policy::builder();
-        let setters: [(&str, Setter); 6] = [
+        let setters: [(&str, Setter); 7] = [
             ("active-ms", PolicyBuilder::active),
             ("idle-ms", PolicyBuilder::idle),
             ("away-ms", PolicyBuilder::away),
             ("ttl-ms", PolicyBuilder::ttl),
             ("disconnect-grace-ms", PolicyBuilder::disconnect_grace),
             ("leave-grace-ms", PolicyBuilder::leave_grace),
+            ("metadata-interval-ms", PolicyBuilder::metadata_interval),
         ];
         for (name, set) in setters {
             if let Some(d) = millis(name)? {

@@ -9,10 +9,11 @@
 //! | `GET /api/presence` | the published state (every online user; no session ids) |
 //! | `GET /api/events` | every published update (user states; no session ids) |
 //! | `GET /api/sessions` | the caller's own sessions (by its cookie or bearer token), 401 otherwise |
+//! | `GET /api/rooms/{room}` | a room as published: its members with their metadata, epoch, version |
 
 use std::path::PathBuf;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -64,7 +65,15 @@ pub(crate) fn routes(app: App, transport: Transport, socket_io_js: PathBuf) -> R
             "/api/events",
             get(|State(app): State<App>| async move { Json(app.events()) }),
         )
-        .route("/api/sessions", get(own_sessions));
+        .route("/api/sessions", get(own_sessions))
+        .route(
+            "/api/rooms/{room}",
+            get(
+                |State(app): State<App>, Path(room): Path<String>| async move {
+                    json(&*app.hub.rooms().state(room.as_str()))
+                },
+            ),
+        );
     if let Transport::SocketIo = transport {
         router = router.route(
             "/socket.io.js",
