@@ -4,6 +4,9 @@
 //! - [`Hub`]: the tracker, the state of every online user published in one total order (an
 //!   epoch and a version), and subscribers fed without ever blocking a signal handler: one that
 //!   falls behind gets a fresh state instead of a backlog ([`Delivery`]).
+//! - Rooms, [`Hub::rooms`] ([`HubRooms`]): sessions join rooms with metadata ([`Meta`] for
+//!   JSON), each room published in its own order to its own subscribers ([`RoomSubscription`]:
+//!   a room state, then versioned room updates; a metadata change is one update).
 //! - The tick driver, [`Hub::run_ticker`]: at the tracker's deadlines with the wake rule, or
 //!   at an interval ([`Ticking`]).
 //! - [`wire`]: the versioned protocol (serde types) and its resync rule, which the browser
@@ -13,7 +16,7 @@
 //!   ([`Identity::Watcher`]).
 //!
 //! It owns no socket: integrations for Socket.IO (`socketioxide`) and axum WebSockets come as
-//! features.
+//! features, rooms included (over Socket.IO, fanned out through socketioxide's rooms).
 //!
 //! # Examples
 //!

@@ -1,5 +1,5 @@
-//! The root README shows the server crate's wiring as `rust,ignore` blocks (the core's doc
-//! tests cannot build them); they must be the blocks this crate's README compiles.
+//! The root README shows the server crate's wiring and rooms as `rust,ignore` blocks (the
+//! core's doc tests cannot build them); they must be the blocks this crate's README compiles.
 
 fn blocks<'a>(text: &'a str, fence: &str) -> Vec<&'a str> {
     text.split(fence)
@@ -13,8 +13,13 @@ fn the_root_readme_shows_the_compiled_wiring() {
     let root = include_str!("../../../README.md");
     let ours = include_str!("../README.md");
     let shown = blocks(root, "```rust,ignore\n");
-    let compiled = blocks(ours, "```rust,no_run\n");
-    assert_eq!(shown.len(), 2, "the root README shows both integrations");
+    let mut compiled = blocks(ours, "```rust,no_run\n");
+    compiled.extend(blocks(ours, "```rust\n"));
+    assert_eq!(
+        shown.len(),
+        3,
+        "the root README shows both integrations and rooms"
+    );
     for block in shown {
         assert!(
             compiled.contains(&block),
