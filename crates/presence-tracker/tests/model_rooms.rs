@@ -191,7 +191,6 @@ fn session_event(
 /// misses it sees a gap at the next one. (Found by the model: connect, join, a batch heartbeat
 /// reporting `Idle`.)
 #[test]
-#[ignore = "core bug: heartbeat_batch drops room events (its BatchOutcome<U, S> holds a Transitions<U, S>, extended with each slow path's Transitions by IntoIterator, which yields no room events)"]
 fn batch_heartbeat_returns_its_room_events() {
     let clock = ManualClock::new();
     let tracker: PresenceTracker<u64, u64, ManualClock> =

@@ -14,15 +14,15 @@ use crate::{Activity, Clock, Error, Id, Metadata, Transitions};
 #[derive(Debug)]
 #[non_exhaustive]
 #[must_use = "transitions are reported once: broadcast them, or they are lost"]
-pub struct BatchOutcome<U, S> {
+pub struct BatchOutcome<U, S, R = String, M = ()> {
     /// The transitions the batch caused, in the order they were published.
-    pub events: Transitions<U, S>,
+    pub events: Transitions<U, S, R, M>,
     /// The refused heartbeats: their position in the batch and why. A refused heartbeat changed
     /// nothing; the others were recorded.
     pub errors: Vec<(usize, Error)>,
 }
 
-impl<U, S> Default for BatchOutcome<U, S> {
+impl<U, S, R, M> Default for BatchOutcome<U, S, R, M> {
     fn default() -> Self {
         BatchOutcome {
             events: Transitions::new(),
@@ -72,7 +72,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
     pub fn heartbeat_batch<K>(
         &self,
         heartbeats: impl IntoIterator<Item = (K, Activity)>,
-    ) -> BatchOutcome<U, S>
+    ) -> BatchOutcome<U, S, R, M>
     where
         K: Borrow<S>,
     {
@@ -157,7 +157,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                     self.heartbeat_slow::<S>(user, item.session.borrow(), item.activity, now);
                 map = self.sessions[shard].0.read();
                 match result {
-                    Ok(events) => outcome.events.extend(events),
+                    Ok(mut events) => outcome.events.append(&mut events),
                     Err(e) => outcome.errors.push((item.position, e)),
                 }
             }
