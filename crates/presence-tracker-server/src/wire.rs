@@ -588,6 +588,91 @@ mod tests {
     }
 
     #[test]
+    fn room_messages_are_tagged_json() {
+        let ada = MemberChange {
+            version: 4,
+            change: RoomChange::Updated,
+            user: "ada".to_string(),
+            presence: Presence::Active,
+            sessions: vec![MemberSession::new(
+                "tab-1".to_string(),
+                Arc::new(crate::Meta::from_json(r#"{"section":2}"#).expect("json")),
+            )],
+        };
+        let m: ServerMessage<String, String, String, crate::Meta> =
+            ServerMessage::RoomUpdates(RoomUpdates {
+                room: "doc-1".into(),
+                epoch: 9,
+                from: 4,
+                to: 4,
+                members: vec![ada],
+            });
+        let json = serde_json::to_value(&m).expect("serialises");
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "room_updates", "room": "doc-1", "epoch": 9, "from": 4, "to": 4,
+                "members": [{"version": 4, "change": "updated", "user": "ada", "presence": "active",
+                    "sessions": [{"session": "tab-1", "meta": {"section": 2}}]}]})
+        );
+        let back: ServerMessage<String, String, String, crate::Meta> =
+            serde_json::from_value(json).expect("parses");
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn room_client_messages_take_defaults_and_refuse_garbage() {
+        type Message = ClientMessage<String, String, crate::Meta>;
+        let join: Message =
+            serde_json::from_str(r#"{"type":"join","room":"doc-1"}"#).expect("parses");
+        let ClientMessage::Join { room, meta } = join else {
+            panic!("a join")
+        };
+        assert_eq!((room.as_str(), meta.is_null()), ("doc-1", true));
+        let hello: Message = serde_json::from_str(
+            r#"{"type":"hello","protocol":1,"session":"t","rooms":[{"room":"a","meta":{"n":1}},{"room":"b"}]}"#,
+        )
+        .expect("parses");
+        let ClientMessage::Hello(hello) = hello else {
+            panic!("a hello")
+        };
+        let rooms = hello.rooms.expect("rooms");
+        assert_eq!(rooms[0].meta.to_string(), r#"{"n":1}"#);
+        assert!(rooms[1].meta.is_null());
+        for text in [
+            r#"{"type":"join"}"#,
+            r#"{"type":"join","room":7}"#,
+            r#"{"type":"leave_room"}"#,
+            r#"{"type":"update","room":null}"#,
+            r#"{"type":"hello","protocol":1,"rooms":{"a":1}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Message>(text).is_err(),
+                "{text:?} parsed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_too_frequent_refusal_says_when_to_retry() {
+        let e = presence_tracker::Error::MetadataTooFrequent {
+            retry_after: std::time::Duration::from_micros(12_001),
+        };
+        let refusal = Refusal::from_error(&e).in_room("doc-1");
+        assert_eq!(refusal.code, "metadata_too_frequent");
+        assert_eq!(refusal.retry_after_ms, Some(13), "rounded up");
+        assert_eq!(
+            serde_json::to_value(&refusal).expect("serialises")["room"],
+            "doc-1"
+        );
+        // Fields of refusals that are not about rooms stay off the wire.
+        let plain = serde_json::to_value(Refusal::new("bad_message", "x")).expect("serialises");
+        assert_eq!(
+            plain,
+            serde_json::json!({"code": "bad_message", "message": "x"})
+        );
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for text in [
             "",
