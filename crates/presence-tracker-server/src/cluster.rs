@@ -5,7 +5,8 @@
 //! [`ClusterNode`] is fed the node's *transitions* (what the tracker returns) and its connects,
 //! writes only those and its lease to Redis, and hands back the cluster-wide presence of every
 //! user ([`ClusterNode::user`], [`ClusterNode::subscribe`]): the highest over the live sessions
-//! of every node. Redis traffic grows with transitions, not with heartbeats.
+//! of every node, and of every room's members ([`ClusterNode::room`]). Redis traffic grows
+//! with transitions, not with heartbeats.
 //!
 //! ```no_run
 //! use presence_tracker::{Activity, Policy, PresenceTracker};
@@ -43,11 +44,16 @@
 //! | `pt:{u:<user>}` | hash | the cluster-wide user: `e` (its history's epoch), `v` (version), `p` (presence 0-4), `n` (sessions), `ls` (last seen); kept for the retention once offline, so versions go on |
 //! | `pt:{s:<session>}` | hash | who owns the session id: `u` (user), `e` (the session's current epoch); expires after the ownership TTL without a claim |
 //! | `pt:{n:<node>}:u` | set | users with sessions claimed by the node: what a cleanup visits |
+//! | `pt:{r:<room>}:u:<user>` | hash | a member's sessions in the room: `<session>` → `<epoch>\|<node>\|<presence>\|<deadline ms>\|<metadata as JSON, encoded>` |
+//! | `pt:{r:<room>}:m` | hash | the room's members: `<user>` → `<presence>\|<sessions>\|<SHA1 of their sessions and metadata>` |
+//! | `pt:{r:<room>}` | hash | the room: `e` (its history's epoch), `v` (version); kept for the retention once empty |
+//! | `pt:{n:<node>}:r` | set | `<room>\|<user>` pairs the node wrote sessions for |
 //! | `pt:{c}:gen` | string | the generation: set by the first node on an empty Redis |
 //! | `pt:{c}:leases` | sorted set | live nodes, scored by their lease deadline (Redis ms) |
 //! | `pt:{c}:reap` | sorted set | cleanup jobs: lapsed or retired nodes, scored by when a node must work on them next |
 //! | `pt:{c}:tick` | string | Redis time of the last lease call: a stall of Redis is not a death of nodes |
 //! | channel `pt:events` | pub/sub | cluster-wide user transitions |
+//! | channel `pt:rooms` | pub/sub | cluster-wide room changes |
 //!
 //! Presence and times in Redis are Redis's: every script reads `TIME`; node clocks only give
 //! `last seen`, which is data.
@@ -71,6 +77,13 @@
 //!   the presence or the session count changes, the script bumps `v` and publishes
 //!   `1|user|epoch|version|from|to|sessions|last seen|at|cause|node` on the channel, in the
 //!   same atomic step: first join and last leave are decided there, once.
+//! - **Rooms** replicate like users, with one hash tag per room: `room` on `{r:<room>}`
+//!   writes a session's entry (join or metadata update, and again at each of the session's
+//!   presence changes; a leave or the session's end removes it) under the session's epoch, so
+//!   the same fencing holds. The member's presence in the room is the highest of its live
+//!   entries; a change of it, of its sessions or of their metadata bumps the room's version
+//!   and publishes `1|room|epoch|version|user|change (j,p,u,l)|from|to|at|cause|node|sessions`
+//!   (`session:metadata,...`) in the same step. Cleanup and re-publication cover rooms too.
 //! - **Leases**: each node registers under a new random id at every start (`{c}`), renews
 //!   every third of the lease TTL, and on a renewal learns if Redis was wiped (the generation
 //!   changed) or if it was declared dead (its lease is gone): either way it registers again
@@ -118,11 +131,10 @@
 //!
 //! # What is not here yet
 //!
-//! Rooms replicate like users in the design (`pt:{r:<room>}` with its epoch and version,
-//! `pt:{r:<room>}:m` with the members' sessions, one script per room) but are not written
-//! yet: [`ClusterNode::record`] ignores room events. The hub, the Socket.IO and WebSocket
-//! integrations do not use this layer yet. Redis Cluster is a target of the key layout, but
-//! the node connects to one Redis server (a `redis://` URL).
+//! The hub, the Socket.IO and WebSocket integrations do not use this layer yet. Redis
+//! Cluster is a target of the key layout, but the node connects to one Redis server (a
+//! `redis://` URL). A large room is read again whole (one `HGETALL` per member) when a node
+//! sees a gap in its versions.
 
 mod config;
 mod error;
@@ -134,6 +146,7 @@ mod message;
 mod mirror;
 mod node;
 mod redis_io;
+mod rooms;
 mod scripts;
 mod status;
 mod writer;
@@ -143,4 +156,5 @@ pub use error::ClusterError;
 pub use feed::{ClusterCause, ClusterEvent, ClusterUser, ClusterUserEvent, Refusal, RefusalReason};
 pub use id::ClusterId;
 pub use node::ClusterNode;
+pub use rooms::{ClusterMeta, ClusterRoom, ClusterRoomEvent, ClusterRoomMember};
 pub use status::{Diagnostic, Health, Stats};

@@ -5,171 +5,18 @@
 
 #![cfg(feature = "redis")]
 
-#[path = "support/redis.rs"]
-#[allow(unreachable_pub)]
-mod redis_server;
+mod support {
+    pub mod cluster;
+    #[allow(unreachable_pub)]
+    pub mod redis;
+}
 
 use std::time::{Duration, Instant};
 
-use presence_tracker::{
-    Activity, DisconnectKind, ManualClock, Policy, Presence, PresenceTracker, Transitions,
-};
-use presence_tracker_server::cluster::{
-    ClusterCause, ClusterConfig, ClusterError, ClusterEvent, ClusterNode, ClusterUserEvent,
-    RefusalReason,
-};
-use redis_server::RedisServer;
-use tokio::sync::broadcast;
-
-const LEASE: Duration = Duration::from_millis(1000);
-const GRACE: Duration = Duration::from_millis(1500);
-const REAP: Duration = Duration::from_millis(100);
-/// Slack on top of a stated bound: scheduling on a loaded 2-core machine.
-const SLACK: Duration = Duration::from_millis(1500);
-
-fn config(redis: &RedisServer) -> ClusterConfig {
-    config_at(redis.url())
-}
-
-fn config_at(url: String) -> ClusterConfig {
-    ClusterConfig::new(url)
-        .lease_ttl(LEASE)
-        .reap_interval(REAP)
-        .disconnect_grace(GRACE)
-        .response_timeout(Duration::from_millis(300))
-        .max_backoff(Duration::from_millis(200))
-        .on_diagnostic(|d| eprintln!("diag {:?}: {d:?}", Instant::now()))
-}
-
-/// One node: a tracker on its own clock, and its cluster layer fed as a server would.
-struct Node {
-    tracker: PresenceTracker<String, String, ManualClock>,
-    clock: ManualClock,
-    cluster: ClusterNode<String, String>,
-    events: broadcast::Receiver<ClusterEvent<String, String>>,
-    seen: Vec<ClusterEvent<String, String>>,
-}
-
-impl Node {
-    async fn start(redis: &RedisServer) -> Node {
-        let clock = ManualClock::new();
-        let cluster = ClusterNode::start(config(redis))
-            .await
-            .expect("node starts");
-        Node {
-            tracker: PresenceTracker::with_clock(Policy::default(), clock.clone()),
-            clock,
-            events: cluster.subscribe(),
-            cluster,
-            seen: Vec::new(),
-        }
-    }
-
-    fn feed(&self, t: &Transitions<String, String>) {
-        self.cluster.record(t);
-    }
-
-    fn connect(&self, user: &str, session: &str, connection: &str) {
-        let t = self
-            .tracker
-            .connect(user.into(), session.into(), connection, Activity::Active)
-            .expect("connects locally");
-        let view = self.tracker.session(session).expect("live");
-        let (user, session) = (user.to_string(), session.to_string());
-        self.cluster
-            .connected(&t, &user, &session, view.presence, view.last_seen);
-    }
-
-    fn disconnect(&self, session: &str, connection: &str) {
-        let t = self
-            .tracker
-            .disconnect(session, connection, DisconnectKind::Lost)
-            .expect("known");
-        self.feed(&t);
-    }
-
-    fn leave(&self, session: &str, connection: &str) {
-        let t = self.tracker.leave(session, connection).expect("known");
-        self.feed(&t);
-    }
-
-    /// Moves this node's clock and ticks: local decays and expiries reach the cluster.
-    fn advance(&self, d: Duration) {
-        self.clock.advance(d);
-        let t = self.tracker.tick();
-        self.feed(&t);
-    }
-
-    fn presence(&self, user: &str) -> (Presence, usize) {
-        self.cluster
-            .user(&user.to_string())
-            .map_or((Presence::Offline, 0), |u| (u.presence, u.sessions))
-    }
-
-    /// Everything received so far.
-    fn drain(&mut self) -> &[ClusterEvent<String, String>] {
-        while let Ok(e) = self.events.try_recv() {
-            self.seen.push(e);
-        }
-        &self.seen
-    }
-
-    fn user_events(&mut self, user: &str) -> Vec<ClusterUserEvent<String>> {
-        self.drain()
-            .iter()
-            .filter_map(|e| match e {
-                ClusterEvent::User(u) if u.user == user => Some(u.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn refusals(&mut self, reason: RefusalReason) -> usize {
-        self.drain()
-            .iter()
-            .filter(|e| matches!(e, ClusterEvent::Refused(r) if r.reason == reason))
-            .count()
-    }
-
-    async fn flush(&self) {
-        self.cluster
-            .flush(Duration::from_secs(5))
-            .await
-            .expect("writes reach redis");
-    }
-}
-
-async fn three(redis: &RedisServer) -> (Node, Node, Node) {
-    (
-        Node::start(redis).await,
-        Node::start(redis).await,
-        Node::start(redis).await,
-    )
-}
-
-/// Polls `cond` every 10 ms until it holds; panics past `within`. Prints and returns the time
-/// it took.
-async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            let took = start.elapsed();
-            eprintln!("{what}: {took:?} (bound {within:?})");
-            return took;
-        }
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The presences a user's events went through, first `from` included.
-fn chain(events: &[ClusterUserEvent<String>]) -> Vec<Presence> {
-    let mut out: Vec<Presence> = events.first().map(|e| e.from).into_iter().collect();
-    out.extend(events.iter().map(|e| e.to));
-    out
-}
-
-const CONVERGE: Duration = Duration::from_secs(3);
+use presence_tracker::{Activity, ManualClock, Policy, Presence, PresenceTracker};
+use presence_tracker_server::cluster::{ClusterCause, ClusterError, ClusterNode, RefusalReason};
+use support::cluster::*;
+use support::redis::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tabs_on_two_nodes_are_one_cluster_user() {
@@ -339,10 +186,8 @@ async fn child_node() {
     let Ok(url) = std::env::var("PT_CLUSTER_CHILD") else {
         return;
     };
-    let cluster: ClusterNode<String, String> =
-        ClusterNode::start(config_at(url)).await.expect("starts");
-    let tracker: PresenceTracker<String, String, ManualClock> =
-        PresenceTracker::with_clock(Policy::default(), ManualClock::new());
+    let cluster: Cluster = ClusterNode::start(config_at(url)).await.expect("starts");
+    let tracker: Tracker = PresenceTracker::with_clock(Policy::default(), ManualClock::new());
     for (user, tab) in [("ada", "tab-k"), ("bob", "tab-j")] {
         let t = tracker
             .connect(user.into(), tab.into(), "socket", Activity::Active)
@@ -564,6 +409,8 @@ async fn redis_restarted_empty_is_republished() {
         })
         .await;
     }
+    a.join("tab-1", "doc", "ada");
+    eventually("ada in the room", CONVERGE, || c.room("doc").len() == 1).await;
     redis.restart_empty();
     assert_eq!(redis.cli(&["DBSIZE"]).as_deref().map(str::trim), Some("0"));
     // Detected at the next renewal (a third of the lease), re-published, read again by c.
@@ -578,8 +425,10 @@ async fn redis_restarted_empty_is_republished() {
         })
     })
     .await;
-    eventually("c sees both", CONVERGE, || {
-        c.presence("ada") == (Presence::Active, 1) && c.presence("bob") == (Presence::Active, 1)
+    eventually("c sees both, and the room", CONVERGE, || {
+        c.presence("ada") == (Presence::Active, 1)
+            && c.presence("bob") == (Presence::Active, 1)
+            && c.room("doc").len() == 1
     })
     .await;
     assert_eq!(a.cluster.stats().reregistrations, 1);

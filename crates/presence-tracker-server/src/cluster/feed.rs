@@ -13,7 +13,9 @@ use super::id::{decode, ClusterId};
 use super::message::{presence, Message};
 use super::node::Shared;
 use super::redis_io::num;
+use super::rooms::ClusterRoomEvent;
 use super::status::{Counters, Part};
+use super::ClusterMeta;
 use super::{ClusterError, Diagnostic};
 
 /// A user as the cluster sees it: the highest presence over the live sessions of every node.
@@ -97,17 +99,31 @@ pub struct Refusal<U, S> {
 }
 
 /// What [`ClusterNode::subscribe`](super::ClusterNode::subscribe) hands out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ClusterEvent<U, S> {
+pub enum ClusterEvent<U, S, R = String, M = ()> {
     /// A user's cluster-wide presence or session count changed.
     User(ClusterUserEvent<U>),
+    /// A member of a room changed cluster-wide: appeared, changed presence there, changed its
+    /// sessions or their metadata, or left.
+    Room(ClusterRoomEvent<U, S, R, M>),
     /// Redis refused a write of this node.
     Refused(Refusal<U, S>),
-    /// The node read every user again (its feed reconnected): the events since the last
-    /// full read were applied, and the ones it could have missed were made up with
+    /// The node read every user and room again (its feed reconnected): the events since the
+    /// last full read were applied, and the ones it could have missed were made up with
     /// [`ClusterCause::Resync`] events.
     Resynced,
+}
+
+impl<U: Clone, S: Clone, R: Clone, M> Clone for ClusterEvent<U, S, R, M> {
+    fn clone(&self) -> Self {
+        match self {
+            ClusterEvent::User(e) => ClusterEvent::User(e.clone()),
+            ClusterEvent::Room(e) => ClusterEvent::Room(e.clone()),
+            ClusterEvent::Refused(r) => ClusterEvent::Refused(r.clone()),
+            ClusterEvent::Resynced => ClusterEvent::Resynced,
+        }
+    }
 }
 
 /// What the feed does with a message.
@@ -207,9 +223,9 @@ fn state(fields: &[Value]) -> Option<ClusterUser> {
     })
 }
 
-impl<U: ClusterId, S: ClusterId> Shared<U, S> {
+impl<U: ClusterId, S: ClusterId, R: ClusterId, M: ClusterMeta> Shared<U, S, R, M> {
     /// Hands an event to the subscribers (none listening is fine).
-    pub(crate) fn emit(&self, event: ClusterEvent<U, S>) {
+    pub(crate) fn emit(&self, event: ClusterEvent<U, S, R, M>) {
         let _ = self.events.send(event);
     }
 
@@ -245,7 +261,8 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
         let mut pubsub = tokio::time::timeout(timeout, self.client.get_async_pubsub())
             .await
             .map_err(|_| ClusterError::Redis("feed connection timed out".into()))??;
-        tokio::time::timeout(timeout, pubsub.subscribe(&self.keys.channel))
+        let channels = [self.keys.channel.as_str(), self.keys.room_channel.as_str()];
+        tokio::time::timeout(timeout, pubsub.subscribe(&channels[..]))
             .await
             .map_err(|_| ClusterError::Redis("subscribe timed out".into()))??;
         self.resync_all().await?;
@@ -257,6 +274,9 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
             tokio::select! {
                 _ = prune.tick() => self.view.lock().prune(retention),
                 msg = stream.next() => match msg {
+                    Some(msg) if msg.get_channel_name() == self.keys.room_channel => {
+                        self.on_room_message(msg.get_payload_bytes()).await;
+                    }
                     Some(msg) => self.on_message(msg.get_payload_bytes()).await,
                     None => return Err(ClusterError::Redis("feed connection closed".into())),
                 },
@@ -414,6 +434,7 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
         for e in events {
             self.emit(ClusterEvent::User(e));
         }
+        self.resync_rooms().await?;
         Counters::add(&self.counters.resyncs, 1);
         self.emit(ClusterEvent::Resynced);
         self.synced.notify_waiters();

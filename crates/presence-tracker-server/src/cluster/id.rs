@@ -85,18 +85,13 @@ impl ClusterId for [u8; 16] {
 }
 
 /// Whether a byte is written as `%XX`: what could end a hash tag (`{`, `}`), split a stored
-/// value or message (`|`), start an escape (`%`), or is not printable ASCII.
+/// value or message (`|`, `,`, `:`), start an escape (`%`), or is not printable ASCII.
 fn escaped(b: u8) -> bool {
-    matches!(b, b'%' | b'{' | b'}' | b'|') || !b.is_ascii_graphic()
+    matches!(b, b'%' | b'{' | b'}' | b'|' | b',' | b':') || !b.is_ascii_graphic()
 }
 
-/// The id's text form, percent-encoded: what goes into keys and messages.
-pub(crate) fn encode<T: ClusterId>(id: &T) -> String {
-    let mut text = String::new();
-    id.write_text(&mut text);
-    if !text.bytes().any(escaped) {
-        return text;
-    }
+/// Any text percent-encoded as ids are (room metadata as JSON, in entries and messages).
+pub(crate) fn encode_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for b in text.bytes() {
         if escaped(b) {
@@ -110,6 +105,16 @@ pub(crate) fn encode<T: ClusterId>(id: &T) -> String {
     out
 }
 
+/// The id's text form, percent-encoded: what goes into keys and messages.
+pub(crate) fn encode<T: ClusterId>(id: &T) -> String {
+    let mut text = String::new();
+    id.write_text(&mut text);
+    if !text.bytes().any(escaped) {
+        return text;
+    }
+    encode_text(&text)
+}
+
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// The id from its encoded form; `None` for a malformed escape, text that is not UTF-8, or
@@ -118,6 +123,11 @@ pub(crate) fn decode<T: ClusterId>(encoded: &str) -> Option<T> {
     if !encoded.contains('%') {
         return T::parse_text(encoded);
     }
+    T::parse_text(&decode_text(encoded)?)
+}
+
+/// Text from its encoded form.
+pub(crate) fn decode_text(encoded: &str) -> Option<String> {
     let bytes = encoded.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -131,7 +141,7 @@ pub(crate) fn decode<T: ClusterId>(encoded: &str) -> Option<T> {
             i += 1;
         }
     }
-    T::parse_text(std::str::from_utf8(&out).ok()?)
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -140,9 +150,11 @@ mod tests {
 
     #[test]
     fn text_round_trips_and_never_holds_a_brace_or_bar() {
-        for id in ["ada", "a}b", "{x}", "50%", "a|b", "é ü", "tab\n1", ""] {
+        for id in [
+            "ada", "a}b", "{x}", "50%", "a|b", "é ü", "tab\n1", "", "a:b,c",
+        ] {
             let enc = encode(&id.to_string());
-            assert!(!enc.contains(['{', '}', '|', ' ']), "{enc}");
+            assert!(!enc.contains(['{', '}', '|', ' ', ',', ':']), "{enc}");
             assert_eq!(decode::<String>(&enc).as_deref(), Some(id));
         }
     }

@@ -9,6 +9,7 @@ pub(crate) struct Keys {
     pub(crate) reap: String,
     pub(crate) tick: String,
     pub(crate) channel: String,
+    pub(crate) room_channel: String,
 }
 
 impl Keys {
@@ -20,6 +21,7 @@ impl Keys {
             reap: format!("{prefix}:{{c}}:reap"),
             tick: format!("{prefix}:{{c}}:tick"),
             channel: format!("{prefix}:events"),
+            room_channel: format!("{prefix}:rooms"),
         }
     }
 
@@ -41,6 +43,39 @@ impl Keys {
     /// The users a node claimed sessions for.
     pub(crate) fn node_users(&self, node: &str) -> String {
         format!("{}:{{n:{node}}}:u", self.prefix)
+    }
+
+    /// A room's hash (epoch, version) of an encoded room id.
+    pub(crate) fn room(&self, room: &str) -> String {
+        format!("{}:{{r:{room}}}", self.prefix)
+    }
+
+    /// A room's members: user → presence, sessions, digest of their metadata.
+    pub(crate) fn room_members(&self, room: &str) -> String {
+        format!("{}:{{r:{room}}}:m", self.prefix)
+    }
+
+    /// One member's sessions in a room.
+    pub(crate) fn room_sessions(&self, room: &str, user: &str) -> String {
+        format!("{}:{{r:{room}}}:u:{user}", self.prefix)
+    }
+
+    /// The rooms and users a node wrote sessions for, as `room|user`.
+    pub(crate) fn node_rooms(&self, node: &str) -> String {
+        format!("{}:{{n:{node}}}:r", self.prefix)
+    }
+
+    /// The `SCAN` pattern of every room hash.
+    pub(crate) fn room_pattern(&self) -> String {
+        format!("{}:{{r:*}}", self.prefix)
+    }
+
+    /// The encoded room id of a room hash's key; `None` for any other key.
+    pub(crate) fn room_of_key<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{r:")?
+            .strip_suffix('}')
+            .filter(|r| !r.contains(['{', '}']))
     }
 
     /// The `SCAN` pattern of every user hash (not the sessions hashes, which end in `:s`).
@@ -69,5 +104,7 @@ mod tests {
         assert_eq!(keys.user_of_key("pt:{u:ada}:s"), None);
         assert_eq!(keys.user_of_key("pt:{u:a}b}"), None);
         assert_eq!(keys.user_of_key("other:{u:ada}"), None);
+        assert_eq!(keys.room_of_key(&keys.room("doc")), Some("doc"));
+        assert_eq!(keys.room_of_key(&keys.room_members("doc")), None);
     }
 }

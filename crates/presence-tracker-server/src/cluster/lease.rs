@@ -11,6 +11,7 @@ use super::node::{random_id, Shared};
 use super::redis_io::{num, text, Call};
 use super::scripts::Script;
 use super::status::{Counters, Part};
+use super::ClusterMeta;
 use super::{ClusterError, Diagnostic};
 
 /// Jobs one reap pass takes at most.
@@ -25,7 +26,7 @@ pub(crate) struct LeaseReply {
     pub(crate) value: String,
 }
 
-impl<U: ClusterId, S: ClusterId> Shared<U, S> {
+impl<U: ClusterId, S: ClusterId, R: ClusterId, M: ClusterMeta> Shared<U, S, R, M> {
     /// Calls the `lease` script for `node` with its number argument.
     pub(crate) async fn lease_call(
         &self,
@@ -189,7 +190,11 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
                 self.lease_call("schedule", &dead, grace).await?;
             } else {
                 self.io
-                    .cmd::<redis::Value>(redis::cmd("DEL").arg(self.keys.node_users(&dead)))
+                    .cmd::<redis::Value>(
+                        redis::cmd("DEL")
+                            .arg(self.keys.node_users(&dead))
+                            .arg(self.keys.node_rooms(&dead)),
+                    )
                     .await?;
                 self.lease_call("done", &dead, 0).await?;
             }
@@ -197,51 +202,102 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
         Ok(())
     }
 
-    /// Gives `node`'s sessions the grace and removes those whose grace ran out, user by user;
-    /// returns how many are still in their grace.
+    /// Gives `node`'s sessions the grace and removes those whose grace ran out, user by user
+    /// and room by room; returns how many are still in their grace.
     pub(crate) async fn reap_node(&self, node: &str) -> Result<u64, ClusterError> {
-        let index = self.keys.node_users(node);
+        Ok(self.reap_users(node).await? + self.reap_rooms(node).await?)
+    }
+
+    async fn reap_users(&self, node: &str) -> Result<u64, ClusterError> {
         let grace = millis(self.config.disconnect_grace).to_string();
         let retention = millis(self.config.retention).to_string();
+        self.reap_index(&self.keys.node_users(node), |u| {
+            let call = Call::script(
+                Script::ReapUser,
+                vec![self.keys.user(u), self.keys.sessions(u)],
+                vec![
+                    node.into(),
+                    grace.clone(),
+                    u.into(),
+                    retention.clone(),
+                    self.keys.channel.clone(),
+                ],
+            );
+            // Sessions whose grace ran out release their owner records.
+            Some((call, Some(u.to_owned())))
+        })
+        .await
+    }
+
+    async fn reap_rooms(&self, node: &str) -> Result<u64, ClusterError> {
+        let grace = millis(self.config.disconnect_grace).to_string();
+        let retention = millis(self.config.retention).to_string();
+        self.reap_index(&self.keys.node_rooms(node), |entry| {
+            let (room, user) = entry.split_once('|')?;
+            let call = Call::script(
+                Script::ReapRoom,
+                vec![
+                    self.keys.room(room),
+                    self.keys.room_members(room),
+                    self.keys.room_sessions(room, user),
+                ],
+                vec![
+                    node.into(),
+                    grace.clone(),
+                    room.into(),
+                    user.into(),
+                    retention.clone(),
+                    self.keys.room_channel.clone(),
+                ],
+            );
+            Some((call, None))
+        })
+        .await
+    }
+
+    /// Runs a reap script for each member of a node's index (`SSCAN`, pipelined), removes the
+    /// members with nothing left in their grace, releases the owner records of expired
+    /// sessions (for calls naming their user); returns how many are still in their grace.
+    async fn reap_index(
+        &self,
+        index: &str,
+        call_of: impl Fn(&str) -> Option<(Call, Option<String>)>,
+    ) -> Result<u64, ClusterError> {
         let mut remaining = 0;
         let mut cursor: u64 = 0;
         loop {
             let mut cmd = redis::cmd("SSCAN");
-            cmd.arg(&index)
+            cmd.arg(index)
                 .arg(cursor)
                 .arg("COUNT")
                 .arg(USERS_PER_PIPELINE);
-            let (next, users): (u64, Vec<String>) = self.io.cmd(&cmd).await?;
-            let calls: Vec<Call> = users
-                .iter()
-                .map(|u| {
-                    Call::script(
-                        Script::ReapUser,
-                        vec![self.keys.user(u), self.keys.sessions(u)],
-                        vec![
-                            node.into(),
-                            grace.clone(),
-                            u.clone(),
-                            retention.clone(),
-                            self.keys.channel.clone(),
-                        ],
-                    )
-                })
-                .collect();
-            let replies = self.io.run(&calls).await?;
+            let (next, members): (u64, Vec<String>) = self.io.cmd(&cmd).await?;
+            let mut calls = Vec::with_capacity(members.len());
+            let mut done = vec![index.to_owned()];
+            for member in members {
+                match call_of(&member) {
+                    Some((call, owner)) => calls.push((member, call, owner)),
+                    None => {
+                        self.garbage(format!("{member:?} in {index:?}"));
+                        done.push(member);
+                    }
+                }
+            }
+            let script_calls: Vec<Call> = calls.iter().map(|(_, c, _)| c.clone()).collect();
+            let replies = self.io.run(&script_calls).await?;
             let mut follow = Vec::new();
-            let mut done = vec![index.clone()];
-            for (user, reply) in users.iter().zip(&replies) {
+            for ((member, _, owner), reply) in calls.into_iter().zip(&replies) {
                 let Some(reply) = self.reply(Some(reply), "reap") else {
                     remaining += 1;
                     continue;
                 };
-                self.count_garbage(num(reply.get(2)), "a user's hashes");
+                self.count_garbage(num(reply.get(2)), "a reaped hash");
                 match num(reply.first()) {
-                    Some(0) => done.push(user.clone()),
+                    Some(0) => done.push(member),
                     Some(n) => remaining += n,
                     None => remaining += 1,
                 }
+                let Some(user) = owner else { continue };
                 for pair in reply.get(3..).unwrap_or_default().chunks(2) {
                     if let (Some(s), Some(e)) = (text(pair.first()), text(pair.get(1))) {
                         follow.push(Call::script(

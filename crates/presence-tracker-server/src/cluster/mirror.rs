@@ -1,6 +1,6 @@
-//! The node's own sessions as the cluster layer last heard of them, and what each still has to
-//! write: each session's latest intent only, so a backlog while Redis is away is bounded by the
-//! sessions, not by their transitions.
+//! The node's own sessions as the cluster layer last heard of them (with the rooms they are
+//! in), and what each still has to write: each session's latest intent only, so a backlog
+//! while Redis is away is bounded by the sessions and their rooms, not by their transitions.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -41,9 +41,24 @@ struct Local<U> {
     pending: Pending,
     /// A write of it is in flight: the next waits for its outcome.
     busy: bool,
+    /// Its rooms (encoded ids) with their encoded metadata; `None`: leaving.
+    rooms: HashMap<String, Option<String>>,
+    /// The rooms whose entry must be written again.
+    dirty_rooms: HashSet<String>,
 }
 
-/// One write taken from the mirror.
+impl<U> Local<U> {
+    fn has_work(&self) -> bool {
+        self.pending != Pending::None || !self.dirty_rooms.is_empty()
+    }
+
+    /// Every room again (a new presence, an end, a re-publication).
+    fn all_rooms_dirty(&mut self) {
+        self.dirty_rooms.extend(self.rooms.keys().cloned());
+    }
+}
+
+/// One write taken from the mirror: the session's, and its rooms'.
 #[derive(Clone, Debug)]
 pub(crate) struct Op<U, S> {
     pub(crate) session: S,
@@ -52,8 +67,10 @@ pub(crate) struct Op<U, S> {
     pub(crate) presence: Presence,
     pub(crate) last_seen: u64,
     pub(crate) epoch: Option<u64>,
-    /// A drop of what the session was under a user it no longer has (its id was taken by
-    /// another user here after it expired): not the session's current state.
+    /// Room entries to write: (room, metadata), `None` to leave.
+    pub(crate) rooms: Vec<(String, Option<String>)>,
+    /// A write for a user the session no longer has here (its id was taken by another user
+    /// after it expired), or for a session the cluster refused: not its current state.
     pub(crate) detached: bool,
 }
 
@@ -62,7 +79,7 @@ pub(crate) struct Op<U, S> {
 pub(crate) enum Outcome {
     /// A claim was granted this epoch and stored.
     Claimed(u64),
-    /// A put or drop was applied (a drop of nothing counts).
+    /// A put or drop was applied (a drop of nothing counts), or there was no session write.
     Applied,
     /// Redis holds no entry of this node and epoch: claim it again.
     Unknown,
@@ -75,11 +92,11 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct Mirror<U, S> {
     sessions: HashMap<S, Local<U>>,
-    users: HashMap<U, usize>,
+    users: HashMap<U, HashSet<S>>,
     dirty: HashSet<S>,
     busy: usize,
-    /// Drops of sessions' former users, each with whether it is in flight; the session's own
-    /// writes wait for it (its owner record must be released first).
+    /// Writes for sessions' former states, each with whether it is in flight; the session's
+    /// own writes wait for it (its owner record must be released first).
     retired: HashMap<S, (Op<U, S>, bool)>,
 }
 
@@ -104,26 +121,44 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
         self.sessions.len()
     }
 
+    /// What the session's entries were, written off: a drop (if `drop`) and leaves of its
+    /// rooms, under the epoch it had. Nothing if it never had one.
+    fn retire(&mut self, session: &S, user: U, local: &Local<U>, drop: bool) {
+        let Some(epoch) = local.epoch else { return };
+        let op = Op {
+            session: session.clone(),
+            user,
+            kind: if drop { Pending::Drop } else { Pending::None },
+            presence: Presence::Offline,
+            last_seen: local.last_seen,
+            epoch: Some(epoch),
+            rooms: local.rooms.keys().map(|r| (r.clone(), None)).collect(),
+            detached: true,
+        };
+        if op.kind != Pending::None || !op.rooms.is_empty() {
+            self.retired.insert(session.clone(), (op, false));
+        }
+    }
+
     fn insert(&mut self, session: &S, user: &U, presence: Presence, last_seen: u64) {
-        if let Some(local) = self.sessions.get_mut(session) {
+        if let Some(local) = self.sessions.get(session) {
             if local.user != *user {
                 // The id expired under its user and was taken by another here: the former
-                // user's entry is dropped first, the new one claimed afresh.
-                let old = std::mem::replace(&mut local.user, user.clone());
-                if let Some(epoch) = local.epoch.take() {
-                    let drop = Op {
-                        session: session.clone(),
-                        user: old.clone(),
-                        kind: Pending::Drop,
-                        presence: Presence::Offline,
-                        last_seen: local.last_seen,
-                        epoch: Some(epoch),
-                        detached: true,
-                    };
-                    self.retired.insert(session.clone(), (drop, false));
+                // user's entries go first, the new one is claimed afresh.
+                let old = local.user.clone();
+                let local = self.sessions.remove(session).map(|l| (l.user.clone(), l));
+                if let Some((old_user, l)) = local {
+                    self.retire(session, old_user, &l, true);
+                    if l.busy {
+                        self.busy -= 1;
+                    }
                 }
-                Self::count_down(&mut self.users, &old);
-                *self.users.entry(user.clone()).or_insert(0) += 1;
+                self.forget_user_session(&old, session);
+            }
+        }
+        if let Some(local) = self.sessions.get_mut(session) {
+            if presence != local.presence {
+                local.all_rooms_dirty();
             }
             local.presence = presence;
             local.last_seen = local.last_seen.max(last_seen);
@@ -138,29 +173,38 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
                 epoch: None,
                 pending: Pending::None,
                 busy: false,
+                rooms: HashMap::new(),
+                dirty_rooms: HashSet::new(),
             },
         );
-        *self.users.entry(user.clone()).or_insert(0) += 1;
+        self.users
+            .entry(user.clone())
+            .or_default()
+            .insert(session.clone());
     }
 
-    fn count_down(users: &mut HashMap<U, usize>, user: &U) -> bool {
-        match users.get_mut(user) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => {
-                users.remove(user);
-                true
+    /// Takes the session off its user's list; true if that was the user's last here.
+    fn forget_user_session(&mut self, user: &U, session: &S) -> bool {
+        match self.users.get_mut(user) {
+            Some(set) => {
+                set.remove(session);
+                if set.is_empty() {
+                    self.users.remove(user);
+                    true
+                } else {
+                    false
+                }
             }
             None => false,
         }
     }
 
-    fn set(&mut self, session: &S, pending: Pending) {
+    fn set(&mut self, session: &S, pending: Option<Pending>) {
         if let Some(local) = self.sessions.get_mut(session) {
-            local.pending = pending;
-            if !local.busy && pending != Pending::None {
+            if let Some(pending) = pending {
+                local.pending = pending;
+            }
+            if !local.busy && local.has_work() {
                 self.dirty.insert(session.clone());
             }
         }
@@ -169,7 +213,7 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
     /// A connect of the session here (new, or a re-attach): claim it with a new epoch.
     pub(crate) fn connected(&mut self, user: &U, session: &S, presence: Presence, last_seen: u64) {
         self.insert(session, user, presence, last_seen);
-        self.set(session, Pending::Claim);
+        self.set(session, Some(Pending::Claim));
     }
 
     /// A session's published transition.
@@ -182,11 +226,14 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
         at: u64,
     ) {
         if !to.is_online() {
-            if self.sessions.contains_key(session) {
-                if let Some(local) = self.sessions.get_mut(session) {
-                    local.presence = to;
+            if let Some(local) = self.sessions.get_mut(session) {
+                local.presence = to;
+                // Its rooms are left with it.
+                for meta in local.rooms.values_mut() {
+                    *meta = None;
                 }
-                self.set(session, Pending::Drop);
+                local.all_rooms_dirty();
+                self.set(session, Some(Pending::Drop));
             }
             return;
         }
@@ -199,17 +246,49 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
             Some(Pending::None | Pending::Put) => Pending::Put,
             Some(p) => p,
         };
-        self.set(session, next);
+        self.set(session, Some(next));
+    }
+
+    /// A room event of `user`: `present` are its sessions in the room on this node now, with
+    /// their encoded metadata; its other sessions here leave the room.
+    pub(crate) fn room(&mut self, user: &U, room: &str, present: &[(S, String)]) {
+        let sessions: Vec<S> = self
+            .users
+            .get(user)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for session in sessions {
+            let Some(local) = self.sessions.get_mut(&session) else {
+                continue;
+            };
+            let want = present
+                .iter()
+                .find(|(s, _)| *s == session)
+                .map(|(_, m)| m.clone());
+            let had = local.rooms.get(room);
+            let changed = match (&want, had) {
+                (Some(m), Some(Some(h))) => m != h,
+                (Some(_), _) => true,
+                (None, Some(Some(_))) => true,
+                (None, _) => false,
+            };
+            if changed {
+                local.rooms.insert(room.to_owned(), want);
+                local.dirty_rooms.insert(room.to_owned());
+                self.set(&session, None);
+            }
+        }
     }
 
     /// Every session again (Redis was wiped, or this node was declared dead): its epoch where
-    /// it holds one, a new one where it never got one.
+    /// it holds one, a new one where it never got one; its rooms too.
     pub(crate) fn reassert_all(&mut self) -> usize {
         let all: Vec<(S, Pending)> = self
             .sessions
-            .iter()
+            .iter_mut()
             .filter(|(_, l)| l.pending != Pending::Drop)
             .map(|(s, l)| {
+                l.all_rooms_dirty();
                 let kind = if l.epoch.is_some() {
                     Pending::Reassert
                 } else {
@@ -220,13 +299,13 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
             .collect();
         let n = all.len();
         for (s, kind) in all {
-            self.set(&s, kind);
+            self.set(&s, Some(kind));
         }
         n
     }
 
-    /// Up to `max` writes, each marked in flight. Drops of sessions that never reached Redis
-    /// end here; their users are appended to `gone` if they have no other session.
+    /// Up to `max` writes, each marked in flight. Sessions that end without having reached
+    /// Redis end here; their users are appended to `gone` if they have no other session.
     pub(crate) fn take(&mut self, max: usize, gone: &mut Vec<U>) -> Vec<Op<U, S>> {
         let mut ops: Vec<Op<U, S>> = self
             .retired
@@ -250,25 +329,33 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
             let Some(local) = self.sessions.get_mut(&session) else {
                 continue;
             };
-            let mut kind = std::mem::replace(&mut local.pending, Pending::None);
-            if kind == Pending::None || local.busy {
-                local.pending = kind;
+            if local.busy || !local.has_work() {
                 continue;
             }
+            let mut kind = std::mem::replace(&mut local.pending, Pending::None);
             if local.epoch.is_none() {
                 match kind {
                     Pending::Drop => {
                         if let Some(l) = self.sessions.remove(&session) {
-                            if Self::count_down(&mut self.users, &l.user) {
+                            if self.forget_user_session(&l.user, &session) {
                                 gone.push(l.user);
                             }
                         }
                         continue;
                     }
-                    Pending::Put | Pending::Reassert => kind = Pending::Claim,
-                    _ => {}
+                    // Rooms wait for the claim that grants the epoch they are written under.
+                    Pending::Put | Pending::Reassert | Pending::None => kind = Pending::Claim,
+                    Pending::Claim => {}
                 }
             }
+            let rooms = local
+                .dirty_rooms
+                .drain()
+                .map(|r| {
+                    let meta = local.rooms.get(&r).cloned().flatten();
+                    (r, meta)
+                })
+                .collect();
             local.busy = true;
             self.busy += 1;
             ops.push(Op {
@@ -278,23 +365,33 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
                 presence: local.presence,
                 last_seen: local.last_seen,
                 epoch: local.epoch,
+                rooms,
                 detached: false,
             });
         }
         ops
     }
 
-    /// Applies a write's outcome. Returns the user if the session ended here and was its last.
-    pub(crate) fn done(&mut self, op: &Op<U, S>, outcome: Outcome) -> Option<U> {
+    /// Applies a write's outcome (`rooms_written`: whether its room entries reached Redis).
+    /// Returns the user if the session ended here and was its last.
+    pub(crate) fn done(
+        &mut self,
+        op: &Op<U, S>,
+        outcome: Outcome,
+        rooms_written: bool,
+    ) -> Option<U> {
         if op.detached {
-            match outcome {
-                Outcome::Failed => {
+            match (outcome, rooms_written) {
+                (Outcome::Failed, _) | (_, false) => {
                     if let Some((_, in_flight)) = self.retired.get_mut(&op.session) {
                         *in_flight = false;
                     }
                 }
                 _ => {
                     self.retired.remove(&op.session);
+                    if self.sessions.get(&op.session).is_some_and(Local::has_work) {
+                        self.dirty.insert(op.session.clone());
+                    }
                 }
             }
             return None;
@@ -304,18 +401,17 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
             local.busy = false;
             self.busy -= 1;
         }
-        if local.user != op.user {
-            // Written for the user the session had before its id was taken here.
-            if let (Outcome::Claimed(epoch), false) =
-                (outcome, self.retired.contains_key(&op.session))
-            {
-                let mut drop = op.clone();
-                (drop.kind, drop.epoch, drop.detached) = (Pending::Drop, Some(epoch), true);
-                self.retired.insert(op.session.clone(), (drop, false));
+        if rooms_written {
+            // Rooms left for good are forgotten, unless joined again since.
+            for (room, meta) in &op.rooms {
+                if meta.is_none() && matches!(local.rooms.get(room), Some(None)) {
+                    local.rooms.remove(room);
+                }
             }
-            local.pending = Pending::merge(local.pending, Pending::Claim);
-            self.dirty.insert(op.session.clone());
-            return None;
+        } else {
+            local
+                .dirty_rooms
+                .extend(op.rooms.iter().map(|(r, _)| r.clone()));
         }
         let mut remove = false;
         match outcome {
@@ -333,15 +429,20 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
                 local.pending = Pending::merge(local.pending, again);
             }
             // A connect since then claims it anew; anything else was about a session that is
-            // no longer this node's.
+            // no longer this node's: its room entries under its epoch are left.
             Outcome::Refused => remove = local.pending != Pending::Claim,
             Outcome::Failed => local.pending = Pending::merge(local.pending, op.kind),
         }
         if remove {
             let l = self.sessions.remove(&op.session)?;
-            return Self::count_down(&mut self.users, &l.user).then_some(l.user);
+            if outcome == Outcome::Refused {
+                self.retire(&op.session, l.user.clone(), &l, false);
+            }
+            return self
+                .forget_user_session(&l.user, &op.session)
+                .then_some(l.user);
         }
-        if local.pending != Pending::None {
+        if local.has_work() {
             self.dirty.insert(op.session.clone());
         }
         None
@@ -364,15 +465,15 @@ mod tests {
         assert_eq!((ops[0].kind, ops[0].presence), (Pending::Claim, Idle));
         // Redis away: the claim comes back, merged with what happened meanwhile.
         m.transition(&"ada", &"t1", Idle, Active, 3);
-        assert_eq!(m.done(&ops[0], Outcome::Failed), None);
+        assert_eq!(m.done(&ops[0], Outcome::Failed, true), None);
         let ops = m.take(10, &mut gone);
         assert_eq!((ops[0].kind, ops[0].presence), (Pending::Claim, Active));
-        assert_eq!(m.done(&ops[0], Outcome::Claimed(7)), None);
+        assert_eq!(m.done(&ops[0], Outcome::Claimed(7), true), None);
         assert!(m.idle());
         m.transition(&"ada", &"t1", Active, Offline, 4);
         let ops = m.take(10, &mut gone);
         assert_eq!((ops[0].kind, ops[0].epoch), (Pending::Drop, Some(7)));
-        assert_eq!(m.done(&ops[0], Outcome::Applied), Some("ada"));
+        assert_eq!(m.done(&ops[0], Outcome::Applied, true), Some("ada"));
         assert_eq!(m.len(), 0);
     }
 
@@ -393,7 +494,7 @@ mod tests {
         let mut gone = Vec::new();
         m.connected(&"ada", &"t1", Active, 1);
         let ops = m.take(10, &mut gone);
-        m.done(&ops[0], Outcome::Claimed(5));
+        m.done(&ops[0], Outcome::Claimed(5), true);
         // The session expired here (its drop not yet written) and bob took the id.
         m.transition(&"ada", &"t1", Active, Offline, 2);
         m.connected(&"bob", &"t1", Active, 3);
@@ -403,11 +504,40 @@ mod tests {
             (ops[0].user, ops[0].kind, ops[0].epoch),
             ("ada", Pending::Drop, Some(5))
         );
-        m.done(&ops[0], Outcome::Applied);
+        m.done(&ops[0], Outcome::Applied, true);
         let ops = m.take(10, &mut gone);
         assert_eq!(
             (ops[0].user, ops[0].kind, ops[0].epoch),
             ("bob", Pending::Claim, None)
         );
+    }
+
+    #[test]
+    fn rooms_follow_their_sessions() {
+        let mut m: Mirror<&str, &str> = Mirror::new();
+        let mut gone = Vec::new();
+        m.connected(&"ada", &"t1", Active, 1);
+        m.connected(&"ada", &"t2", Active, 1);
+        m.room(&"ada", "doc", &[("t1", "m1".into())]);
+        let ops = m.take(10, &mut gone);
+        let t1 = ops.iter().find(|o| o.session == "t1").expect("t1");
+        assert_eq!(t1.rooms, [("doc".to_string(), Some("m1".to_string()))]);
+        for op in &ops {
+            m.done(op, Outcome::Claimed(3), true);
+        }
+        // A new presence rewrites the session's rooms; an end leaves them.
+        m.transition(&"ada", &"t1", Active, Idle, 2);
+        let ops = m.take(10, &mut gone);
+        assert_eq!((ops[0].kind, ops[0].rooms.len()), (Pending::Put, 1));
+        m.done(&ops[0], Outcome::Applied, true);
+        m.transition(&"ada", &"t1", Idle, Offline, 3);
+        let ops = m.take(10, &mut gone);
+        assert_eq!(ops[0].rooms, [("doc".to_string(), None)]);
+        assert_eq!(
+            m.done(&ops[0], Outcome::Applied, true),
+            None,
+            "t2 is still here"
+        );
+        assert!(m.idle());
     }
 }

@@ -14,12 +14,16 @@ use tokio::task::JoinHandle;
 
 use super::config::ClusterConfig;
 use super::feed::View;
-use super::id::ClusterId;
+use super::id::{encode, ClusterId};
 use super::keys::Keys;
 use super::mirror::Mirror;
 use super::redis_io::{text, Io};
+use super::rooms::encode_meta;
+use super::rooms::RoomView;
 use super::status::{Counters, Part};
-use super::{ClusterError, ClusterEvent, ClusterUser, Diagnostic, Health, Stats};
+use super::{
+    ClusterError, ClusterEvent, ClusterMeta, ClusterRoom, ClusterUser, Diagnostic, Health, Stats,
+};
 
 /// How many events a subscriber may fall behind before it misses some (it is told, by
 /// `RecvError::Lagged`, and reads [`ClusterNode::online`] again).
@@ -33,7 +37,7 @@ pub(crate) struct Identity {
 }
 
 /// What the node's tasks share.
-pub(crate) struct Shared<U, S> {
+pub(crate) struct Shared<U, S, R, M> {
     pub(crate) config: ClusterConfig,
     pub(crate) keys: Keys,
     pub(crate) io: Io,
@@ -42,7 +46,8 @@ pub(crate) struct Shared<U, S> {
     pub(crate) identity: RwLock<Identity>,
     pub(crate) mirror: Mutex<Mirror<U, S>>,
     pub(crate) view: Mutex<View<U>>,
-    pub(crate) events: broadcast::Sender<ClusterEvent<U, S>>,
+    pub(crate) rooms: Mutex<RoomView<U, S, R, M>>,
+    pub(crate) events: broadcast::Sender<ClusterEvent<U, S, R, M>>,
     pub(crate) wake_writer: Notify,
     pub(crate) written: Notify,
     pub(crate) kick_feed: Notify,
@@ -60,7 +65,7 @@ pub(crate) struct Shared<U, S> {
     origin: Instant,
 }
 
-impl<U, S> Shared<U, S> {
+impl<U, S, R, M> Shared<U, S, R, M> {
     pub(crate) fn node(&self) -> String {
         self.identity.read().node.clone()
     }
@@ -132,12 +137,12 @@ pub(crate) fn random_id() -> String {
 /// session's latest intent only. Dropping the last clone without
 /// [`shutdown`](Self::shutdown) stops its tasks at once, which the cluster sees as a crash:
 /// the node's lease lapses and another node cleans up.
-pub struct ClusterNode<U, S> {
-    shared: Arc<Shared<U, S>>,
+pub struct ClusterNode<U, S, R = String, M = ()> {
+    shared: Arc<Shared<U, S, R, M>>,
     tasks: Arc<Tasks>,
 }
 
-impl<U, S> Clone for ClusterNode<U, S> {
+impl<U, S, R, M> Clone for ClusterNode<U, S, R, M> {
     fn clone(&self) -> Self {
         ClusterNode {
             shared: Arc::clone(&self.shared),
@@ -146,7 +151,7 @@ impl<U, S> Clone for ClusterNode<U, S> {
     }
 }
 
-impl<U, S> fmt::Debug for ClusterNode<U, S> {
+impl<U, S, R, M> fmt::Debug for ClusterNode<U, S, R, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClusterNode")
             .field("node", &self.shared.node())
@@ -167,7 +172,7 @@ impl Drop for Tasks {
 }
 
 /// # Starting and stopping
-impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
+impl<U: ClusterId, S: ClusterId, R: ClusterId, M: ClusterMeta> ClusterNode<U, S, R, M> {
     /// Joins the cluster: connects, checks the eviction policy, registers a new node id with
     /// a lease, and starts the writer, lease renewal, cleanup and feed tasks on
     /// the current tokio runtime. Returns once the feed has read every user, so
@@ -200,6 +205,7 @@ impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
             counters,
             mirror: Mutex::new(Mirror::new()),
             view: Mutex::new(View::new()),
+            rooms: Mutex::new(RoomView::new()),
             events,
             wake_writer: Notify::new(),
             written: Notify::new(),
@@ -296,13 +302,13 @@ impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
 }
 
 /// # Feeding the node's transitions
-impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
+impl<U: ClusterId, S: ClusterId, R: ClusterId, M: ClusterMeta> ClusterNode<U, S, R, M> {
     /// After every connect the tracker accepted, a new session or a re-attach (which returns
     /// no transitions), instead of [`record`](Self::record): records the connect's
     /// transitions and claims the session with a new epoch, so writes of the node it came
     /// from are refused from now on. `presence` and `last_seen` are the session's after the
     /// connect (`tracker.session(..)`).
-    pub fn connected<R, M>(
+    pub fn connected(
         &self,
         transitions: &Transitions<U, S, R, M>,
         user: &U,
@@ -318,17 +324,18 @@ impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
         self.shared.wake_writer.notify_one();
     }
 
-    /// After every call that returned transitions (signals and ticks): the sessions' events
-    /// are written (a presence change, or the session's end); users' and rooms' events are
-    /// not, since the cluster derives users from sessions (rooms: a later step).
-    pub fn record<R, M>(&self, transitions: &Transitions<U, S, R, M>) {
+    /// After every call that returned transitions (signals, ticks, room joins, updates and
+    /// leaves): the sessions' events are written (a presence change, or the session's end),
+    /// and the rooms' (each session's membership and metadata); users' events are not, since
+    /// the cluster derives users and rooms' members from sessions.
+    pub fn record(&self, transitions: &Transitions<U, S, R, M>) {
         if Self::apply(&mut self.shared.mirror.lock(), transitions) {
             self.shared.wake_writer.notify_one();
         }
     }
 
-    /// The sessions' events into the mirror; whether there were any.
-    fn apply<R, M>(mirror: &mut Mirror<U, S>, transitions: &Transitions<U, S, R, M>) -> bool {
+    /// The sessions' and rooms' events into the mirror; whether there were any.
+    fn apply(mirror: &mut Mirror<U, S>, transitions: &Transitions<U, S, R, M>) -> bool {
         let mut any = false;
         for e in transitions.sessions() {
             if let Subject::Session { user, session } = &e.subject {
@@ -336,12 +343,21 @@ impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
                 any = true;
             }
         }
+        for e in transitions.rooms() {
+            let present: Vec<(S, String)> = e
+                .sessions
+                .iter()
+                .map(|s| (s.session.clone(), encode_meta(&*s.meta)))
+                .collect();
+            mirror.room(&e.user, &encode(&e.room), &present);
+            any = true;
+        }
         any
     }
 }
 
 /// # Reading the cluster
-impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
+impl<U: ClusterId, S: ClusterId, R: ClusterId, M: ClusterMeta> ClusterNode<U, S, R, M> {
     /// A user's cluster-wide state as this node knows it; `None` for a user it never saw
     /// (offline).
     pub fn user(&self, user: &U) -> Option<ClusterUser> {
@@ -360,8 +376,13 @@ impl<U: ClusterId, S: ClusterId> ClusterNode<U, S> {
             .collect()
     }
 
+    /// A room's members cluster-wide as this node knows it; `None` for a room it never saw.
+    pub fn room(&self, room: &R) -> Option<ClusterRoom<U, S, M>> {
+        self.shared.rooms.lock().get(room)
+    }
+
     /// The cluster's transitions as this node applies them, and refusals of its writes.
-    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent<U, S>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent<U, S, R, M>> {
         self.shared.events.subscribe()
     }
 

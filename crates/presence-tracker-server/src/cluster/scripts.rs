@@ -76,6 +76,165 @@ local function settle(meta, sess, ms, us, user, cause, node, retention, channel,
   end
   return changed, garbage
 end
+-- A member's sessions in a room: `epoch|node|presence|deadline|metadata` (metadata encoded).
+local function parse_room(v)
+  if type(v) ~= 'string' then return nil end
+  local e, node, p, d, m = string.match(v, '^(%d+)|([^|]+)|([0-4])|(%d+)|([^|]*)$')
+  if not e then return nil end
+  return { e = tonumber(e), node = node, p = tonumber(p), d = tonumber(d), m = m }
+end
+local function room_entry(e, node, p, d, m)
+  return int(e) .. '|' .. node .. '|' .. int(p) .. '|' .. int(d) .. '|' .. m
+end
+-- A user's presence in a room: the highest of its sessions there whose deadline has not
+-- passed. Publishes a room event (joined, presence, updated, left) with the room's version
+-- when what its members see of the user changed.
+local function settle_room(meta, members, mine, ms, us, room, user, cause, node, retention, channel, out)
+  local garbage = 0
+  local all = redis.call('HGETALL', mine)
+  local best, n, list = 0, 0, {}
+  for i = 1, #all, 2 do
+    local en = parse_room(all[i + 1])
+    if not en then
+      redis.call('HDEL', mine, all[i])
+      garbage = garbage + 1
+    elseif en.d > 0 and en.d <= ms then
+      redis.call('HDEL', mine, all[i])
+      out[#out + 1] = all[i]
+      out[#out + 1] = int(en.e)
+    else
+      n = n + 1
+      if en.p > best then best = en.p end
+      list[#list + 1] = all[i] .. ':' .. en.m
+    end
+  end
+  table.sort(list)
+  local sessions = table.concat(list, ',')
+  local digest = redis.sha1hex(sessions)
+  local old = redis.call('HGET', members, user)
+  local p0, n0, d0
+  if old then
+    local a, b, c = string.match(old, '^([0-4])|(%d+)|(%x+)$')
+    if a then
+      p0, n0, d0 = tonumber(a), tonumber(b), c
+    else
+      garbage = garbage + 1
+      old = nil
+    end
+  end
+  local rm = redis.call('HMGET', meta, 'e', 'v')
+  local re, v = tonumber(rm[1]), tonumber(rm[2])
+  if not (re and v) then
+    if rm[1] or rm[2] then
+      garbage = garbage + 1
+      redis.call('DEL', meta)
+    end
+    re, v = us, 0
+  end
+  local change = nil
+  if n == 0 then
+    if old then
+      change = 'l'
+      redis.call('HDEL', members, user)
+    end
+  else
+    if not old then
+      change = 'j'
+    elseif best ~= p0 then
+      change = 'p'
+    elseif n ~= n0 or digest ~= d0 then
+      change = 'u'
+    end
+    redis.call('HSET', members, user, int(best) .. '|' .. int(n) .. '|' .. digest)
+  end
+  local changed = 0
+  if change then
+    v = v + 1
+    changed = 1
+    redis.call('HSET', meta, 'e', int(re), 'v', int(v))
+    local to = 0
+    if n > 0 then to = best end
+    redis.call('PUBLISH', channel, table.concat({ '1', room, int(re), int(v), user, change,
+      int(p0 or 0), int(to), int(ms), cause, node, sessions }, '|'))
+  end
+  if redis.call('HLEN', members) == 0 then
+    if redis.call('EXISTS', meta) == 1 then redis.call('PEXPIRE', meta, retention) end
+  else
+    redis.call('PERSIST', meta)
+  end
+  return changed, garbage
+end
+"#;
+
+/// `room`: a node's join, update or leave of one session in one room.
+///
+/// KEYS: room hash, members hash, the user's sessions hash in the room. ARGV: op (`j`oin or
+/// update, `l`eave), session, epoch, node, presence, metadata (encoded), room, user, retention
+/// ms, channel. Returns `{status, changed, garbage, swept session, swept epoch, ...}`; status
+/// `ok` or `superseded` (a newer epoch of the session is in the room).
+const ROOM: &str = r#"
+local meta, members, mine = KEYS[1], KEYS[2], KEYS[3]
+local op, sid, epoch, node = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local p, m, room, user = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local retention, channel = tonumber(ARGV[9]), ARGV[10]
+if not (epoch and p and retention) or p < 0 or p > 4 or string.find(node, '|', 1, true)
+  or string.find(m, '|', 1, true) then
+  return redis.error_reply('ERR presence-tracker room: bad arguments')
+end
+local ms, us = clock()
+local garbage = foreign(meta, 'hash') + foreign(members, 'hash') + foreign(mine, 'hash')
+local raw = redis.call('HGET', mine, sid)
+local cur = parse_room(raw)
+if raw and not cur then garbage = garbage + 1 end
+if cur and cur.d > 0 and cur.d <= ms then cur = nil end
+local status = 'ok'
+if cur and cur.e > epoch then
+  status = 'superseded'
+elseif op == 'j' then
+  redis.call('HSET', mine, sid, room_entry(epoch, node, p, 0, m))
+elseif op == 'l' then
+  if cur then redis.call('HDEL', mine, sid) end
+else
+  return redis.error_reply('ERR presence-tracker room: unknown op')
+end
+local out = {}
+local changed, g = settle_room(meta, members, mine, ms, us, room, user, op, node, retention, channel, out)
+local res = { status, changed, garbage + g }
+for i = 1, #out do res[#res + 1] = out[i] end
+return res
+"#;
+
+/// `reap_room`: as `reap_user`, for one user's sessions in one room.
+///
+/// KEYS: room hash, members hash, the user's sessions hash in the room. ARGV: node, grace ms,
+/// room, user, retention ms, channel. Returns `{remaining, changed, garbage, swept ...}`.
+const REAP_ROOM: &str = r#"
+local meta, members, mine = KEYS[1], KEYS[2], KEYS[3]
+local dead, grace, room, user = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local retention, channel = tonumber(ARGV[5]), ARGV[6]
+if not (grace and retention) then
+  return redis.error_reply('ERR presence-tracker reap_room: bad arguments')
+end
+local ms, us = clock()
+local garbage = foreign(meta, 'hash') + foreign(members, 'hash') + foreign(mine, 'hash')
+local all = redis.call('HGETALL', mine)
+local remaining = 0
+for i = 1, #all, 2 do
+  local en = parse_room(all[i + 1])
+  if en and en.node == dead then
+    if en.d == 0 then
+      redis.call('HSET', mine, all[i], room_entry(en.e, en.node, en.p, ms + grace, en.m))
+      remaining = remaining + 1
+    elseif en.d > ms then
+      remaining = remaining + 1
+    end
+  end
+end
+local out = {}
+local changed, g = settle_room(meta, members, mine, ms, us, room, user, 'x', dead, retention, channel, out)
+local res = { int(remaining), changed, garbage + g }
+for i = 1, #out do res[#res + 1] = out[i] end
+return res
 "#;
 
 /// `write`: a node's claim, put or drop of one session.
@@ -285,11 +444,19 @@ pub(crate) enum Script {
     ReapUser,
     Own,
     Lease,
+    Room,
+    ReapRoom,
 }
 
 impl Script {
-    pub(crate) const ALL: [Script; 4] =
-        [Script::Write, Script::ReapUser, Script::Own, Script::Lease];
+    pub(crate) const ALL: [Script; 6] = [
+        Script::Write,
+        Script::ReapUser,
+        Script::Own,
+        Script::Lease,
+        Script::Room,
+        Script::ReapRoom,
+    ];
 
     fn body(self) -> &'static str {
         match self {
@@ -297,6 +464,8 @@ impl Script {
             Script::ReapUser => REAP_USER,
             Script::Own => OWN,
             Script::Lease => LEASE,
+            Script::Room => ROOM,
+            Script::ReapRoom => REAP_ROOM,
         }
     }
 }

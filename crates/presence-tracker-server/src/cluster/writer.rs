@@ -15,13 +15,14 @@ use super::redis_io::{num, text, Call, Reply};
 use super::scripts::Script;
 use super::status::{Counters, Part};
 use super::ClusterError;
+use super::ClusterMeta;
 
 /// Sessions written per pipeline.
 const BATCH: usize = 256;
 /// The first wait after a failure; it doubles up to the configured maximum.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 
-impl<U: ClusterId, S: ClusterId> Shared<U, S> {
+impl<U: ClusterId, S: ClusterId, R: ClusterId, M: ClusterMeta> Shared<U, S, R, M> {
     pub(crate) async fn run_writer(self: Arc<Self>) {
         let mut backoff = MIN_BACKOFF;
         loop {
@@ -39,7 +40,7 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
                 Err(e) => {
                     let mut mirror = self.mirror.lock();
                     for op in &ops {
-                        mirror.done(op, Outcome::Failed);
+                        mirror.done(op, Outcome::Failed, false);
                     }
                     Err(e)
                 }
@@ -91,6 +92,19 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
                 ],
             ));
         }
+        // Before any room entry exists, the cleanup can find it.
+        let room_index = self.keys.node_rooms(&node);
+        let mut joined = vec![room_index];
+        for (i, op) in ops.iter().enumerate() {
+            for (room, meta) in &op.rooms {
+                if meta.is_some() {
+                    joined.push(format!("{room}|{}", users[i]));
+                }
+            }
+        }
+        if joined.len() > 1 {
+            calls.push(Call::plain("SADD", joined));
+        }
         let replies = self.io.run(&calls).await?;
         for (k, &i) in claims.iter().enumerate() {
             let reply = self.reply(replies.get(2 * k + 1), "own");
@@ -112,7 +126,7 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
             }
         }
 
-        // The sessions, each in its user's slot.
+        // The sessions, each in its user's slot, and their rooms, each in the room's slot.
         let retention = millis(self.config.retention).to_string();
         let mut writing = Vec::new();
         let mut calls = Vec::new();
@@ -127,7 +141,11 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
             let letter = match op.kind {
                 Pending::Claim | Pending::Reassert => "c",
                 Pending::Put => "p",
-                Pending::Drop | Pending::None => "d",
+                Pending::Drop => "d",
+                Pending::None => {
+                    outcomes[i] = Some(Outcome::Applied);
+                    continue;
+                }
             };
             writing.push(i);
             calls.push(Call::script(
@@ -146,7 +164,38 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
                 ],
             ));
         }
+        let mut room_calls: Vec<(usize, usize)> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let Some(epoch) = epochs[i] else { continue };
+            if matches!(outcomes[i], Some(Outcome::Refused | Outcome::Failed)) {
+                continue;
+            }
+            for (room, meta) in &op.rooms {
+                room_calls.push((i, calls.len()));
+                calls.push(Call::script(
+                    Script::Room,
+                    vec![
+                        self.keys.room(room),
+                        self.keys.room_members(room),
+                        self.keys.room_sessions(room, &users[i]),
+                    ],
+                    vec![
+                        if meta.is_some() { "j" } else { "l" }.into(),
+                        sessions[i].clone(),
+                        epoch.to_string(),
+                        node.clone(),
+                        digit(op.presence).to_string(),
+                        meta.clone().unwrap_or_default(),
+                        room.clone(),
+                        users[i].clone(),
+                        retention.clone(),
+                        self.keys.room_channel.clone(),
+                    ],
+                ));
+            }
+        }
         let replies = self.io.run(&calls).await?;
+        let mut rooms_written = vec![true; ops.len()];
         let mut disown: Vec<(String, String, String)> = Vec::new();
         for (k, &i) in writing.iter().enumerate() {
             let Some(reply) = self.reply(replies.get(k), "write") else {
@@ -173,25 +222,33 @@ impl<U: ClusterId, S: ClusterId> Shared<U, S> {
                     ));
                     Outcome::Applied
                 }
-                Some("superseded") => {
+                Some("superseded") if !ops[i].detached => {
                     refusals.push((i, RefusalReason::Superseded));
                     Outcome::Refused
                 }
+                Some("superseded") => Outcome::Applied,
                 Some("unknown") => Outcome::Unknown,
                 _ => Outcome::Failed,
             });
+        }
+        for &(i, k) in &room_calls {
+            match self.reply(replies.get(k), "room") {
+                // `superseded`: the session's newer owner holds the room entry.
+                Some(reply) => self.count_garbage(num(reply.get(2)), "a room's hashes"),
+                None => rooms_written[i] = false,
+            }
         }
 
         // The mirror learns the outcomes; the refused sessions are reported.
         let (mut applied, refused) = (0, refusals.len() as u64);
         {
             let mut mirror = self.mirror.lock();
-            for (op, outcome) in ops.iter().zip(&outcomes) {
-                let outcome = outcome.unwrap_or(Outcome::Failed);
+            for (i, op) in ops.iter().enumerate() {
+                let outcome = outcomes[i].unwrap_or(Outcome::Failed);
                 if matches!(outcome, Outcome::Claimed(_) | Outcome::Applied) {
                     applied += 1;
                 }
-                gone.extend(mirror.done(op, outcome));
+                gone.extend(mirror.done(op, outcome, rooms_written[i]));
             }
         }
         Counters::add(&self.counters.writes, applied);
