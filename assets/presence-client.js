@@ -580,6 +580,7 @@
     function stop() {
       stopped = true;
       clearTimeout(timer);
+      for (const view of rooms.values()) clearTimeout(view.timer);
       listeners.forEach((remove) => remove());
       transport.leave();
       transport.close();

@@ -116,7 +116,13 @@ describe('rooms with scripted clients', { timeout: 120_000 }, () => {
           c.userMessages += 1;
         }
       });
-      socket.on('refused', (r) => c.refusals.push(r));
+      socket.on('refused', (r) => {
+        c.refusals.push(r);
+        // As the browser client does: the latest metadata again once the server takes it.
+        if (r.code === 'metadata_too_frequent' && c.last) {
+          setTimeout(() => socket.emit('update', { room: ROOM, meta: c.last }), r.retry_after_ms);
+        }
+      });
       return c;
     };
 
@@ -140,7 +146,10 @@ describe('rooms with scripted clients', { timeout: 120_000 }, () => {
         for (const [event, payload] of GARBAGE) c.socket.emit(event, payload);
       }
       await sleep(200);
-      for (const c of members) c.socket.emit('update', { room: ROOM, meta: { n: 'last' } });
+      for (const c of members) {
+        c.last = { n: 'last' };
+        c.socket.emit('update', { room: ROOM, meta: c.last });
+      }
 
       const want = Object.fromEntries(members.map((_, i) => [`m-${i}`, ['last']]));
       await waitFor(async () => JSON.stringify(shownOf(await getJson(`${server.url}/api/rooms/${ROOM}`))) === JSON.stringify(
@@ -202,7 +211,12 @@ describe('rooms with scripted clients', { timeout: 120_000 }, () => {
       c.held = new Held(ROOM, () => send({ type: 'room_resync', room: ROOM }));
       ws.addEventListener('message', (e) => {
         const m = JSON.parse(e.data);
-        if (m.type === 'refused') c.refusals.push(m);
+        if (m.type === 'refused') {
+          c.refusals.push(m);
+          if (m.code === 'metadata_too_frequent' && c.last) {
+            setTimeout(() => send({ type: 'update', room: ROOM, meta: c.last }), m.retry_after_ms);
+          }
+        }
         else if (m.type.startsWith('room_')) {
           c.roomMessages += 1;
           c.held.apply(m);
@@ -235,7 +249,10 @@ describe('rooms with scripted clients', { timeout: 120_000 }, () => {
         c.send({ type: 'join', room: 'elsewhere', meta: { big: 'x'.repeat(5000) } });
       }
       await sleep(200);
-      for (const c of members) c.send({ type: 'update', room: ROOM, meta: { n: 'last' } });
+      for (const c of members) {
+        c.last = { n: 'last' };
+        c.send({ type: 'update', room: ROOM, meta: c.last });
+      }
       // One member closes its connection: its session stays in the room for the leave grace,
       // then expires and leaves it.
       members[0].ws.close();
