@@ -1,4 +1,4 @@
-//! Question 6 of the benchmarks: how many bytes does a session cost?
+//! Question 6 of the benchmarks: how many bytes does a session cost, and a room membership?
 //!
 //! Counts the heap through a counting global allocator (`stats_alloc`, since this crate forbids
 //! `unsafe` code of its own) and reports the live bytes a structure holds after 10^6 sessions were
@@ -6,6 +6,10 @@
 //! - the tracker (`PresenceTracker<u64, u64>`, one session per user; and with UUID strings);
 //! - a raw `hashbrown::HashMap<K, (u8, u64)>` with foldhash (the limit);
 //! - a `moka::sync::Cache<K, (u8, u64)>` with `time_to_idle` and an eviction listener (the peer).
+//!
+//! And what a room membership costs: `tracker_rooms` is the tracker with the same sessions, each
+//! also in 5 rooms of 10 members (room ids of the same type, metadata `()`); its bytes minus the
+//! plain tracker's, divided by the memberships, are the bytes per room membership.
 //!
 //! It also counts the allocations made by 10^5 heartbeats on the live tracker (the design says
 //! none). Bytes are the sizes requested from the allocator; the allocator's own per-block overhead
@@ -30,6 +34,8 @@ struct Row {
     structure: String,
     ids: String,
     sessions: usize,
+    /// Room memberships held (`tracker_rooms` only).
+    memberships: usize,
     /// Live bytes requested from the allocator.
     bytes: i64,
     /// Live blocks.
@@ -45,10 +51,11 @@ impl Row {
 
     fn to_json(&self) -> String {
         format!(
-            "{{\"structure\":\"{}\",\"ids\":\"{}\",\"sessions\":{},\"bytes\":{},\"blocks\":{},\"rss_bytes\":{},\"bytes_per_session\":{:.2},\"rss_per_session\":{:.2}}}",
+            "{{\"structure\":\"{}\",\"ids\":\"{}\",\"sessions\":{},\"memberships\":{},\"bytes\":{},\"blocks\":{},\"rss_bytes\":{},\"bytes_per_session\":{:.2},\"rss_per_session\":{:.2}}}",
             self.structure,
             self.ids,
             self.sessions,
+            self.memberships,
             self.bytes,
             self.blocks,
             self.rss,
@@ -62,6 +69,7 @@ impl Row {
             structure: v.get("structure")?.as_str()?.to_string(),
             ids: v.get("ids")?.as_str()?.to_string(),
             sessions: usize::try_from(v.get("sessions")?.as_u64()?).ok()?,
+            memberships: usize::try_from(v.get("memberships")?.as_u64()?).ok()?,
             bytes: v.get("bytes")?.as_i64()?,
             blocks: v.get("blocks")?.as_i64()?,
             rss: v.get("rss_bytes")?.as_i64()?,
@@ -95,6 +103,7 @@ fn measure<T>(structure: &str, ids: &str, sessions: usize, build: impl FnOnce() 
         structure: structure.to_string(),
         ids: ids.to_string(),
         sessions,
+        memberships: 0,
         bytes,
         blocks,
         rss: rss_after - rss_before,
@@ -124,6 +133,37 @@ fn uuid(i: usize) -> Arc<str> {
 
 const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
+/// `tracker_rooms`: rooms each session is in, and members of each room.
+const ROOMS_PER_SESSION: usize = 5;
+const MEMBERS_PER_ROOM: usize = 10;
+/// Room `r` has the id `make(ROOM_IDS + r)`: no session's.
+const ROOM_IDS: usize = 1 << 40;
+
+/// The rooms of each of `n` sessions: in each of [`ROOMS_PER_SESSION`] layers, the sessions in a
+/// random order cut into rooms of [`MEMBERS_PER_ROOM`].
+fn room_layers(n: usize) -> Vec<[usize; ROOMS_PER_SESSION]> {
+    let per_layer = n.div_ceil(MEMBERS_PER_ROOM);
+    // A random permutation per layer (xorshift-driven Fisher-Yates, fixed seeds).
+    let orders = (0..ROOMS_PER_SESSION).map(|layer| {
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut state = mix(layer as u64 + 1) | 1;
+        for i in (1..n).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            order.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        order
+    });
+    let mut rooms = vec![[0; ROOMS_PER_SESSION]; n];
+    for (layer, order) in orders.enumerate() {
+        for (p, &i) in order.iter().enumerate() {
+            rooms[i][layer] = layer * per_layer + p / MEMBERS_PER_ROOM;
+        }
+    }
+    rooms
+}
+
 /// Fills one structure (`tracker`, `hashbrown` or `moka`) with `n` sessions whose ids `make`
 /// creates inside the measured region (so string ids count their bytes once per structure), and
 /// measures it.
@@ -147,6 +187,31 @@ fn measure_structure<K: Id>(
                 }
                 tracker
             });
+            black_box(&tracker);
+            row
+        }
+        "tracker_rooms" => {
+            // Made before the measured region: not counted.
+            let layers = room_layers(n);
+            let (mut row, tracker) = measure("tracker_rooms", ids, n, || {
+                let tracker: PresenceTracker<K, K, ManualClock, K, ()> =
+                    PresenceTracker::with_clock(Policy::default(), ManualClock::starting_at(now));
+                for (i, rooms) in layers.iter().enumerate() {
+                    let id = make(i);
+                    if let Err(e) =
+                        tracker.connect(id.clone(), id.clone(), i as u64, Activity::Active)
+                    {
+                        panic!("memory: connect failed: {e}");
+                    }
+                    for &room in rooms {
+                        if let Err(e) = tracker.rooms().join(&id, make(ROOM_IDS + room), ()) {
+                            panic!("memory: join failed: {e}");
+                        }
+                    }
+                }
+                tracker
+            });
+            row.memberships = n * ROOMS_PER_SESSION;
             black_box(&tracker);
             row
         }
@@ -202,7 +267,27 @@ fn heartbeat_allocations(n: usize, count: usize) -> (usize, usize) {
     (region.change().allocations, count)
 }
 
-const STRUCTURES: [&str; 3] = ["tracker", "hashbrown", "moka"];
+const STRUCTURES: [&str; 4] = ["tracker", "tracker_rooms", "hashbrown", "moka"];
+
+/// Bytes (requested, and resident) per room membership: `tracker_rooms` minus `tracker`, per
+/// membership, for each id type measured.
+fn per_membership(rows: &[Row]) -> Vec<(String, usize, f64, f64)> {
+    rows.iter()
+        .filter(|r| r.structure == "tracker_rooms" && r.memberships > 0)
+        .filter_map(|with| {
+            let without = rows
+                .iter()
+                .find(|r| r.structure == "tracker" && r.ids == with.ids)?;
+            let m = with.memberships as f64;
+            Some((
+                with.ids.clone(),
+                with.memberships,
+                (with.bytes - without.bytes) as f64 / m,
+                (with.rss - without.rss) as f64 / m,
+            ))
+        })
+        .collect()
+}
 const ID_KINDS: [&str; 2] = ["u64", "uuid36"];
 
 /// Measures each structure in a process of its own, so the resident-set growth of one is not
@@ -273,19 +358,28 @@ fn main() {
     let (allocations, heartbeats) = heartbeat_allocations(sessions, 100_000);
 
     if json {
+        let memberships: Vec<String> = per_membership(&rows)
+            .iter()
+            .map(|(ids, m, bytes, rss)| {
+                format!(
+                    "{{\"ids\":\"{ids}\",\"memberships\":{m},\"rooms_per_session\":{ROOMS_PER_SESSION},\"members_per_room\":{MEMBERS_PER_ROOM},\"bytes_per_membership\":{bytes:.2},\"rss_per_membership\":{rss:.2}}}"
+                )
+            })
+            .collect();
         let rows: Vec<String> = rows.iter().map(Row::to_json).collect();
         println!(
-            "{{\"sessions\":{sessions},\"rows\":[{}],\"heartbeats\":{heartbeats},\"heartbeat_allocations\":{allocations}}}",
-            rows.join(",")
+            "{{\"sessions\":{sessions},\"rows\":[{}],\"room_memberships\":[{}],\"heartbeats\":{heartbeats},\"heartbeat_allocations\":{allocations}}}",
+            rows.join(","),
+            memberships.join(",")
         );
     } else {
         println!(
-            "{:<10} {:<7} {:>10} {:>14} {:>10} {:>14} {:>14}",
+            "{:<13} {:<7} {:>10} {:>14} {:>10} {:>14} {:>14}",
             "structure", "ids", "sessions", "live bytes", "blocks", "bytes/session", "rss/session"
         );
         for r in &rows {
             println!(
-                "{:<10} {:<7} {:>10} {:>14} {:>10} {:>14.1} {:>14.1}",
+                "{:<13} {:<7} {:>10} {:>14} {:>10} {:>14.1} {:>14.1}",
                 r.structure,
                 r.ids,
                 r.sessions,
@@ -293,6 +387,11 @@ fn main() {
                 r.blocks,
                 r.per_session(r.bytes),
                 r.per_session(r.rss)
+            );
+        }
+        for (ids, m, bytes, rss) in per_membership(&rows) {
+            println!(
+                "room membership ({ids}, {m} memberships: {ROOMS_PER_SESSION} rooms a session, {MEMBERS_PER_ROOM} members a room): {bytes:.1} bytes, {rss:.1} rss (tracker_rooms - tracker)"
             );
         }
         println!("allocations by {heartbeats} heartbeats on live sessions: {allocations}");

@@ -14,6 +14,8 @@ import argparse
 import datetime
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 
@@ -67,7 +69,8 @@ def load_meta(root):
     d = os.path.join(root, "presence-meta")
     if os.path.isdir(d):
         for name in os.listdir(d):
-            if name.endswith(".json") and name not in ("memory.json", "redis.json"):
+            if name.endswith(".json") and name not in ("memory.json", "redis.json",
+                                                        "rooms-heartbeat-pairs.json"):
                 try:
                     with open(os.path.join(d, name)) as f:
                         meta[name[:-5]] = json.load(f)
@@ -569,7 +572,7 @@ def q6(out, memory_path, redis=None):
     date = when(os.path.getmtime(memory_path))
     out.append(f"Command: `{MEMORY_COMMAND}` (run {date}).")
     out.append("")
-    rows = mem["rows"]
+    rows = [r for r in mem["rows"] if r["structure"] != "tracker_rooms"]
     by = {(r["structure"], r["ids"]): r for r in rows}
     trows = []
     for r in rows:
@@ -601,6 +604,7 @@ def q6(out, memory_path, redis=None):
             "allocator overhead included."
         )
         out.append("")
+    memberships_table(out, mem)
     out.append(
         f"Allocations made by {mem['heartbeats']} heartbeats on live sessions: "
         f"{mem['heartbeat_allocations']}."
@@ -622,6 +626,225 @@ def q6(out, memory_path, redis=None):
         check(out, "below Redis (a sorted set's bytes per member)", x < 1.0, f"{fmt_ratio(x)} Redis's")
     out.append("")
     notes(out, "memory")
+
+
+def memberships_table(out, mem):
+    """Bytes per room membership next to bytes per session, from the memory example's
+    `tracker_rooms` rows (absent in runs before rooms)."""
+    by = {(r["structure"], r["ids"]): r for r in mem.get("rows", [])}
+    rows = []
+    for m in mem.get("room_memberships", []):
+        plain, rooms = by.get(("tracker", m["ids"])), by.get(("tracker_rooms", m["ids"]))
+        if not plain or not rooms:
+            continue
+        rows.append([
+            m["ids"], f"{plain['bytes_per_session']:.1f}", m["rooms_per_session"], m["members_per_room"],
+            f"{rooms['bytes_per_session']:.1f}", f"{m['bytes_per_membership']:.1f}",
+            f"{m['rss_per_membership']:.1f}",
+            fmt_ratio(ratio(m["bytes_per_membership"], plain["bytes_per_session"])),
+        ])
+    if not rows:
+        return
+    out.append(
+        "Room memberships (`tracker_rooms`: the same sessions, each also in 5 rooms of 10 members, room "
+        "ids of the same type, metadata `()`): bytes per membership = (its bytes − the plain tracker's) "
+        "÷ memberships. Metadata other than `()` adds its own allocation to each membership."
+    )
+    out.append("")
+    table(out, ["ids", "bytes / session (no rooms)", "rooms / session", "members / room",
+                "bytes / session (in rooms)", "bytes / membership", "RSS / membership",
+                "membership ÷ session"], rows)
+
+
+# Why rooms cost what they cost: hand-written from a reading of src/tracker/rooms.rs,
+# room_table.rs, publish.rs and signals.rs (rooms as of commit 799a1f1), not from profiles; the
+# figures it cites are from the tables above, so re-check it when they or src/ change.
+ROOMS_NOTES = [
+    "Heartbeat: the fast path (`record_heartbeat`, under the session shard's read lock) reads and "
+    "writes the session's entry only. Rooms live in tables of their own (the room shards, and each "
+    "user shard's membership index, allocated when a shard's first user joins a room), which a "
+    "heartbeat that changes nothing never touches: the 5 × 10^5 memberships are memory elsewhere, "
+    "nothing more.",
+    "Transition: `settle` hands the sessions whose published presence changed to `settle_rooms`, "
+    "which finds each one's rooms in its user's membership list (a scan of the user's memberships) "
+    "and, per room: hashes the room id, locks the room's shard, probes the shard's map for the room "
+    "and the room's own map for the member (`RoomState::apply` looks the member up once for `from`, "
+    "once for the session, once for `to`), and builds the event with a `Vec` of the member's "
+    "sessions (an allocation the caller frees with the event). Nothing in it depends on anything but "
+    "that session's rooms, so the cost is linear in them; what one room costs (a few hundred ns "
+    "here) is mostly cache misses on the room's shard entry and member table, so it grows with the "
+    "size of the room tables (2 × 10^5 memberships at 20 rooms a session) and with the machine's "
+    "load, not with the number of the session's rooms.",
+    "Tick: the wheel hands over the due users only; a due session in rooms then pays what a "
+    "transition pays per room. The cost per due session is the same order at 0.1 % and at 1 % "
+    "(lower at 1 %, where a tick's fixed part is shared by ten times as many due sessions): the "
+    "memberships of sessions that are not due are never looked at.",
+    "Memory per membership (u64, `()` metadata): the room side holds the member in the room's own "
+    "hash map (user key, presence, and a `SmallVec` of one inline `MemberSession`: session, "
+    "presence, `Arc` of the metadata, time of the last metadata change), each room's map and state "
+    "shared by its 10 members, and one `Arc` allocation per membership even for `()`; the user side "
+    "holds (session, room) in the user's membership list (on the heap past 2). About as much as a "
+    "session costs.",
+]
+
+
+def rounds_of(group):
+    """{(function, variant): [per_element of each round]}: the value's round suffix (`round_N`,
+    `..._rN`) split off, rounds in order."""
+    found = {}
+    for r in group.values():
+        value = r["value"]
+        m = re.match(r"^(?:(.*)_r|round_)(\d+)$", value)
+        if not m:
+            continue
+        found.setdefault((r["function"], m.group(1) or ""), []).append((int(m.group(2)), r))
+    return {k: [r for _, r in sorted(v, key=lambda x: x[0])] for k, v in found.items()}
+
+
+def median_of(records, key="per_element"):
+    return statistics.median(r[key] for r in records) if records else None
+
+
+def q10(out, groups, meta, memory_path, root):
+    out.append("## 10. Rooms")
+    out.append("")
+    out.append(
+        "`benches/rooms.rs`, `ManualClock`, u64 users, sessions and rooms, metadata `()`; each session in "
+        "`k` rooms of 10 members. The variants of each group run interleaved in rounds (A B A B ... in one "
+        "process, within minutes), and ratios are taken within each round, then the median of the rounds."
+    )
+    out.append("")
+    names = ("rooms_heartbeat_1e5", "rooms_transition_1e4", "rooms_tick_1e5")
+    run_line(out, meta, "rooms", [r for g in names for r in groups.get(g, {}).values()])
+
+    out.append("**A heartbeat that changes nothing**, sessions in 0 or 5 rooms: 10^5 sessions, one "
+               "`heartbeat` call each, batches of 1024 in a random order (as in question 1). Median per "
+               "heartbeat.")
+    out.append("")
+    hb = rounds_of(groups.get("rooms_heartbeat_1e5", {}))
+    r0, r5 = hb.get(("rooms_0", ""), []), hb.get(("rooms_5", ""), [])
+    rows, ratios = [], []
+    for i, (a, b) in enumerate(zip(r0, r5), 1):
+        x = ratio(b["per_element"], a["per_element"])
+        ratios.append(x)
+        rows.append([i, fmt_time(a["per_element"]), ci(a), fmt_time(b["per_element"]), ci(b), fmt_ratio(x)])
+    if rows:
+        rows.append(["median", fmt_time(median_of(r0)), "", fmt_time(median_of(r5)), "",
+                     fmt_ratio(statistics.median(ratios))])
+    table(out, ["round", "0 rooms", "95 % CI", "5 rooms", "95 % CI", "5 rooms ÷ 0 rooms"], rows)
+    pairs = None
+    try:
+        with open(os.path.join(root, "presence-meta", "rooms-heartbeat-pairs.json")) as f:
+            pairs = json.load(f)
+    except (OSError, ValueError):
+        pass
+    if pairs:
+        q1, q2, q3 = pairs["ratio_quartiles"]
+        a, b = pairs["median_ns"]
+        out.append(
+            f"Paired, in the same run after the rounds: {pairs['pairs']:,} pairs of batches of {pairs['batch']}, "
+            "one on each tracker back to back (which goes first alternates), each batch timed: median "
+            f"{fmt_time(a)} (0 rooms) and {fmt_time(b)} (5 rooms) per heartbeat; the pairs' ratio 5 rooms ÷ "
+            f"0 rooms has median **{q2:.3f}** (quartiles {q1:.3f} – {q3:.3f}). Load that comes and goes over "
+            "seconds hits both batches of a pair alike, so this is the steadier ratio."
+        )
+        out.append("")
+    x = statistics.median(ratios) if ratios else None
+    out.append("Target:")
+    if pairs:
+        q2 = pairs["ratio_quartiles"][1]
+        check(out, "a heartbeat in 5 rooms within 10 % of one in none (paired)", abs(q2 - 1) <= 0.10,
+              f"median of the pairs' ratios {q2:.3f}")
+    detail = f"median of the rounds' ratios {fmt_ratio(x)}; rounds {', '.join(fmt_ratio(r) for r in ratios)}"
+    if ratios and (min(ratios) < 0.8 or max(ratios) > 1.25):
+        # The rounds disagree by more than the effect the target is about: noise (other load on
+        # the machine), not a measurement of it.
+        out.append(f"- a heartbeat in 5 rooms within 10 % of one in none (rounds): **inconclusive**, the rounds "
+                   f"disagree by more than the target's 10 % ({detail}).")
+    else:
+        check(out, "a heartbeat in 5 rooms within 10 % of one in none (rounds)",
+              None if x is None else abs(x - 1) <= 0.10, detail)
+    out.append("")
+
+    out.append("**A session transition**, the session in `k` rooms: 10^4 sessions, one per user. "
+               "`presence`: a heartbeat that changes the session's presence (`background` and `active` in "
+               "turn), publishing 2 events and `k` `Presence` room events; `disconnect`: a clean disconnect "
+               "with a zero leave grace, ending the session (2 events, `k` `Left` room events; its connect "
+               "and joins untimed). Median per transition: the median of the rounds (range across rounds); "
+               "per room = (k rooms − 0 rooms) ÷ k.")
+    out.append("")
+    tr = rounds_of(groups.get("rooms_transition_1e4", {}))
+    rows, per_room = [], {}
+    for kind in ("presence", "disconnect"):
+        base = median_of(tr.get((kind, "rooms_0"), []))
+        for k in (0, 1, 5, 20):
+            recs = tr.get((kind, f"rooms_{k}"), [])
+            if not recs:
+                continue
+            med = median_of(recs)
+            lo, hi = min(r["per_element"] for r in recs), max(r["per_element"] for r in recs)
+            pr = (med - base) / k if (k and base is not None) else None
+            if pr is not None:
+                per_room[(kind, k)] = pr
+            rows.append([kind, k, fmt_time(med), f"{fmt_time(lo)} – {fmt_time(hi)}",
+                         fmt_ratio(ratio(med, base)), fmt_time(pr) if pr is not None else "–"])
+    table(out, ["transition", "rooms", "median / transition", "range of rounds", "÷ 0 rooms", "per room"],
+          rows)
+    for kind in ("presence", "disconnect"):
+        if all((kind, k) in per_room for k in (1, 5, 20)):
+            out.append(f"- {kind}: the cost of one room is {fmt_time(per_room[(kind, 1)])} at 1 room, "
+                       f"{fmt_time(per_room[(kind, 5)])} at 5 and {fmt_time(per_room[(kind, 20)])} at 20.")
+    out.append("")
+
+    out.append("**A tick with 0.1 % or 1 % due** (question 3's scheme: the due sessions cross the active "
+               "threshold, checked on every tick) on 10^5 sessions in 0 or 5 rooms (5 × 10^5 memberships). "
+               "Median per due session: the median of the rounds.")
+    out.append("")
+    tk = rounds_of(groups.get("rooms_tick_1e5", {}))
+    rows = []
+    med = {}
+    for due in ("due_0.1pct", "due_1pct"):
+        for rooms in (0, 5):
+            recs = tk.get((f"rooms_{rooms}", due), [])
+            if recs:
+                med[(rooms, due)] = median_of(recs)
+    for due in ("due_0.1pct", "due_1pct"):
+        for rooms in (0, 5):
+            m = med.get((rooms, due))
+            if m is None:
+                continue
+            recs = tk[(f"rooms_{rooms}", due)]
+            lo, hi = min(r["per_element"] for r in recs), max(r["per_element"] for r in recs)
+            extra = (m - med[(0, due)]) / 5 if rooms and (0, due) in med else None
+            rows.append([due, rooms, fmt_time(m), f"{fmt_time(lo)} – {fmt_time(hi)}",
+                         fmt_ratio(ratio(m, med.get((0, due)))), fmt_time(extra) if extra is not None else "–"])
+    table(out, ["due", "rooms / session", "median / due session", "range of rounds", "÷ 0 rooms",
+                "per room of a due session"], rows)
+    for rooms in (0, 5):
+        a, b = med.get((rooms, "due_0.1pct")), med.get((rooms, "due_1pct"))
+        if a and b:
+            out.append(f"- {rooms} rooms: per due session {fmt_time(a)} at 0.1 % and {fmt_time(b)} at 1 % "
+                       f"(1 % ÷ 0.1 %: {fmt_ratio(b / a)}).")
+    out.append("")
+    try:
+        with open(memory_path) as f:
+            mem = json.load(f)
+    except (OSError, ValueError):
+        mem = None
+    if mem and mem.get("room_memberships"):
+        out.append(f"**Memory** (`{MEMORY_COMMAND}`, run {when(os.path.getmtime(memory_path))}, "
+                   f"{mem['sessions']} sessions):")
+        out.append("")
+        memberships_table(out, mem)
+    else:
+        out.append(f"**Memory**: not run with rooms (run `{MEMORY_COMMAND}`).")
+        out.append("")
+    out.append("Why (hand-written from a reading of src/ as of commit 799a1f1, not from profiles; see "
+               "`ROOMS_NOTES` in scripts/bench-report.py):")
+    out.append("")
+    for n in ROOMS_NOTES:
+        out.append(f"- {n}")
+    out.append("")
 
 
 def q7(out, groups, meta):
@@ -737,6 +960,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--criterion-dir", default=criterion_dir_default())
     parser.add_argument("--memory", default=None, help="the memory example's --json output")
+    parser.add_argument("--section", default=None,
+                        help="print only this section (its number, e.g. 10), to splice into BENCHMARKS.md")
     args = parser.parse_args()
     root = args.criterion_dir
     memory_path = args.memory or os.path.join(root, "presence-meta", "memory.json")
@@ -769,7 +994,7 @@ def main():
     out.append("")
     out.append("```sh")
     out.append("export CARGO_TARGET_DIR=\"$PWD/target\"   # absolute: the benches run in benches/")
-    out.append("cargo bench --bench heartbeat --bench threads --bench tick --bench churn --bench reads --bench clock --bench hub")
+    out.append("cargo bench --bench heartbeat --bench threads --bench tick --bench churn --bench reads --bench clock --bench hub --bench rooms")
     out.append("PRESENCE_BENCH_1E7=1 cargo bench --bench heartbeat -- heartbeat_1e7   # optional: ~6 GB, ~4 min")
     out.append(MEMORY_COMMAND.replace("$CARGO_TARGET_DIR", "target"))
     out.append(REDIS_COMMAND.replace("$CARGO_TARGET_DIR", "target")
@@ -779,6 +1004,19 @@ def main():
     out.append("```")
     out.append("")
     redis = load_redis(root)
+    sections = {
+        "1": lambda o: q1(o, groups, meta, redis), "2": lambda o: q2(o, groups, meta),
+        "3": lambda o: q3(o, groups, meta), "4": lambda o: q4(o, groups, meta),
+        "5": lambda o: q5(o, groups, meta), "6": lambda o: q6(o, memory_path, redis),
+        "7": lambda o: q7(o, groups, meta),
+        "8": lambda o: q8(o, os.path.join(root, "presence-meta", "load-test.json")),
+        "9": lambda o: q9(o, groups, meta), "10": lambda o: q10(o, groups, meta, memory_path, root),
+    }
+    if args.section:
+        one = []
+        sections[args.section](one)
+        sys.stdout.write("\n".join(one).rstrip() + "\n")
+        return
     q1(out, groups, meta, redis)
     q2(out, groups, meta)
     q3(out, groups, meta)
@@ -788,6 +1026,7 @@ def main():
     q7(out, groups, meta)
     q8(out, os.path.join(root, "presence-meta", "load-test.json"))
     q9(out, groups, meta)
+    q10(out, groups, meta, memory_path, root)
     sys.stdout.write("\n".join(out).rstrip() + "\n")
 
 

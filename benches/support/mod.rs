@@ -230,6 +230,15 @@ pub(crate) fn record_run(bench: &str) {
     }
 }
 
+/// Writes `<criterion dir>/presence-meta/<name>.json`: a measurement a bench makes besides
+/// criterion's, for the report. Not written is not fatal, as for [`record_run`].
+pub(crate) fn write_meta(name: &str, json: &str) {
+    let dir = criterion_dir().join("presence-meta");
+    if fs::create_dir_all(&dir).is_ok() {
+        let _ = fs::write(dir.join(format!("{name}.json")), json);
+    }
+}
+
 /// The directory criterion writes to, found the way criterion finds it, but without running
 /// `cargo metadata`: with neither variable set, the workspace's `target/criterion` (criterion asks
 /// cargo for the target directory; the benches run in `benches/`, so a relative `target` would be
