@@ -310,7 +310,9 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
     /// A heartbeat from a connection that knows its user: if the session expired while the
     /// connection stayed open (a laptop asleep past the TTL whose socket survived), the session
     /// is connected again on that connection, with the heartbeat's activity (never `active` on
-    /// the way to `idle`). What the integrations call for every heartbeat.
+    /// the way to `idle`). The session expired out of its rooms: joining them again is the
+    /// caller's (the integrations join it again to the rooms the connection had joined, with
+    /// the metadata it last set).
     ///
     /// # Errors
     ///
