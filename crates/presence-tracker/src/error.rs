@@ -70,6 +70,15 @@ pub enum Error {
         /// The TTL.
         ttl: Duration,
     },
+    /// A policy's dwell is longer than its TTL: a session silent that long is already offline,
+    /// so no downgrade could wait for it.
+    #[error("dwell ({dwell:?}) is longer than the ttl ({ttl:?})")]
+    DwellLongerThanTtl {
+        /// The dwell.
+        dwell: Duration,
+        /// The TTL.
+        ttl: Duration,
+    },
     /// A policy's limit is zero, or a duration is shorter than the tracker's 1 ms resolution.
     #[error("policy setting {name} must be at least {min}")]
     PolicyValueTooSmall {

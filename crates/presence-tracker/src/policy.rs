@@ -16,6 +16,7 @@ use crate::Error;
 /// | [`idle`](Policy::idle) | 60 s | age below it: `idle` |
 /// | [`away`](Policy::away) | 180 s | age below it: `away` |
 /// | [`ttl`](Policy::ttl) | 240 s | age below it: `stale`; from it on: `offline`, the session expires |
+/// | [`dwell`](Policy::dwell) | 0 | hysteresis: how long a silence must outlast a presence's band before the lower presence is shown (skipping levels the silence went past); never delays `offline` |
 /// | [`disconnect_grace`](Policy::disconnect_grace) | 120 s | a session whose connection was lost expires this long after, unless one re-attaches |
 /// | [`leave_grace`](Policy::leave_grace) | 5 s | the same after a clean disconnect or a leave: long enough for a page reload |
 /// | [`retention`](Policy::retention) | 1 h | how long an offline user's "last seen" is kept |
@@ -24,6 +25,18 @@ use crate::Error;
 /// | [`max_id_len`](Policy::max_id_len) | 256 | bytes, for string ids |
 ///
 /// Durations are used at millisecond resolution.
+///
+/// # Choosing a dwell
+///
+/// Without a dwell, every band a silent session crosses is an event: one lost heartbeat shows
+/// an active user `idle` for a moment, a minute-long network blip `idle` then `away`. A dwell
+/// holds the presence of the last signal until the silence has outlasted its band by the
+/// dwell, then shows what the ladder says at that age. It costs nothing per heartbeat and
+/// never delays `offline`: a silent session still expires at its TTL, a disconnected one at
+/// its grace, so departures are detected exactly as fast. What it delays is the first sign of
+/// a silence: `active + dwell` after the last heartbeat. A dwell of the TTL shows a silent
+/// session as it was until it goes offline. The simulator (`tune --peers`, README "Which
+/// policy") measures it.
 ///
 /// # Examples
 ///
@@ -44,6 +57,7 @@ pub struct Policy {
     pub(crate) idle_ms: u64,
     pub(crate) away_ms: u64,
     pub(crate) ttl_ms: u64,
+    pub(crate) dwell_ms: u64,
     pub(crate) disconnect_grace_ms: u64,
     pub(crate) leave_grace_ms: u64,
     pub(crate) retention_ms: u64,
@@ -63,6 +77,7 @@ impl Default for Policy {
             idle_ms: 60_000,
             away_ms: 180_000,
             ttl_ms: 240_000,
+            dwell_ms: 0,
             disconnect_grace_ms: 120_000,
             leave_grace_ms: 5_000,
             retention_ms: 3_600_000,
@@ -82,6 +97,7 @@ impl Policy {
     pub fn builder() -> PolicyBuilder {
         PolicyBuilder {
             policy: Policy::default(),
+            dwell: Duration::ZERO,
         }
     }
 
@@ -104,6 +120,18 @@ impl Policy {
     /// `offline` and expires.
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms)
+    }
+
+    /// Hysteresis for silences (default zero: none). A silent session's presence falls only
+    /// once the silence has outlasted the band of the presence shown by this much (an active
+    /// session one heartbeat late stays active), and then to the presence its age gives,
+    /// skipping the levels the silence went past; a heartbeat within the dwell shows nothing.
+    /// Never delays `offline`: the TTL and the graces bound a departure's detection as without
+    /// a dwell. Signals are shown at once (an `idle` or `background` heartbeat lowers the
+    /// presence when it arrives). See [`derive`](crate::derive()) for the rule, and
+    /// [`Policy`] for choosing one.
+    pub fn dwell(&self) -> Duration {
+        Duration::from_millis(self.dwell_ms)
     }
 
     /// How long a session whose connection was lost lives on without a new connection.
@@ -174,6 +202,8 @@ impl Policy {
 #[must_use = "a builder does nothing until built"]
 pub struct PolicyBuilder {
     policy: Policy,
+    /// As given: a dwell under the tracker's 1 ms resolution is refused, not rounded to none.
+    dwell: Duration,
 }
 
 macro_rules! duration_setters {
@@ -216,6 +246,13 @@ impl PolicyBuilder {
         metadata_interval => metadata_interval_ms;
     }
 
+    /// Sets [`Policy::dwell`]: zero (the default) for none, at most the TTL (the TTL itself
+    /// holds a silent session's presence until it goes offline).
+    pub fn dwell(mut self, value: Duration) -> Self {
+        self.dwell = value;
+        self
+    }
+
     count_setters! {
         /// Sets [`Policy::max_sessions_per_user`].
         max_sessions_per_user;
@@ -237,9 +274,12 @@ impl PolicyBuilder {
     ///
     /// - [`Error::PolicyValueTooSmall`] if `active` is under 1 ms or a limit is zero;
     /// - [`Error::ThresholdsNotIncreasing`] unless `active < idle < away < ttl`;
-    /// - [`Error::GraceLongerThanTtl`] if a grace exceeds the TTL.
+    /// - [`Error::GraceLongerThanTtl`] if a grace exceeds the TTL;
+    /// - [`Error::DwellLongerThanTtl`] if the dwell does; [`Error::PolicyValueTooSmall`] if it
+    ///   is not zero but under 1 ms.
     pub fn build(self) -> Result<Policy, Error> {
-        let p = self.policy;
+        let mut p = self.policy;
+        p.dwell_ms = duration_to_millis(self.dwell);
         if p.active_ms == 0 {
             return Err(Error::PolicyValueTooSmall {
                 name: "active",
@@ -274,6 +314,18 @@ impl PolicyBuilder {
                     ttl: p.ttl(),
                 });
             }
+        }
+        if p.dwell_ms == 0 && !self.dwell.is_zero() {
+            return Err(Error::PolicyValueTooSmall {
+                name: "dwell",
+                min: "1 ms (or zero for none)",
+            });
+        }
+        if p.dwell_ms > p.ttl_ms {
+            return Err(Error::DwellLongerThanTtl {
+                dwell: self.dwell,
+                ttl: p.ttl(),
+            });
         }
         for (name, value) in [
             ("max_sessions_per_user", p.max_sessions_per_user),
@@ -323,6 +375,38 @@ mod tests {
                 name: "leave_grace",
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn dwell_is_zero_to_the_ttl() {
+        assert_eq!(Policy::default().dwell(), Duration::ZERO);
+        let ttl = Policy::default().ttl();
+        let held = Policy::builder().dwell(ttl).build().map(|p| p.dwell());
+        assert_eq!(held, Ok(ttl));
+        let over = Policy::builder()
+            .dwell(ttl + Duration::from_millis(1))
+            .build();
+        assert_eq!(
+            over,
+            Err(Error::DwellLongerThanTtl {
+                dwell: ttl + Duration::from_millis(1),
+                ttl
+            })
+        );
+        // Checked against the TTL as built, whatever the order of the setters.
+        let shorter = Policy::builder()
+            .dwell(Duration::from_secs(200))
+            .ttl(Duration::from_secs(190))
+            .idle(Duration::from_secs(30))
+            .away(Duration::from_secs(60))
+            .disconnect_grace(Duration::from_secs(60))
+            .build();
+        assert!(matches!(shorter, Err(Error::DwellLongerThanTtl { .. })));
+        let tiny = Policy::builder().dwell(Duration::from_micros(500)).build();
+        assert!(matches!(
+            tiny,
+            Err(Error::PolicyValueTooSmall { name: "dwell", .. })
         ));
     }
 
