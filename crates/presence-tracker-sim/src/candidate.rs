@@ -27,6 +27,9 @@ pub struct Candidate {
     pub disconnect_grace: Duration,
     /// [`Policy::leave_grace`].
     pub leave_grace: Duration,
+    /// [`Policy::dwell`]: how long a silence must outlast a presence's band before a lower
+    /// presence is shown (zero: none).
+    pub dwell: Duration,
     /// How often a foreground client heartbeats (active or idle). Clients also heartbeat at
     /// once whenever their activity changes.
     pub heartbeat: Duration,
@@ -67,6 +70,7 @@ impl Candidate {
             ttl: policy.ttl(),
             disconnect_grace: policy.disconnect_grace(),
             leave_grace: policy.leave_grace(),
+            dwell: policy.dwell(),
             heartbeat,
             background_heartbeat,
             peer: None,
@@ -131,6 +135,7 @@ impl Candidate {
             .ttl(self.ttl)
             .disconnect_grace(self.disconnect_grace)
             .leave_grace(self.leave_grace)
+            .dwell(self.dwell)
             .build()
             .map_err(refused)
     }
@@ -150,19 +155,26 @@ impl Candidate {
         self.heartbeat.as_secs_f64() / self.active.as_secs_f64().max(1e-3)
     }
 
-    /// A compact description of what the grid varies, e.g. `ttl 240s dg 120s lg 5s hb 10s`, or
-    /// for a peer its name and heartbeat, e.g. `phoenix hb 30s`.
+    /// A compact description of what the grid varies, e.g. `ttl 240s dg 120s lg 5s hb 10s`
+    /// (with `dw 30s` when there is a dwell, `dw ttl` when it is the TTL), or for a peer its
+    /// name and heartbeat, e.g. `phoenix hb 30s`.
     pub fn label(&self) -> String {
         if let Some(peer) = self.peer {
             return format!("{peer} hb {}", secs(self.heartbeat));
         }
-        format!(
+        let mut label = format!(
             "ttl {} dg {} lg {} hb {}",
             secs(self.ttl),
             secs(self.disconnect_grace),
             secs(self.leave_grace),
             secs(self.heartbeat)
-        )
+        );
+        if self.dwell == self.ttl {
+            label.push_str(" dw ttl");
+        } else if !self.dwell.is_zero() {
+            label.push_str(&format!(" dw {}", secs(self.dwell)));
+        }
+        label
     }
 }
 
@@ -194,14 +206,17 @@ pub struct Grid {
     pub leave_grace: Vec<Duration>,
     /// Foreground heartbeat intervals.
     pub heartbeat: Vec<Duration>,
+    /// Dwells ([`Candidate::dwell`]), each capped at the candidate's TTL (so
+    /// [`Duration::MAX`] is the TTL: a silent session shown as it was until offline).
+    pub dwell: Vec<Duration>,
     /// The background heartbeat interval, the same for every candidate.
     pub background_heartbeat: Duration,
 }
 
 impl Default for Grid {
     /// TTL 90, 120, 240 or 480 s; disconnect grace 1/4, 1/2 or all of it; leave grace 5 s;
-    /// heartbeat every 5, 10 or 14 s (1/3, 2/3 and 14/15 of the 15 s active window): 36
-    /// candidates, [`Candidate::default`] among them.
+    /// heartbeat every 5, 10 or 14 s (1/3, 2/3 and 14/15 of the 15 s active window); no
+    /// dwell: 36 candidates, [`Candidate::default`] among them.
     fn default() -> Self {
         Grid {
             active: Duration::from_secs(15),
@@ -209,6 +224,7 @@ impl Default for Grid {
             disconnect_grace: vec![0.25, 0.5, 1.0],
             leave_grace: vec![Duration::from_secs(5)],
             heartbeat: [5, 10, 14].map(Duration::from_secs).to_vec(),
+            dwell: vec![Duration::ZERO],
             background_heartbeat: Duration::from_secs(30),
         }
     }
@@ -224,8 +240,27 @@ impl Grid {
         }
     }
 
-    /// Every combination, in a stable order (TTL outermost, heartbeat innermost). Each is
-    /// named by its [`label`](Candidate::label), or `default` if it is the default.
+    /// The hysteresis study's grid: TTL 120, 240 or 480 s; disconnect grace 1/4, 1/2 or all
+    /// of it; leave grace 5 s; heartbeat every 5 or 10 s; dwell none, 15 s, 45 s or the TTL:
+    /// 72 candidates, [`Candidate::default`] among them. (The 14 s heartbeat and the 90 s TTL
+    /// of [`Grid::default`] are left out: they lose on every scenario.)
+    pub fn hysteresis() -> Self {
+        Grid {
+            ttl: [120, 240, 480].map(Duration::from_secs).to_vec(),
+            heartbeat: [5, 10].map(Duration::from_secs).to_vec(),
+            dwell: vec![
+                Duration::ZERO,
+                Duration::from_secs(15),
+                Duration::from_secs(45),
+                Duration::MAX,
+            ],
+            ..Grid::default()
+        }
+    }
+
+    /// Every combination, in a stable order (TTL outermost, then grace, leave grace, dwell,
+    /// heartbeat innermost). Each is named by its [`label`](Candidate::label), or `default`
+    /// if it is the default.
     pub fn candidates(&self) -> Vec<Candidate> {
         let mut out = Vec::new();
         for &ttl in &self.ttl {
@@ -233,27 +268,30 @@ impl Grid {
             for &fraction in &self.disconnect_grace {
                 let disconnect_grace = ttl.mul_f64(fraction.clamp(0.0, 1.0));
                 for &leave_grace in &self.leave_grace {
-                    for &heartbeat in &self.heartbeat {
-                        let mut candidate = Candidate {
-                            name: String::new(),
-                            active: self.active,
-                            idle,
-                            away,
-                            ttl,
-                            disconnect_grace: Duration::from_millis(
-                                disconnect_grace.as_millis() as u64
-                            ),
-                            leave_grace: leave_grace.min(ttl),
-                            heartbeat,
-                            background_heartbeat: self.background_heartbeat,
-                            peer: None,
-                        };
-                        candidate.name = if candidate.is_default() {
-                            "default".to_string()
-                        } else {
-                            candidate.label()
-                        };
-                        out.push(candidate);
+                    for &dwell in &self.dwell {
+                        for &heartbeat in &self.heartbeat {
+                            let mut candidate = Candidate {
+                                name: String::new(),
+                                active: self.active,
+                                idle,
+                                away,
+                                ttl,
+                                disconnect_grace: Duration::from_millis(
+                                    disconnect_grace.as_millis() as u64,
+                                ),
+                                leave_grace: leave_grace.min(ttl),
+                                dwell: dwell.min(ttl),
+                                heartbeat,
+                                background_heartbeat: self.background_heartbeat,
+                                peer: None,
+                            };
+                            candidate.name = if candidate.is_default() {
+                                "default".to_string()
+                            } else {
+                                candidate.label()
+                            };
+                            out.push(candidate);
+                        }
                     }
                 }
             }
@@ -287,6 +325,11 @@ mod tests {
             assert!(candidate.policy().is_ok(), "{candidate:?}");
         }
         assert_eq!(candidates.iter().filter(|c| c.is_default()).count(), 1);
+        let hysteresis = Grid::hysteresis().candidates();
+        assert_eq!(hysteresis.len(), 72);
+        assert!(hysteresis.iter().all(|c| c.policy().is_ok()));
+        assert_eq!(hysteresis.iter().filter(|c| c.is_default()).count(), 1);
+        assert!(hysteresis.iter().any(|c| c.dwell == c.ttl));
         assert_eq!(
             Grid::default()
                 .candidates()

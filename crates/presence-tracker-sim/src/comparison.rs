@@ -4,8 +4,11 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::goal;
 use super::study::secs_1;
-use super::{run_many, Budget, Candidate, Latency, Peer, Report, Scenario, ScenarioError, Study};
+use super::{
+    run_many, Budget, Candidate, Goal, Latency, Peer, Report, Scenario, ScenarioError, Study,
+};
 
 /// The peers, our default and our recommended candidate, measured on one scenario.
 ///
@@ -18,7 +21,10 @@ use super::{run_many, Budget, Candidate, Latency, Peer, Report, Scenario, Scenar
 /// let grid = [Candidate::default()];
 /// let comparison = Comparison::run(&scenario, &grid, &Peer::ALL, Budget::default(), 2)?;
 /// let rows = comparison.rows();
-/// assert_eq!(rows.len(), Peer::ALL.len() + 2); // the peers, our default, our recommendation
+/// // The peers, our default, our recommendation (and our fewest flaps within the goal's
+/// // bounds, if any keeps within them).
+/// assert_eq!(rows[Peer::ALL.len()].0, "ours, default");
+/// assert!(rows[Peer::ALL.len() + 1].0.starts_with("ours, recommended"));
 /// assert!(comparison.table().contains("| phoenix |"));
 /// # Ok::<(), presence_tracker_sim::ScenarioError>(())
 /// ```
@@ -28,6 +34,11 @@ pub struct Comparison {
     pub study: Study,
     /// One report per peer, in the order given.
     pub peers: Vec<Report>,
+    /// The grid's candidate with the fewest flaps within [the goal](Comparison::goal)'s
+    /// bounds, its disconnect grace stretched to the best peer's latency: the comparison at an
+    /// equal latency. `None` when nothing of the grid keeps within the bounds, or the grace
+    /// could not be longer.
+    pub matched: Option<Report>,
     /// Wall-clock time of all the runs.
     pub wall: Duration,
     /// Threads used.
@@ -36,8 +47,9 @@ pub struct Comparison {
 
 impl Comparison {
     /// Runs `grid` (our candidates; include [`Candidate::default`] to get its row) and the
-    /// peers on the scenario, all in one pool of up to `threads` threads. The peers take no
-    /// part in the study's front or recommendation.
+    /// peers on the scenario, all in one pool of up to `threads` threads, then
+    /// [`matched`](Comparison::matched) (a few runs more). The peers take no part in the
+    /// study's front or recommendation.
     ///
     /// # Errors
     ///
@@ -54,18 +66,27 @@ impl Comparison {
         candidates.extend(peers.iter().map(|&peer| Candidate::peer(peer)));
         let mut reports = run_many(scenario, &candidates, threads)?;
         let peers = reports.split_off(grid.len());
+        let matched = goal::match_latency(scenario, &peers, &reports, threads)?;
         let wall = started.elapsed();
         let threads = threads.clamp(1, candidates.len().max(1));
         Ok(Comparison {
             study: Study::analyse(scenario, reports, budget, wall, threads),
             peers,
+            matched,
             wall,
             threads,
         })
     }
 
-    /// The rows of the table: each peer by name, then `ours, default` and `ours, recommended`
-    /// (when the grid gave them), with their reports.
+    /// Issue 13's goal on this scenario, and the candidate of ours that comes closest; `None`
+    /// without peers.
+    pub fn goal(&self) -> Option<Goal> {
+        Goal::of(self)
+    }
+
+    /// The rows of the table: each peer by name, then `ours, default`, `ours, recommended`
+    /// and `ours, fewest flaps within the goal's bounds` (see [`Comparison::goal`]; when the
+    /// grid gave them), with their reports.
     pub fn rows(&self) -> Vec<(String, &Report)> {
         let mut rows: Vec<(String, &Report)> = self
             .peers
@@ -86,6 +107,12 @@ impl Comparison {
         {
             rows.push((format!("ours, recommended: {}", r.candidate.label()), r));
         }
+        if let Some(ours) = self.goal().and_then(|goal| goal.ours) {
+            let same = |r: &&Report| r.candidate == ours.candidate;
+            if let Some(r) = self.study.reports.iter().chain(&self.matched).find(same) {
+                rows.push((format!("ours, fewest flaps: {}", r.candidate.label()), r));
+            }
+        }
         rows
     }
 
@@ -94,9 +121,10 @@ impl Comparison {
         let s = &self.study.scenario;
         let mut out = String::new();
         let departures = self
-            .rows()
-            .last()
-            .map(|(_, r)| (r.metrics.latency.clean.count, r.metrics.latency.lost.count));
+            .study
+            .recommended
+            .and_then(|i| self.study.reports.get(i))
+            .map(|r| (r.metrics.latency.clean.count, r.metrics.latency.lost.count));
         let _ = write!(
             out,
             "**{}**: {} users, {} h, seed {}",
@@ -108,20 +136,20 @@ impl Comparison {
         let _ = writeln!(
             out,
             "; {} runs in {:.1} s on {} threads\n",
-            self.study.reports.len() + self.peers.len(),
+            self.study.reports.len() + self.peers.len() + usize::from(self.matched.is_some()),
             self.wall.as_secs_f64(),
             self.threads
         );
         let _ = writeln!(
             out,
-            "| model | false offline (hidden shown offline) | false-offline episodes /user-h | flaps /user-h (to or from offline) | clean departure p50 / p95 / p99 | lost departure p50 / p95 / p99 | events /s /1k users |"
+            "| model | false offline (hidden shown offline) | false-offline episodes /user-h | flaps /user-h (to or from offline) | clean departure p50 / p95 / p99 | lost departure p50 / p95 / p99 | first sign p50 / p95 | events /s /1k users |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
         for (name, r) in self.rows() {
             let m = &r.metrics;
             let _ = writeln!(
                 out,
-                "| {} | {:.3}% ({:.1}%) | {:.3} | {:.3} ({:.3}) | {} | {} | {:.2} |",
+                "| {} | {:.3}% ({:.1}%) | {:.3} | {:.3} ({:.3}) | {} | {} | {} / {} | {:.2} |",
                 name,
                 m.false_offline_share * 100.0,
                 m.hidden_offline_share * 100.0,
@@ -130,8 +158,13 @@ impl Comparison {
                 m.offline_flaps_per_user_hour,
                 percentiles(&m.latency.clean),
                 percentiles(&m.latency.lost),
+                secs_1(m.first_sign.p50),
+                secs_1(m.first_sign.p95),
                 m.user_events_per_second_per_1k_users,
             );
+        }
+        if let Some(goal) = self.goal() {
+            let _ = writeln!(out, "\n{}", goal.summary());
         }
         out
     }

@@ -44,6 +44,18 @@
 //! cargo run --release --bin tune -- --peers
 //! ```
 //!
+//! Hysteresis: a candidate's [`dwell`](Candidate::dwell) is the tracker's
+//! [`Policy::dwell`](presence_tracker::Policy::dwell), a grid dimension
+//! ([`Grid::hysteresis`], `tune --grid hysteresis` or `--dwell 0,15,ttl`). [`Metrics`] says
+//! where flaps come from ([`FlapSources`], [`FlapKind`]) and when a departure is first shown
+//! ([`Metrics::first_sign`]); [`Goal`] checks issue 13's goal (a tenth of the best peer's flaps
+//! at its latency, no more false offline than any peer) on a [`Comparison`], and
+//! [`goal_table`] sets the scenarios side by side:
+//!
+//! ```sh
+//! cargo run --release --bin tune -- --peers --grid hysteresis
+//! ```
+//!
 //! # Examples
 //!
 //! ```
@@ -86,6 +98,7 @@ mod candidate;
 mod comparison;
 mod config;
 mod error;
+mod goal;
 mod metrics;
 mod peers;
 mod plot;
@@ -100,9 +113,12 @@ mod world;
 pub use candidate::{Candidate, Grid};
 pub use comparison::Comparison;
 pub use error::ScenarioError;
+pub use goal::{goal_table, Goal};
 pub use peers::Peer;
 pub use replay::{replay, Signal};
-pub use report::{Cost, Latencies, Latency, Metrics, Report};
+pub use report::{Cost, FlapKind, FlapSources, Latencies, Latency, Metrics, Report};
 pub use scenario::{Client, Exodus, Network, Population, Restart, Scenario, Span, Ticking};
-pub use study::{objectives, pareto_front, recommend, run_many, summary_table, Budget, Study};
+pub use study::{
+    flap_table, objectives, pareto_front, recommend, run_many, summary_table, Budget, Study,
+};
 pub use world::run;

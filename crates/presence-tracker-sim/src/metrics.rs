@@ -3,7 +3,7 @@
 
 use presence_tracker::Presence;
 
-use super::report::{Latencies, Latency};
+use super::report::{FlapKind, Latencies, Latency};
 
 /// A session's (or user's) ground-truth class. Ordered: a user is the highest of its sessions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,7 +47,12 @@ struct Departure {
     at: u64,
     lost: bool,
     offline_at: Option<u64>,
+    /// When the tracker first showed the user lower than at the departure.
+    lowered_at: Option<u64>,
 }
+
+/// A flap as booked, for the world to attribute: `(user, expected, from, to)`.
+pub(crate) type Flap = (usize, Presence, Presence, Presence);
 
 /// Totals, read out by the engine when the run ends.
 #[derive(Clone, Debug, Default)]
@@ -71,6 +76,10 @@ pub(crate) struct Totals {
     pub(crate) session_events: u64,
     pub(crate) brief_absences: u64,
     pub(crate) latency: Latencies,
+    /// Departure to the first user event that lowers the shown presence.
+    pub(crate) first_sign: Latency,
+    /// Flaps by `[expected][from][to]`, presences by index in [`Presence::ALL`].
+    pub(crate) flap_kinds: [[[u64; 5]; 5]; 5],
     pub(crate) open_at_end: u32,
     pub(crate) shown_online_at_end: u32,
 }
@@ -83,6 +92,9 @@ pub(crate) struct Accounting {
     totals: Totals,
     clean: Vec<u64>,
     lost: Vec<u64>,
+    first_signs: Vec<u64>,
+    /// Flaps booked since the world last took them (see [`Accounting::take_flaps`]).
+    flaps: Vec<Flap>,
     /// Every user event, when recording (for replays).
     recorded: Option<Vec<(u64, usize, Presence)>>,
 }
@@ -104,6 +116,8 @@ impl Accounting {
             totals: Totals::default(),
             clean: Vec::new(),
             lost: Vec::new(),
+            first_signs: Vec::new(),
+            flaps: Vec::new(),
             recorded: None,
         }
     }
@@ -177,16 +191,17 @@ impl Accounting {
         let was = book.truth;
         book.truth = truth;
         if was != Truth::Gone && truth == Truth::Gone {
+            let offline = (book.shown == Presence::Offline).then_some(now);
             book.departure = Some(Departure {
                 at: now,
                 lost,
-                offline_at: (book.shown == Presence::Offline).then_some(now),
+                offline_at: offline,
+                lowered_at: offline,
             });
         } else if was == Truth::Gone {
             if let Some(departure) = book.departure.take() {
                 if now - departure.at >= min_absence {
-                    let latency = departure.offline_at.unwrap_or(now).min(now) - departure.at;
-                    self.record(departure.lost, latency);
+                    self.record(departure, now);
                 } else {
                     self.totals.brief_absences += 1;
                 }
@@ -195,12 +210,21 @@ impl Accounting {
         self.update_episode(user, now);
     }
 
-    fn record(&mut self, lost: bool, latency: u64) {
-        if lost {
+    /// Books a counted departure's latencies, counted up to `until` if not shown by then.
+    fn record(&mut self, departure: Departure, until: u64) {
+        let since = |shown: Option<u64>| shown.unwrap_or(until).min(until) - departure.at;
+        let latency = since(departure.offline_at);
+        if departure.lost {
             self.lost.push(latency);
         } else {
             self.clean.push(latency);
         }
+        self.first_signs.push(since(departure.lowered_at));
+    }
+
+    /// The flaps booked since the last call, for attribution; `None` if there were none.
+    pub(crate) fn take_flaps(&mut self) -> Option<Vec<Flap>> {
+        (!self.flaps.is_empty()).then(|| std::mem::take(&mut self.flaps))
     }
 
     /// The tracker published a user event.
@@ -217,10 +241,15 @@ impl Accounting {
             if from == Presence::Offline || to == Presence::Offline {
                 self.totals.offline_flaps += 1;
             }
+            self.totals.flap_kinds[index(expected)][index(from)][index(to)] += 1;
+            self.flaps.push((user, expected, from, to));
         }
         book.shown = to;
-        if to == Presence::Offline {
-            if let Some(departure) = &mut book.departure {
+        if let Some(departure) = &mut book.departure {
+            if to < from {
+                departure.lowered_at.get_or_insert(now);
+            }
+            if to == Presence::Offline {
                 departure.offline_at.get_or_insert(now);
             }
         }
@@ -248,8 +277,7 @@ impl Accounting {
             }
             if let Some(departure) = book.departure {
                 if end - departure.at >= self.min_absence_ms {
-                    let latency = departure.offline_at.unwrap_or(end).min(end) - departure.at;
-                    self.record(departure.lost, latency);
+                    self.record(departure, end);
                 } else {
                     self.totals.brief_absences += 1;
                 }
@@ -261,8 +289,35 @@ impl Accounting {
             clean: Latency::of(&mut self.clean),
             lost: Latency::of(&mut self.lost),
         };
+        self.totals.first_sign = Latency::of(&mut self.first_signs);
         self.totals
     }
+}
+
+/// A presence's position in [`Presence::ALL`] (lowest first).
+pub(crate) fn index(p: Presence) -> usize {
+    Presence::ALL.iter().position(|&q| q == p).unwrap_or(0)
+}
+
+/// The flaps of `kinds` (`[expected][from][to]`), most frequent first.
+pub(crate) fn flap_kinds(kinds: &[[[u64; 5]; 5]; 5]) -> Vec<FlapKind> {
+    let mut out = Vec::new();
+    for (e, froms) in kinds.iter().enumerate() {
+        for (f, tos) in froms.iter().enumerate() {
+            for (t, &count) in tos.iter().enumerate() {
+                if count > 0 {
+                    out.push(FlapKind {
+                        expected: Presence::ALL[e],
+                        from: Presence::ALL[f],
+                        to: Presence::ALL[t],
+                        count,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|k| std::cmp::Reverse(k.count));
+    out
 }
 
 #[cfg(test)]

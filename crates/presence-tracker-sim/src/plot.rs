@@ -21,6 +21,8 @@ const GREY: &str = "#9aa0a6";
 const FRONT: &str = "#e8710a";
 const DEFAULT: &str = "#1a1a1a";
 const RECOMMENDED: &str = "#188038";
+/// Our candidate with the fewest flaps within the goal's bounds.
+const FEWEST_FLAPS: &str = "#f9ab00";
 
 /// Renders the study's trade-off plot.
 pub(crate) fn tradeoff_svg(study: &Study) -> String {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use presence_tracker::Presence;
+
 use super::Candidate;
 
 /// The result of simulating one [`Candidate`] on one [`Scenario`](super::Scenario).
@@ -57,6 +59,10 @@ impl Report {
 ///   when the tracker has not shown a counted departure as offline by the time the user comes
 ///   back, or the run ends, the latency counts up to then. So every candidate is scored on
 ///   the same departures, and a shorter TTL can never score a longer latency.
+/// - **First sign** of a departure: from that instant to the first user event that shows the
+///   user lower than before (zero if already offline): what a viewer sees first. Holding a
+///   silent session's presence ([`Candidate::dwell`]) delays it; the detection latency is the
+///   measure that counts.
 /// - **Noise**: user events per second per thousand users, the broadcast rate. The truth's own
 ///   class changes at [`truth_changes_per_second_per_1k_users`](Self::truth_changes_per_second_per_1k_users)
 ///   are the floor a perfect tracker would need.
@@ -93,8 +99,14 @@ pub struct Metrics {
     pub offline_flaps: u64,
     /// Offline flaps per open user-hour.
     pub offline_flaps_per_user_hour: f64,
+    /// Flaps by kind (expected presence, change published), most frequent first.
+    pub flap_kinds: Vec<FlapKind>,
+    /// Flaps by what the user's clients and network were doing when each was published.
+    pub flap_sources: FlapSources,
     /// Detection latency of departures.
     pub latency: Latencies,
+    /// From a departure to its first sign: the first user event lowering the shown presence.
+    pub first_sign: Latency,
     /// Departures not counted because the user came back within `min_absence_minutes` (or the
     /// run ended sooner).
     pub brief_absences: u64,
@@ -121,6 +133,36 @@ pub struct Metrics {
     pub open_at_end: u32,
     /// Users the tracker showed not offline at the end of the run.
     pub shown_online_at_end: u32,
+}
+
+/// One kind of flap and how often it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlapKind {
+    /// The presence the truth called for (see [`Metrics`]).
+    pub expected: Presence,
+    /// The presence shown before.
+    pub from: Presence,
+    /// The presence the event showed.
+    pub to: Presence,
+    /// How many such flaps.
+    pub count: u64,
+}
+
+/// Flaps by what the simulated world was doing to the user when each was published, checked
+/// in this order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlapSources {
+    /// A server restart less than three minutes before (reconnections, late disconnects).
+    pub restart: u64,
+    /// The user's network was down, or came back less than a minute before (reconnecting).
+    pub partition: u64,
+    /// A phone app of the user was suspended by the OS (hidden, to resume later).
+    pub suspended: u64,
+    /// The user's open sessions were all hidden browser tabs (timers throttled after a while).
+    pub hidden_tab: u64,
+    /// None of those: the user was in front of a connected client whose heartbeats were lost
+    /// on the way (drops) or came late (timer jitter).
+    pub heartbeat: u64,
 }
 
 /// Detection latency, split by how the user left.

@@ -256,8 +256,8 @@ impl Study {
         );
         let _ = writeln!(
             out,
-            "{:>3} {:<4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>4} | {:>9} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>7} {:>8} | {:>8}",
-            "#", "mark", "ttl", "idle", "away", "dgrace", "lgrace", "hb", "false-off", "hid-off", "fo-ep/h", "flaps/h",
+            "{:>3} {:<4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>4} | {:>9} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>7} {:>8} | {:>8}",
+            "#", "mark", "ttl", "idle", "away", "dgrace", "lgrace", "dwell", "hb", "false-off", "hid-off", "fo-ep/h", "flaps/h",
             "lat-p50", "lat-p95", "lat-p99", "lost-p95", "ev/s/1k"
         );
         let default = self.default_index();
@@ -276,7 +276,7 @@ impl Study {
             let m = &r.metrics;
             let _ = writeln!(
                 out,
-                "{:>3} {:<4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>4} | {:>8.3}% {:>7.3}% {:>8.3} {:>8.3} | {:>7} {:>7} {:>7} {:>8} | {:>8.2}",
+                "{:>3} {:<4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>4} | {:>8.3}% {:>7.3}% {:>8.3} {:>8.3} | {:>7} {:>7} {:>7} {:>8} | {:>8.2}",
                 i + 1,
                 mark,
                 secs(c.ttl),
@@ -284,6 +284,7 @@ impl Study {
                 secs(c.away),
                 secs(c.disconnect_grace),
                 secs(c.leave_grace),
+                secs(c.dwell),
                 secs(c.heartbeat),
                 m.false_offline_share * 100.0,
                 m.hidden_offline_share * 100.0,
@@ -376,6 +377,53 @@ pub fn summary_table(reports: &[Report]) -> String {
             m.user_events_per_second_per_1k_users,
             m.truth_changes_per_second_per_1k_users,
             r.session_hours_per_second(),
+        );
+    }
+    out
+}
+
+/// Where each report's flaps came from, per open user-hour: by source (what the user's clients
+/// and network were doing, see [`FlapSources`](super::FlapSources)) and the most frequent
+/// kinds (`expected: from → to`), with the first sign of a departure beside the detection
+/// latency.
+pub fn flap_table(reports: &[Report]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | policy | flaps /user-h | restart | partition | suspended phone | hidden tab | lost or late heartbeat | most frequent (expected: from → to, /user-h) | first sign p50 / p95 | offline p95 |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        let m = &r.metrics;
+        let rate = |n: u64| {
+            if m.open_user_hours > 0.0 {
+                n as f64 / m.open_user_hours
+            } else {
+                0.0
+            }
+        };
+        let s = &m.flap_sources;
+        let kinds: Vec<String> = m
+            .flap_kinds
+            .iter()
+            .take(3)
+            .map(|k| format!("{}: {} → {} {:.3}", k.expected, k.from, k.to, rate(k.count)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} / {} | {} |",
+            r.scenario,
+            r.candidate.label(),
+            m.flaps_per_user_hour,
+            rate(s.restart),
+            rate(s.partition),
+            rate(s.suspended),
+            rate(s.hidden_tab),
+            rate(s.heartbeat),
+            kinds.join("; "),
+            secs_1(m.first_sign.p50),
+            secs_1(m.first_sign.p95),
+            secs_1(m.latency.all.p95),
         );
     }
     out

@@ -8,6 +8,7 @@
 //! candidates with the same heartbeat intervals see exactly the same users, and the tracker's
 //! answers never feed back into what the users do.
 
+mod attribution;
 mod clients;
 pub(crate) mod server;
 
@@ -19,8 +20,9 @@ use presence_tracker::{Activity, DisconnectKind};
 
 use server::{dispatch, Refusal, Server, WithServer};
 
+use super::metrics::flap_kinds;
 use super::metrics::{Accounting, Truth};
-use super::report::{Cost, Metrics, Report};
+use super::report::{Cost, FlapSources, Metrics, Report};
 use super::rng::Rng;
 use super::scenario::{Client, Population, Scenario, Span, Ticking};
 use super::{Candidate, ScenarioError};
@@ -236,6 +238,8 @@ struct User {
     sessions: Vec<u32>,
     planned_end: u64,
     partitioned: bool,
+    /// When the user's last partition ended.
+    partition_ended: Option<u64>,
     /// Scales the first visit: a user already online at the start is part-way through it.
     first_visit: f64,
 }
@@ -298,6 +302,9 @@ struct World<'a, S> {
     heartbeats_delivered: u64,
     reregistrations: u64,
     tracker_errors: u64,
+    /// When the server last restarted.
+    restarted: Option<u64>,
+    flap_sources: FlapSources,
 }
 
 impl<S> std::fmt::Debug for World<'_, S> {
@@ -337,6 +344,8 @@ impl<'a, S: Server> World<'a, S> {
             heartbeats_delivered: 0,
             reregistrations: 0,
             tracker_errors: 0,
+            restarted: None,
+            flap_sources: FlapSources::default(),
         };
         for index in 0..n {
             // Stratified: population shares are met exactly, not on average.
@@ -360,6 +369,7 @@ impl<'a, S: Server> World<'a, S> {
                 sessions: Vec::new(),
                 planned_end: 0,
                 partitioned: false,
+                partition_ended: None,
                 first_visit: 1.0,
             });
             world.schedule_first(index);
@@ -434,6 +444,7 @@ impl<'a, S: Server> World<'a, S> {
                 Kind::Restart { index } => self.on_restart(index as usize),
                 Kind::Exodus => self.on_exodus(),
             }
+            self.attribute_flaps();
         }
     }
 
@@ -477,9 +488,12 @@ impl<'a, S: Server> World<'a, S> {
             false_offline_episodes_per_user_hour: per_open_hour(totals.episodes),
             flaps: totals.flaps,
             flaps_per_user_hour: per_open_hour(totals.flaps),
+            flap_kinds: flap_kinds(&totals.flap_kinds),
+            flap_sources: self.flap_sources,
             offline_flaps: totals.offline_flaps,
             offline_flaps_per_user_hour: per_open_hour(totals.offline_flaps),
             latency: totals.latency,
+            first_sign: totals.first_sign,
             brief_absences: totals.brief_absences,
             user_events: totals.user_events,
             session_events: totals.session_events,

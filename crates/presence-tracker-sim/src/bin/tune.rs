@@ -18,8 +18,11 @@
 //! --users N          users (default: the scenario's, 1000 for the named ones, 500 with --peers)
 //! --hours H          virtual hours (default: the scenario's, 24 for the named ones)
 //! --seed S           seed (default: the scenario's, 1 for the named ones)
-//! --grid G           standard (36 candidates, the default) or full (108, the leave grace too)
-//! --default-only     only the default policy: one summary row per scenario
+//! --grid G           standard (36 candidates, the default), full (108, the leave grace too) or
+//!                    hysteresis (72: TTL 120-480 s, heartbeat 5 or 10 s, dwell 0, 15 s, 45 s, TTL)
+//! --dwell LIST       the grid's dwells, comma-separated seconds or `ttl` (e.g. 0,30,ttl)
+//! --default-only     only the default policy: one summary row per scenario, and where its flaps
+//!                    come from (with --dwell, the default with each dwell)
 //! --peers            against the peers: per scenario (all of them unless --scenario or --config),
 //!                    a table of every peer model, our default and the grid's recommendation,
 //!                    written to DIR/peers.md with the plot DIR/peers-SCENARIO.svg
@@ -33,17 +36,18 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use presence_tracker_sim::{
-    run_many, summary_table, Budget, Candidate, Comparison, Grid, Peer, Scenario, Study, Ticking,
+    flap_table, goal_table, run_many, summary_table, Budget, Candidate, Comparison, Grid, Peer,
+    Scenario, Study, Ticking,
 };
 
 /// Users per named scenario against the peers, unless `--users` says otherwise.
 const PEERS_USERS: u32 = 500;
 
 const USAGE: &str = "usage: tune [--scenario NAME|all] [--config FILE] [--users N] [--hours H] \
-[--seed S] [--grid standard|full] [--default-only] [--peers] [--ticking deadline|MS] \
+[--seed S] [--grid standard|full|hysteresis] [--dwell S,S,..|ttl] [--default-only] [--peers] [--ticking deadline|MS] \
 [--threads N] [--max-false-offline PCT] [--max-flaps F] [--out DIR] [--print-config]";
 
 #[derive(Debug)]
@@ -55,6 +59,8 @@ struct Options {
     out: PathBuf,
     print_config: bool,
     peers: bool,
+    /// Replaces the grid's dwells.
+    dwell: Option<Vec<Duration>>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -70,6 +76,7 @@ fn parse() -> Result<Options, String> {
         out: PathBuf::from("target/tune"),
         print_config: false,
         peers: false,
+        dwell: None,
     };
     while let Some(flag) = args.next() {
         if flag == "--print-config" {
@@ -116,6 +123,7 @@ fn parse() -> Result<Options, String> {
                 )
             }
             "--grid" => options.grid = value.clone(),
+            "--dwell" => options.dwell = Some(dwells(&value)?),
             "--ticking" => {
                 ticking = Some(if value == "deadline" {
                     Ticking::Deadline
@@ -197,15 +205,25 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let candidates = match options.grid.as_str() {
-        "standard" => Grid::default().candidates(),
-        "full" => Grid::full().candidates(),
-        "default-only" => vec![Candidate::default()],
+    let mut grid = match options.grid.as_str() {
+        "standard" => Grid::default(),
+        "full" => Grid::full(),
+        "hysteresis" => Grid::hysteresis(),
+        "default-only" => Grid {
+            ttl: vec![Candidate::default().ttl],
+            disconnect_grace: vec![0.5],
+            heartbeat: vec![Candidate::default().heartbeat],
+            ..Grid::default()
+        },
         other => {
-            eprintln!("unknown grid {other:?}: standard or full\n{USAGE}");
+            eprintln!("unknown grid {other:?}: standard, full or hysteresis\n{USAGE}");
             return ExitCode::from(2);
         }
     };
+    if let Some(dwell) = &options.dwell {
+        grid.dwell.clone_from(dwell);
+    }
+    let candidates = grid.candidates();
     match run_all(&options, &candidates) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -219,8 +237,8 @@ fn run_all(options: &Options, candidates: &[Candidate]) -> Result<(), String> {
     if options.peers {
         return against_peers(options, candidates);
     }
-    if candidates.len() == 1 {
-        // One candidate: a summary row per scenario, the scenarios run in parallel.
+    if options.grid == "default-only" {
+        // A candidate or a few: a summary row each per scenario, the scenarios run in parallel.
         let started = Instant::now();
         let mut reports = Vec::new();
         for chunk in options.scenarios.chunks(options.threads) {
@@ -239,9 +257,10 @@ fn run_all(options: &Options, candidates: &[Candidate]) -> Result<(), String> {
             }
         }
         let s = options.scenarios.first();
+        let labels: Vec<String> = candidates.iter().map(Candidate::label).collect();
         println!(
             "{} with heartbeats every {:?} (background {:?}); {} users, {} h, seed {} per scenario; {:.1} s wall on {} threads\n",
-            candidates[0].label(),
+            labels.join(", "),
             candidates[0].heartbeat,
             candidates[0].background_heartbeat,
             s.map_or(0, |s| s.users),
@@ -250,7 +269,23 @@ fn run_all(options: &Options, candidates: &[Candidate]) -> Result<(), String> {
             started.elapsed().as_secs_f64(),
             options.threads.min(options.scenarios.len()),
         );
-        print!("{}", summary_table(&reports));
+        // Reports come per scenario, the candidates in order: one table per candidate.
+        for (k, candidate) in candidates.iter().enumerate() {
+            if candidates.len() > 1 {
+                println!("{}:\n", candidate.label());
+            }
+            let rows: Vec<_> = reports
+                .iter()
+                .skip(k)
+                .step_by(candidates.len())
+                .cloned()
+                .collect();
+            print!("{}", summary_table(&rows));
+            println!();
+        }
+        println!("Where the flaps come from:\n");
+        print!("{}", flap_table(&reports));
+        println!();
         for r in &reports {
             println!(
                 "{}: {:.0} session-hours and {} simulation events in {:.2} s: {:.0} session-hours per wall second",
@@ -284,6 +319,7 @@ fn against_peers(options: &Options, candidates: &[Candidate]) -> Result<(), Stri
     std::fs::create_dir_all(&options.out).map_err(|e| format!("{}: {e}", options.out.display()))?;
     let started = Instant::now();
     let mut markdown = String::new();
+    let mut comparisons = Vec::new();
     for scenario in &options.scenarios {
         let comparison = Comparison::run(
             scenario,
@@ -302,7 +338,11 @@ fn against_peers(options: &Options, candidates: &[Candidate]) -> Result<(), Stri
             .join(format!("peers-{}.svg", file_name(&scenario.name)));
         std::fs::write(&path, comparison.svg()).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("plot: {}\n", path.display());
+        comparisons.push(comparison);
     }
+    let goals = goal_table(&comparisons);
+    println!("{goals}");
+    markdown.push_str(&goals);
     let path = options.out.join("peers.md");
     std::fs::write(&path, markdown).map_err(|e| format!("{}: {e}", path.display()))?;
     println!(
@@ -312,6 +352,21 @@ fn against_peers(options: &Options, candidates: &[Candidate]) -> Result<(), Stri
         options.threads
     );
     Ok(())
+}
+
+/// Dwells from `0,15,ttl`: seconds, or `ttl` for the candidate's TTL.
+fn dwells(list: &str) -> Result<Vec<Duration>, String> {
+    list.split(',')
+        .map(|item| match item.trim() {
+            "ttl" => Ok(Duration::MAX),
+            secs => secs
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| format!("--dwell: seconds or ttl, got {secs:?}")),
+        })
+        .collect()
 }
 
 /// A name safe in a file name.

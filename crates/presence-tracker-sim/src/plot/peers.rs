@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{escape, nice_max, ticks, trim, DEFAULT, GREY, RECOMMENDED};
+use super::{escape, nice_max, ticks, trim, DEFAULT, FEWEST_FLAPS, GREY, RECOMMENDED};
 use crate::{Comparison, Report};
 
 const WIDTH: f64 = 1000.0;
@@ -39,12 +39,28 @@ pub(crate) fn peers_svg(comparison: &Comparison) -> String {
         })
         .collect();
     let study = &comparison.study;
+    let fewest = comparison
+        .goal()
+        .and_then(|goal| goal.ours)
+        .and_then(|ours| {
+            let same = |r: &&Report| r.candidate == ours.candidate;
+            study.reports.iter().chain(&comparison.matched).find(same)
+        });
     let ours = [
-        (study.default_index(), "ours, default", DEFAULT),
-        (study.recommended, "ours, recommended", RECOMMENDED),
+        (
+            study.default_index().and_then(|i| study.reports.get(i)),
+            "ours, default",
+            DEFAULT,
+        ),
+        (
+            study.recommended.and_then(|i| study.reports.get(i)),
+            "ours, recommended",
+            RECOMMENDED,
+        ),
+        (fewest, "ours, fewest flaps", FEWEST_FLAPS),
     ];
-    for (index, name, colour) in ours {
-        if let Some(report) = index.and_then(|i| study.reports.get(i)) {
+    for (report, name, colour) in ours {
+        if let Some(report) = report {
             labelled.push(Point {
                 name: name.to_string(),
                 report,
@@ -263,6 +279,14 @@ pub(crate) fn peers_svg(comparison: &Comparison) -> String {
         let _ = writeln!(
             svg,
             r##"<text x="{lx:.1}" y="{ly:.1}" font-size="11" fill="#555">recommended: {}</text>"##,
+            escape(&r.candidate.label())
+        );
+    }
+    if let Some(r) = fewest {
+        ly += 16.0;
+        let _ = writeln!(
+            svg,
+            r##"<text x="{lx:.1}" y="{ly:.1}" font-size="11" fill="#555">fewest flaps: {}</text>"##,
             escape(&r.candidate.label())
         );
     }

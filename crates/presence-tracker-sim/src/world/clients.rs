@@ -431,6 +431,7 @@ impl<S: Server> World<'_, S> {
 
     pub(super) fn on_partition_end(&mut self, u: usize) {
         self.users[u].partitioned = false;
+        self.users[u].partition_ended = Some(self.now);
         for i in 0..self.users[u].sessions.len() {
             let s = self.users[u].sessions[i] as usize;
             if !self.sessions[s].suspended {
@@ -451,6 +452,7 @@ impl<S: Server> World<'_, S> {
         };
         let late = restart.late_disconnect_seconds * 1000.0;
         let spread = restart.spread_seconds * 1000.0;
+        self.restarted = Some(self.now);
         self.server.restart(self.now, &mut self.books);
         let repeat = (restart.repeat_minutes * 60_000.0).round() as u64;
         for u in 0..self.users.len() {
