@@ -19,13 +19,15 @@
 //! --hours H          virtual hours (default: the scenario's, 24 for the named ones)
 //! --seed S           seed (default: the scenario's, 1 for the named ones)
 //! --grid G           standard (36 candidates, the default), full (108, the leave grace too) or
-//!                    hysteresis (72: TTL 120-480 s, heartbeat 5 or 10 s, dwell 0, 15 s, 45 s, TTL)
+//!                    hysteresis (72: TTL 120-480 s, heartbeat 5 or 10 s, dwell 0, 15 s, 45 s, TTL;
+//!                    the default with --peers)
 //! --dwell LIST       the grid's dwells, comma-separated seconds or `ttl` (e.g. 0,30,ttl)
 //! --default-only     only the default policy: one summary row per scenario, and where its flaps
 //!                    come from (with --dwell, the default with each dwell)
 //! --peers            against the peers: per scenario (all of them unless --scenario or --config),
-//!                    a table of every peer model, our default and the grid's recommendation,
-//!                    written to DIR/peers.md with the plot DIR/peers-SCENARIO.svg
+//!                    a table of every peer model, our default, the grid's recommendation and our
+//!                    fewest flaps within issue 13's bounds, with the goal checked, then the goal
+//!                    across scenarios; written to DIR/peers.md with the plot DIR/peers-SCENARIO.svg
 //! --ticking T        deadline, or a tick interval in ms (default: the scenario's, 1000)
 //! --threads N        simulation threads (default: all cores)
 //! --max-false-offline PCT   recommendation budget, % of present time (default 0.1)
@@ -53,7 +55,8 @@ const USAGE: &str = "usage: tune [--scenario NAME|all] [--config FILE] [--users 
 #[derive(Debug)]
 struct Options {
     scenarios: Vec<Scenario>,
-    grid: String,
+    /// `None`: standard, or hysteresis against the peers.
+    grid: Option<String>,
     threads: usize,
     budget: Budget,
     out: PathBuf,
@@ -70,7 +73,7 @@ fn parse() -> Result<Options, String> {
     let (mut users, mut hours, mut seed, mut ticking) = (None, None, None, None);
     let mut options = Options {
         scenarios: Vec::new(),
-        grid: "standard".to_string(),
+        grid: None,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         budget: Budget::default(),
         out: PathBuf::from("target/tune"),
@@ -84,7 +87,7 @@ fn parse() -> Result<Options, String> {
             continue;
         }
         if flag == "--default-only" {
-            options.grid = "default-only".to_string();
+            options.grid = Some("default-only".to_string());
             continue;
         }
         if flag == "--peers" {
@@ -122,7 +125,7 @@ fn parse() -> Result<Options, String> {
                         .map_err(|_| format!("--seed: not an integer: {value:?}"))?,
                 )
             }
-            "--grid" => options.grid = value.clone(),
+            "--grid" => options.grid = Some(value.clone()),
             "--dwell" => options.dwell = Some(dwells(&value)?),
             "--ticking" => {
                 ticking = Some(if value == "deadline" {
@@ -205,7 +208,13 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let mut grid = match options.grid.as_str() {
+    let named = options.grid.as_deref();
+    let named = named.unwrap_or(if options.peers {
+        "hysteresis"
+    } else {
+        "standard"
+    });
+    let mut grid = match named {
         "standard" => Grid::default(),
         "full" => Grid::full(),
         "hysteresis" => Grid::hysteresis(),
@@ -237,7 +246,7 @@ fn run_all(options: &Options, candidates: &[Candidate]) -> Result<(), String> {
     if options.peers {
         return against_peers(options, candidates);
     }
-    if options.grid == "default-only" {
+    if options.grid.as_deref() == Some("default-only") {
         // A candidate or a few: a summary row each per scenario, the scenarios run in parallel.
         let started = Instant::now();
         let mut reports = Vec::new();
