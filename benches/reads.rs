@@ -52,7 +52,7 @@ fn reads(c: &mut Criterion) {
         .collect();
 
     for (percent, every) in [(1usize, 100usize), (50, 2)] {
-        let online = |i: usize| i % every == 0;
+        let online = |i: usize| i.is_multiple_of(every);
         let expected_online = USERS / every;
         let mut group = c.benchmark_group(format!("reads_{percent}pct_online"));
 
