@@ -222,3 +222,39 @@ fn batch_heartbeat_returns_its_room_events() {
         "the batch returned no event of the room's version 2"
     );
 }
+
+/// A member's sessions in a room are listed in the order they joined
+/// ([`RoomMember::sessions`](presence_tracker::RoomMember::sessions)), in a restored tracker
+/// too. (Found by the model, which compares restored rooms with each member's sessions sorted
+/// meanwhile.) Eight tabs of one user join in reverse id order: a restore that lists them in
+/// any other order fails (by chance, it keeps it once in 8! runs).
+#[test]
+#[ignore = "core bug (minor): restore lists a member's sessions in a room in the snapshot's order of the user's sessions, not the order they joined"]
+fn restored_rooms_keep_the_order_sessions_joined() {
+    let clock = ManualClock::new();
+    let tracker: support::model::ModelTracker =
+        PresenceTracker::with_clock(Policy::default(), clock.clone());
+    for s in 0..8u64 {
+        let _ = tracker
+            .connect(1, s, s, Activity::Active)
+            .expect("connects");
+    }
+    for s in (0..8u64).rev() {
+        let _ = tracker
+            .rooms()
+            .join(&s, 0, format!("tab {s}"))
+            .expect("joins");
+    }
+    let order = |t: &support::model::ModelTracker| -> Vec<u64> {
+        let view = t.rooms().get(&0).expect("the room exists");
+        view.members[0].sessions.iter().map(|s| s.session).collect()
+    };
+    assert_eq!(order(&tracker), (0..8).rev().collect::<Vec<_>>());
+    let restored = PresenceTracker::restore(
+        tracker.snapshot(),
+        Policy::default(),
+        ManualClock::starting_at(clock.now()),
+    )
+    .expect("restores");
+    assert_eq!(order(&restored), order(&tracker), "restored order");
+}
