@@ -214,9 +214,9 @@ pub fn goal_table(comparisons: &[Comparison]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | best peer: flaps /user-h, p95 | least false offline (peer) | ours: fewest flaps within the bounds | flaps /user-h (to or from offline) | vs best peer | p95 | false offline | first sign p50 / p95 | goal |"
+        "| scenario | best peer: flaps /user-h, p95 | least false offline (peer) | ours: fewest flaps within the bounds | flaps /user-h (to or from offline) | of which suspended phones | vs best peer | p95 | false offline | first sign p50 / p95 | goal |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for comparison in comparisons {
         let Some(goal) = comparison.goal() else {
             continue;
@@ -235,12 +235,14 @@ pub fn goal_table(comparisons: &[Comparison]) -> String {
         match &goal.ours {
             Some(r) => {
                 let m = &r.metrics;
+                let per_hour = |n: u64| n as f64 / m.open_user_hours.max(1e-9);
                 let _ = writeln!(
                     out,
-                    " {} | {:.3} ({:.3}) | {:.2}x | {} | {:.3}% | {} / {} | {} |",
+                    " {} | {:.3} ({:.3}) | {:.3} | {:.2}x | {} | {:.3}% | {} / {} | {} |",
                     r.candidate.label(),
                     m.flaps_per_user_hour,
                     m.offline_flaps_per_user_hour,
+                    per_hour(m.flap_sources.suspended),
                     ratio(m.flaps_per_user_hour, goal.peer_flaps),
                     secs_1(m.latency.all.p95),
                     m.false_offline_share * 100.0,
@@ -250,7 +252,7 @@ pub fn goal_table(comparisons: &[Comparison]) -> String {
                 );
             }
             None => {
-                let _ = writeln!(out, " none | – | – | – | – | – | not met |");
+                let _ = writeln!(out, " none | – | – | – | – | – | – | not met |");
             }
         }
     }
