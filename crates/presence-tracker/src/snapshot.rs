@@ -95,6 +95,10 @@ pub struct SessionSnapshot<S, R = String, M = ()> {
 pub struct RoomSnapshot<R, M = ()> {
     /// The room.
     pub room: R,
+    /// Its place in the room's joins, so a restore keeps a member's sessions in the order
+    /// they joined (0 in older snapshots: the order listed).
+    #[serde(default)]
+    pub joined: u64,
     /// The session's metadata there.
     #[serde(
         serialize_with = "crate::room::ser_shared",

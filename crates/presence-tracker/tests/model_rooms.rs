@@ -229,7 +229,6 @@ fn batch_heartbeat_returns_its_room_events() {
 /// meanwhile.) Eight tabs of one user join in reverse id order: a restore that lists them in
 /// any other order fails (by chance, it keeps it once in 8! runs).
 #[test]
-#[ignore = "core bug (minor): restore lists a member's sessions in a room in the snapshot's order of the user's sessions, not the order they joined"]
 fn restored_rooms_keep_the_order_sessions_joined() {
     let clock = ManualClock::new();
     let tracker: support::model::ModelTracker =

@@ -20,6 +20,9 @@ pub(crate) struct MemberSession<S, M> {
     pub(crate) meta: Arc<M>,
     /// When its metadata was last set (ms), for the policy's rate bound.
     pub(crate) meta_at: u64,
+    /// Its place in the room's joins (the room's `joins` when it joined): a member's sessions
+    /// are kept in this order, which a snapshot keeps.
+    pub(crate) joined: u64,
 }
 
 /// A user in a room.
@@ -52,8 +55,13 @@ impl<S: Clone, M> Member<S, M> {
 
 /// A change to one membership (a session of a user in a room).
 pub(crate) enum Change<M> {
-    /// The session joins, or, already in, replaces its metadata.
-    Join { presence: Presence, meta: Arc<M> },
+    /// The session joins, or, already in, replaces its metadata. `joined`: its place in the
+    /// room's joins when a restore puts it back; `None` for a join now (the next place).
+    Join {
+        presence: Presence,
+        meta: Arc<M>,
+        joined: Option<u64>,
+    },
     /// The session's metadata changes.
     Update(Arc<M>),
     /// The session's published presence changed (to a presence other than offline).
@@ -71,6 +79,8 @@ pub(crate) struct RoomState<U, S, M> {
     /// Members by their presence in the room, indexed by [`Presence::index`].
     users: [usize; 5],
     sessions: usize,
+    /// Joins so far: the last place given to a joining session.
+    joins: u64,
 }
 
 impl<U: Eq + Hash + Clone, S: Eq + Clone, M> RoomState<U, S, M> {
@@ -81,6 +91,7 @@ impl<U: Eq + Hash + Clone, S: Eq + Clone, M> RoomState<U, S, M> {
             members: HashMap::with_hasher(hasher.clone()),
             users: [0; 5],
             sessions: 0,
+            joins: 0,
         }
     }
 
@@ -124,7 +135,11 @@ impl<U: Eq + Hash + Clone, S: Eq + Clone, M> RoomState<U, S, M> {
             .map_or(Presence::Offline, |m| m.presence);
         let mut visible = false;
         match change {
-            Change::Join { presence, meta } => {
+            Change::Join {
+                presence,
+                meta,
+                joined,
+            } => {
                 let member = self.members.entry(user.clone()).or_insert_with(|| Member {
                     presence: Presence::Offline,
                     sessions: SmallVec::new(),
@@ -135,12 +150,20 @@ impl<U: Eq + Hash + Clone, S: Eq + Clone, M> RoomState<U, S, M> {
                         s.meta_at = now;
                     }
                     None => {
-                        member.sessions.push(MemberSession {
-                            session: session.clone(),
-                            presence,
-                            meta,
-                            meta_at: now,
-                        });
+                        let joined = joined.unwrap_or(self.joins + 1);
+                        self.joins = self.joins.max(joined);
+                        // In join order (a restore may put sessions back in any order).
+                        let at = member.sessions.partition_point(|s| s.joined < joined);
+                        member.sessions.insert(
+                            at,
+                            MemberSession {
+                                session: session.clone(),
+                                presence,
+                                meta,
+                                meta_at: now,
+                                joined,
+                            },
+                        );
                         self.sessions += 1;
                     }
                 }

@@ -200,6 +200,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 Change::Join {
                     presence,
                     meta: Arc::new(meta),
+                    joined: None,
                 }
             }
             Op::Update(meta) => {
@@ -275,14 +276,15 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 .get(room)
                 .and_then(|state| state.members.get(user))
                 .and_then(|m| m.sessions.iter().find(|s| s.session == *session))
-                .map(|s| Arc::clone(&s.meta));
+                .map(|s| (Arc::clone(&s.meta), s.joined));
             drop(shard);
-            if let (Some(meta), Some(snap)) =
+            if let (Some((meta, joined)), Some(snap)) =
                 (meta, sessions.iter_mut().find(|s| s.session == *session))
             {
                 snap.rooms.push(RoomSnapshot {
                     room: room.clone(),
                     meta,
+                    joined,
                 });
             }
         }
@@ -312,6 +314,8 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         let change = Change::Join {
             presence,
             meta: room.meta,
+            // 0: a snapshot from before places were kept; after those already placed.
+            joined: (room.joined != 0).then_some(room.joined),
         };
         // Restoring publishes nothing: clients load the room anew (its epoch is new).
         let _ = state.apply(&room.room, user, session, change, now);
