@@ -129,12 +129,22 @@
 //! `maxmemory-policy` is `noeviction` ([`ClusterError::EvictionPolicy`] otherwise): an evicted
 //! key would silently lose presence.
 //!
+//! # With a hub
+//!
+//! [`Hub::with_cluster`](crate::Hub::with_cluster) makes a hub one node of the cluster: the
+//! hub's signals feed this node (connects claim, transitions are recorded), and what the hub
+//! publishes to its subscribers, and so what the `socketio` and
+//! `ws` integrations send their clients, is this node's cluster view: users in the
+//! hub's own gap-free order, rooms at the cluster's epoch and version. A [`ClusterEvent::Refused`]
+//! session has its connection closed with a typed refusal (`session_superseded`,
+//! `session_taken`).
+//!
 //! # What is not here yet
 //!
-//! The hub, the Socket.IO and WebSocket integrations do not use this layer yet. Redis
-//! Cluster is a target of the key layout, but the node connects to one Redis server (a
+//! Redis Cluster is a target of the key layout, but the node connects to one Redis server (a
 //! `redis://` URL). A large room is read again whole (one `HGETALL` per member) when a node
-//! sees a gap in its versions.
+//! sees a gap in its versions. While Redis is unreachable, a hub's clients see the cluster as
+//! it was (the node's own new sessions included only once Redis is back).
 
 mod config;
 mod error;

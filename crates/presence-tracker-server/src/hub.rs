@@ -1,6 +1,11 @@
 //! [`Hub`]: the tracker, the published state in one total order, and its subscribers.
 
+#[cfg(feature = "redis")]
+mod cluster;
+#[cfg(feature = "redis")]
+mod cluster_rooms;
 mod feed;
+mod refusal;
 mod room_feed;
 mod rooms;
 
@@ -23,6 +28,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::wire::{State, Update, UserState, PROTOCOL};
 
 pub use feed::{Batch, Delivery, Subscription};
+pub use refusal::RefusalWatch;
 pub use room_feed::{RoomBatch, RoomDelivery, RoomSubscription};
 pub use rooms::HubRooms;
 use rooms::RoomsPublished;
@@ -188,6 +194,12 @@ struct Inner<U, S, C, R, M> {
     /// The time (tracker ms) the driver sleeps until; `u64::MAX` when it is not sleeping on a
     /// deadline.
     sleeping_until: AtomicU64,
+    /// Connections watching for the cluster to refuse their session.
+    watches: refusal::Watches,
+    /// The cluster this hub is a node of: the tracker's transitions go there, and what the hub
+    /// publishes comes from there (`None`: a hub on its own).
+    #[cfg(feature = "redis")]
+    cluster: Option<cluster::Node<U, S, R, M>>,
 }
 
 /// What the hub has published, under one lock: the order of versions is the order of sends.
@@ -202,6 +214,10 @@ struct Published<U, S, R, M> {
     state: Option<Arc<State<U>>>,
     /// The rooms as published, and their subscribers' channels.
     rooms: RoomsPublished<U, S, R, M>,
+    /// In a cluster: the cluster's history and version of each user as last applied (offline
+    /// ones for the memory), so that what was read and the events queued behind it apply once.
+    #[cfg(feature = "redis")]
+    cluster_users: HashMap<U, cluster::Seen>,
 }
 
 /// An online user as published.
@@ -220,8 +236,6 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
     /// A tracker restored from a snapshot is published as it stands: its online users are in
     /// the first state, and its rooms in their first room states.
     pub fn new(tracker: PresenceTracker<U, S, C, R, M>, config: HubConfig) -> Self {
-        let (updates, _) = broadcast::channel(config.backlog.max(1));
-        let memory = u64::try_from(config.offline_memory.as_millis()).unwrap_or(u64::MAX);
         let online = tracker
             .online()
             .into_iter()
@@ -236,6 +250,24 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
                 (user, shown)
             })
             .collect();
+        Self::build(
+            tracker,
+            config,
+            online,
+            #[cfg(feature = "redis")]
+            None,
+        )
+    }
+
+    /// A hub showing `online` first.
+    fn build(
+        tracker: PresenceTracker<U, S, C, R, M>,
+        config: HubConfig,
+        online: HashMap<U, Shown>,
+        #[cfg(feature = "redis")] cluster: Option<cluster::Node<U, S, R, M>>,
+    ) -> Self {
+        let (updates, _) = broadcast::channel(config.backlog.max(1));
+        let memory = u64::try_from(config.offline_memory.as_millis()).unwrap_or(u64::MAX);
         Hub {
             inner: Arc::new(Inner {
                 tracker,
@@ -247,11 +279,45 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
                     gone: HashMap::new(),
                     state: None,
                     rooms: RoomsPublished::new(memory),
+                    #[cfg(feature = "redis")]
+                    cluster_users: HashMap::new(),
                 }),
                 updates,
                 wake: Notify::new(),
                 sleeping_until: AtomicU64::new(u64::MAX),
+                watches: refusal::Watches::default(),
+                #[cfg(feature = "redis")]
+                cluster,
             }),
+        }
+    }
+
+    /// Whether this hub is a node of a cluster ([`with_cluster`](Self::with_cluster)).
+    pub fn is_clustered(&self) -> bool {
+        #[cfg(feature = "redis")]
+        {
+            self.inner.cluster.is_some()
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            false
+        }
+    }
+
+    /// Watches for the cluster refusing the session that `connection` carries: what an
+    /// integration does for each connection with a session, *before* it connects the session
+    /// (so that a refusal that comes at once is not missed), and keeps until the connection
+    /// ends. See [`RefusalWatch::refused`].
+    ///
+    /// In a cluster the tracker accepts a connect at once, and the cluster decides later (a
+    /// write through Redis): when it refuses the session (another node claimed it since,
+    /// another user owns its id) the watch of the connection that carries it fires. A hub on
+    /// its own returns a watch that never fires.
+    pub fn watch_refusal(&self, connection: ConnectionId) -> RefusalWatch {
+        if self.is_clustered() {
+            RefusalWatch::new(&self.inner.watches, connection)
+        } else {
+            RefusalWatch::never()
         }
     }
 
@@ -283,6 +349,20 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
         connection: impl Into<ConnectionId>,
         activity: Activity,
     ) -> Result<(), Error> {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.inner.cluster {
+            let t =
+                self.inner
+                    .tracker
+                    .connect(user.clone(), session.clone(), connection, activity)?;
+            match self.inner.tracker.session(&session) {
+                Some(view) => cluster.connected(&t, &user, &session, view.presence, view.last_seen),
+                // Gone already (a preempted caller, a zero grace): nothing to claim.
+                None => cluster.record(&t),
+            }
+            self.wake_driver(&t, true);
+            return Ok(());
+        }
         let t = self
             .inner
             .tracker
@@ -381,6 +461,11 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
     /// moved the next deadline before the one the driver sleeps to wakes it.
     fn after_signal(&self, t: &Transitions<U, S, R, M>, may_rearm: bool) {
         self.publish(t);
+        self.wake_driver(t, may_rearm);
+    }
+
+    /// The wake rule, after a signal that returned `t`.
+    fn wake_driver(&self, t: &Transitions<U, S, R, M>, may_rearm: bool) {
         if may_rearm || !t.is_empty() {
             let sleeping_until = self.inner.sleeping_until.load(Ordering::Acquire);
             if self
@@ -399,6 +484,12 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
     /// event that changed what the room shows (see [`HubRooms`]). Returns how many.
     pub(crate) fn publish(&self, t: &Transitions<U, S, R, M>) -> usize {
         if t.is_empty() {
+            return 0;
+        }
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.inner.cluster {
+            // The cluster publishes: what this node changed comes back from there.
+            cluster.record(t);
             return 0;
         }
         let mut sent = 0;
@@ -434,6 +525,10 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
             .gone
             .retain(|_, &mut (_, at)| at.saturating_add(memory) > now);
         published.rooms.forget(now);
+        #[cfg(feature = "redis")]
+        published
+            .cluster_users
+            .retain(|_, seen| seen.kept(now, memory));
     }
 
     /// A subscription that starts with the current [`State`] and then receives every update

@@ -45,7 +45,9 @@
 //!   namespace.
 //! - `axum`: [`ws::route`](crate::ws), a WebSocket route with JSON messages.
 //! - `redis`: [`cluster`], presence across several nodes through Redis: node
-//!   leases, epoch-fenced writes by Lua scripts, crash cleanup (needs Rust 1.88).
+//!   leases, epoch-fenced writes by Lua scripts, crash cleanup (needs Rust 1.88); and
+//!   `Hub::with_cluster`, a hub that is one node of a cluster: its clients, through either
+//!   integration, see the cluster's users and rooms.
 
 mod auth;
 mod hub;
@@ -62,8 +64,8 @@ pub mod ws;
 
 pub use auth::{Authenticate, Handshake, Identity, RoomAccess};
 pub use hub::{
-    Batch, Delivery, Hub, HubConfig, HubRooms, RoomBatch, RoomDelivery, RoomSubscription,
-    Subscription, Ticking,
+    Batch, Delivery, Hub, HubConfig, HubRooms, RefusalWatch, RoomBatch, RoomDelivery,
+    RoomSubscription, Subscription, Ticking,
 };
 pub use meta::{Meta, MetaError};
 

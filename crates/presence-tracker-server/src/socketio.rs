@@ -23,6 +23,10 @@
 //! A refused handshake (the [`Authenticate`] hook said no, a bad hello, a session of another
 //! user) is answered with Socket.IO's `connect_error`, whose message is the refusal's JSON.
 //!
+//! On a hub that is a node of a cluster (feature `redis`), the cluster may refuse a session
+//! after its handshake (another node claimed it since, another user owns its id): the socket is
+//! sent the `refused` event (`session_superseded`, `session_taken`) and disconnected.
+//!
 //! # Ordering
 //!
 //! socketioxide runs each event handler as its own task, so two heartbeats sent back to back
@@ -74,7 +78,10 @@ use tokio::task::JoinHandle;
 
 use crate::link::{Fanout, Link, Outcome};
 use crate::wire::{ClientMessage, Hello, Refusal, PROTOCOL};
-use crate::{Authenticate, Handshake, Hub, Identity, RoomDelivery, RoomSubscription, Subscription};
+use crate::{
+    Authenticate, Handshake, Hub, Identity, RefusalWatch, RoomDelivery, RoomSubscription,
+    Subscription,
+};
 
 /// The room messages on the namespace's sockets: the client → server events other than
 /// `heartbeat`, `leave` and `resync`.
@@ -120,6 +127,8 @@ struct Conn<U, S, M> {
     refusals: Arc<Mutex<Vec<Refusal>>>,
     /// Wakes the forwarding task when the socket disconnects.
     closed: Arc<Notify>,
+    /// Fires if the cluster refuses the socket's session (taken by its forwarding task).
+    refusal: Arc<Mutex<Option<RefusalWatch>>>,
 }
 
 /// Registers presence on the namespace `path` of `io`: authentication, the session's connect
@@ -255,8 +264,11 @@ where
         ))
         .map_err(Refused)?;
     let connection = ConnectionId::from(socket.id.as_str());
+    let mut refusal = None;
     let session = match (&identity, hello.session) {
         (Identity::User(user), Some(session)) => {
+            // Before the connect: a cluster's refusal may come as soon as it is written.
+            refusal = Some(hub.watch_refusal(connection));
             hub.connect(user.clone(), session.clone(), connection, hello.activity)
                 .map_err(|e| Refused(Refusal::from_error(&e)))?;
             Some((user.clone(), session))
@@ -270,6 +282,7 @@ where
         link: Arc::new(Mutex::new(link)),
         refusals: Arc::new(Mutex::new(refusals)),
         closed: Arc::new(Notify::new()),
+        refusal: Arc::new(Mutex::new(refusal)),
     });
     Ok(())
 }
@@ -383,11 +396,17 @@ fn serve<U, S, C, M, A>(
             std::future::ready(())
         });
     }
+    let refusal = conn
+        .refusal
+        .lock()
+        .take()
+        .unwrap_or_else(RefusalWatch::never);
     tokio::spawn(forward(
         socket.clone(),
         feed,
         Arc::clone(&conn.closed),
         resync,
+        refusal,
         Arc::clone(options),
     ));
     // The users' state goes first (the forwarder's first delivery), then the rooms'.
@@ -422,12 +441,14 @@ where
         .map_err(|e| Refusal::new("bad_message", format!("{event}: {e}")))
 }
 
-/// Sends a socket its deliveries until it disconnects, coalescing a backlog into a state.
+/// Sends a socket its deliveries until it disconnects, coalescing a backlog into a state; if
+/// the cluster refuses its session, sends it the refusal and disconnects it.
 async fn forward<U, S, C, M>(
     socket: SocketRef,
     mut feed: Subscription<U, S, C, String, M>,
     closed: Arc<Notify>,
     resync: Arc<Notify>,
+    mut refusal: RefusalWatch,
     options: Arc<SocketIoOptions>,
 ) where
     U: Id + Serialize,
@@ -438,6 +459,13 @@ async fn forward<U, S, C, M>(
     loop {
         let delivery = tokio::select! {
             () = closed.notified() => return,
+            refused = refusal.refused() => {
+                // The client is told why, then disconnected: a Socket.IO disconnect from the
+                // server, which socket.io-client does not retry.
+                let _ = socket.emit("refused", &refused);
+                let _ = socket.disconnect();
+                return;
+            }
             () = resync.notified() => {
                 feed.resync_later();
                 continue;

@@ -12,7 +12,7 @@
 //! | code | when |
 //! |---|---|
 //! | 1003 | a binary frame |
-//! | 1008 | the hello was refused (the [`Authenticate`] hook, another user's session, a limit): do not retry as is |
+//! | 1008 | the hello was refused (the [`Authenticate`] hook, another user's session, a limit), or, on a hub that is a node of a cluster, the cluster refused the session later (another node claimed it since, another user owns its id): after a `refused` message; do not retry as is |
 //! | 1009 | a message over [`WsOptions::max_message`] bytes |
 //! | 4000 | no hello within the timeout, or a first message that is not one |
 //! | 4002 | a protocol version this server does not speak |
@@ -46,7 +46,7 @@ use tokio::time::Instant;
 
 use crate::link::{Fanout, Link};
 use crate::wire::{ClientMessage, Hello, Refusal, ServerMessage, PROTOCOL};
-use crate::{Authenticate, Handshake, Hub, Identity, RoomDelivery, Subscription};
+use crate::{Authenticate, Handshake, Hub, Identity, RefusalWatch, RoomDelivery, Subscription};
 
 /// A connection's room messages on their way out: a few, then its rooms' forwarders wait (and
 /// fall behind, which a fresh state makes good).
@@ -203,6 +203,8 @@ enum End {
     Gone(DisconnectKind),
     /// The server closes it, with this code and reason.
     Close(u16, &'static str),
+    /// The cluster refused its session (the client was told): closed with 1008.
+    Refused,
 }
 
 /// A room message on its way to the connection.
@@ -242,17 +244,21 @@ where
         let connection = ConnectionId::from_fingerprint(
             self.shared.next_connection.fetch_add(1, Ordering::Relaxed),
         );
+        // Before the hello's connect: a cluster's refusal may come as soon as it is written.
+        let mut refusal = self.shared.hub.watch_refusal(connection);
         let (mut link, refusals) = match self.hello(connection).await {
             Ok(hello) => hello,
             Err(end) => return self.finish(end).await,
         };
         let feed = self.shared.hub.subscribe();
-        let end = self.serve(&mut link, refusals, feed).await;
+        let end = self.serve(&mut link, refusals, feed, &mut refusal).await;
         if let Some((_, session)) = link.session() {
             // Closed by the server (a protocol violation): the client did not say goodbye.
             let kind = match end {
                 End::Gone(kind) => kind,
                 End::Close(..) => DisconnectKind::Lost,
+                // The session is no longer this node's: nothing to wait for here.
+                End::Refused => DisconnectKind::Clean,
             };
             // Unknown: it expired meanwhile; nothing to record.
             let _ = self.shared.hub.disconnect(session, connection, kind);
@@ -343,6 +349,7 @@ where
         link: &mut Link<U, S, M>,
         refusals: Vec<Refusal>,
         mut feed: Subscription<U, S, C, String, M>,
+        refusal: &mut RefusalWatch,
     ) -> End {
         let options = self.shared.options.clone();
         let mut ping = tokio::time::interval(options.ping_interval);
@@ -398,6 +405,10 @@ where
                     if !self.send(&delivery).await {
                         return End::Gone(DisconnectKind::Lost);
                     }
+                }
+                refused = refusal.refused(), if link.session().is_some() => {
+                    self.send(&ServerMessage::<U, S, String, M>::Refused(refused)).await;
+                    return End::Refused;
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > options.ping_interval + options.ping_timeout {
@@ -478,6 +489,10 @@ where
 
     /// Closes with the end's code and reason, if the server is the one closing.
     async fn finish(mut self, end: End) {
+        let end = match end {
+            End::Refused => End::Close(1008, "session refused by the cluster"),
+            end => end,
+        };
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
                 code,

@@ -85,8 +85,11 @@ pub enum RefusalReason {
     Superseded,
 }
 
-/// One of this node's sessions that the cluster refused: the node should end its local
-/// session (close the socket) if it is still there.
+/// One of this node's sessions that the cluster refused, and that the node gave up: its later
+/// transitions here are not written (a decay while the tracker lets it go would otherwise claim
+/// it back), until it connects here again. The node should close the connection that carries
+/// it, if one still does ([`Hub::with_cluster`](crate::Hub::with_cluster) does: see
+/// [`Hub::watch_refusal`](crate::Hub::watch_refusal)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Refusal<U, S> {
@@ -107,7 +110,9 @@ pub enum ClusterEvent<U, S, R = String, M = ()> {
     /// A member of a room changed cluster-wide: appeared, changed presence there, changed its
     /// sessions or their metadata, or left.
     Room(ClusterRoomEvent<U, S, R, M>),
-    /// Redis refused a write of this node.
+    /// Redis refused a write of one of this node's sessions, and the node gave the session up.
+    /// A refused write of a session that connected here again meanwhile is not reported: its
+    /// new claim goes out next.
     Refused(Refusal<U, S>),
     /// The node read every user and room again (its feed reconnected): the events since the
     /// last full read were applied, and the ones it could have missed were made up with

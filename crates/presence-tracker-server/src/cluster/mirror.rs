@@ -98,6 +98,11 @@ pub(crate) struct Mirror<U, S> {
     /// Writes for sessions' former states, each with whether it is in flight; the session's
     /// own writes wait for it (its owner record must be released first).
     retired: HashMap<S, (Op<U, S>, bool)>,
+    /// Sessions the cluster refused while they were still online here: their later transitions
+    /// (a decay while the node's tracker lets them go) are not theirs to write, and would
+    /// otherwise claim them back from the node that holds them now. Forgotten when the session
+    /// ends here or connects again (a connect claims it anew).
+    refused: HashSet<S>,
 }
 
 impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
@@ -108,6 +113,7 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
             dirty: HashSet::new(),
             busy: 0,
             retired: HashMap::new(),
+            refused: HashSet::new(),
         }
     }
 
@@ -212,6 +218,7 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
 
     /// A connect of the session here (new, or a re-attach): claim it with a new epoch.
     pub(crate) fn connected(&mut self, user: &U, session: &S, presence: Presence, last_seen: u64) {
+        self.refused.remove(session);
         self.insert(session, user, presence, last_seen);
         self.set(session, Some(Pending::Claim));
     }
@@ -225,6 +232,12 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
         to: Presence,
         at: u64,
     ) {
+        if !self.refused.is_empty() && self.refused.contains(session) {
+            if !to.is_online() {
+                self.refused.remove(session);
+            }
+            return;
+        }
         if !to.is_online() {
             if let Some(local) = self.sessions.get_mut(session) {
                 local.presence = to;
@@ -373,13 +386,7 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
     }
 
     /// Applies a write's outcome (`rooms_written`: whether its room entries reached Redis).
-    /// Returns the user if the session ended here and was its last.
-    pub(crate) fn done(
-        &mut self,
-        op: &Op<U, S>,
-        outcome: Outcome,
-        rooms_written: bool,
-    ) -> Option<U> {
+    pub(crate) fn done(&mut self, op: &Op<U, S>, outcome: Outcome, rooms_written: bool) -> Done<U> {
         if op.detached {
             match (outcome, rooms_written) {
                 (Outcome::Failed, _) | (_, false) => {
@@ -394,9 +401,11 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
                     }
                 }
             }
-            return None;
+            return Done::default();
         }
-        let local = self.sessions.get_mut(&op.session)?;
+        let Some(local) = self.sessions.get_mut(&op.session) else {
+            return Done::default();
+        };
         if local.busy {
             local.busy = false;
             self.busy -= 1;
@@ -434,18 +443,44 @@ impl<U: Clone + Eq + Hash, S: Clone + Eq + Hash> Mirror<U, S> {
             Outcome::Failed => local.pending = Pending::merge(local.pending, op.kind),
         }
         if remove {
-            let l = self.sessions.remove(&op.session)?;
-            if outcome == Outcome::Refused {
+            let Some(l) = self.sessions.remove(&op.session) else {
+                return Done::default();
+            };
+            let given_up = outcome == Outcome::Refused;
+            if given_up {
                 self.retire(&op.session, l.user.clone(), &l, false);
+                if l.presence.is_online() {
+                    self.refused.insert(op.session.clone());
+                }
             }
-            return self
+            let gone = self
                 .forget_user_session(&l.user, &op.session)
                 .then_some(l.user);
+            return Done { gone, given_up };
         }
         if local.has_work() {
             self.dirty.insert(op.session.clone());
         }
-        None
+        Done::default()
+    }
+}
+
+/// What applying a write's outcome came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Done<U> {
+    /// The session's user, if the session ended here and was its last.
+    pub(crate) gone: Option<U>,
+    /// The cluster refused the session and this node gave it up (a connect since would have
+    /// kept it: its claim goes out next).
+    pub(crate) given_up: bool,
+}
+
+impl<U> Default for Done<U> {
+    fn default() -> Self {
+        Done {
+            gone: None,
+            given_up: false,
+        }
     }
 }
 
@@ -465,15 +500,15 @@ mod tests {
         assert_eq!((ops[0].kind, ops[0].presence), (Pending::Claim, Idle));
         // Redis away: the claim comes back, merged with what happened meanwhile.
         m.transition(&"ada", &"t1", Idle, Active, 3);
-        assert_eq!(m.done(&ops[0], Outcome::Failed, true), None);
+        assert_eq!(m.done(&ops[0], Outcome::Failed, true).gone, None);
         let ops = m.take(10, &mut gone);
         assert_eq!((ops[0].kind, ops[0].presence), (Pending::Claim, Active));
-        assert_eq!(m.done(&ops[0], Outcome::Claimed(7), true), None);
+        assert_eq!(m.done(&ops[0], Outcome::Claimed(7), true).gone, None);
         assert!(m.idle());
         m.transition(&"ada", &"t1", Active, Offline, 4);
         let ops = m.take(10, &mut gone);
         assert_eq!((ops[0].kind, ops[0].epoch), (Pending::Drop, Some(7)));
-        assert_eq!(m.done(&ops[0], Outcome::Applied, true), Some("ada"));
+        assert_eq!(m.done(&ops[0], Outcome::Applied, true).gone, Some("ada"));
         assert_eq!(m.len(), 0);
     }
 
@@ -534,10 +569,55 @@ mod tests {
         let ops = m.take(10, &mut gone);
         assert_eq!(ops[0].rooms, [("doc".to_string(), None)]);
         assert_eq!(
-            m.done(&ops[0], Outcome::Applied, true),
+            m.done(&ops[0], Outcome::Applied, true).gone,
             None,
             "t2 is still here"
         );
         assert!(m.idle());
+    }
+
+    #[test]
+    fn a_refused_session_is_not_claimed_back_by_its_later_decay() {
+        let mut m: Mirror<&str, &str> = Mirror::new();
+        let mut gone = Vec::new();
+        m.connected(&"ada", &"t1", Active, 1);
+        let ops = m.take(10, &mut gone);
+        m.done(&ops[0], Outcome::Claimed(5), true);
+        // Another node claimed t1 since: this node's next write is refused, and it gives up.
+        m.transition(&"ada", &"t1", Active, Idle, 2);
+        let ops = m.take(10, &mut gone);
+        let done = m.done(&ops[0], Outcome::Refused, true);
+        assert_eq!(
+            done,
+            Done {
+                gone: Some("ada"),
+                given_up: true
+            }
+        );
+        // Its tracker lets the session decay here: nothing to write, no new claim.
+        m.transition(&"ada", &"t1", Idle, Presence::Away, 3);
+        assert!(m.take(10, &mut gone).is_empty() && m.idle());
+        m.transition(&"ada", &"t1", Presence::Away, Offline, 4);
+        assert!(m.take(10, &mut gone).is_empty() && m.idle());
+        // A connect here later is the tab coming back: claimed anew.
+        m.connected(&"ada", &"t1", Active, 5);
+        let ops = m.take(10, &mut gone);
+        assert_eq!((ops[0].kind, ops[0].epoch), (Pending::Claim, None));
+    }
+
+    #[test]
+    fn a_refusal_while_a_new_connect_waits_gives_nothing_up() {
+        let mut m: Mirror<&str, &str> = Mirror::new();
+        let mut gone = Vec::new();
+        m.connected(&"ada", &"t1", Active, 1);
+        let ops = m.take(10, &mut gone);
+        m.done(&ops[0], Outcome::Claimed(5), true);
+        m.transition(&"ada", &"t1", Active, Idle, 2);
+        let ops = m.take(10, &mut gone);
+        // The tab reconnected here while the put was in flight: its claim goes out next.
+        m.connected(&"ada", &"t1", Active, 3);
+        assert_eq!(m.done(&ops[0], Outcome::Refused, true), Done::default());
+        let ops = m.take(10, &mut gone);
+        assert_eq!(ops[0].kind, Pending::Claim);
     }
 }

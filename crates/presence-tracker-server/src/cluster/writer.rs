@@ -239,8 +239,10 @@ impl<U: ClusterId, S: ClusterId, R: ClusterId, M: ClusterMeta> Shared<U, S, R, M
             }
         }
 
-        // The mirror learns the outcomes; the refused sessions are reported.
+        // The mirror learns the outcomes; the sessions it gave up are reported (a refused
+        // write of a session that connected here again meanwhile is not: its claim follows).
         let (mut applied, refused) = (0, refusals.len() as u64);
+        let mut given_up = vec![false; ops.len()];
         {
             let mut mirror = self.mirror.lock();
             for (i, op) in ops.iter().enumerate() {
@@ -248,17 +250,21 @@ impl<U: ClusterId, S: ClusterId, R: ClusterId, M: ClusterMeta> Shared<U, S, R, M
                 if matches!(outcome, Outcome::Claimed(_) | Outcome::Applied) {
                     applied += 1;
                 }
-                gone.extend(mirror.done(op, outcome, rooms_written[i]));
+                let done = mirror.done(op, outcome, rooms_written[i]);
+                given_up[i] = done.given_up;
+                gone.extend(done.gone);
             }
         }
         Counters::add(&self.counters.writes, applied);
         Counters::add(&self.counters.refused, refused);
         for (i, reason) in refusals {
-            self.emit(ClusterEvent::Refused(Refusal {
-                user: ops[i].user.clone(),
-                session: ops[i].session.clone(),
-                reason,
-            }));
+            if given_up[i] {
+                self.emit(ClusterEvent::Refused(Refusal {
+                    user: ops[i].user.clone(),
+                    session: ops[i].session.clone(),
+                    reason,
+                }));
+            }
         }
 
         // Ownership of ended sessions released; users without sessions here leave the index.

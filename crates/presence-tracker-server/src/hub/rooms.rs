@@ -202,6 +202,9 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> HubRooms<'_, U, S, C, R, M> {
     where
         M: Clone,
     {
+        if self.hub.is_clustered() {
+            return self.own_meta(room, user, session).map(|m| M::clone(&m));
+        }
         let published = self.hub.inner.published.lock();
         published
             .rooms
@@ -217,6 +220,12 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> HubRooms<'_, U, S, C, R, M> {
     where
         M: PartialEq,
     {
+        if self.hub.is_clustered() {
+            // What the cluster shows of this node's session is what the tracker wrote.
+            return self
+                .own_meta(room, user, session)
+                .is_some_and(|m| *m == *meta);
+        }
         let published = self.hub.inner.published.lock();
         published
             .rooms
@@ -227,6 +236,17 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> HubRooms<'_, U, S, C, R, M> {
             .is_some_and(|s| *s.meta == *meta)
     }
 
+    /// The session's metadata in `room` as this node's tracker has it.
+    fn own_meta(&self, room: &R, user: &U, session: &S) -> Option<Arc<M>> {
+        let view = self.hub.inner.tracker.rooms().get(room)?;
+        let member = view.members.into_iter().find(|m| m.user == *user)?;
+        member
+            .sessions
+            .into_iter()
+            .find(|s| s.session == *session)
+            .map(|s| s.meta)
+    }
+
     /// The room as published: its members with their metadata, at its epoch and version
     /// (epoch 0 and no members for a room nobody is in). Made once per version and shared.
     pub fn state<QR>(&self, room: &QR) -> Arc<RoomState<U, S, R, M>>
@@ -235,6 +255,10 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> HubRooms<'_, U, S, C, R, M> {
         QR: Hash + Eq + ToOwned<Owned = R> + ?Sized,
     {
         let mut published = self.hub.inner.published.lock();
+        #[cfg(feature = "redis")]
+        if let Some(node) = &self.hub.inner.cluster {
+            return published.rooms.cluster_state(node, &room.to_owned());
+        }
         published.rooms.state(&self.hub.inner.tracker, room)
     }
 
@@ -283,8 +307,17 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
     pub(super) fn room_state_and_receiver(&self, room: &R) -> StateAndReceiver<U, S, R, M> {
         let mut published = self.inner.published.lock();
         let rooms = &mut published.rooms;
-        let state = rooms.state(&self.inner.tracker, room);
         let backlog = self.inner.config.backlog.max(1);
+        #[cfg(feature = "redis")]
+        if let Some(node) = &self.inner.cluster {
+            let rx = rooms
+                .feeds
+                .entry(room.clone())
+                .or_insert_with(|| broadcast::channel(backlog).0)
+                .subscribe();
+            return (rooms.cluster_hold(node, room), rx);
+        }
+        let state = rooms.state(&self.inner.tracker, room);
         let rx = rooms
             .feeds
             .entry(room.clone())
@@ -296,10 +329,16 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
     /// A room subscription is gone: its room's channel goes too if it was the last receiver.
     pub(super) fn room_unsubscribed(&self, room: &R) {
         let mut published = self.inner.published.lock();
-        let feeds = &mut published.rooms.feeds;
+        let rooms = &mut published.rooms;
         // The departing receiver still counts.
-        if feeds.get(room).is_some_and(|tx| tx.receiver_count() <= 1) {
-            feeds.remove(room);
+        if rooms
+            .feeds
+            .get(room)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            rooms.feeds.remove(room);
+            #[cfg(feature = "redis")]
+            rooms.held.remove(room);
         }
     }
 }
@@ -314,7 +353,11 @@ type StateAndReceiver<U, S, R, M> = (
 pub(super) struct RoomsPublished<U, S, R, M> {
     shown: HashMap<R, ShownRoom<U, S, R, M>>,
     /// Each subscribed room's channel.
-    feeds: HashMap<R, broadcast::Sender<RoomItem<U, S, R, M>>>,
+    pub(super) feeds: HashMap<R, broadcast::Sender<RoomItem<U, S, R, M>>>,
+    /// In a cluster, instead of `shown`: the rooms with subscribers here, as the cluster has
+    /// them.
+    #[cfg(feature = "redis")]
+    pub(super) held: HashMap<R, super::cluster_rooms::HeldRoom<U, S, R, M>>,
     /// Rooms that emptied, oldest first, with when (tracker ms): forgotten after the memory.
     emptied: VecDeque<(u64, R)>,
     /// How long (ms) members that left and rooms that emptied are remembered.
@@ -353,6 +396,8 @@ impl<U, S, R, M> RoomsPublished<U, S, R, M> {
         RoomsPublished {
             shown: HashMap::new(),
             feeds: HashMap::new(),
+            #[cfg(feature = "redis")]
+            held: HashMap::new(),
             emptied: VecDeque::new(),
             memory,
         }
@@ -552,7 +597,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
     }
 
     /// Sends `item` to the room's subscribers, if it has any.
-    fn send<QR>(&mut self, room: &QR, item: RoomItem<U, S, R, M>)
+    pub(super) fn send<QR>(&mut self, room: &QR, item: RoomItem<U, S, R, M>)
     where
         R: Borrow<QR>,
         QR: Hash + Eq + ?Sized,
