@@ -40,8 +40,14 @@
 // or over a plain WebSocket at /ws: `{ transport: 'websocket', ... }`. Who the tab is, is the
 // server's decision (a cookie it set at sign-in, or `token`); `watch: true` only watches.
 //
+// Several nodes of one cluster (servers with `--redis`): `urls` lists them; the client connects
+// to the first and, when an attempt to reach a node fails (it died, it was stopped), to the
+// next. Its session then moves to that node, and nobody sees it flap. Over Socket.IO those
+// connections are WebSocket only (the pages' origin is one node; no CORS for the others).
+//
 // Known limit: "duplicate tab" copies sessionStorage, so the copy reuses the session id; the
-// server then sees one session that moves between two connections.
+// server then sees one session that moves between two connections (on two nodes of a cluster,
+// the older connection is refused: `session_superseded`).
 
 (function (global) {
   'use strict';
@@ -54,6 +60,7 @@
     transport: 'socketio', // or 'websocket'
     io: null, // socket.io-client's `io`, for the 'socketio' transport
     url: null, // default: this page's origin (and `/ws` for the 'websocket' transport)
+    urls: null, // several nodes of a cluster, tried in turn (WebSocket URLs for 'websocket')
     token: null, // a credential for the server's authentication hook (cookies go by themselves)
     watch: false, // only watch: no session, no heartbeats
     heartbeatMs: 5000, // while visible; keep it well under the server's `active` threshold
@@ -106,6 +113,7 @@
     if (typeof options.io !== 'function') {
       throw new Error('PresenceClient: the socketio transport needs socket.io-client\'s io');
     }
+    if (options.urls && options.urls.length > 1) return socketIoNodes(options, handlers);
     const socket = options.io(options.url || undefined, {
       // A function, so every reconnect sends the activity of that moment: a hidden tab that
       // reconnects starts as background and never shows active for an instant.
@@ -113,8 +121,10 @@
       reconnectionDelay: options.reconnectMs,
       reconnectionDelayMax: options.reconnectMaxMs,
     });
-    socket.on('connect', () => handlers.connected(socket.id));
-    socket.on('disconnect', () => handlers.disconnected(false));
+    socket.on('connect', () => handlers.connected(socket.id, options.url || global.location.origin));
+    // 'io server disconnect': the server ended it (the cluster refused the session): socket.io
+    // does not retry, nor do we.
+    socket.on('disconnect', (reason) => handlers.disconnected(reason === 'io server disconnect'));
     socket.on('connect_error', (error) => {
       // The server's hook or the tracker refused the handshake: its message is the refusal.
       // socket.io does not retry a refused handshake (socket.active is false), nor do we.
@@ -141,11 +151,90 @@
     };
   }
 
-  // Plain WebSocket with JSON messages; reconnects with a doubling delay.
+  // Socket.IO to several nodes of a cluster: one socket at a time, reconnected by us (not by
+  // socket.io-client) so that a failed attempt moves on to the next node.
+  function socketIoNodes(options, handlers) {
+    const urls = options.urls;
+    let index = 0;
+    let socket = null;
+    let closing = false; // we closed it: no reconnect
+    let delay = options.reconnectMs;
+    let retry = null;
+
+    function again() {
+      clearTimeout(retry);
+      retry = setTimeout(open, delay);
+      delay = Math.min(delay * 2, options.reconnectMaxMs);
+    }
+
+    function open() {
+      closing = false;
+      clearTimeout(retry);
+      if (socket) return;
+      const url = urls[index];
+      const s = options.io(url, {
+        auth: (send) => send(handlers.hello()),
+        reconnection: false,
+        forceNew: true,
+        transports: ['websocket'],
+      });
+      socket = s;
+      s.on('connect', () => {
+        delay = options.reconnectMs;
+        handlers.connected(s.id, url);
+      });
+      s.on('disconnect', (reason) => {
+        if (socket !== s) return;
+        socket = null;
+        const refused = reason === 'io server disconnect'; // the server ended it: no retry
+        handlers.disconnected(refused);
+        if (!closing && !refused) again();
+      });
+      s.on('connect_error', (error) => {
+        if (socket !== s) return;
+        socket = null;
+        if (s.active) {
+          // The node did not answer: the next one, after the delay.
+          s.close();
+          index = (index + 1) % urls.length;
+          handlers.disconnected(false);
+          if (!closing) again();
+          return;
+        }
+        let refusal = { code: 'refused', message: String(error && error.message) };
+        try {
+          refusal = JSON.parse(error.message);
+        } catch (_) {}
+        handlers.refused(refusal);
+        handlers.disconnected(true);
+      });
+      s.on('presence', handlers.message);
+      s.on('refused', handlers.refused);
+    }
+
+    const live = () => socket && socket.connected;
+    open();
+    return {
+      heartbeat: (activity) => live() && socket.volatile.emit('heartbeat', { activity }),
+      leave: () => live() && socket.emit('leave'),
+      resync: () => live() && socket.emit('resync'),
+      room: (type, payload) => live() && socket.emit(type, payload),
+      close: () => {
+        closing = true;
+        clearTimeout(retry);
+        if (socket) socket.disconnect();
+      },
+      open,
+    };
+  }
+
+  // Plain WebSocket with JSON messages; reconnects with a doubling delay (to the next of
+  // `urls` after an attempt that failed).
   function webSocketTransport(options, handlers) {
     const origin = global.location;
-    const url = options.url ||
-      (origin.protocol === 'https:' ? 'wss://' : 'ws://') + origin.host + '/ws';
+    const urls = options.urls && options.urls.length ? options.urls : [options.url ||
+      (origin.protocol === 'https:' ? 'wss://' : 'ws://') + origin.host + '/ws'];
+    let index = 0;
     let ws = null;
     let closing = false; // we closed it: no reconnect
     let delay = options.reconnectMs;
@@ -156,13 +245,16 @@
       closing = false;
       clearTimeout(retry);
       if (ws && ws.readyState <= 1) return;
+      const url = urls[index];
       const socket = new WebSocket(url);
+      let opened = false;
       ws = socket;
       socket.onopen = () => {
+        opened = true;
         delay = options.reconnectMs;
         socket.send(JSON.stringify(Object.assign({ type: 'hello' }, handlers.hello())));
         counter += 1;
-        handlers.connected('ws-' + counter);
+        handlers.connected('ws-' + counter, url);
       };
       socket.onmessage = (message) => {
         let data;
@@ -177,6 +269,7 @@
       socket.onclose = (event) => {
         if (ws !== socket) return;
         ws = null;
+        if (!opened) index = (index + 1) % urls.length; // that node did not answer
         // 1008 (policy violation): the server refused the hello; retrying would not help.
         const refused = event.code === 1008;
         handlers.disconnected(refused);
@@ -240,6 +333,7 @@
     const client = {
       sessionId: options.session,
       connectionId: null,
+      node: null, // the URL of the server (node) of the current connection
       status: 'connecting',
       epoch: null, // the server's epoch, once a state came
       users,
@@ -475,8 +569,9 @@
       options,
       {
         activity,
-        connected(connectionId) {
+        connected(connectionId, node) {
           client.connectionId = connectionId;
+          client.node = node;
           connected = true;
           setStatus('connected');
           heartbeat(); // re-send our state at once after every (re)connect

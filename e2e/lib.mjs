@@ -57,10 +57,14 @@ export async function startServer(name, thresholds = THRESHOLDS, { port = 0, ext
     url,
     output: () => output,
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
       await Promise.race([new Promise((r) => child.once('exit', r)), sleep(3000)]);
       if (child.exitCode === null) child.kill('SIGKILL');
+    },
+    /// SIGKILL: no handoff, no goodbye (a crash).
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     },
   };
 }

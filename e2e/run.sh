@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end tests of the example servers: `socketio` in a real (headless) Chromium with the
 # browser client from assets/ (presence, and rooms on the demo page's documents), `websocket`
-# with scripted clients, and rooms driven by scripted socket.io-client and WebSocket clients.
-# Exits non-zero on any failure.
+# with scripted clients, rooms driven by scripted socket.io-client and WebSocket clients, and
+# two `socketio` nodes of one cluster on a redis-server started here (Chromium tabs on both,
+# a rolling restart, a node killed, scripted clients across both). Exits non-zero on any
+# failure.
 #
 #   bash e2e/run.sh
 #
 # Installs what it needs: the npm packages in package-lock.json (playwright-core, which does not
 # download a browser, and socket.io-client), Debian's chromium if /usr/bin/chromium is missing,
-# and builds the two examples.
+# Debian's redis-server if it is missing, and builds the two examples.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +27,25 @@ if [ ! -x "$chromium" ]; then
   apt-get install -y -qq chromium >/dev/null
 fi
 
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "e2e: installing Debian's redis-server"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq redis-server >/dev/null
+fi
+
+# The cluster tests' Redis: a free port on 127.0.0.1, no persistence, stopped by pid at exit.
+redis_port="$(node -e 'const s = require("net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+redis_pid=$!
+trap 'kill "$redis_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  if [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = "PONG" ]; then break; fi
+  sleep 0.1
+done
+export PRESENCE_E2E_REDIS="redis://127.0.0.1:$redis_port"
+echo "e2e: redis-server on port $redis_port (pid $redis_pid)"
+
 # --all-features: the examples need none, but CI's `cargo test --workspace --all-features` has built them so.
 echo "e2e: cargo build --all-features --example socketio --example websocket"
 (cd "$root" && cargo build --all-features --example socketio --example websocket)
@@ -40,7 +61,8 @@ fi
 
 cd "$here"
 node "${ws_flag[@]}" --no-warnings=ExperimentalWarning --test --test-concurrency=1 \
-  socketio.test.mjs websocket.test.mjs client.test.mjs rooms.test.mjs rooms-clients.test.mjs
+  socketio.test.mjs websocket.test.mjs client.test.mjs rooms.test.mjs rooms-clients.test.mjs \
+  cluster.test.mjs
 
 # The load test: 1,000 Socket.IO clients against the release build (a debug build of the
 # transport cannot serve that many on two cores). Skip with PRESENCE_E2E_LOAD=0.

@@ -6,6 +6,10 @@
 //! cargo run --example socketio [-- --port 3000 --snapshot presence.json --active-ms 1000 ...]
 //! ```
 //!
+//! Several nodes, one presence: each node with `--redis`, on its own port, e.g.
+//! `cargo run --example socketio -- --redis redis://127.0.0.1:6379 --port 3001` and the same
+//! with `--port 3002`; a page on either shows the same users and rooms.
+//!
 //! Everything presence-specific comes from `presence-tracker-server` (feature `socketioxide`):
 //! the wire is in its `socketio` module's docs. `--help` lists the flags.
 
@@ -26,7 +30,7 @@ async fn main() {
         Ok(None) => return,
         Err(e) => exit(&e, 2),
     };
-    let app = App::start(&config).unwrap_or_else(|e| exit(&e, 1));
+    let app = App::start(&config).await.unwrap_or_else(|e| exit(&e, 1));
     let (layer, io) = SocketIo::builder()
         .ping_interval(config.ping_interval)
         .ping_timeout(config.ping_timeout)

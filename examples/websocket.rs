@@ -5,6 +5,8 @@
 //! cargo run --example websocket [-- --port 3000 --snapshot presence.json --active-ms 1000 ...]
 //! ```
 //!
+//! With `--redis URL` it is one node of a cluster, as the `socketio` example.
+//!
 //! The route at `/ws` comes from `presence-tracker-server` (feature `axum`): the wire and the
 //! close codes are in its `ws` module's docs. `--help` lists the flags.
 
@@ -25,7 +27,7 @@ async fn main() {
         Ok(None) => return,
         Err(e) => exit(&e, 2),
     };
-    let app = App::start(&config).unwrap_or_else(|e| exit(&e, 1));
+    let app = App::start(&config).await.unwrap_or_else(|e| exit(&e, 1));
     let signer = app.signer.clone();
     let options = WsOptions::default().pings(config.ping_interval, config.ping_timeout);
     let auth = move |h: &Handshake<'_>| signer.authenticate(h);

@@ -1,15 +1,19 @@
 //! What both servers do besides their transport: the tracker (restored from a snapshot if one
 //! was saved), the hub and its tick driver, a log of what was published, and serving until a
-//! signal, then saving the snapshot.
+//! signal, then saving the snapshot. With `--redis`, the server is one node of a cluster: the
+//! hub publishes the cluster's users and rooms, and at a signal the node hands its sessions off
+//! instead of saving a snapshot.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use std::collections::HashMap;
 
 use presence_tracker::{Presence, PresenceTracker, Snapshot, SystemClock, Timestamp};
+use presence_tracker_server::cluster::{ClusterConfig, ClusterNode};
 use presence_tracker_server::{Delivery, Hub, HubConfig, Meta, Ticking};
 use serde::Serialize;
 
@@ -19,6 +23,9 @@ use super::config::Config;
 /// The hub both servers use: users, sessions and rooms named by strings, with JSON metadata
 /// in rooms (the demo's: a name, a colour, the section being edited).
 pub(crate) type AppHub = Hub<String, String, SystemClock, String, Meta>;
+
+/// The cluster node both servers use with `--redis`, of the hub's types.
+pub(crate) type AppCluster = ClusterNode<String, String, String, Meta>;
 
 /// How many published updates `/api/events` keeps (the oldest are dropped).
 const LOG_LEN: usize = 100_000;
@@ -30,6 +37,8 @@ pub(crate) struct App {
     pub(crate) signer: Signer,
     /// Every update published, oldest first: what `/api/events` shows.
     pub(crate) log: Arc<Mutex<VecDeque<LogEntry>>>,
+    /// The cluster this server is a node of (`--redis`).
+    pub(crate) cluster: Option<AppCluster>,
 }
 
 /// One published update, with the presence it changed from.
@@ -45,12 +54,13 @@ pub(crate) struct LogEntry {
 }
 
 impl App {
-    /// The tracker (from the snapshot file if there is one), the hub, its driver and its log.
+    /// The tracker (from the snapshot file if there is one), the cluster node (`--redis`), the
+    /// hub, its driver and its log.
     ///
     /// # Errors
     ///
-    /// A snapshot file that cannot be read or restored.
-    pub(crate) fn start(config: &Config) -> Result<App, String> {
+    /// A snapshot file that cannot be read or restored; a cluster node that cannot start.
+    pub(crate) async fn start(config: &Config) -> Result<App, String> {
         let tracker = match &config.snapshot {
             Some(path) if path.exists() => {
                 let text = std::fs::read_to_string(path)
@@ -66,7 +76,15 @@ impl App {
             Some(period) => Ticking::Interval { period },
             None => Ticking::default(),
         };
-        let hub = Hub::new(tracker, HubConfig::default().ticking(ticking));
+        let hub_config = HubConfig::default().ticking(ticking);
+        let (hub, cluster) = match &config.redis {
+            Some(url) => {
+                let cluster = start_node(url, config).await?;
+                let hub = Hub::with_cluster(tracker, hub_config, cluster.clone());
+                (hub, Some(cluster))
+            }
+            None => (Hub::new(tracker, hub_config), None),
+        };
         tokio::spawn(hub.clone().run_ticker());
         let log = Arc::new(Mutex::new(VecDeque::new()));
         tokio::spawn(record(hub.clone(), Arc::clone(&log)));
@@ -74,6 +92,23 @@ impl App {
             hub,
             signer: Signer::new(&config.secret)?,
             log,
+            cluster,
+        })
+    }
+
+    /// What `/api/cluster` shows: this node's id, health and counters (`null` alone).
+    pub(crate) fn cluster_status(&self) -> Option<ClusterStatus> {
+        let cluster = self.cluster.as_ref()?;
+        let stats = cluster.stats();
+        Some(ClusterStatus {
+            node: cluster.node_id(),
+            healthy: cluster.health().is_healthy(),
+            commands: stats.commands,
+            writes: stats.writes,
+            refused: stats.refused,
+            messages: stats.messages,
+            nodes_reaped: stats.nodes_reaped,
+            garbage: stats.garbage,
         })
     }
 
@@ -102,6 +137,15 @@ impl App {
             served = axum::serve(listener, router) => served.map_err(|e| e.to_string())?,
             () = shutdown_signal() => {}
         }
+        if let Some(cluster) = &self.cluster {
+            // Hand the sessions off: clients that reconnect to another node flap nothing.
+            cluster
+                .clone()
+                .shutdown()
+                .await
+                .map_err(|e| format!("cluster handoff: {e}"))?;
+            println!("handed this node's sessions off to the cluster");
+        }
         if let Some(path) = &config.snapshot {
             let json =
                 serde_json::to_string(&self.hub.tracker().snapshot()).map_err(|e| e.to_string())?;
@@ -110,6 +154,47 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// This node of the cluster, as `/api/cluster` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ClusterStatus {
+    node: String,
+    healthy: bool,
+    /// Commands sent to Redis since the start (leases, writes, reads).
+    commands: u64,
+    writes: u64,
+    refused: u64,
+    messages: u64,
+    nodes_reaped: u64,
+    garbage: u64,
+}
+
+/// Joins the cluster on the Redis at `url`: the policy's graces, the lease and prefix given.
+async fn start_node(url: &str, config: &Config) -> Result<AppCluster, String> {
+    let mut cluster = ClusterConfig::new(url.to_string())
+        .policy(&config.policy)
+        .on_diagnostic(|d| eprintln!("cluster: {d:?}"));
+    if let Some(prefix) = &config.redis_prefix {
+        cluster = cluster.prefix(prefix.clone());
+    }
+    if let Some(lease) = config.lease {
+        // A shorter lease asks for a shorter response timeout (at most a third of it) and
+        // looks for lapsed nodes more often.
+        cluster = cluster
+            .lease_ttl(lease)
+            .response_timeout((lease / 3).min(Duration::from_secs(2)))
+            .reap_interval((lease / 5).min(Duration::from_secs(1)));
+    }
+    let bound = cluster.offline_bound();
+    let node = ClusterNode::start(cluster)
+        .await
+        .map_err(|e| format!("--redis {url}: {e}"))?;
+    println!(
+        "node {} of the cluster on {url}: a crashed node's users offline within {bound:?}",
+        node.node_id()
+    );
+    Ok(node)
 }
 
 /// Keeps the last [`LOG_LEN`] published updates.

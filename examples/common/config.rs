@@ -28,6 +28,12 @@ pub(crate) struct Config {
     pub(crate) secret: String,
     /// How the hub's driver ticks: at the deadlines (`None`), or every so often.
     pub(crate) tick_every: Option<Duration>,
+    /// The Redis of the cluster this server is a node of, if any.
+    pub(crate) redis: Option<String>,
+    /// The start of the cluster's keys in Redis.
+    pub(crate) redis_prefix: Option<String>,
+    /// The node's lease in the cluster.
+    pub(crate) lease: Option<Duration>,
 }
 
 /// The flags that take a value, with what they mean (printed by `--help`).
@@ -81,6 +87,18 @@ const FLAGS: &[(&str, &str)] = &[
     (
         "tick-ms",
         "tick every so many ms instead of at the deadlines (default 0: at the deadlines)",
+    ),
+    (
+        "redis",
+        "run as one node of a cluster on this Redis, e.g. redis://127.0.0.1:6379 (default: alone)",
+    ),
+    (
+        "redis-prefix",
+        "the start of the cluster's keys and channels in Redis (default pt)",
+    ),
+    (
+        "lease-ms",
+        "a node not heard from for this long is dead (default 10000; with --redis)",
     ),
 ];
 
@@ -173,7 +191,7 @@ impl Config {
             }
         }
         let policy = builder.build().map_err(|e| format!("policy: {e}"))?;
-        Ok(Some(Config {
+        Config {
             port,
             policy,
             ping_interval: millis("ping-interval-ms")?.unwrap_or(Duration::from_secs(25)),
@@ -186,7 +204,28 @@ impl Config {
                 .cloned()
                 .unwrap_or_else(|| DEMO_SECRET.to_string()),
             tick_every: millis("tick-ms")?.filter(|d| !d.is_zero()),
-        }))
+            redis: get("redis").cloned(),
+            redis_prefix: get("redis-prefix").cloned(),
+            lease: millis("lease-ms")?,
+        }
+        .checked()
+        .map(Some)
+    }
+
+    /// Refuses flags that do not go together.
+    fn checked(self) -> Result<Config, String> {
+        if self.redis.is_some() && self.snapshot.is_some() {
+            return Err(
+                "--snapshot and --redis do not go together: a node of a cluster hands \
+                        its sessions off at shutdown, and its clients claim them again (a restored \
+                        session would take its id back from the node its client moved to)"
+                    .into(),
+            );
+        }
+        if self.redis.is_none() && (self.redis_prefix.is_some() || self.lease.is_some()) {
+            return Err("--redis-prefix and --lease-ms need --redis".into());
+        }
+        Ok(self)
     }
 
     /// One line describing the thresholds, for the startup banner.

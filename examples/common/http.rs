@@ -10,6 +10,7 @@
 //! | `GET /api/events` | every published update (user states; no session ids) |
 //! | `GET /api/sessions` | the caller's own sessions (by its cookie or bearer token), 401 otherwise |
 //! | `GET /api/rooms/{room}` | a room as published: its members with their metadata, epoch, version |
+//! | `GET /api/cluster` | with `--redis`: this node's id, health and Redis counters; `null` alone |
 
 use std::path::PathBuf;
 
@@ -66,6 +67,10 @@ pub(crate) fn routes(app: App, transport: Transport, socket_io_js: PathBuf) -> R
             get(|State(app): State<App>| async move { Json(app.events()) }),
         )
         .route("/api/sessions", get(own_sessions))
+        .route(
+            "/api/cluster",
+            get(|State(app): State<App>| async move { Json(app.cluster_status()) }),
+        )
         .route(
             "/api/rooms/{room}",
             get(
