@@ -70,7 +70,7 @@ def load_meta(root):
     if os.path.isdir(d):
         for name in os.listdir(d):
             if name.endswith(".json") and name not in ("memory.json", "redis.json",
-                                                        "rooms-heartbeat-pairs.json"):
+                                                        "rooms-heartbeat-pairs.json", "cluster.json"):
                 try:
                     with open(os.path.join(d, name)) as f:
                         meta[name[:-5]] = json.load(f)
@@ -958,6 +958,92 @@ def q8(out, path):
     out.append("")
 
 
+CLUSTER_COMMAND = (
+    "cargo run --release -p presence-benches --example cluster -- --json "
+    "> $CARGO_TARGET_DIR/criterion/presence-meta/cluster.json"
+)
+
+
+def q11(out, path):
+    out.append("## 11. Several nodes: the cluster layer on Redis")
+    out.append("")
+    out.append(
+        "`benches/cluster.rs`, a bounded measurement (Redis keeps real time, so not criterion): a "
+        "redis-server of its own on 127.0.0.1 (`--save \'\' --appendonly no`), two nodes in one process, "
+        "each a hub over a `ManualClock` tracker (time stands still: nothing decays unless a signal says "
+        "so) made a node of the cluster by `Hub::with_cluster`, default `ClusterConfig` (lease 10 s, "
+        "renewed every 3.3 s; cleanup polled every 1 s). Users come online with one session each on node "
+        "A, then each gets a second session on node B, then each of those joins one of 100 rooms."
+    )
+    out.append("")
+    try:
+        with open(path) as f:
+            r = json.load(f)
+    except (OSError, ValueError):
+        out.append(f"No results yet: run `{CLUSTER_COMMAND}` (needs redis-server and redis-cli).")
+        out.append("")
+        return
+    out.append(f"Command: `{CLUSTER_COMMAND}` (run {when(r['unix_time'])}, redis {r['redis_version']} on "
+               f"127.0.0.1, {r['cores']} cores, {r['sessions']:,} users).")
+    out.append("")
+    s = r["steady"]
+    window = r["window_ms"] / 1000
+    k = s["heartbeats"] / 1000
+    out.append(
+        f"Steady state: node A's {r['sessions']:,} sessions heartbeat every 5 s (the browser client's "
+        f"default), none changing anything, for {window:.0f} s; the same {window:.0f} s without heartbeats is "
+        "the baseline. Node A's commands are its `Stats::commands` (each script call or read one); "
+        "Redis's are `INFO commandstats` calls of both nodes, the commands their scripts call included."
+    )
+    out.append("")
+    rows = [
+        ["without heartbeats", "0", s["node_commands_idle"], "–", s["redis_commands_idle"], "–"],
+        ["with heartbeats", f"{s['heartbeats']:,}", s["node_commands_heartbeating"],
+         f"{s['node_commands_heartbeating'] / k:.2f}", s["redis_commands_heartbeating"],
+         f"{s['redis_commands_heartbeating'] / k:.2f}"],
+    ]
+    table(out, [f"{window:.0f} s window", "heartbeats on node A", "node A's commands",
+                "per 1,000 heartbeats", "Redis commands", "per 1,000 heartbeats"], rows)
+    extra = (s["node_commands_heartbeating"] - s["node_commands_idle"]) / k
+    check(out, "Redis commands per 1,000 heartbeats beyond the leases ≈ 0", extra <= 0.1 and s["writes"] == 0,
+          f"{extra:+.2f} per 1,000 heartbeats against the window without them; {s['writes']} writes")
+    out.append("")
+    out.append(
+        "Convergence: one transition at a time on node A, until node B's hub hands the cluster's "
+        "transition to a subscriber (`Subscription::recv` / `RoomSubscription::recv`, no linger; an "
+        "integration adds its linger, 50 ms by default). Over loopback: a claim is two script calls in two "
+        "pipelines (`own`, then `write`), a put one, then Redis's pub/sub to node B's feed and B's hub. The "
+        "baseline is the same connect on a hub alone, to its own subscriber, in the same run."
+    )
+    out.append("")
+    lat = r["latency"]
+    base = next((l for l in lat if l["op"].startswith("baseline")), None)
+    rows = []
+    for l in lat:
+        x = "1.00x" if l is base else (f"{l['p50_us'] / base['p50_us']:.0f}x" if base and base["p50_us"] else "–")
+        rows.append([l["op"], l["samples"], fmt_time(l["p50_us"] * 1000), fmt_time(l["p99_us"] * 1000),
+                     fmt_time(l["max_us"] * 1000), x])
+    table(out, ["transition", "samples", "p50", "p99", "max", "p50 ÷ baseline"], rows)
+    b = r["bytes"]
+    out.append(
+        "Redis memory: `INFO memory` `used_memory` deltas divided by the users, sessions or memberships "
+        "added (the allocator's overhead included), and `MEMORY USAGE` (`SAMPLES 0`) of one user's keys."
+    )
+    out.append("")
+    rows = [
+        ["a user online with one session (user hash, sessions hash, owner record, node set entry)",
+         f"{b['per_user_with_one_session']:.0f} B"],
+        ["a second session of that user, on the other node", f"{b['per_added_session']:.0f} B"],
+        [f"a room membership ({r['rooms']} rooms, one session each)", f"{b['per_room_membership']:.0f} B"],
+    ]
+    rows += [[f"`MEMORY USAGE`: {k['key']}", f"{k['bytes']} B"] for k in b["keys"]]
+    rows += [
+        ["`MEMORY USAGE`: a room's members hash, per member", f"{b['room_members_hash_per_member']:.0f} B"],
+        ["`MEMORY USAGE`: the nodes' user sets, per user and node", f"{b['node_user_sets_per_user_and_node']:.0f} B"],
+    ]
+    table(out, ["in Redis", "bytes"], rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--criterion-dir", default=criterion_dir_default())
@@ -1002,6 +1088,7 @@ def main():
     out.append(REDIS_COMMAND.replace("$CARGO_TARGET_DIR", "target")
                + "   # needs redis-server, redis-cli, redis-benchmark")
     out.append(LOAD_COMMAND.replace("$CARGO_TARGET_DIR", "$PWD/target") + "   # needs node and npm")
+    out.append(CLUSTER_COMMAND.replace("$CARGO_TARGET_DIR", "target") + "   # needs redis-server, redis-cli")
     out.append("python3 scripts/bench-report.py > BENCHMARKS.md")
     out.append("```")
     out.append("")
@@ -1013,6 +1100,7 @@ def main():
         "7": lambda o: q7(o, groups, meta),
         "8": lambda o: q8(o, os.path.join(root, "presence-meta", "load-test.json")),
         "9": lambda o: q9(o, groups, meta), "10": lambda o: q10(o, groups, meta, memory_path, root),
+        "11": lambda o: q11(o, os.path.join(root, "presence-meta", "cluster.json")),
     }
     if args.section:
         one = []
@@ -1029,6 +1117,7 @@ def main():
     q8(out, os.path.join(root, "presence-meta", "load-test.json"))
     q9(out, groups, meta)
     q10(out, groups, meta, memory_path, root)
+    q11(out, os.path.join(root, "presence-meta", "cluster.json"))
     sys.stdout.write("\n".join(out).rstrip() + "\n")
 
 
