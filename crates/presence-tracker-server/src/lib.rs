@@ -45,9 +45,12 @@
 //!   namespace.
 //! - `axum`: [`ws::route`](crate::ws), a WebSocket route with JSON messages.
 //! - `redis`: [`cluster`], presence across several nodes through Redis: node
-//!   leases, epoch-fenced writes by Lua scripts, crash cleanup (needs Rust 1.88); and
-//!   `Hub::with_cluster`, a hub that is one node of a cluster: its clients, through either
-//!   integration, see the cluster's users and rooms.
+//!   leases, epoch-fenced writes by Lua scripts, crash cleanup; and `Hub::with_cluster`, a hub
+//!   that is one node of a cluster: its clients, through either integration, see the cluster's
+//!   users and rooms.
+//!
+//! The crate needs Rust 1.88 (its `rust-version`, which the `redis` feature's redis-rs 1.x
+//! needs; the core, `presence-tracker`, needs 1.85).
 
 mod auth;
 mod hub;
@@ -70,5 +73,5 @@ pub use hub::{
 pub use meta::{Meta, MetaError};
 
 #[doc = include_str!("../README.md")]
-#[cfg(all(doctest, feature = "socketioxide", feature = "axum"))]
+#[cfg(all(doctest, feature = "socketioxide", feature = "axum", feature = "redis"))]
 pub struct ReadmeDoctests;

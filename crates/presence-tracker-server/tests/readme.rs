@@ -1,5 +1,6 @@
-//! The root README shows the server crate's wiring and rooms as `rust,ignore` blocks (the
-//! core's doc tests cannot build them); they must be the blocks this crate's README compiles.
+//! The root README shows the server crate's wiring, rooms and several nodes as `rust,ignore`
+//! blocks (the core's doc tests cannot build them); they must be the blocks this crate's README
+//! compiles.
 
 fn blocks<'a>(text: &'a str, fence: &str) -> Vec<&'a str> {
     text.split(fence)
@@ -17,8 +18,8 @@ fn the_root_readme_shows_the_compiled_wiring() {
     compiled.extend(blocks(ours, "```rust\n"));
     assert_eq!(
         shown.len(),
-        3,
-        "the root README shows both integrations and rooms"
+        4,
+        "the root README shows both integrations, rooms and several nodes"
     );
     for block in shown {
         assert!(
