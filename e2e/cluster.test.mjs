@@ -5,7 +5,8 @@
 // or come back to it; a node killed with SIGKILL: its tabs that know the other node move there
 // without a flap, the others go offline on the other node within the stated bound. Then
 // scripted socket.io-client clients on both nodes, each keeping the users and a room by the
-// protocol's rules and counting what it received. Run by run.sh.
+// protocol's rules and counting what it received; and sockets whose session the cluster
+// refuses (another user's id, a duplicated tab on the other node). Run by run.sh.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -207,6 +208,47 @@ describe('two nodes of one cluster', { timeout: 240_000, skip: !REDIS && 'PRESEN
       assert.deepEqual(c.refusals.filter((x) => x !== 'metadata_too_frequent'), [], `${c.user}: nothing refused`);
     }
     for (const c of staying) c.socket.close();
+  });
+
+  it('a session the cluster refuses: its socket is told why and disconnected', async () => {
+    const connect = async (node, user, session) => {
+      const socket = io(node.url, {
+        auth: { protocol: 1, session, token: await login(node.url, user) },
+        transports: ['websocket'], forceNew: true, reconnection: false,
+      });
+      const c = { socket, refusals: [], reason: null, states: 0 };
+      socket.on('refused', (r) => c.refusals.push(r.code));
+      socket.on('disconnect', (reason) => { c.reason = reason; });
+      socket.on('presence', (m) => { if (m.type === 'state') c.states += 1; });
+      await waitFor(() => c.states > 0, { what: `${user} connected to ${node.url}` });
+      return c;
+    };
+    // Another user's session id, on the other node: accepted by that node's tracker, refused by
+    // the cluster, and nobody is shown it.
+    const owner = await connect(a, 'xena', 'dup-tab');
+    await waitFor(async () => (await presenceOf(b)).some(([u]) => u === 'xena'), { what: 'xena on node b' });
+    const thief = await connect(b, 'yuri', 'dup-tab');
+    await waitFor(() => thief.reason !== null, { what: 'yuri\'s socket disconnected' });
+    assert.deepEqual(thief.refusals, ['session_taken']);
+    assert.equal(thief.reason, 'io server disconnect', 'the server ended it: socket.io-client does not retry');
+    for (const node of [a, b]) assert.ok(!(await presenceOf(node)).some(([u]) => u === 'yuri'), 'yuri shown nowhere');
+    // The same session opened on node b by its own user (a duplicated tab), once node b's
+    // tracker has let yuri's refused session go (its clean disconnect's grace): b claims it,
+    // newer; node a's socket is refused at its next write (its tab hides), and xena never flaps.
+    await sleep(THRESHOLDS['leave-grace-ms'] + 1000);
+    const copy = await connect(b, 'xena', 'dup-tab');
+    await sleep(300); // b's claim written
+    owner.socket.emit('heartbeat', { activity: 'background' });
+    await waitFor(() => owner.reason !== null, { what: 'the older socket disconnected' });
+    assert.deepEqual(owner.refusals, ['session_superseded']);
+    assert.equal(owner.reason, 'io server disconnect');
+    assert.ok(copy.socket.connected, 'the newer socket stays');
+    // (These scripted clients send no heartbeats: xena decays, scaled down, but never goes.)
+    const events = (await getJson(`${b.url}/api/events`)).filter((e) => e.user === 'xena');
+    assert.equal(events[0] && `${events[0].from}>${events[0].to}`, 'offline>active');
+    assert.equal(events.filter((e) => e.to === 'offline' || e.from === 'offline').length, 1,
+      `xena: online once, never offline: ${events.map((e) => `${e.from}>${e.to}`)}`);
+    copy.socket.close();
   });
 });
 

@@ -3,8 +3,8 @@
 # browser client from assets/ (presence, and rooms on the demo page's documents), `websocket`
 # with scripted clients, rooms driven by scripted socket.io-client and WebSocket clients, and
 # two `socketio` nodes of one cluster on a redis-server started here (Chromium tabs on both,
-# a rolling restart, a node killed, scripted clients across both). Exits non-zero on any
-# failure.
+# a rolling restart, a node killed, scripted clients across both, refused sessions). Exits
+# non-zero on any failure.
 #
 #   bash e2e/run.sh
 #
