@@ -235,6 +235,7 @@ fn reconnect_storm(c: &mut Criterion) {
         }
     }
     group.finish();
+    support::record_end("churn");
 }
 
 criterion_group!(benches, churn, reconnect_storm);

@@ -136,6 +136,7 @@ fn clock(c: &mut Criterion) {
         })
     });
     group.finish();
+    support::record_end("clock");
 }
 
 criterion_group!(benches, clock);

@@ -116,6 +116,7 @@ fn hub(c: &mut Criterion) {
         });
     }
     group.finish();
+    support::record_end("hub");
 }
 
 criterion_group!(benches, hub);

@@ -131,6 +131,7 @@ fn reads(c: &mut Criterion) {
         });
         group.finish();
     }
+    support::record_end("reads");
 }
 
 criterion_group!(benches, reads);

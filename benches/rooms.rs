@@ -510,6 +510,7 @@ fn tick(c: &mut Criterion) {
         }
     }
     group.finish();
+    support::record_end("rooms");
 }
 
 criterion_group!(benches, heartbeat, transition, tick);

@@ -12,12 +12,19 @@
 //!
 //! `iter_custom` splits the iterations between the threads (started inside `std::thread::scope`)
 //! and times from the moment all threads are released until the last one finishes, so the time per
-//! element is wall time over the heartbeats of all threads. Each tracker variant gets a fresh tracker
-//! and restarts virtual time with it.
+//! element is wall time over the heartbeats of all threads. Each variant has its own tracker (or
+//! map) and its own virtual time.
+//!
+//! Interleaved rounds, as in question 1: every variant of a size is set up once and kept, then
+//! [`support::ROUNDS`] rounds each run every variant once (`<variant>/<threads>_r<round>`,
+//! backwards in even rounds), each going on where its previous round stopped. The report takes
+//! the 2-thread ÷ 1-thread throughput of each structure within each round (benchmarks seconds
+//! apart, not minutes) and gives the median, min and max over the rounds.
 
 use std::{
     cell::Cell,
     hint::black_box,
+    rc::Rc,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Barrier, Mutex,
@@ -125,27 +132,41 @@ fn timed_split_batches(
     })
 }
 
+type Bencher<'a> = criterion::Bencher<'a, criterion::measurement::WallTime>;
+
+/// One variant of a group (a structure and a number of threads), set up, run once per round.
+struct Variant {
+    function: &'static str,
+    threads: String,
+    routine: Box<dyn FnMut(&mut Bencher<'_>)>,
+}
+
 fn threads(c: &mut Criterion) {
     support::record_run("threads");
     for n in [10_000, 1_000_000] {
         let mut group = c.benchmark_group(format!("threads_{}", size_label(n)));
         group.throughput(Throughput::Elements(1));
+        group.warm_up_time(Duration::from_secs(1));
+        group.measurement_time(Duration::from_secs(2));
+        let mut variants = Vec::new();
         let t0 = support::t0();
         let (ids, order) = ids_and_order::<u64>(n);
         for threads in [1usize, 2] {
             // Thread t owns the sessions whose position in the random order is t modulo threads.
-            let orders: Vec<Vec<u64>> = (0..threads)
-                .map(|t| order.iter().skip(t).step_by(threads).copied().collect())
-                .collect();
-            let variant = format!("{threads}_thread{}", if threads > 1 { "s" } else { "" });
-            // Each thread goes on where its previous sample stopped: restarting at the head of
-            // its order every sample would replay a prefix that the cache still holds, and the
-            // prefix is shorter with more threads.
+            let orders: Rc<Vec<Vec<u64>>> = Rc::new(
+                (0..threads)
+                    .map(|t| order.iter().skip(t).step_by(threads).copied().collect())
+                    .collect(),
+            );
+            let label = format!("{threads}_thread{}", if threads > 1 { "s" } else { "" });
+            // Each thread goes on where its previous sample (or round) stopped: restarting at
+            // the head of its order every sample would replay a prefix that the cache still
+            // holds, and the prefix is shorter with more threads.
             let fresh_positions =
                 || -> Vec<AtomicUsize> { (0..threads).map(|_| AtomicUsize::new(0)).collect() };
-
-            let clock = Cell::new(t0);
-            let next_base = |iters: u64| {
+            // Each variant has its own virtual time, from t0: a tracker's sessions are seen
+            // within the active threshold from its first heartbeat on.
+            let next_base = |clock: &Cell<u64>, iters: u64| {
                 let base = clock.get();
                 clock.set(base + iters / 1024 + 1);
                 base
@@ -153,77 +174,92 @@ fn threads(c: &mut Criterion) {
 
             let map: Mutex<RawMap<u64>> =
                 Mutex::new(ids.iter().map(|&k| (k, (ACTIVE, t0))).collect());
-            let positions = fresh_positions();
-            group.bench_function(BenchmarkId::new("mutex_map", &variant), |b| {
-                b.iter_custom(|iters| {
-                    timed_split(
-                        iters,
-                        &orders,
-                        &positions,
-                        next_base(iters),
-                        &|_| {},
-                        &|k, now| {
-                            let mut guard = match map.lock() {
-                                Ok(guard) => guard,
-                                Err(poisoned) => poisoned.into_inner(),
-                            };
-                            if let Some(slot) = guard.get_mut(k) {
-                                *slot = (ACTIVE, now);
-                            }
-                        },
-                    )
-                })
+            let (positions, clock, orders_here) =
+                (fresh_positions(), Cell::new(t0), Rc::clone(&orders));
+            variants.push(Variant {
+                function: "mutex_map",
+                threads: label.clone(),
+                routine: Box::new(move |b| {
+                    b.iter_custom(|iters| {
+                        timed_split(
+                            iters,
+                            &orders_here,
+                            &positions,
+                            next_base(&clock, iters),
+                            &|_| {},
+                            &|k, now| {
+                                let mut guard = match map.lock() {
+                                    Ok(guard) => guard,
+                                    Err(poisoned) => poisoned.into_inner(),
+                                };
+                                if let Some(slot) = guard.get_mut(k) {
+                                    *slot = (ACTIVE, now);
+                                }
+                            },
+                        )
+                    })
+                }),
             });
-            drop(map);
-
-            // A fresh tracker, and time restarts with it so its sessions are seen within the
-            // active threshold from the first heartbeat on.
-            clock.set(t0);
 
             let tracker = support::tracker_with(&ids, support::at(t0, 0));
-            let positions = fresh_positions();
-            group.bench_function(BenchmarkId::new("tracker", &variant), |b| {
-                b.iter_custom(|iters| {
-                    let tick = |now| tracker.clock().set(Timestamp::from_millis(now));
-                    timed_split(
-                        iters,
-                        &orders,
-                        &positions,
-                        next_base(iters),
-                        &tick,
-                        &|k, _| {
-                            let _ = black_box(tracker.heartbeat(k, Activity::Active));
-                        },
-                    )
-                })
+            let (positions, clock, orders_here) =
+                (fresh_positions(), Cell::new(t0), Rc::clone(&orders));
+            variants.push(Variant {
+                function: "tracker",
+                threads: label.clone(),
+                routine: Box::new(move |b| {
+                    b.iter_custom(|iters| {
+                        let tick = |now| tracker.clock().set(Timestamp::from_millis(now));
+                        timed_split(
+                            iters,
+                            &orders_here,
+                            &positions,
+                            next_base(&clock, iters),
+                            &tick,
+                            &|k, _| {
+                                let _ = black_box(tracker.heartbeat(k, Activity::Active));
+                            },
+                        )
+                    })
+                }),
             });
-            drop(tracker);
-
-            // The same on a fresh tracker, in batches: again time restarts with it.
-            clock.set(t0);
 
             let tracker = support::tracker_with(&ids, support::at(t0, 0));
             // A batch must hit live sessions only and change nothing, or we would time errors or
             // event allocation instead of the update.
-            for order in &orders {
+            for order in orders.iter() {
                 let (head, tail) = cyclic_window(order, 0, BATCH.min(order.len()));
                 support::assert_quiet_batch(&tracker, head.iter().chain(tail), support::at(t0, 0));
             }
-            let positions = fresh_positions();
-            group.bench_function(BenchmarkId::new("tracker_batch", &variant), |b| {
-                b.iter_custom(|iters| {
-                    let base = next_base(iters);
-                    timed_split_batches(iters, &orders, &positions, base, &|head, tail, now| {
-                        tracker.clock().set(Timestamp::from_millis(now));
-                        let _ = black_box(tracker.heartbeat_batch(
-                            head.iter().chain(tail).map(|k| (k, Activity::Active)),
-                        ));
+            let (positions, clock) = (fresh_positions(), Cell::new(t0));
+            variants.push(Variant {
+                function: "tracker_batch",
+                threads: label,
+                routine: Box::new(move |b| {
+                    b.iter_custom(|iters| {
+                        let base = next_base(&clock, iters);
+                        timed_split_batches(iters, &orders, &positions, base, &|head, tail, now| {
+                            tracker.clock().set(Timestamp::from_millis(now));
+                            let _ = black_box(tracker.heartbeat_batch(
+                                head.iter().chain(tail).map(|k| (k, Activity::Active)),
+                            ));
+                        })
                     })
-                })
+                }),
             });
+        }
+        for round in 1..=support::ROUNDS {
+            for i in support::round_order(variants.len(), round) {
+                let v = &mut variants[i];
+                group.bench_function(
+                    BenchmarkId::new(v.function, support::in_round(&v.threads, round)),
+                    |b| (v.routine)(b),
+                );
+            }
         }
         group.finish();
     }
+    support::record_end("threads");
 }
 
 criterion_group!(benches, threads);

@@ -1,9 +1,10 @@
 //! Helpers shared by the benchmark modules: deterministic ids, shuffled access orders, the sizes to
-//! run, the baselines' value type, and a record of how each run was started (read by
-//! `scripts/bench-report.py`).
+//! run, the baselines' value type, the rounds of an interleaved comparison, a cache evictor, and a
+//! record of how each run was started and ended (read by `scripts/bench-report.py`).
 
 use std::{
     fs,
+    hint::black_box,
     path::{Path, PathBuf},
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
@@ -25,6 +26,97 @@ pub(crate) type RawMap<K> = hashbrown::HashMap<K, Slot, hashbrown::DefaultHashBu
 
 /// A tracker driven in virtual time.
 pub(crate) type Tracker<K> = PresenceTracker<K, K, ManualClock>;
+
+/// Rounds of an interleaved comparison (questions 1, 2 and 3): every variant is set up once and
+/// kept, then each round runs every variant once, so the ratio of two variants can be taken
+/// within a round, from measurements made seconds apart, and its spread over the rounds shows how
+/// far this machine's drift moves it.
+pub(crate) const ROUNDS: usize = 5;
+
+/// `<value>_r<round>`: a benchmark's value with its round, as the report splits it
+/// (`rounds_of` in `scripts/bench-report.py`).
+pub(crate) fn in_round(value: &str, round: usize) -> String {
+    format!("{value}_r{round}")
+}
+
+/// The order in which `len` variants run in `round` (from 1): as listed in odd rounds, backwards
+/// in even ones, so no variant always runs right after the same other one.
+pub(crate) fn round_order(len: usize, round: usize) -> Vec<usize> {
+    if round % 2 == 1 {
+        (0..len).collect()
+    } else {
+        (0..len).rev().collect()
+    }
+}
+
+/// The size of the largest CPU cache in bytes, from sysfs (Linux), if it can be read.
+pub(crate) fn llc_bytes() -> Option<usize> {
+    let mut largest: Option<(u32, usize)> = None;
+    for index in 0..8 {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{index}");
+        let (Ok(level), Ok(size)) = (
+            fs::read_to_string(format!("{dir}/level")),
+            fs::read_to_string(format!("{dir}/size")),
+        ) else {
+            continue;
+        };
+        let (Ok(level), Some(bytes)) = (level.trim().parse::<u32>(), parse_size(size.trim()))
+        else {
+            continue;
+        };
+        if largest.is_none_or(|(l, _)| level > l) {
+            largest = Some((level, bytes));
+        }
+    }
+    largest.map(|(_, bytes)| bytes)
+}
+
+/// `32768K`, `32M`, `1024`: a sysfs cache size in bytes.
+fn parse_size(s: &str) -> Option<usize> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: usize = digits.parse().ok()?;
+    match unit {
+        "" => Some(n),
+        "K" => n.checked_mul(1 << 10),
+        "M" => n.checked_mul(1 << 20),
+        "G" => n.checked_mul(1 << 30),
+        _ => None,
+    }
+}
+
+/// Evicts the CPU caches by reading a buffer twice the size of the last-level cache, one word per
+/// 64-byte line: whatever a measured call touches next comes from memory, as after other work.
+pub(crate) struct Evictor {
+    /// Non-zero, so every page is really mapped (a zeroed allocation could map the zero page).
+    buffer: Vec<u64>,
+}
+
+impl Evictor {
+    /// Twice the last-level cache ([`llc_bytes`]), or 64 MiB if its size cannot be read.
+    pub(crate) fn new() -> Self {
+        let bytes = 2 * llc_bytes().unwrap_or(32 << 20);
+        Evictor {
+            buffer: vec![1; bytes / 8],
+        }
+    }
+
+    /// The buffer's size in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.buffer.len() * 8
+    }
+
+    /// Reads one word of every cache line of the buffer.
+    pub(crate) fn evict(&self) {
+        let mut sum = 0u64;
+        for line in self.buffer.chunks_exact(8) {
+            sum = sum.wrapping_add(line[0]);
+        }
+        black_box(sum);
+    }
+}
 
 /// A bijection on u64 (splitmix64's finaliser): distinct inputs give distinct, random-looking ids.
 pub(crate) fn mix(mut x: u64) -> u64 {
@@ -217,16 +309,74 @@ pub(crate) fn record_run(bench: &str) {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let json = format!(
-        "{{\"bench\":{},\"command\":{},\"cpu\":{},\"cores\":{},\"unix_time\":{}}}\n",
+        "{{\"bench\":{},\"command\":{},\"cpu\":{},\"cores\":{},\"unix_time\":{},\"load\":{},\"llc_bytes\":{},\"commit\":{}}}\n",
         json_str(bench),
         json_str(&command),
         json_str(&cpu),
         cores,
-        secs
+        secs,
+        json_str(&load_average()),
+        llc_bytes().unwrap_or(0),
+        json_str(&commit()),
     );
     // The record is for the report only: a benchmark still runs if it cannot be written.
     if fs::create_dir_all(&dir).is_ok() {
         let _ = fs::write(dir.join(format!("{record}.json")), json);
+    }
+}
+
+/// Writes `<criterion dir>/presence-meta/<bench>-end.json` (`<bench>-1e7-end.json` as for
+/// [`record_run`]): when the run ended and the load average then, so the report can say how long
+/// a run took and how busy the machine was.
+pub(crate) fn record_end(bench: &str) {
+    let record = if std::env::var_os(HUGE_ENV).is_some() {
+        format!("{bench}-1e7-end")
+    } else {
+        format!("{bench}-end")
+    };
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    write_meta(
+        &record,
+        &format!(
+            "{{\"unix_time\":{secs},\"load\":{}}}\n",
+            json_str(&load_average())
+        ),
+    );
+}
+
+/// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes), or `unknown`.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The commit the benches were built from (`git rev-parse --short HEAD` in the crate's
+/// directory, with `+dirty` if tracked files differ from it), or `unknown`.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{head}+dirty")
+            } else {
+                head
+            }
+        }
+        None => "unknown".to_string(),
     }
 }
 
