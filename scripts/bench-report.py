@@ -702,6 +702,14 @@ REDIS_COMMAND = (
 )
 
 
+def redis_command(redis):
+    """The command that produced `redis` (its port named if not the default)."""
+    port = (redis or {}).get("port", 6391)
+    if port == 6391:
+        return REDIS_COMMAND
+    return REDIS_COMMAND.replace("redis-peer.py", f"redis-peer.py --port {port}")
+
+
 def load_redis(root):
     try:
         with open(os.path.join(root, "presence-meta", "redis.json")) as f:
@@ -718,7 +726,7 @@ def redis_peer_q1(out, groups, redis):
         return
     z = redis["zadd_per_second"]
     out.append(
-        f"Redis peer (`{REDIS_COMMAND}`, run {redis['date']}, redis {redis['redis_version']} on "
+        f"Redis peer (`{redis_command(redis)}`, run {redis['date']}, redis {redis['redis_version']} on "
         "127.0.0.1, no persistence): `ZADD presence <last_seen> <session>` into a sorted set of up to "
         "10^6 members, from `redis-benchmark`. The tracker's throughput is one thread's, from the "
         "table above (10^6 u64 ids, median of the rounds)."
@@ -788,7 +796,7 @@ def q6(out, memory_path, redis=None):
         out.append(
             f"Redis rows: `used_memory` growth per member of one sorted set "
             f"(`ZADD presence <last_seen> <session>`, ids as in the benchmarks, u64s as decimal "
-            f"strings) from `{REDIS_COMMAND}` (run {redis['date']}); the server's own accounting, "
+            f"strings) from `{redis_command(redis)}` (run {redis['date']}); the server's own accounting, "
             "allocator overhead included."
         )
         out.append("")

@@ -15,10 +15,15 @@ throwaway `redis-server` on 127.0.0.1 (port 6391, no persistence), and measures
 then stops the server by its pid and writes JSON for `scripts/bench-report.py`:
 
     python3 scripts/redis-peer.py > $CARGO_TARGET_DIR/criterion/presence-meta/redis.json
+    python3 scripts/redis-peer.py --port 6491 > ...   # if 6391 is taken
+
+It refuses to start when something already listens on the port: its FLUSHALLs must only ever
+reach the server it started.
 
 Needs `redis-server`, `redis-cli` and `redis-benchmark` (Debian: `apt-get install -y redis-server`).
 """
 
+import argparse
 import datetime
 import json
 import os
@@ -111,7 +116,22 @@ def zadd_rps(n, clients, pipeline):
     return float(rows[-1].split(",")[1].strip('"'))
 
 
+def port_in_use(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def main():
+    global PORT
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=PORT,
+                        help=f"the throwaway server's port on 127.0.0.1 (default {PORT})")
+    PORT = parser.parse_args().port
+    if port_in_use(PORT):
+        sys.exit(f"something already listens on 127.0.0.1:{PORT}: not flushing it; pass --port")
     proc = subprocess.Popen(
         ["redis-server", "--port", str(PORT), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
@@ -122,6 +142,7 @@ def main():
                         if line.startswith("redis_version:")), "?")
         result = {
             "redis_version": version,
+            "port": PORT,
             "members": MEMBERS,
             "bytes_per_member": {
                 "u64": load(str(mix(i)) for i in range(MEMBERS)),
