@@ -33,12 +33,12 @@ use std::time::Duration;
 
 use super::ScenarioError;
 
-pub(crate) use ably::Ably;
+pub(crate) use ably::ably;
 pub(crate) use naive::Naive;
 pub(crate) use phoenix::Phoenix;
-pub(crate) use pubnub::PubNub;
+pub(crate) use pubnub::pubnub;
 pub(crate) use synapse::Synapse;
-pub(crate) use yjs::Yjs;
+pub(crate) use yjs::yjs;
 
 /// A presence system modelled for comparison: see each variant for the semantics modelled, and
 /// [`Candidate::peer`](crate::Candidate::peer) to simulate one.

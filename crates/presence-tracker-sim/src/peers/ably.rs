@@ -24,85 +24,15 @@
 //! clients resume within the scenario's seconds: nothing leaves. The world's "noticed dead"
 //! disconnects (Socket.IO's ping timeout) are ignored.
 
-use presence_tracker::{Activity, DisconnectKind};
-
-use super::common::Members;
-use crate::metrics::Accounting;
-use crate::world::server::{Refusal, Server};
+use super::common::TimeoutPeer;
 
 /// Silence after which a transport counts as lost: `maxIdleInterval` + `realtimeRequestTimeout`.
 const LOST_AFTER: u64 = 15_000 + 10_000;
 /// `remainPresentFor`: how long a member of a lost connection stays.
 const REMAIN_PRESENT_FOR: u64 = 15_000;
 
-/// See the module docs.
-#[derive(Debug, Default)]
-pub(crate) struct Ably {
-    members: Members,
-}
-
-impl Ably {
-    fn alive(&mut self, now: u64, user: u32, session: u32, books: &mut Accounting) {
-        self.members.enter(now, user, session, books);
-        self.members
-            .arm(session, user, now + LOST_AFTER + REMAIN_PRESENT_FOR);
-    }
-}
-
-impl Server for Ably {
-    fn connect(
-        &mut self,
-        now: u64,
-        user: u32,
-        session: u32,
-        _conn: u32,
-        _activity: Activity,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        self.alive(now, user, session, books);
-        Ok(())
-    }
-
-    fn heartbeat(
-        &mut self,
-        now: u64,
-        user: u32,
-        session: u32,
-        _activity: Activity,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        self.alive(now, user, session, books);
-        Ok(())
-    }
-
-    fn disconnect(
-        &mut self,
-        now: u64,
-        _user: u32,
-        session: u32,
-        _conn: u32,
-        kind: DisconnectKind,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        if kind == DisconnectKind::Clean {
-            self.members.leave(now, session, books);
-        }
-        Ok(())
-    }
-
-    fn tick(&mut self, now: u64, books: &mut Accounting) {
-        while let Some(session) = self.members.due(now) {
-            self.members.leave(now, session, books);
-        }
-    }
-
-    fn next_deadline(&self) -> Option<u64> {
-        self.members.next_deadline()
-    }
-
-    fn restart(&mut self, _now: u64, _books: &mut Accounting) {}
-
-    fn timer_driven(&self) -> bool {
-        false
-    }
+/// See the module docs: present until 40 s after the last traffic; the transport's pings are
+/// not throttled in a hidden tab; a restart is resumed, nothing leaves.
+pub(crate) fn ably() -> TimeoutPeer {
+    TimeoutPeer::new(|now| now + LOST_AFTER + REMAIN_PRESENT_FOR, false, false)
 }

@@ -4,9 +4,10 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use presence_tracker::Presence;
+use presence_tracker::{Activity, DisconnectKind, Presence};
 
 use crate::metrics::Accounting;
+use crate::world::server::{Refusal, Server};
 
 /// What a two-state peer publishes for a present user (see the module docs of `peers`).
 pub(crate) const PRESENT: Presence = Presence::Stale;
@@ -188,5 +189,96 @@ mod tests {
         assert_eq!(members.board.shown(0), Presence::Offline);
         assert_eq!(on_grid(30_001, 3_000), 33_000);
         assert_eq!(on_grid(30_000, 3_000), 30_000);
+    }
+}
+
+/// A peer whose members stay present until a timeout after their last traffic and leave at
+/// once on a clean close (Ably, PubNub, Yjs awareness: what differs is given to
+/// [`new`](Self::new)). A transport that is only noticed dead changes nothing.
+#[derive(Debug)]
+pub(crate) struct TimeoutPeer {
+    members: Members,
+    /// When a member last heard from at `now` goes.
+    expiry: fn(u64) -> u64,
+    /// Whether a server restart loses every member (state held in one process).
+    restart_leaves: bool,
+    timer_driven: bool,
+}
+
+impl TimeoutPeer {
+    pub(crate) fn new(expiry: fn(u64) -> u64, restart_leaves: bool, timer_driven: bool) -> Self {
+        TimeoutPeer {
+            members: Members::default(),
+            expiry,
+            restart_leaves,
+            timer_driven,
+        }
+    }
+
+    fn alive(&mut self, now: u64, user: u32, session: u32, books: &mut Accounting) {
+        self.members.enter(now, user, session, books);
+        self.members.arm(session, user, (self.expiry)(now));
+    }
+}
+
+impl Server for TimeoutPeer {
+    fn connect(
+        &mut self,
+        now: u64,
+        user: u32,
+        session: u32,
+        _conn: u32,
+        _activity: Activity,
+        books: &mut Accounting,
+    ) -> Result<(), Refusal> {
+        self.alive(now, user, session, books);
+        Ok(())
+    }
+
+    fn heartbeat(
+        &mut self,
+        now: u64,
+        user: u32,
+        session: u32,
+        _activity: Activity,
+        books: &mut Accounting,
+    ) -> Result<(), Refusal> {
+        self.alive(now, user, session, books);
+        Ok(())
+    }
+
+    fn disconnect(
+        &mut self,
+        now: u64,
+        _user: u32,
+        session: u32,
+        _conn: u32,
+        kind: DisconnectKind,
+        books: &mut Accounting,
+    ) -> Result<(), Refusal> {
+        if kind == DisconnectKind::Clean {
+            self.members.leave(now, session, books);
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, now: u64, books: &mut Accounting) {
+        while let Some(session) = self.members.due(now) {
+            self.members.leave(now, session, books);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.members.next_deadline()
+    }
+
+    fn restart(&mut self, now: u64, books: &mut Accounting) {
+        if self.restart_leaves {
+            self.members.leave_all(now, books);
+        }
+    }
+
+    fn timer_driven(&self) -> bool {
+        self.timer_driven
     }
 }

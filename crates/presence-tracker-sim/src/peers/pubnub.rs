@@ -20,78 +20,13 @@
 //! request that the client repeats: nothing leaves. The world's "noticed dead" disconnects
 //! (Socket.IO's ping timeout) are ignored.
 
-use presence_tracker::{Activity, DisconnectKind};
-
-use super::common::Members;
-use crate::metrics::Accounting;
-use crate::world::server::{Refusal, Server};
+use super::common::TimeoutPeer;
 
 /// `presenceTimeout`.
 const TIMEOUT: u64 = 300_000;
 
-/// See the module docs.
-#[derive(Debug, Default)]
-pub(crate) struct PubNub {
-    members: Members,
-}
-
-impl PubNub {
-    fn alive(&mut self, now: u64, user: u32, session: u32, books: &mut Accounting) {
-        self.members.enter(now, user, session, books);
-        self.members.arm(session, user, now + TIMEOUT);
-    }
-}
-
-impl Server for PubNub {
-    fn connect(
-        &mut self,
-        now: u64,
-        user: u32,
-        session: u32,
-        _conn: u32,
-        _activity: Activity,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        self.alive(now, user, session, books);
-        Ok(())
-    }
-
-    fn heartbeat(
-        &mut self,
-        now: u64,
-        user: u32,
-        session: u32,
-        _activity: Activity,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        self.alive(now, user, session, books);
-        Ok(())
-    }
-
-    fn disconnect(
-        &mut self,
-        now: u64,
-        _user: u32,
-        session: u32,
-        _conn: u32,
-        kind: DisconnectKind,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        if kind == DisconnectKind::Clean {
-            self.members.leave(now, session, books);
-        }
-        Ok(())
-    }
-
-    fn tick(&mut self, now: u64, books: &mut Accounting) {
-        while let Some(session) = self.members.due(now) {
-            self.members.leave(now, session, books);
-        }
-    }
-
-    fn next_deadline(&self) -> Option<u64> {
-        self.members.next_deadline()
-    }
-
-    fn restart(&mut self, _now: u64, _books: &mut Accounting) {}
+/// See the module docs: present until `presenceTimeout` after the last heartbeat, which runs
+/// on page timers; a restart loses nothing (presence is kept by the service).
+pub(crate) fn pubnub() -> TimeoutPeer {
+    TimeoutPeer::new(|now| now + TIMEOUT, false, true)
 }

@@ -18,83 +18,15 @@
 //! every remote state until each client reconnects and sends it again. The world's "noticed
 //! dead" disconnects (Socket.IO's ping timeout) are ignored: the 30 s timeout comes first.
 
-use presence_tracker::{Activity, DisconnectKind};
-
-use super::common::{on_grid, Members};
-use crate::metrics::Accounting;
-use crate::world::server::{Refusal, Server};
+use super::common::{on_grid, TimeoutPeer};
 
 /// `outdatedTimeout`.
 const OUTDATED: u64 = 30_000;
 /// How often the observer's awareness checks for outdated states.
 const CHECK: u64 = OUTDATED / 10;
 
-/// See the module docs.
-#[derive(Debug, Default)]
-pub(crate) struct Yjs {
-    members: Members,
-}
-
-impl Yjs {
-    fn update(&mut self, now: u64, user: u32, session: u32, books: &mut Accounting) {
-        self.members.enter(now, user, session, books);
-        self.members
-            .arm(session, user, on_grid(now + OUTDATED, CHECK));
-    }
-}
-
-impl Server for Yjs {
-    fn connect(
-        &mut self,
-        now: u64,
-        user: u32,
-        session: u32,
-        _conn: u32,
-        _activity: Activity,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        self.update(now, user, session, books);
-        Ok(())
-    }
-
-    fn heartbeat(
-        &mut self,
-        now: u64,
-        user: u32,
-        session: u32,
-        _activity: Activity,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        self.update(now, user, session, books);
-        Ok(())
-    }
-
-    fn disconnect(
-        &mut self,
-        now: u64,
-        _user: u32,
-        session: u32,
-        _conn: u32,
-        kind: DisconnectKind,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        if kind == DisconnectKind::Clean {
-            self.members.leave(now, session, books);
-        }
-        Ok(())
-    }
-
-    fn tick(&mut self, now: u64, books: &mut Accounting) {
-        while let Some(session) = self.members.due(now) {
-            self.members.leave(now, session, books);
-        }
-    }
-
-    fn next_deadline(&self) -> Option<u64> {
-        self.members.next_deadline()
-    }
-
-    fn restart(&mut self, now: u64, books: &mut Accounting) {
-        self.members.leave_all(now, books);
-    }
+/// See the module docs: outdated `outdatedTimeout` after the last update, found at the
+/// observer's next check; updates run on page timers; a restart loses every state.
+pub(crate) fn yjs() -> TimeoutPeer {
+    TimeoutPeer::new(|now| on_grid(now + OUTDATED, CHECK), true, true)
 }

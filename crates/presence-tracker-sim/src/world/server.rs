@@ -94,10 +94,10 @@ pub(crate) fn dispatch<W: WithServer>(
         None => job.with(Tracked::new(policy)),
         Some(Peer::Naive) => job.with(peers::Naive::default()),
         Some(Peer::Phoenix) => job.with(peers::Phoenix::default()),
-        Some(Peer::Ably) => job.with(peers::Ably::default()),
+        Some(Peer::Ably) => job.with(peers::ably()),
         Some(Peer::Synapse) => job.with(peers::Synapse::default()),
-        Some(Peer::PubNub) => job.with(peers::PubNub::default()),
-        Some(Peer::Yjs) => job.with(peers::Yjs::default()),
+        Some(Peer::PubNub) => job.with(peers::pubnub()),
+        Some(Peer::Yjs) => job.with(peers::yjs()),
     })
 }
 
