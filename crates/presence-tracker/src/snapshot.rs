@@ -1,6 +1,5 @@
 //! Snapshots: the whole tracker as plain data, to keep across a restart.
 
-use crate::sync::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -168,7 +167,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         let mut users = Vec::new();
         // Shard by shard in index order, each shard's live users before its retained ones.
         for shard in &shards {
-            for (user, entry) in &shard.live {
+            for (user, entry) in shard.live.iter() {
                 let mut sessions = by_owner.remove(user).unwrap_or_default();
                 if let Some(list) = shard.memberships.get(user) {
                     self.snapshot_rooms(user, list, &mut sessions);
@@ -183,7 +182,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                     sessions,
                 });
             }
-            for (user, r) in &shard.retained {
+            for (user, r) in shard.retained.iter() {
                 users.push(UserSnapshot {
                     user: user.clone(),
                     published: Presence::Offline,
@@ -279,7 +278,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 // Due at once: the first tick publishes whatever changed while it was down.
                 shard.queue.push(now, u.user);
             }
-            slot.earliest.store(shard.earliest(), Ordering::Release);
+            tracker.store_earliest(&shard);
         }
         Ok(tracker)
     }

@@ -53,8 +53,8 @@
 //!   had stored (the lock's happens-before and coherence), so one user's events never go back
 //!   in time, nor one session's across owners (a connect re-reads it under the session's write
 //!   lock).
-//! - `UserSlot::earliest`, the shard's earliest deadline: stored (Release) only under the
-//!   shard's lock, after every change to its wheel, so it is exact whenever the lock is free;
+//! - `earliest[i]`, user shard `i`'s earliest deadline (the 64 words side by side, eight cache
+//!   lines, so an idle tick reads eight lines): stored (Release) only under the shard's lock, after every change to its wheel, so it is exact whenever the lock is free;
 //!   read (Acquire) without the lock by `tick`, which skips the shard when it is later than
 //!   `now`, and by `next_deadline`. A deadline armed while a tick runs may be missed by that tick
 //!   (which is then ordered before the signal) and is taken by the next.
@@ -71,6 +71,7 @@
 mod batch;
 mod connect;
 pub(crate) mod counters;
+mod dense;
 #[cfg(all(test, loom))]
 mod loom;
 pub(crate) mod packed;
@@ -213,6 +214,9 @@ pub struct PresenceTracker<U, S, C = SystemClock, R = String, M = ()> {
     pub(crate) shard_hasher: Hasher,
     pub(crate) sessions: Box<[SessionSlot<U, S>]>,
     pub(crate) users: Box<[Padded<UserSlot<U, S, R>>]>,
+    /// Each user shard's earliest deadline, readable without its lock, side by side (64 words,
+    /// eight cache lines), so a tick with nothing due reads eight lines and touches no lock.
+    pub(crate) earliest: Box<[AtomicU64]>,
     pub(crate) session_total: AtomicUsize,
     /// Per user shard.
     pub(crate) counters: Box<[Counters]>,
@@ -248,17 +252,19 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
             policy,
             clock,
             high_water: AtomicU64::new(start),
-            shard_hasher: Hasher::default(),
+            shard_hasher: hasher.clone(),
             sessions: (0..SESSION_SHARDS)
-                .map(|_| Padded(RwLock::new(SessionTable::new())))
+                .map(|_| Padded(RwLock::new(SessionTable::new(&hasher))))
                 .collect(),
             users: (0..USER_SHARDS)
                 .map(|i| {
                     Padded(UserSlot {
-                        earliest: AtomicU64::new(NO_DEADLINE),
                         shard: Mutex::new(UserShard::new(&hasher, i)),
                     })
                 })
+                .collect(),
+            earliest: (0..USER_SHARDS)
+                .map(|_| AtomicU64::new(NO_DEADLINE))
                 .collect(),
             session_total: AtomicUsize::new(0),
             counters: (0..USER_SHARDS).map(|_| Counters::default()).collect(),
@@ -341,6 +347,12 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
     fn user_index<Q: Hash + ?Sized>(&self, user: &Q) -> usize {
         let h = self.shard_hasher.hash_one(user);
         (h >> 40) as usize & (USER_SHARDS - 1)
+    }
+
+    /// Stores a user shard's earliest deadline for the lock-free readers (`tick`,
+    /// `next_deadline`): after every change to its wheels, before its lock is released.
+    pub(crate) fn store_earliest(&self, shard: &UserShard<U, S, R>) {
+        self.earliest[shard.index].store(shard.earliest(), Ordering::Release);
     }
 
     /// `now`, or the latest time any operation has seen if later: called under a user-shard

@@ -126,15 +126,9 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 owner_shard,
             );
             let (user_shard, owner_shard) = guards.split();
-            self.users[user_index]
-                .0
-                .earliest
-                .store(user_shard.earliest(), Ordering::Release);
+            self.store_earliest(user_shard);
             if let Some(shard) = owner_shard {
-                self.users[shard.index]
-                    .0
-                    .earliest
-                    .store(shard.earliest(), Ordering::Release);
+                self.store_earliest(shard);
             }
             match outcome {
                 Connected::Done(result) => return result,
@@ -283,7 +277,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 (n < max).then_some(n + 1)
             })
             .map_err(|_| Error::TooManySessions { max })?;
-        map.insert(&self.shard_hasher, hash, entry);
+        map.insert(hash, entry);
         Ok(())
     }
 

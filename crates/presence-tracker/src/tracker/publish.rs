@@ -77,6 +77,8 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         // Every event of this call carries the user's live sessions once it is published.
         let first = events.len();
         let mut live = 0;
+        // The latest `last_seen` of the live sessions, as read for their publication.
+        let mut latest = 0;
         let mut i = 0;
         while i < entry.sessions.len() {
             let session = &entry.sessions[i];
@@ -103,7 +105,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 });
                 if matches!(seen, Some((_, Presence::Offline, _))) {
                     map.remove::<S>(hash, session);
-                    map.shrink(&self.shard_hasher);
+                    map.shrink();
                 }
                 seen
             };
@@ -167,20 +169,13 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
             }
             best = best.max(to);
             live += 1;
+            latest = latest.max(record.last_seen.as_millis());
             if let Some(t) = next_change(&record, to, &self.policy) {
                 next = next.min(t.as_millis());
             }
             i += 1;
         }
-        let last_seen = entry
-            .sessions
-            .iter()
-            .fold(entry.gone_last_seen(), |latest, session| {
-                let (slot, hash) = self.locate::<S>(session);
-                let map = slot.read();
-                map.get::<S>(hash, session)
-                    .map_or(latest, |e| latest.max(e.record().last_seen.as_millis()))
-            });
+        let last_seen = latest.max(entry.gone_last_seen());
         for event in events.events_from(first) {
             event.sessions = live;
             event.user_presence = best;

@@ -131,7 +131,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         let mut online = Vec::new();
         for slot in self.users.iter() {
             let shard = slot.0.shard.lock();
-            for (user, entry) in &shard.live {
+            for (user, entry) in shard.live.iter() {
                 let view = self.live_view(entry, now);
                 if view.presence.is_online() {
                     online.push((user.clone(), view));

@@ -3,11 +3,11 @@
 
 use crate::sync::{AtomicU64, Ordering};
 use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 
 use crate::sync::RwLock;
-use hashbrown::hash_table::Entry;
-use hashbrown::HashTable;
+
+use super::dense::{DenseTable, Keyed};
 
 use super::packed::{pack, record_of, unpack, GracePublished};
 use crate::{Activity, ConnectionId, Presence, SessionRecord};
@@ -116,25 +116,33 @@ impl<U, S> SessionEntry<U, S> {
 }
 
 /// One shard of the session table: the entries, found by the hash the tracker computed once
-/// (whose middle bits also picked the shard).
+/// (whose bits 32 and up also picked the shard), in a [`DenseTable`].
 #[derive(Debug)]
 pub(crate) struct SessionTable<U, S> {
-    table: HashTable<SessionEntry<U, S>>,
+    table: DenseTable<SessionEntry<U, S>>,
+}
+
+impl<U, S: Eq + Hash> Keyed for SessionEntry<U, S> {
+    type Key = S;
+    fn key(&self) -> &S {
+        &self.session
+    }
 }
 
 impl<U, S: Eq + Hash> SessionTable<U, S> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(hasher: &Hasher) -> Self {
         SessionTable {
-            table: HashTable::new(),
+            table: DenseTable::new(hasher),
         }
     }
 
+    #[inline]
     pub(crate) fn get<Q>(&self, hash: u64, session: &Q) -> Option<&SessionEntry<U, S>>
     where
         S: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.table.find(hash, |e| e.session.borrow() == session)
+        self.table.get_hashed(hash, session)
     }
 
     pub(crate) fn get_mut<Q>(&mut self, hash: u64, session: &Q) -> Option<&mut SessionEntry<U, S>>
@@ -142,21 +150,12 @@ impl<U, S: Eq + Hash> SessionTable<U, S> {
         S: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.table.find_mut(hash, |e| e.session.borrow() == session)
+        self.table.get_hashed_mut(hash, session)
     }
 
     /// Inserts or replaces the entry of `entry.session`, whose hash is `hash`.
-    pub(crate) fn insert(&mut self, hasher: &Hasher, hash: u64, entry: SessionEntry<U, S>) {
-        match self.table.entry(
-            hash,
-            |e| e.session == entry.session,
-            |e| hasher.hash_one(&e.session),
-        ) {
-            Entry::Occupied(mut o) => *o.get_mut() = entry,
-            Entry::Vacant(v) => {
-                v.insert(entry);
-            }
-        }
+    pub(crate) fn insert(&mut self, hash: u64, entry: SessionEntry<U, S>) {
+        self.table.insert_hashed(hash, entry);
     }
 
     /// Every entry, in no particular order.
@@ -169,20 +168,14 @@ impl<U, S: Eq + Hash> SessionTable<U, S> {
         S: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.table
-            .find_entry(hash, |e| e.session.borrow() == session)
-            .ok()
-            .map(|o| o.remove().0)
+        self.table.remove_hashed(hash, session)
     }
 
-    /// Gives memory back once the table is under a quarter full: shrinks it to twice its
-    /// length. Amortised O(1) per removal (the rehash costs what the removals since the table
-    /// was last this size did), and a table that grows back pays at most one regrowth.
-    pub(crate) fn shrink(&mut self, hasher: &Hasher) {
-        if wants_shrink(self.table.len(), self.table.capacity()) {
-            self.table
-                .shrink_to(self.table.len() * 2, |e| hasher.hash_one(&e.session));
-        }
+    /// Gives memory back once the table is under a quarter full. Amortised O(1) per removal (the
+    /// rebuild costs what the removals since the table was last this size did), and a table that
+    /// grows back pays at most one regrowth.
+    pub(crate) fn shrink(&mut self) {
+        self.table.shrink();
     }
 }
 

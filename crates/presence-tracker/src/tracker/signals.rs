@@ -1,7 +1,6 @@
 //! The signals on a session that exists: heartbeat (its lock-free fast path and its slow path),
 //! disconnect and leave.
 
-use crate::sync::Ordering;
 use std::borrow::Borrow;
 use std::hash::Hash;
 
@@ -209,7 +208,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         }
         let mut events = Transitions::new();
         self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);
-        slot.earliest.store(shard.earliest(), Ordering::Release);
+        self.store_earliest(&shard);
         Ok(events)
     }
 
@@ -242,7 +241,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         }
         let mut events = Transitions::new();
         self.settle(&mut shard, &user, now, Some((session, cause)), &mut events);
-        slot.earliest.store(shard.earliest(), Ordering::Release);
+        self.store_earliest(&shard);
         Ok(events)
     }
 }

@@ -26,15 +26,14 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
     pub fn tick(&self) -> Transitions<U, S, R, M> {
         let now = self.effective_now(self.clock.now());
         let mut events = Transitions::new();
-        for slot in self.users.iter() {
-            let slot = &slot.0;
-            if slot.earliest.load(Ordering::Acquire) > now {
+        for (i, earliest) in self.earliest.iter().enumerate() {
+            if earliest.load(Ordering::Acquire) > now {
                 continue;
             }
-            let mut shard = slot.shard.lock();
+            let mut shard = self.users[i].0.shard.lock();
             let now = self.ordered(now);
             self.run_due(&mut shard, now, &mut events);
-            slot.earliest.store(shard.earliest(), Ordering::Release);
+            self.store_earliest(&shard);
         }
         events
     }
@@ -48,9 +47,9 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
     /// signal returns, and read it again. A driver that ticks at a fixed interval needs no
     /// rule: a late tick publishes one event from the published presence to the current one.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.users
+        self.earliest
             .iter()
-            .map(|slot| slot.0.earliest.load(Ordering::Acquire))
+            .map(|earliest| earliest.load(Ordering::Acquire))
             .min()
             .filter(|&t| t != NO_DEADLINE)
             .map(Timestamp::from_millis)

@@ -1,12 +1,12 @@
 //! The user table, sharded by user id: each shard's live and retained users and its deadline
 //! queues, behind a mutex.
 
-use crate::sync::AtomicU64;
 use std::collections::HashMap;
 use std::hash::Hash;
 
 use crate::sync::Mutex;
 
+use super::dense::DenseMap;
 use super::packed::{Gone, SeqPublished};
 use super::session_table::{wants_shrink, Hasher};
 use super::wheel::DueQueue;
@@ -206,11 +206,11 @@ impl<U: Eq + Hash, S, R> RoomIndex<U, S, R> {
 /// The users of one shard (by user id) and when each must be looked at again.
 #[derive(Debug)]
 pub(crate) struct UserShard<U, S, R> {
-    pub(crate) live: HashMap<U, UserEntry<S>, Hasher>,
+    pub(crate) live: DenseMap<U, UserEntry<S>>,
     /// The rooms of the live users that are in any: kept apart from [`UserEntry`] so that users
     /// in no room pay nothing for rooms.
     pub(crate) memberships: RoomIndex<U, S, R>,
-    pub(crate) retained: HashMap<U, Retained, Hasher>,
+    pub(crate) retained: DenseMap<U, Retained>,
     /// Lazily re-armed deadlines: an entry may be early (the session was heard from since) or
     /// stale (superseded), never late. Taking one re-derives and re-arms.
     pub(crate) queue: DueQueue<U>,
@@ -225,12 +225,12 @@ pub(crate) struct UserShard<U, S, R> {
     pub(crate) index: usize,
 }
 
-impl<U, S, R> UserShard<U, S, R> {
+impl<U: Eq + Hash, S, R> UserShard<U, S, R> {
     pub(crate) fn new(hasher: &Hasher, index: usize) -> Self {
         UserShard {
-            live: HashMap::with_hasher(hasher.clone()),
+            live: DenseMap::new(hasher),
             memberships: RoomIndex::default(),
-            retained: HashMap::with_hasher(hasher.clone()),
+            retained: DenseMap::new(hasher),
             queue: DueQueue::new(),
             retention: DueQueue::new(),
             index,
@@ -243,25 +243,16 @@ impl<U, S, R> UserShard<U, S, R> {
 
     /// Gives memory back once a user table is under a quarter full (see
     /// [`SessionTable::shrink`](super::session_table::SessionTable::shrink)).
-    pub(crate) fn shrink(&mut self)
-    where
-        U: Eq + Hash,
-    {
-        if wants_shrink(self.live.len(), self.live.capacity()) {
-            self.live.shrink_to(self.live.len() * 2);
-        }
+    pub(crate) fn shrink(&mut self) {
+        self.live.shrink();
         self.memberships.shrink();
-        if wants_shrink(self.retained.len(), self.retained.capacity()) {
-            self.retained.shrink_to(self.retained.len() * 2);
-        }
+        self.retained.shrink();
     }
 }
 
-/// A user shard and, readable without its lock, its earliest deadline, so a tick with nothing
-/// due touches no lock.
+/// A user shard behind its lock (its earliest deadline is in the tracker's `earliest` words).
 #[derive(Debug)]
 pub(crate) struct UserSlot<U, S, R> {
-    pub(crate) earliest: AtomicU64,
     pub(crate) shard: Mutex<UserShard<U, S, R>>,
 }
 
@@ -298,12 +289,5 @@ mod tests {
         assert_eq!(std::mem::size_of::<SessionEntry<u64, u64>>(), 40);
         assert_eq!(std::mem::size_of::<Sessions<u64>>(), 16);
         assert_eq!(std::mem::size_of::<UserEntry<u64>>(), 40);
-    }
-
-    #[test]
-    fn a_user_slot_fits_its_128_byte_line_pair() {
-        // An idle tick reads one slot per user shard: a larger slot doubles the stride.
-        assert!(std::mem::size_of::<UserSlot<u64, u64, u64>>() <= 128);
-        assert!(std::mem::size_of::<UserSlot<String, String, String>>() <= 128);
     }
 }

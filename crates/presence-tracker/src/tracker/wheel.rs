@@ -68,9 +68,8 @@ impl<U> Bucket<U> {
 
 /// Deadlines `(at, user)`, taken by time: see the [module](self).
 ///
-/// Boxed, so that a [`UserShard`](super::user_table::UserShard) stays as small as with the binary
-/// heap this replaced, and a `UserSlot` within its 128 bytes: an idle tick reads one line per
-/// slot, and twice the stride made it measurably slower.
+/// Boxed, so that a [`UserShard`](super::user_table::UserShard) stays small: its two queues are
+/// two pointers.
 #[derive(Debug)]
 pub(crate) struct DueQueue<U> {
     wheel: Box<Wheel<U>>,
