@@ -71,7 +71,6 @@
 mod batch;
 mod connect;
 pub(crate) mod counters;
-mod dense;
 #[cfg(all(test, loom))]
 mod loom;
 pub(crate) mod packed;
@@ -254,7 +253,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
             high_water: AtomicU64::new(start),
             shard_hasher: hasher.clone(),
             sessions: (0..SESSION_SHARDS)
-                .map(|_| Padded(RwLock::new(SessionTable::new(&hasher))))
+                .map(|_| Padded(RwLock::new(SessionTable::new())))
                 .collect(),
             users: (0..USER_SHARDS)
                 .map(|i| {

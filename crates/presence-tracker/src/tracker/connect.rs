@@ -277,7 +277,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 (n < max).then_some(n + 1)
             })
             .map_err(|_| Error::TooManySessions { max })?;
-        map.insert(hash, entry);
+        map.insert(&self.shard_hasher, hash, entry);
         Ok(())
     }
 

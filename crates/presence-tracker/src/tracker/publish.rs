@@ -105,7 +105,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 });
                 if matches!(seen, Some((_, Presence::Offline, _))) {
                     map.remove::<S>(hash, session);
-                    map.shrink();
+                    map.shrink(&self.shard_hasher);
                 }
                 seen
             };

@@ -3,11 +3,11 @@
 
 use crate::sync::{AtomicU64, Ordering};
 use std::borrow::Borrow;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 use crate::sync::RwLock;
-
-use super::dense::{DenseTable, Keyed};
+use hashbrown::hash_table::Entry;
+use hashbrown::HashTable;
 
 use super::packed::{pack, record_of, unpack, GracePublished};
 use crate::{Activity, ConnectionId, Presence, SessionRecord};
@@ -32,13 +32,18 @@ pub(crate) struct Padded<T>(pub(crate) T);
 /// user-shard lock; so does the published presence, which is why a heartbeat, which compares
 /// its presence with the published one and stores `hot` under the read lock, never interleaves
 /// with a publication (the lock orders them; `hot` can be relaxed).
+///
+/// In this order (`repr(C)`): what a heartbeat's fast path reads (the id, `hot`, the grace and
+/// published presence) first and contiguous, so that fewer of the entries it touches straddle
+/// a cache line (with u64 ids, 24 of 40 bytes: a quarter of the entries instead of half).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct SessionEntry<U, S> {
     pub(crate) session: S,
-    pub(crate) user: U,
     pub(crate) hot: AtomicU64,
-    pub(crate) connection: ConnectionId,
     grace_published: GracePublished,
+    pub(crate) user: U,
+    pub(crate) connection: ConnectionId,
 }
 
 impl<U, S> SessionEntry<U, S> {
@@ -116,33 +121,25 @@ impl<U, S> SessionEntry<U, S> {
 }
 
 /// One shard of the session table: the entries, found by the hash the tracker computed once
-/// (whose bits 32 and up also picked the shard), in a [`DenseTable`].
+/// (whose middle bits also picked the shard).
 #[derive(Debug)]
 pub(crate) struct SessionTable<U, S> {
-    table: DenseTable<SessionEntry<U, S>>,
-}
-
-impl<U, S: Eq + Hash> Keyed for SessionEntry<U, S> {
-    type Key = S;
-    fn key(&self) -> &S {
-        &self.session
-    }
+    table: HashTable<SessionEntry<U, S>>,
 }
 
 impl<U, S: Eq + Hash> SessionTable<U, S> {
-    pub(crate) fn new(hasher: &Hasher) -> Self {
+    pub(crate) fn new() -> Self {
         SessionTable {
-            table: DenseTable::new(hasher),
+            table: HashTable::new(),
         }
     }
 
-    #[inline]
     pub(crate) fn get<Q>(&self, hash: u64, session: &Q) -> Option<&SessionEntry<U, S>>
     where
         S: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.table.get_hashed(hash, session)
+        self.table.find(hash, |e| e.session.borrow() == session)
     }
 
     pub(crate) fn get_mut<Q>(&mut self, hash: u64, session: &Q) -> Option<&mut SessionEntry<U, S>>
@@ -150,12 +147,21 @@ impl<U, S: Eq + Hash> SessionTable<U, S> {
         S: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.table.get_hashed_mut(hash, session)
+        self.table.find_mut(hash, |e| e.session.borrow() == session)
     }
 
     /// Inserts or replaces the entry of `entry.session`, whose hash is `hash`.
-    pub(crate) fn insert(&mut self, hash: u64, entry: SessionEntry<U, S>) {
-        self.table.insert_hashed(hash, entry);
+    pub(crate) fn insert(&mut self, hasher: &Hasher, hash: u64, entry: SessionEntry<U, S>) {
+        match self.table.entry(
+            hash,
+            |e| e.session == entry.session,
+            |e| hasher.hash_one(&e.session),
+        ) {
+            Entry::Occupied(mut o) => *o.get_mut() = entry,
+            Entry::Vacant(v) => {
+                v.insert(entry);
+            }
+        }
     }
 
     /// Every entry, in no particular order.
@@ -168,14 +174,20 @@ impl<U, S: Eq + Hash> SessionTable<U, S> {
         S: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.table.remove_hashed(hash, session)
+        self.table
+            .find_entry(hash, |e| e.session.borrow() == session)
+            .ok()
+            .map(|o| o.remove().0)
     }
 
-    /// Gives memory back once the table is under a quarter full. Amortised O(1) per removal (the
-    /// rebuild costs what the removals since the table was last this size did), and a table that
-    /// grows back pays at most one regrowth.
-    pub(crate) fn shrink(&mut self) {
-        self.table.shrink();
+    /// Gives memory back once the table is under a quarter full: shrinks it to twice its
+    /// length. Amortised O(1) per removal (the rehash costs what the removals since the table
+    /// was last this size did), and a table that grows back pays at most one regrowth.
+    pub(crate) fn shrink(&mut self, hasher: &Hasher) {
+        if wants_shrink(self.table.len(), self.table.capacity()) {
+            self.table
+                .shrink_to(self.table.len() * 2, |e| hasher.hash_one(&e.session));
+        }
     }
 }
 

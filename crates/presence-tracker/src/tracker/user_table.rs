@@ -6,7 +6,6 @@ use std::hash::Hash;
 
 use crate::sync::Mutex;
 
-use super::dense::DenseMap;
 use super::packed::{Gone, SeqPublished};
 use super::session_table::{wants_shrink, Hasher};
 use super::wheel::DueQueue;
@@ -206,11 +205,11 @@ impl<U: Eq + Hash, S, R> RoomIndex<U, S, R> {
 /// The users of one shard (by user id) and when each must be looked at again.
 #[derive(Debug)]
 pub(crate) struct UserShard<U, S, R> {
-    pub(crate) live: DenseMap<U, UserEntry<S>>,
+    pub(crate) live: HashMap<U, UserEntry<S>, Hasher>,
     /// The rooms of the live users that are in any: kept apart from [`UserEntry`] so that users
     /// in no room pay nothing for rooms.
     pub(crate) memberships: RoomIndex<U, S, R>,
-    pub(crate) retained: DenseMap<U, Retained>,
+    pub(crate) retained: HashMap<U, Retained, Hasher>,
     /// Lazily re-armed deadlines: an entry may be early (the session was heard from since) or
     /// stale (superseded), never late. Taking one re-derives and re-arms.
     pub(crate) queue: DueQueue<U>,
@@ -225,12 +224,12 @@ pub(crate) struct UserShard<U, S, R> {
     pub(crate) index: usize,
 }
 
-impl<U: Eq + Hash, S, R> UserShard<U, S, R> {
+impl<U, S, R> UserShard<U, S, R> {
     pub(crate) fn new(hasher: &Hasher, index: usize) -> Self {
         UserShard {
-            live: DenseMap::new(hasher),
+            live: HashMap::with_hasher(hasher.clone()),
             memberships: RoomIndex::default(),
-            retained: DenseMap::new(hasher),
+            retained: HashMap::with_hasher(hasher.clone()),
             queue: DueQueue::new(),
             retention: DueQueue::new(),
             index,
@@ -243,10 +242,17 @@ impl<U: Eq + Hash, S, R> UserShard<U, S, R> {
 
     /// Gives memory back once a user table is under a quarter full (see
     /// [`SessionTable::shrink`](super::session_table::SessionTable::shrink)).
-    pub(crate) fn shrink(&mut self) {
-        self.live.shrink();
+    pub(crate) fn shrink(&mut self)
+    where
+        U: Eq + Hash,
+    {
+        if wants_shrink(self.live.len(), self.live.capacity()) {
+            self.live.shrink_to(self.live.len() * 2);
+        }
         self.memberships.shrink();
-        self.retained.shrink();
+        if wants_shrink(self.retained.len(), self.retained.capacity()) {
+            self.retained.shrink_to(self.retained.len() * 2);
+        }
     }
 }
 
