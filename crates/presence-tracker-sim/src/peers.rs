@@ -35,7 +35,7 @@ use super::ScenarioError;
 
 pub(crate) use ably::ably;
 pub(crate) use naive::Naive;
-pub(crate) use phoenix::Phoenix;
+pub(crate) use phoenix::phoenix;
 pub(crate) use pubnub::pubnub;
 pub(crate) use synapse::Synapse;
 pub(crate) use yjs::yjs;

@@ -34,5 +34,5 @@ const REMAIN_PRESENT_FOR: u64 = 15_000;
 /// See the module docs: present until 40 s after the last traffic; the transport's pings are
 /// not throttled in a hidden tab; a restart is resumed, nothing leaves.
 pub(crate) fn ably() -> TimeoutPeer {
-    TimeoutPeer::new(|now| now + LOST_AFTER + REMAIN_PRESENT_FOR, false, false)
+    TimeoutPeer::new(|now| now + LOST_AFTER + REMAIN_PRESENT_FOR).transport_keepalive()
 }

@@ -193,8 +193,9 @@ mod tests {
 }
 
 /// A peer whose members stay present until a timeout after their last traffic and leave at
-/// once on a clean close (Ably, PubNub, Yjs awareness: what differs is given to
-/// [`new`](Self::new)). A transport that is only noticed dead changes nothing.
+/// once on a clean close (Phoenix.Presence, Ably, PubNub, Yjs awareness: what differs is given
+/// to [`new`](Self::new) and the setters). A transport that is only noticed dead changes
+/// nothing.
 #[derive(Debug)]
 pub(crate) struct TimeoutPeer {
     members: Members,
@@ -203,16 +204,40 @@ pub(crate) struct TimeoutPeer {
     /// Whether a server restart loses every member (state held in one process).
     restart_leaves: bool,
     timer_driven: bool,
+    /// With fenced closes, each session's current connection: a close of an older one is
+    /// ignored.
+    fence: Option<Vec<u32>>,
 }
 
 impl TimeoutPeer {
-    pub(crate) fn new(expiry: fn(u64) -> u64, restart_leaves: bool, timer_driven: bool) -> Self {
+    /// Members expire at `expiry(last traffic)`, survive a server restart, and the client's
+    /// keep-alive runs on page timers (throttled in hidden tabs).
+    pub(crate) fn new(expiry: fn(u64) -> u64) -> Self {
         TimeoutPeer {
             members: Members::default(),
             expiry,
-            restart_leaves,
-            timer_driven,
+            restart_leaves: false,
+            timer_driven: true,
+            fence: None,
         }
+    }
+
+    /// A server restart loses every member.
+    pub(crate) fn restart_leaves(mut self) -> Self {
+        self.restart_leaves = true;
+        self
+    }
+
+    /// The keep-alive runs on the transport, which a browser does not throttle.
+    pub(crate) fn transport_keepalive(mut self) -> Self {
+        self.timer_driven = false;
+        self
+    }
+
+    /// A clean close leaves only if it closes the session's current connection.
+    pub(crate) fn fenced_closes(mut self) -> Self {
+        self.fence = Some(Vec::new());
+        self
     }
 
     fn alive(&mut self, now: u64, user: u32, session: u32, books: &mut Accounting) {
@@ -227,10 +252,17 @@ impl Server for TimeoutPeer {
         now: u64,
         user: u32,
         session: u32,
-        _conn: u32,
+        conn: u32,
         _activity: Activity,
         books: &mut Accounting,
     ) -> Result<(), Refusal> {
+        if let Some(current) = &mut self.fence {
+            let s = session as usize;
+            if current.len() <= s {
+                current.resize(s + 1, 0);
+            }
+            current[s] = conn;
+        }
         self.alive(now, user, session, books);
         Ok(())
     }
@@ -252,11 +284,15 @@ impl Server for TimeoutPeer {
         now: u64,
         _user: u32,
         session: u32,
-        _conn: u32,
+        conn: u32,
         kind: DisconnectKind,
         books: &mut Accounting,
     ) -> Result<(), Refusal> {
-        if kind == DisconnectKind::Clean {
+        let current = self
+            .fence
+            .as_ref()
+            .is_none_or(|c| c.get(session as usize) == Some(&conn));
+        if kind == DisconnectKind::Clean && current {
             self.members.leave(now, session, books);
         }
         Ok(())

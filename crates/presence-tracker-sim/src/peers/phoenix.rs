@@ -22,88 +22,15 @@
 //! reconnect and rejoin (phoenix.js reconnects within 10 ms to 5 s). The world's own "noticed
 //! dead" disconnects (Socket.IO's ping timeout) are ignored: Phoenix uses its 60 s instead.
 
-use presence_tracker::{Activity, DisconnectKind};
-
-use super::common::Members;
-use crate::metrics::Accounting;
-use crate::world::server::{Refusal, Server};
+use super::common::TimeoutPeer;
 
 /// The server closes a socket that sent nothing for this long.
 const TIMEOUT: u64 = 60_000;
 
-/// See the module docs.
-#[derive(Debug, Default)]
-pub(crate) struct Phoenix {
-    members: Members,
-    /// Each session's current connection.
-    conn: Vec<u32>,
-}
-
-impl Phoenix {
-    fn alive(&mut self, now: u64, user: u32, session: u32, books: &mut Accounting) {
-        self.members.enter(now, user, session, books);
-        self.members.arm(session, user, now + TIMEOUT);
-    }
-}
-
-impl Server for Phoenix {
-    fn connect(
-        &mut self,
-        now: u64,
-        user: u32,
-        session: u32,
-        conn: u32,
-        _activity: Activity,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        let s = session as usize;
-        if self.conn.len() <= s {
-            self.conn.resize(s + 1, 0);
-        }
-        self.conn[s] = conn;
-        self.alive(now, user, session, books);
-        Ok(())
-    }
-
-    fn heartbeat(
-        &mut self,
-        now: u64,
-        user: u32,
-        session: u32,
-        _activity: Activity,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        self.alive(now, user, session, books);
-        Ok(())
-    }
-
-    fn disconnect(
-        &mut self,
-        now: u64,
-        _user: u32,
-        session: u32,
-        conn: u32,
-        kind: DisconnectKind,
-        books: &mut Accounting,
-    ) -> Result<(), Refusal> {
-        let current = self.conn.get(session as usize) == Some(&conn);
-        if kind == DisconnectKind::Clean && current {
-            self.members.leave(now, session, books);
-        }
-        Ok(())
-    }
-
-    fn tick(&mut self, now: u64, books: &mut Accounting) {
-        while let Some(session) = self.members.due(now) {
-            self.members.leave(now, session, books);
-        }
-    }
-
-    fn next_deadline(&self) -> Option<u64> {
-        self.members.next_deadline()
-    }
-
-    fn restart(&mut self, now: u64, books: &mut Accounting) {
-        self.members.leave_all(now, books);
-    }
+/// See the module docs: every channel process ends with the node, and a close frame ends the
+/// session's meta only if it closes its current socket.
+pub(crate) fn phoenix() -> TimeoutPeer {
+    TimeoutPeer::new(|now| now + TIMEOUT)
+        .restart_leaves()
+        .fenced_closes()
 }

@@ -28,5 +28,5 @@ const TIMEOUT: u64 = 300_000;
 /// See the module docs: present until `presenceTimeout` after the last heartbeat, which runs
 /// on page timers; a restart loses nothing (presence is kept by the service).
 pub(crate) fn pubnub() -> TimeoutPeer {
-    TimeoutPeer::new(|now| now + TIMEOUT, false, true)
+    TimeoutPeer::new(|now| now + TIMEOUT)
 }

@@ -28,5 +28,5 @@ const CHECK: u64 = OUTDATED / 10;
 /// See the module docs: outdated `outdatedTimeout` after the last update, found at the
 /// observer's next check; updates run on page timers; a restart loses every state.
 pub(crate) fn yjs() -> TimeoutPeer {
-    TimeoutPeer::new(|now| on_grid(now + OUTDATED, CHECK), true, true)
+    TimeoutPeer::new(|now| on_grid(now + OUTDATED, CHECK)).restart_leaves()
 }

@@ -93,7 +93,7 @@ pub(crate) fn dispatch<W: WithServer>(
     Ok(match candidate.peer {
         None => job.with(Tracked::new(policy)),
         Some(Peer::Naive) => job.with(peers::Naive::default()),
-        Some(Peer::Phoenix) => job.with(peers::Phoenix::default()),
+        Some(Peer::Phoenix) => job.with(peers::phoenix()),
         Some(Peer::Ably) => job.with(peers::ably()),
         Some(Peer::Synapse) => job.with(peers::Synapse::default()),
         Some(Peer::PubNub) => job.with(peers::pubnub()),
