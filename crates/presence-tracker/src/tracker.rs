@@ -54,7 +54,8 @@
 //!   in time, nor one session's across owners (a connect re-reads it under the session's write
 //!   lock).
 //! - `earliest[i]`, user shard `i`'s earliest deadline (the 64 words side by side, eight cache
-//!   lines, so an idle tick reads eight lines): stored (Release) only under the shard's lock, after every change to its wheel, so it is exact whenever the lock is free;
+//!   lines, so an idle tick reads eight lines): stored (Release) only under the shard's lock,
+//!   after every change to its wheel, so it is exact whenever the lock is free;
 //!   read (Acquire) without the lock by `tick`, which skips the shard when it is later than
 //!   `now`, and by `next_deadline`. A deadline armed while a tick runs may be missed by that tick
 //!   (which is then ordered before the signal) and is taken by the next.
