@@ -11,6 +11,9 @@
 //!   the prefetcher streams; its heartbeats address records by index (a handle), untimed. Offline
 //!   records would be swapped out; no session here goes offline.
 //!
+//! - `probe_floor` (steady state only): the least a tick that leaves heartbeats alone can do, one
+//!   random read per re-check, of the sessions heard from 5 s before (see [`ProbeFloor`]);
+//!
 //! in five situations, each armed outside the timed region:
 //! - `due_0_idle_hot`, nothing due and nothing to look at: every session is heartbeated at `h`,
 //!   one untimed tick pops the deadlines that made early, then ticks run at 1 ms steps until just
@@ -266,6 +269,76 @@ impl Ticker for DenseScan {
             if derived != r.published {
                 changed.push((r.id, r.published, derived));
                 r.published = derived;
+            }
+        }
+        changed
+    }
+    fn transitions(out: &Self::Out) -> usize {
+        out.len()
+    }
+}
+
+/// The floor of a tick that leaves heartbeats alone (as the tracker's do): it must still read,
+/// at random places, the state of the sessions heard from since their deadlines were armed, and
+/// in the steady state about as many come up per tick as heartbeat in one (10^4). This one
+/// keeps no deadlines: each tick reads once (one hash probe each, the least such a re-check
+/// costs) the sessions that heartbeated [`FLOOR_DELAY`] ticks before, from a
+/// `hashbrown::HashMap` of 40-byte entries (the size of the tracker's session entry): what the
+/// tracker's re-checks find too, sessions last heard from 5 s ago, their entries long out of
+/// the caches the newer heartbeats went through. Only the steady situation has it.
+struct ProbeFloor {
+    sessions: hashbrown::HashMap<u64, [u64; 4]>,
+    ids: Rc<Vec<u64>>,
+    /// The sessions heard from between two ticks, for the last [`FLOOR_DELAY`] ticks.
+    heard: std::collections::VecDeque<Vec<usize>>,
+}
+
+/// How many ticks back the probe floor reads: 5 s at a tick every 100 ms, the age of the
+/// session state the tracker's steady re-checks read (a deadline comes up 15 s after the
+/// heartbeat it was armed from, 5 s after the next one).
+const FLOOR_DELAY: usize = 50;
+
+impl Ticker for ProbeFloor {
+    type Out = Vec<(u64, u8, u8)>;
+    fn build(ids: &Rc<Vec<u64>>, cohorts: &[(u64, &[usize])]) -> Self {
+        let mut sessions = hashbrown::HashMap::with_capacity(ids.len());
+        for &(at, members) in cohorts {
+            for &s in members {
+                // last seen, published presence, two words standing for the rest of an entry
+                sessions.insert(ids[s], [at, u64::from(ACTIVE), 0, 0]);
+            }
+        }
+        ProbeFloor {
+            sessions,
+            ids: Rc::clone(ids),
+            heard: std::collections::VecDeque::from([Vec::new()]),
+        }
+    }
+    fn heartbeat(&mut self, session: usize, now: u64) {
+        if let Some(r) = self.sessions.get_mut(&self.ids[session]) {
+            r[0] = now;
+        }
+        if let Some(latest) = self.heard.back_mut() {
+            latest.push(session);
+        }
+    }
+    fn heartbeat_all(&mut self, now: u64) {
+        for s in 0..self.ids.len() {
+            self.heartbeat(s, now);
+        }
+    }
+    fn tick(&mut self, now: u64) -> Self::Out {
+        let mut changed = Vec::new();
+        self.heard.push_back(Vec::new());
+        if self.heard.len() > FLOOR_DELAY + 1 {
+            for s in self.heard.pop_front().unwrap_or_default() {
+                let id = self.ids[s];
+                if let Some(r) = self.sessions.get(&id) {
+                    let derived = by_age(now.saturating_sub(r[0]));
+                    if u64::from(derived) != r[1] {
+                        changed.push((id, r[1] as u8, derived));
+                    }
+                }
             }
         }
         changed
@@ -579,13 +652,28 @@ fn tick(c: &mut Criterion) {
             situations::<DenseScan>(&ids, &order, &cohorts, t0, &evictor),
         ),
     ];
+    let everyone: Vec<usize> = (0..ids.len()).collect();
+    let mut floor = Steady::new(
+        ProbeFloor::build(&ids, &[(t0, &everyone)]),
+        Rc::clone(&order),
+        t0,
+    );
+    variants.push((
+        "probe_floor",
+        vec![Situation {
+            name: "due_0_steady",
+            routine: Box::new(move |b| floor.bench(b)),
+        }],
+    ));
+    let names: Vec<&str> = variants[0].1.iter().map(|s| s.name).collect();
     let mut group = c.benchmark_group("tick_1e6");
-    let count = variants[0].1.len();
     for round in 1..=ROUNDS {
-        for s in 0..count {
+        for name in &names {
             for v in support::round_order(variants.len(), round) {
                 let (function, situations) = &mut variants[v];
-                let situation = &mut situations[s];
+                let Some(situation) = situations.iter_mut().find(|s| s.name == *name) else {
+                    continue; // the probe floor has only the steady situation
+                };
                 settings(&mut group, situation.name);
                 group.bench_function(
                     BenchmarkId::new(*function, support::in_round(situation.name, round)),
