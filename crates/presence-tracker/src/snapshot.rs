@@ -176,8 +176,9 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                     user: user.clone(),
                     published: entry.published(),
                     seq: entry.seq(),
-                    gone_last_seen: (entry.gone_last_seen() != 0)
-                        .then_some(Timestamp::from_millis(entry.gone_last_seen())),
+                    gone_last_seen: Some(shard.gone_last_seen(user))
+                        .filter(|&t| t != 0)
+                        .map(Timestamp::from_millis),
                     retained_until: None,
                     sessions,
                 });
@@ -244,10 +245,10 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 Counters::add(&tracker.counters[shard.index].users, Presence::Offline);
             } else {
                 Counters::add(&tracker.counters[shard.index].users, u.published);
-                shard.live.insert(
-                    u.user.clone(),
-                    UserEntry::new(u.published, u.seq, now, gone),
-                );
+                shard
+                    .live
+                    .insert(u.user.clone(), UserEntry::new(u.published, u.seq, now));
+                shard.put_gone(&u.user, gone, false);
                 // The same insertion as a connect's, with the snapshot's published presences.
                 for s in u.sessions {
                     let grace = s

@@ -350,9 +350,11 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                     (0, 0, false)
                 }
             };
-            let mut entry = UserEntry::new(Presence::Offline, seq, NO_DEADLINE, gone_last_seen);
-            entry.set_retention_queued(queued);
-            shard.live.insert(user.clone(), entry);
+            shard.put_gone(user, gone_last_seen, queued);
+            shard.live.insert(
+                user.clone(),
+                UserEntry::new(Presence::Offline, seq, NO_DEADLINE),
+            );
         }
         match shard.live.get_mut(user) {
             Some(entry) => entry,

@@ -6,7 +6,7 @@
 //! | hot | `last_seen` in ms, 62 bits (`<< HOT_SHIFT`; saturates at [`MAX_LAST_SEEN`]) | the activity, [`ACTIVITY_BITS`] (`& ACTIVITY_MASK`) | `SessionEntry::hot`, atomic: see [`pack`] |
 //! | grace and published | the grace deadline in ms, 61 bits (`<< PRESENCE_BITS`; [`MAX_GRACE`] at most, `MAX_GRACE + 1` for [`NO_DEADLINE`]) | the published presence, [`PRESENCE_BITS`] (`& PRESENCE_MASK`) | `SessionEntry`: [`GracePublished`] |
 //! | seq and published | the user's last event's seq, 61 bits (`<< PRESENCE_BITS`; below [`MAX_SEQ`]) | the published presence, [`PRESENCE_BITS`] (`& PRESENCE_MASK`) | `UserEntry::state`: [`SeqPublished`] |
-//! | gone | bit 63, [`RETENTION_QUEUED`]: a retention entry of an earlier offline spell is queued | the latest `last_seen` of the user's expired sessions in ms, 63 bits (`& !RETENTION_QUEUED`; 0 if none) | `UserEntry`: [`Gone`] |
+//! | gone | bit 63, [`RETENTION_QUEUED`]: a retention entry of an earlier offline spell is queued | the latest `last_seen` of the user's expired sessions in ms, 63 bits (`& !RETENTION_QUEUED`; 0 if none) | `UserShard::gone`, per live user that has one: [`Gone`] |
 
 use super::NO_DEADLINE;
 use crate::{Activity, Presence, SessionRecord, Timestamp};
@@ -127,9 +127,9 @@ impl SeqPublished {
 
 /// The latest `last_seen` of a user's sessions that expired (0 if none), and whether a
 /// retention entry of an earlier offline spell is still queued for the user (see
-/// [`UserShard::retention`](super::tables::UserShard::retention)).
+/// [`UserShard::retention`](super::user_table::UserShard::retention)).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Gone(u64);
+pub(crate) struct Gone(u64);
 
 impl Gone {
     pub(super) fn new(last_seen: u64) -> Self {

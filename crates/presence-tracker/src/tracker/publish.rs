@@ -7,6 +7,7 @@ use std::borrow::Borrow;
 use smallvec::SmallVec;
 
 use super::counters::Counters;
+use super::packed::Gone;
 use super::user_table::{Retained, UserShard};
 use super::{Events, PresenceTracker, NO_DEADLINE};
 use crate::derive::next_change;
@@ -77,8 +78,10 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         // Every event of this call carries the user's live sessions once it is published.
         let first = events.len();
         let mut live = 0;
-        // The latest `last_seen` of the live sessions, as read for their publication.
+        // The latest `last_seen` of the live sessions, as read for their publication, and of
+        // those that expired in this call.
         let mut latest = 0;
+        let mut gone_now = 0;
         let mut i = 0;
         while i < entry.sessions.len() {
             let session = &entry.sessions[i];
@@ -163,7 +166,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 if replaced.is_none() {
                     self.session_total.fetch_sub(1, Ordering::Relaxed);
                 }
-                entry.saw_gone(record.last_seen.as_millis());
+                gone_now = gone_now.max(record.last_seen.as_millis());
                 entry.sessions.swap_remove(i);
                 continue;
             }
@@ -175,7 +178,8 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
             }
             i += 1;
         }
-        let last_seen = latest.max(entry.gone_last_seen());
+        let gone_before = shard.gone.get(user).map_or(0, |g| g.last_seen());
+        let last_seen = latest.max(gone_now).max(gone_before);
         for event in events.events_from(first) {
             event.sessions = live;
             event.user_presence = best;
@@ -199,27 +203,119 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
             entry.state.set_published(best);
         }
         if entry.sessions.is_empty() {
-            let until = entry
-                .gone_last_seen()
-                .saturating_add(self.policy.retention_ms);
+            let seq = entry.seq();
+            let (gone_before, queued) = shard.take_gone(user);
+            let gone_last_seen = gone_before.max(gone_now);
+            let until = gone_last_seen.saturating_add(self.policy.retention_ms);
             let retained = Retained {
-                last_seen: entry.gone_last_seen(),
-                seq: entry.seq(),
+                last_seen: gone_last_seen,
+                seq,
                 until,
             };
             // An entry of an earlier offline spell, still queued, is early for this one: it
             // re-arms when it comes up.
-            if !entry.retention_queued() {
+            if !queued {
                 shard.retention.push(until, user.clone());
             }
             shard.live.remove(user);
             shard.retained.insert(user.clone(), retained);
-        } else if next < entry.armed {
-            entry.armed = next;
-            shard.queue.push(next, user.clone());
+        } else {
+            if next < entry.armed {
+                entry.armed = next;
+                shard.queue.push(next, user.clone());
+            }
+            if gone_now > gone_before {
+                shard
+                    .gone
+                    .entry(user.clone())
+                    .or_insert_with(|| Gone::new(0))
+                    .saw(gone_now);
+            }
         }
         if !changed.is_empty() {
             self.settle_rooms(&mut shard.memberships, user, &changed, now, events);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{Activity, ManualClock, Policy, PresenceTracker, Timestamp};
+
+    type Tracker = PresenceTracker<u64, u64, ManualClock>;
+
+    /// Live users with a gone record (the side table of `UserShard::gone`).
+    fn gone_records(tracker: &Tracker) -> usize {
+        tracker
+            .users
+            .iter()
+            .map(|slot| slot.0.shard.lock().gone.len())
+            .sum()
+    }
+
+    #[test]
+    fn a_gone_record_lives_only_while_its_user_is_live() -> Result<(), crate::Error> {
+        let clock = ManualClock::new();
+        let t0 = clock.now();
+        let at = |s: u64| Timestamp::from_millis(t0.as_millis() + s * 1000);
+        let tracker: Tracker = PresenceTracker::with_clock(Policy::default(), clock.clone());
+        let _ = tracker.connect(1, 10, "a", Activity::Active)?;
+        let _ = tracker.connect(1, 11, "b", Activity::Active)?;
+        assert_eq!(
+            gone_records(&tracker),
+            0,
+            "a user whose sessions are all live has none"
+        );
+
+        // Session 10, heard from last, leaves; session 11 lives on.
+        clock.set(at(1));
+        let _ = tracker.heartbeat(&10, Activity::Active)?;
+        let _ = tracker.leave(&10, "a")?;
+        clock.set(at(7));
+        let _ = tracker.tick();
+        assert_eq!(tracker.user(&1).sessions, 1);
+        assert_eq!(
+            gone_records(&tracker),
+            1,
+            "session 10 expired while its user is live"
+        );
+        assert_eq!(
+            tracker.user(&1).last_seen,
+            Some(at(1)),
+            "the ended session's last_seen counts"
+        );
+
+        // The user goes offline: the record moves into its retained entry.
+        let _ = tracker.leave(&11, "b")?;
+        clock.set(at(13));
+        let _ = tracker.tick();
+        assert!(!tracker.user(&1).presence.is_online());
+        assert_eq!(gone_records(&tracker), 0);
+        assert_eq!(tracker.user(&1).last_seen, Some(at(1)));
+
+        // Back within its retention: the retention entry is still queued, which the record says.
+        clock.set(at(20));
+        let _ = tracker.connect(1, 12, "c", Activity::Active)?;
+        assert_eq!(gone_records(&tracker), 1);
+        // Live past the end of that retention, then offline again: no record left behind.
+        let retention =
+            u64::try_from(Policy::default().retention().as_millis()).unwrap_or(u64::MAX);
+        let end = at(1).as_millis() + retention;
+        let mut last_heard = clock.now();
+        while clock.now().as_millis() <= end {
+            clock.advance(Duration::from_secs(60));
+            let _ = tracker.heartbeat(&12, Activity::Active)?;
+            last_heard = clock.now();
+            let _ = tracker.tick();
+        }
+        let _ = tracker.leave(&12, "c")?;
+        clock.advance(Duration::from_secs(10));
+        let _ = tracker.tick();
+        assert!(!tracker.user(&1).presence.is_online());
+        assert_eq!(gone_records(&tracker), 0);
+        assert_eq!(tracker.user(&1).last_seen, Some(last_heard));
+        Ok(())
     }
 }

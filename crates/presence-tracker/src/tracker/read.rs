@@ -63,7 +63,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         Q: Hash + Eq + ?Sized,
     {
         if let Some(entry) = shard.live.get(user) {
-            return self.live_view(entry, now);
+            return self.live_view(entry, shard.gone_last_seen(user), now);
         }
         let last_seen = shard
             .retained
@@ -77,10 +77,11 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         }
     }
 
-    fn live_view(&self, entry: &UserEntry<S>, now: Timestamp) -> UserView {
+    /// A live user's view, from its entry and the latest `last_seen` of its expired sessions.
+    fn live_view(&self, entry: &UserEntry<S>, gone_last_seen: u64, now: Timestamp) -> UserView {
         let mut presence = Presence::Offline;
         let mut sessions = 0;
-        let mut last_seen = entry.gone_last_seen();
+        let mut last_seen = gone_last_seen;
         for session in &entry.sessions {
             let (slot, hash) = self.locate(session);
             let map = slot.read();
@@ -132,7 +133,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         for slot in self.users.iter() {
             let shard = slot.0.shard.lock();
             for (user, entry) in shard.live.iter() {
-                let view = self.live_view(entry, now);
+                let view = self.live_view(entry, shard.gone_last_seen(user), now);
                 if view.presence.is_online() {
                     online.push((user.clone(), view));
                 }

@@ -102,8 +102,8 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
         let mut taken = Vec::new();
         shard.retention.take_due(now, &mut taken);
         for due in taken {
-            if let Some(entry) = shard.live.get_mut(&due.user) {
-                entry.set_retention_queued(false);
+            if shard.live.contains_key(&due.user) {
+                shard.retention_dequeued(&due.user);
             } else if let Some(r) = shard.retained.get(&due.user) {
                 if r.until <= now {
                     shard.retained.remove(&due.user);
