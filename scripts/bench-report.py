@@ -575,7 +575,7 @@ def q3(out, groups, meta):
     out.append("")
     out.append(
         "Interleaved: every structure is set up once, then each round runs, situation by situation, the "
-        "three variants one after the other; times are criterion's median per tick in each round, given "
+        "variants one after the other (three, four in the steady state); times are criterion's median per tick in each round, given "
         "as the median over the rounds (min – max), and each ratio is taken within a round. The cost per "
         "due transition is the marginal slope of the same round, (t(1 %) − t(0.1 %)) ÷ 9,000: what one "
         "more due session adds, leaving out what a tick costs whatever is due."
