@@ -28,13 +28,18 @@
 //! cargo run --release -p presence-benches --example cluster -- --sessions 1000 --samples 50 --window-ms 2000
 //! ```
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use presence_tracker::{Activity, ManualClock, Policy, Presence, PresenceTracker};
 use presence_tracker_server::cluster::{ClusterConfig, ClusterNode};
 use presence_tracker_server::{Delivery, Hub, HubConfig, RoomDelivery, Subscription};
+
+// The server crate's tests' redis-server harness (a free port on 127.0.0.1, `--save ''
+// --appendonly no`, stopped by pid when dropped); this measurement does not restart it.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../crates/presence-tracker-server/tests/support/redis.rs"]
+mod redis_server;
+use redis_server::RedisServer;
 
 type TestHub = Hub<String, String, ManualClock, String, String>;
 type Node = ClusterNode<String, String, String, String>;
@@ -81,52 +86,15 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// A redis-server of this run, killed when dropped.
-struct Redis {
-    port: u16,
-    child: Child,
+/// What this measurement reads of the redis-server (the tests' throwaway server: a free port,
+/// no persistence, killed when dropped).
+trait Info {
+    fn info(&self, section: &str, field: &str) -> Result<u64, String>;
+    fn commands(&self) -> Result<u64, String>;
+    fn version(&self) -> String;
 }
 
-impl Redis {
-    fn start() -> Result<Redis, String> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("a free port: {e}"))?
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("redis-server (apt-get install redis-server): {e}"))?;
-        let redis = Redis { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.cli(&["PING"]).as_deref().map(str::trim) != Some("PONG") {
-            if Instant::now() > deadline {
-                return Err("redis-server did not answer within 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
+impl Info for RedisServer {
     /// A numeric field of `INFO <section>`.
     fn info(&self, section: &str, field: &str) -> Result<u64, String> {
         let text = self
@@ -169,13 +137,6 @@ impl Redis {
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A node: a hub on a frozen clock, made a node of the cluster.
 struct HubNode {
     hub: TestHub,
@@ -184,7 +145,7 @@ struct HubNode {
 }
 
 impl HubNode {
-    async fn start(redis: &Redis) -> Result<HubNode, String> {
+    async fn start(redis: &RedisServer) -> Result<HubNode, String> {
         let cluster: Node = ClusterNode::start(ClusterConfig::new(redis.url()))
             .await
             .map_err(|e| e.to_string())?;
@@ -289,7 +250,7 @@ async fn run() -> Result<(), String> {
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let redis = Redis::start()?;
+    let redis = RedisServer::start();
     let a = HubNode::start(&redis).await?;
     let b = HubNode::start(&redis).await?;
     let n = args.sessions;

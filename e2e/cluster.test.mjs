@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { io } from 'socket.io-client';
-import { getJson, login, sleep, startBrowser, startServer, THRESHOLDS, waitFor } from './lib.mjs';
+import { getJson, HeldRoom, login, shownOf, sleep, startBrowser, startServer, THRESHOLDS, waitFor } from './lib.mjs';
 
 const REDIS = process.env.PRESENCE_E2E_REDIS;
 const LEASE_MS = 1500;
@@ -165,7 +165,7 @@ describe('two nodes of one cluster', { timeout: 240_000, skip: !REDIS && 'PRESEN
         rooms: [{ room: 'burst', meta: { n: 0 } }],
       };
       const socket = io(node.url, { auth, transports: ['websocket'], forceNew: true, reconnection: false });
-      const c = { i, user, node, socket, users: new Users(() => socket.emit('resync')), room: new Room('burst', () => socket.emit('room_resync', { room: 'burst' })), refusals: [] };
+      const c = { i, user, node, socket, users: new Users(() => socket.emit('resync')), room: new HeldRoom('burst', () => socket.emit('room_resync', { room: 'burst' })), refusals: [] };
       socket.on('presence', (m) => (m.type.startsWith('room_') ? c.room.apply(m) : c.users.apply(m)));
       socket.on('refused', (r) => c.refusals.push(r.code));
       clients.push(c);
@@ -187,13 +187,13 @@ describe('two nodes of one cluster', { timeout: 240_000, skip: !REDIS && 'PRESEN
       const [pa, pb] = [await getJson(`${a.url}/api/presence`), await getJson(`${b.url}/api/presence`)];
       const [ra, rb] = [await getJson(`${a.url}/api/rooms/burst`), await getJson(`${b.url}/api/rooms/burst`)];
       const users = { [a.url]: pa.users.map((u) => u.user).sort(), [b.url]: pb.users.map((u) => u.user).sort() };
-      const room = (r) => JSON.stringify(r.members.map((m) => [m.user, m.sessions.map((s) => s.meta.n)]).sort());
+      const room = (r) => JSON.stringify(shownOf(r));
       return JSON.stringify(scripted(users[a.url])) === JSON.stringify(expected)
         && JSON.stringify(users[a.url]) === JSON.stringify(users[b.url])
         && ra.epoch === rb.epoch && ra.version === rb.version && room(ra) === room(rb)
         && ra.members.every((m) => m.sessions.every((s) => s.meta.n === 3))
         && staying.every((c) => JSON.stringify(c.users.names()) === JSON.stringify(users[c.node.url])
-          && c.room.epoch === ra.epoch && c.room.version === ra.version && c.room.shown() === room(ra));
+          && c.room.epoch === ra.epoch && c.room.version === ra.version && JSON.stringify(c.room.shown()) === room(ra));
     }, { timeout: THRESHOLDS['leave-grace-ms'] + 15000, interval: 200, what: 'the clients, their nodes and both nodes agreeing' });
 
     for (const c of staying) {
@@ -301,57 +301,5 @@ class Users {
 
   names() {
     return [...this.users.keys()].sort();
-  }
-}
-
-/// One room as a client holds it by the protocol's rule for rooms, and what it counted.
-class Room {
-  constructor(room, resync) {
-    this.room = room;
-    this.resync = resync;
-    this.epoch = null;
-    this.version = null;
-    this.members = new Map();
-    this.resyncing = false;
-    this.count = { states: 0, updates: 0, versions: 0, gaps: 0, epochs: 0 };
-  }
-
-  apply(m) {
-    if (m.room !== this.room) return;
-    if (m.type === 'room_state') {
-      this.count.states += 1;
-      this.epoch = m.epoch;
-      this.version = m.version;
-      this.members = new Map(m.members.map((x) => [x.user, x]));
-      this.resyncing = false;
-      return;
-    }
-    this.count.updates += 1;
-    if (this.epoch === null || this.resyncing) return;
-    if (m.epoch !== this.epoch) {
-      this.count.epochs += 1;
-      this.resyncing = true;
-      this.resync();
-      return;
-    }
-    if (m.to <= this.version) return;
-    this.count.versions += m.to - Math.max(m.from, this.version + 1) + 1;
-    if (m.from > this.version + 1) {
-      this.count.gaps += 1;
-      this.resyncing = true;
-      this.resync();
-      return;
-    }
-    for (const x of m.members) {
-      if (x.version <= this.version) continue;
-      if (x.presence === 'offline') this.members.delete(x.user);
-      else this.members.set(x.user, x);
-    }
-    this.version = m.to;
-  }
-
-  /// The members as /api/rooms shows them: [user, [metadata n of each session]], sorted.
-  shown() {
-    return JSON.stringify([...this.members.values()].map((m) => [m.user, m.sessions.map((s) => s.meta.n)]).sort());
   }
 }

@@ -148,3 +148,72 @@ export async function sessionsOf(url, user) {
   if (!response.ok) throw new Error(`sessions of ${user}: ${response.status} ${await response.text()}`);
   return response.json();
 }
+
+/// One room as a scripted client holds it, by the wire's rule for rooms (a state replaces it; an
+/// update applies if it follows on; a gap or another epoch asks for the state again through
+/// `resync`), and what it counted: states, updates, versions applied or skipped over, gaps,
+/// epochs, stale updates (already held), foreign ones (another room's).
+export class HeldRoom {
+  constructor(room, resync) {
+    this.room = room;
+    this.resync = resync;
+    this.epoch = null;
+    this.version = null;
+    this.members = new Map();
+    this.resyncing = false;
+    this.count = { states: 0, updates: 0, versions: 0, gaps: 0, epochs: 0, stale: 0, foreign: 0 };
+  }
+
+  apply(m) {
+    if (m.room !== this.room) {
+      this.count.foreign += 1;
+      return;
+    }
+    if (m.type === 'room_state') {
+      this.count.states += 1;
+      this.epoch = m.epoch;
+      this.version = m.version;
+      this.members = new Map(m.members.map((x) => [x.user, x]));
+      this.resyncing = false;
+      return;
+    }
+    this.count.updates += 1;
+    if (this.epoch === null || this.resyncing) return;
+    if (m.epoch !== this.epoch) {
+      this.count.epochs += 1;
+      this.ask();
+      return;
+    }
+    if (m.to <= this.version) {
+      this.count.stale += 1;
+      return;
+    }
+    this.count.versions += m.to - Math.max(m.from, this.version + 1) + 1;
+    if (m.from > this.version + 1) {
+      this.count.gaps += 1;
+      this.ask();
+      return;
+    }
+    for (const x of m.members) {
+      if (x.version <= this.version) continue;
+      if (x.presence === 'offline') this.members.delete(x.user);
+      else this.members.set(x.user, x);
+    }
+    this.version = m.to;
+  }
+
+  ask() {
+    this.resyncing = true;
+    this.resync();
+  }
+
+  /// user -> the `n` of each session's metadata, users sorted: comparable with `shownOf`.
+  shown() {
+    return shownOf({ members: [...this.members.values()] });
+  }
+}
+
+/// A room as the server publishes it (`GET /api/rooms/{room}`) in `HeldRoom.shown`'s form.
+export const shownOf = (room) => Object.fromEntries(room.members
+  .map((x) => [x.user, x.sessions.map((s) => s.meta?.n ?? null)])
+  .sort(([a], [b]) => a.localeCompare(b)));

@@ -8,73 +8,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { io } from 'socket.io-client';
-import { getJson, login, sleep, startServer, waitFor } from './lib.mjs';
+import { getJson, HeldRoom, login, shownOf, sleep, startServer, waitFor } from './lib.mjs';
 
 const ROOM = 'burst';
-
-/// What a client holds of one room, by the wire's rule for rooms, and what it counted.
-class Held {
-  constructor(room, resync) {
-    this.room = room;
-    this.resync = resync;
-    this.epoch = null;
-    this.version = null;
-    this.members = new Map();
-    this.resyncing = false;
-    this.count = { states: 0, updates: 0, gaps: 0, epochs: 0, stale: 0, foreign: 0 };
-  }
-
-  apply(m) {
-    if (m.room !== this.room) {
-      this.count.foreign += 1;
-      return;
-    }
-    if (m.type === 'room_state') {
-      this.count.states += 1;
-      this.epoch = m.epoch;
-      this.version = m.version;
-      this.members = new Map(m.members.map((x) => [x.user, x]));
-      this.resyncing = false;
-      return;
-    }
-    this.count.updates += 1;
-    if (this.epoch === null || this.resyncing) return;
-    if (m.epoch !== this.epoch) {
-      this.count.epochs += 1;
-      this.ask();
-      return;
-    }
-    if (m.to <= this.version) {
-      this.count.stale += 1;
-      return;
-    }
-    if (m.from > this.version + 1) {
-      this.count.gaps += 1;
-      this.ask();
-      return;
-    }
-    for (const x of m.members) {
-      if (x.version <= this.version) continue;
-      if (x.presence === 'offline') this.members.delete(x.user);
-      else this.members.set(x.user, x);
-    }
-    this.version = m.to;
-  }
-
-  ask() {
-    this.resyncing = true;
-    this.resync();
-  }
-
-  /// user -> the `n` of each session's metadata.
-  shown() {
-    return Object.fromEntries([...this.members.values()].map((x) => [x.user, x.sessions.map((s) => s.meta?.n ?? null)])
-      .sort(([a], [b]) => a.localeCompare(b)));
-  }
-}
-
-const shownOf = (room) => Object.fromEntries(room.members.map((x) => [x.user, x.sessions.map((s) => s.meta?.n ?? null)])
-  .sort(([a], [b]) => a.localeCompare(b)));
 
 /// Refusal codes in a stable order, for comparison.
 const sorted = (codes) => [...codes].sort();
@@ -107,7 +43,7 @@ describe('rooms with scripted clients', { timeout: 120_000 }, () => {
       const socket = io(server.url, { auth, transports: ['websocket'], forceNew: true, reconnection: false });
       sockets.push(socket);
       const c = { socket, refusals: [], roomMessages: 0, userMessages: 0 };
-      c.held = new Held(ROOM, () => socket.emit('room_resync', { room: ROOM }));
+      c.held = new HeldRoom(ROOM, () => socket.emit('room_resync', { room: ROOM }));
       socket.on('presence', (m) => {
         if (m.type.startsWith('room_')) {
           c.roomMessages += 1;
@@ -208,7 +144,7 @@ describe('rooms with scripted clients', { timeout: 120_000 }, () => {
       const c = { ws, refusals: [], roomMessages: 0 };
       const send = (m) => ws.send(typeof m === 'string' ? m : JSON.stringify(m));
       c.send = send;
-      c.held = new Held(ROOM, () => send({ type: 'room_resync', room: ROOM }));
+      c.held = new HeldRoom(ROOM, () => send({ type: 'room_resync', room: ROOM }));
       ws.addEventListener('message', (e) => {
         const m = JSON.parse(e.data);
         if (m.type === 'refused') {

@@ -144,12 +144,7 @@ async fn a_crashed_node_is_cleaned_up_by_exactly_one_node_within_the_bound() {
     let (a, b, mut c) = three(&redis).await;
     a.connect("ada", "tab-1", "s1");
     a.connect("bob", "tab-b", "s2");
-    for user in ["ada", "bob"] {
-        eventually("online", CONVERGE, || {
-            c.presence(user) == (Presence::Active, 1)
-        })
-        .await;
-    }
+    c.sees_online("online", &["ada", "bob"]).await;
     a.flush().await;
     let bound = config(&redis).offline_bound();
 
@@ -238,12 +233,8 @@ async fn a_node_killed_by_sigkill_is_cleaned_up_within_the_bound() {
         let _ = child.kill();
         panic!("the child node did not get ready");
     }
-    for user in ["ada", "bob"] {
-        eventually("the child's users online", CONVERGE, || {
-            c.presence(user) == (Presence::Active, 1)
-        })
+    c.sees_online("the child's users online", &["ada", "bob"])
         .await;
-    }
 
     child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
     let _ = child.wait();
@@ -280,12 +271,7 @@ async fn a_rolling_restart_shows_observers_nothing() {
     let (a, b, mut c) = three(&redis).await;
     a.connect("ada", "tab-a", "s1");
     b.connect("bob", "tab-b", "s2");
-    for user in ["ada", "bob"] {
-        eventually("online", CONVERGE, || {
-            c.presence(user) == (Presence::Active, 1)
-        })
-        .await;
-    }
+    c.sees_online("online", &["ada", "bob"]).await;
     let before = (c.user_events("ada").len(), c.user_events("bob").len());
 
     // Node a restarts: its clients reconnect to b meanwhile; a comes back empty, new id.
@@ -319,12 +305,7 @@ async fn a_stalled_node_is_declared_dead_its_late_writes_refused_and_it_comes_ba
     let (mut a, b, mut c) = three(&redis).await;
     a.connect("ada", "tab-1", "s1");
     a.connect("bob", "tab-b", "s2");
-    for user in ["ada", "bob"] {
-        eventually("online", CONVERGE, || {
-            c.presence(user) == (Presence::Active, 1)
-        })
-        .await;
-    }
+    c.sees_online("online", &["ada", "bob"]).await;
     a.flush().await;
     let first_id = a.cluster.node_id();
 
@@ -370,12 +351,7 @@ async fn a_graceful_shutdown_hands_off_without_an_event_storm() {
     let (a, b, mut c) = three(&redis).await;
     a.connect("ada", "tab-1", "s1");
     a.connect("bob", "tab-b", "s2");
-    for user in ["ada", "bob"] {
-        eventually("online", CONVERGE, || {
-            c.presence(user) == (Presence::Active, 1)
-        })
-        .await;
-    }
+    c.sees_online("online", &["ada", "bob"]).await;
     a.cluster.clone().shutdown().await.expect("hands off");
     let stopped = Instant::now();
     drop(a);
@@ -403,12 +379,7 @@ async fn redis_restarted_empty_is_republished() {
     let (a, b, c) = three(&redis).await;
     a.connect("ada", "tab-1", "s1");
     b.connect("bob", "tab-b", "s2");
-    for user in ["ada", "bob"] {
-        eventually("online", CONVERGE, || {
-            c.presence(user) == (Presence::Active, 1)
-        })
-        .await;
-    }
+    c.sees_online("online", &["ada", "bob"]).await;
     a.join("tab-1", "doc", "ada");
     eventually("ada in the room", CONVERGE, || c.room("doc").len() == 1).await;
     redis.restart_empty();

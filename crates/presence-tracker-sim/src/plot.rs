@@ -74,32 +74,11 @@ pub(crate) fn tradeoff_svg(study: &Study) -> String {
             trim(tick)
         );
     }
-    for tick in ticks(y_max) {
-        let y = sy(tick);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
-            LEFT - 8.0,
-            y + 4.0,
-            trim(tick)
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
-    );
-    let _ = writeln!(
-        svg,
-        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">false offline (% of the time users are there: active or idle)</text>"##,
-        LEFT + plot_w / 2.0,
-        HEIGHT - 25.0
-    );
-    let _ = writeln!(
-        svg,
-        r##"<text x="22" y="{:.1}" font-size="13" text-anchor="middle" transform="rotate(-90 22 {:.1})">p95 detection latency of departures (s)</text>"##,
-        TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0
+    y_axis_and_frame(
+        &mut svg,
+        (y_max, plot_w, plot_h),
+        "false offline (% of the time users are there: active or idle)",
+        "p95 detection latency of departures (s)",
     );
 
     // Points: the dominated first, so the front is drawn on top. A point's area grows with
@@ -283,6 +262,44 @@ pub(crate) fn tradeoff_svg(study: &Study) -> String {
 }
 
 /// A round axis maximum at or above `max` (at least `floor`).
+/// What both plots draw alike: the y axis's grid lines and labels (0 to `y_max`), the frame of
+/// the plot area (`plot_w` by `plot_h` at [`LEFT`], [`TOP`]) and the two axis titles.
+fn y_axis_and_frame(
+    svg: &mut String,
+    (y_max, plot_w, plot_h): (f64, f64, f64),
+    x_title: &str,
+    y_title: &str,
+) {
+    let sy = |y: f64| TOP + plot_h - y / y_max * plot_h;
+    for tick in ticks(y_max) {
+        let y = sy(tick);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text>"##,
+            LEFT + plot_w,
+            LEFT - 8.0,
+            y + 4.0,
+            trim(tick)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">{x_title}</text>"##,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 25.0
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="22" y="{:.1}" font-size="13" text-anchor="middle" transform="rotate(-90 22 {:.1})">{y_title}</text>"##,
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0
+    );
+}
+
 fn nice_max(max: f64, floor: f64) -> f64 {
     let max = if max.is_finite() {
         max.max(floor)

@@ -512,6 +512,17 @@ mod tests {
         assert_eq!(m.len(), 0);
     }
 
+    /// A mirror in which ada's session t1 connected and was claimed in Redis at `epoch`, and
+    /// the list its `take` fills with users gone.
+    fn claimed_t1(epoch: u64) -> (Mirror<&'static str, &'static str>, Vec<&'static str>) {
+        let mut m = Mirror::new();
+        let mut gone = Vec::new();
+        m.connected(&"ada", &"t1", Active, 1);
+        let ops = m.take(10, &mut gone);
+        m.done(&ops[0], Outcome::Claimed(epoch), true);
+        (m, gone)
+    }
+
     #[test]
     fn a_session_that_never_reached_redis_ends_without_a_write() {
         let mut m: Mirror<&str, &str> = Mirror::new();
@@ -525,11 +536,7 @@ mod tests {
 
     #[test]
     fn an_id_taken_by_another_user_drops_the_former_first() {
-        let mut m: Mirror<&str, &str> = Mirror::new();
-        let mut gone = Vec::new();
-        m.connected(&"ada", &"t1", Active, 1);
-        let ops = m.take(10, &mut gone);
-        m.done(&ops[0], Outcome::Claimed(5), true);
+        let (mut m, mut gone) = claimed_t1(5);
         // The session expired here (its drop not yet written) and bob took the id.
         m.transition(&"ada", &"t1", Active, Offline, 2);
         m.connected(&"bob", &"t1", Active, 3);
@@ -578,11 +585,7 @@ mod tests {
 
     #[test]
     fn a_refused_session_is_not_claimed_back_by_its_later_decay() {
-        let mut m: Mirror<&str, &str> = Mirror::new();
-        let mut gone = Vec::new();
-        m.connected(&"ada", &"t1", Active, 1);
-        let ops = m.take(10, &mut gone);
-        m.done(&ops[0], Outcome::Claimed(5), true);
+        let (mut m, mut gone) = claimed_t1(5);
         // Another node claimed t1 since: this node's next write is refused, and it gives up.
         m.transition(&"ada", &"t1", Active, Idle, 2);
         let ops = m.take(10, &mut gone);
@@ -607,11 +610,7 @@ mod tests {
 
     #[test]
     fn a_refusal_while_a_new_connect_waits_gives_nothing_up() {
-        let mut m: Mirror<&str, &str> = Mirror::new();
-        let mut gone = Vec::new();
-        m.connected(&"ada", &"t1", Active, 1);
-        let ops = m.take(10, &mut gone);
-        m.done(&ops[0], Outcome::Claimed(5), true);
+        let (mut m, mut gone) = claimed_t1(5);
         m.transition(&"ada", &"t1", Active, Idle, 2);
         let ops = m.take(10, &mut gone);
         // The tab reconnected here while the put was in flight: its claim goes out next.

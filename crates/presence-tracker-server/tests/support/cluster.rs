@@ -107,6 +107,17 @@ impl Node {
             .map_or((Presence::Offline, 0), |u| (u.presence, u.sessions))
     }
 
+    /// Waits (bounded by [`CONVERGE`]) until this node sees each of `users` active on one
+    /// session.
+    pub async fn sees_online(&self, what: &str, users: &[&str]) {
+        for &user in users {
+            eventually(what, CONVERGE, || {
+                self.presence(user) == (Presence::Active, 1)
+            })
+            .await;
+        }
+    }
+
     /// Everything received so far.
     pub fn drain(&mut self) -> &[Event] {
         while let Ok(e) = self.events.try_recv() {

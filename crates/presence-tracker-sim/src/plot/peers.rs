@@ -3,14 +3,14 @@
 
 use std::fmt::Write as _;
 
-use super::{escape, nice_max, ticks, trim, DEFAULT, FEWEST_FLAPS, GREY, RECOMMENDED};
+use super::{
+    escape, nice_max, trim, y_axis_and_frame, DEFAULT, FEWEST_FLAPS, GREY, HEIGHT, LEFT,
+    RECOMMENDED, TOP,
+};
 use crate::{Comparison, Report};
 
 const WIDTH: f64 = 1000.0;
-const HEIGHT: f64 = 620.0;
-const LEFT: f64 = 80.0;
 const RIGHT: f64 = 290.0;
-const TOP: f64 = 70.0;
 const BOTTOM: f64 = 70.0;
 /// The column left of the logarithmic axis where models with no false offline at all sit.
 const ZERO_GAP: f64 = 56.0;
@@ -147,32 +147,11 @@ pub(crate) fn peers_svg(comparison: &Comparison) -> String {
         TOP + plot_h + 18.0,
         TOP + plot_h
     );
-    for tick in ticks(y_max) {
-        let y = sy(tick);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
-            LEFT - 8.0,
-            y + 4.0,
-            trim(tick)
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
-    );
-    let _ = writeln!(
-        svg,
-        r##"<text x="{:.1}" y="{:.1}" font-size="13" text-anchor="middle">false offline (% of the time users are there, logarithmic; 0 apart)</text>"##,
-        LEFT + plot_w / 2.0,
-        HEIGHT - 25.0
-    );
-    let _ = writeln!(
-        svg,
-        r##"<text x="22" y="{:.1}" font-size="13" text-anchor="middle" transform="rotate(-90 22 {:.1})">p95 latency of departures (s)</text>"##,
-        TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0
+    y_axis_and_frame(
+        &mut svg,
+        (y_max, plot_w, plot_h),
+        "false offline (% of the time users are there, logarithmic; 0 apart)",
+        "p95 latency of departures (s)",
     );
 
     // Our grid in grey, then the labelled models on top.
