@@ -282,20 +282,25 @@ NOTES = {
     "memory": [
         "Two tables of 10^6 entries split into power-of-two shards: sessions (16 shards; 40-byte entries: "
         "id, user, `hot`, connection, and the grace deadline with the published presence packed in) "
-        "and users (64 shards; 8-byte key + 40-byte entry: the session inline when there is one, the seq with "
-        "the published presence packed in, the armed deadline, the last seen). At 10^6 every shard "
+        "and users (64 shards; 8-byte key + 32-byte entry: the session inline when there is one, the seq with "
+        "the published presence packed in, the armed deadline; the last seen of expired sessions lives "
+        "in a side table only for the users that have one, since 0977a51). At 10^6 every shard "
         "is just past the 7/8 load limit of a power of two (62,500 entries for 65,536 buckets, "
         "15,625 for 16,384), so each has twice that many buckets (48 % full); plus a 16-byte wheel "
-        "entry per user: (41 + 49) x 2.1 + 16 = about 205 bytes. "
+        "entry per user: (41 + 41) x 2.1 + 16 = about 189 bytes. "
         "The raw map sits at the same 48 % load (2^21 buckets x 25 bytes).",
         "The gap to 2x is what the tracker must keep beyond the raw map's (state, last_seen): the "
         "user, the connection and the grace deadline per session, and a per-user aggregate (its "
         "presence, seq, deadline and last seen) for users with several sessions. In two hashed "
-        "tables at this load that information does not fit in 2x the raw map's 52 bytes. Plan: one "
-        "hash table of 4-byte slot indices per shard over dense slabs of session and user records "
-        "(which the wheel would also index, see question 3), estimated at about 130 bytes, which "
-        "would also be about where Redis's sorted set is (it keeps only the session and its last-seen "
-        "score; a server using it keeps the rest, users and states, elsewhere).",
+        "tables at this load that information does not fit in 2x the raw map's 52 bytes. Tried: "
+        "one index of 8-byte words per shard over dense slabs of session and user records (a85c52d), "
+        "130 bytes per session, about where Redis's sorted set is (it keeps only the session and its "
+        "last-seen score; a server using it keeps the rest, users and states, elsewhere), but in four "
+        "interleaved rounds the single call went from 3.2x to 4.5x the raw map and the steady tick "
+        "from 0.62x to 0.95x of a hashbrown scan (the index does not stay in cache as hashbrown's "
+        "control bytes do: one more dependent miss a lookup), so it was reverted. Within 2x "
+        "needs one table for a user and its sessions (most users have one), not a smaller layout of "
+        "two.",
         "By resident set the tracker is further below moka: moka makes about 6 allocations per entry "
         "and the allocator's per-block overhead is not in the requested bytes.",
     ],
