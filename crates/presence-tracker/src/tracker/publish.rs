@@ -7,7 +7,6 @@ use std::borrow::Borrow;
 use smallvec::SmallVec;
 
 use super::counters::Counters;
-use super::packed::Gone;
 use super::user_table::{Retained, UserShard};
 use super::{Events, PresenceTracker, NO_DEADLINE};
 use crate::derive::next_change;
@@ -225,11 +224,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> PresenceTracker<U, S, C, R, M> 
                 shard.queue.push(next, user.clone());
             }
             if gone_now > gone_before {
-                shard
-                    .gone
-                    .entry(user.clone())
-                    .or_insert_with(|| Gone::new(0))
-                    .saw(gone_now);
+                shard.saw_gone(user, gone_now);
             }
         }
         if !changed.is_empty() {

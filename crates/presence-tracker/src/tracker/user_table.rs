@@ -273,6 +273,17 @@ impl<U, S, R> UserShard<U, S, R> {
         }
     }
 
+    /// A live user's session that expired was last seen at `t`: raises its gone `last_seen`.
+    pub(crate) fn saw_gone(&mut self, user: &U, t: u64)
+    where
+        U: Eq + Hash + Clone,
+    {
+        self.gone
+            .entry(user.clone())
+            .or_insert_with(|| Gone::new(0))
+            .saw(t);
+    }
+
     /// A live user's retention entry came up: it is no longer queued.
     pub(crate) fn retention_dequeued(&mut self, user: &U)
     where
