@@ -76,7 +76,9 @@ impl App {
             Some(period) => Ticking::Interval { period },
             None => Ticking::default(),
         };
-        let hub_config = HubConfig::default().ticking(ticking);
+        let hub_config = HubConfig::default()
+            .ticking(ticking)
+            .all_users_feed(config.all_users);
         let (hub, cluster) = match &config.redis {
             Some(url) => {
                 let cluster = start_node(url, config).await?;

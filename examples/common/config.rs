@@ -34,6 +34,9 @@ pub(crate) struct Config {
     pub(crate) redis_prefix: Option<String>,
     /// The node's lease in the cluster.
     pub(crate) lease: Option<Duration>,
+    /// Whether a connection may be sent every user (the hub's all-users feed), and is when
+    /// its hello names no users.
+    pub(crate) all_users: bool,
 }
 
 /// The flags that take a value, with what they mean (printed by `--help`).
@@ -99,6 +102,11 @@ const FLAGS: &[(&str, &str)] = &[
     (
         "lease-ms",
         "a node not heard from for this long is dead (default 10000; with --redis)",
+    ),
+    (
+        "all-users",
+        "on: a connection may be sent every user, and is when its hello names none; off: only \
+         the users it subscribes to (default on, for the demo; off is what scales)",
     ),
 ];
 
@@ -207,6 +215,11 @@ impl Config {
             redis: get("redis").cloned(),
             redis_prefix: get("redis-prefix").cloned(),
             lease: millis("lease-ms")?,
+            all_users: match get("all-users").map(String::as_str) {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(v) => return Err(format!("--all-users: {v:?} is neither on nor off")),
+            },
         }
         .checked()
         .map(Some)
@@ -232,13 +245,14 @@ impl Config {
     pub(crate) fn describe(&self) -> String {
         let p = &self.policy;
         format!(
-            "active < {:?}, idle < {:?}, away < {:?}, ttl {:?}, grace {:?} (lost) / {:?} (clean, leave)",
+            "active < {:?}, idle < {:?}, away < {:?}, ttl {:?}, grace {:?} (lost) / {:?} (clean, leave); users: {}",
             p.active(),
             p.idle(),
             p.away(),
             p.ttl(),
             p.disconnect_grace(),
-            p.leave_grace()
+            p.leave_grace(),
+            if self.all_users { "every user by default (--all-users on)" } else { "by subscription only (--all-users off)" }
         )
     }
 }

@@ -145,6 +145,40 @@ pub trait Authenticate<U>: Send + Sync + 'static {
         let _ = (identity, room, access);
         Ok(())
     }
+
+    /// Whether `identity` may be sent `user`'s presence: asked for each user a connection
+    /// subscribes to (its hello's `users`, each `subscribe`). The users refused are left out of
+    /// the subscription, and the connection is sent one [`Refusal`] (code `forbidden`) saying
+    /// how many.
+    ///
+    /// # Errors
+    ///
+    /// A [`Refusal`] when it may not. The default allows everything.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use presence_tracker_server::{wire::Refusal, Authenticate, Handshake, Identity};
+    ///
+    /// /// Signed-in users see each other; a watcher sees nobody.
+    /// struct SignedIn;
+    /// impl Authenticate<String> for SignedIn {
+    ///     fn authenticate(&self, h: &Handshake<'_>) -> Result<Identity<String>, Refusal> {
+    ///         Ok(h.cookie("user").map_or(Identity::Watcher, |u| Identity::User(u.to_string())))
+    ///     }
+    ///     fn authorize_user(&self, who: &Identity<String>, _user: &String) -> Result<(), Refusal> {
+    ///         match who {
+    ///             Identity::User(_) => Ok(()),
+    ///             _ => Err(Refusal::new("forbidden", "sign in to see who is online")),
+    ///         }
+    ///     }
+    /// }
+    /// assert!(SignedIn.authorize_user(&Identity::Watcher, &"ada".to_string()).is_err());
+    /// ```
+    fn authorize_user(&self, identity: &Identity<U>, user: &U) -> Result<(), Refusal> {
+        let _ = (identity, user);
+        Ok(())
+    }
 }
 
 impl<U, F> Authenticate<U> for F

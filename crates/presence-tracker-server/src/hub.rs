@@ -5,6 +5,7 @@ mod cluster;
 #[cfg(feature = "redis")]
 mod cluster_rooms;
 mod feed;
+mod interest;
 mod refusal;
 mod room_feed;
 mod rooms;
@@ -25,9 +26,10 @@ use presence_tracker::{
 };
 use tokio::sync::{broadcast, Notify};
 
-use crate::wire::{State, Update, UserState, PROTOCOL};
+use crate::wire::{Scope, State, Update, UserState};
 
-pub use feed::{Batch, Delivery, Subscription};
+pub use feed::{Batch, Delivery, Interest, Subscription};
+use interest::Interests;
 pub use refusal::RefusalWatch;
 pub use room_feed::{RoomBatch, RoomDelivery, RoomSubscription};
 pub use rooms::HubRooms;
@@ -51,6 +53,18 @@ pub struct HubConfig {
     /// preempted thread publishes late as old news (default 60 s; keep it under the policy's
     /// retention, after which a returning user's `seq` starts again).
     pub offline_memory: Duration,
+    /// Whether the integrations send a connection every user ([`Interest::All`]) when it asks,
+    /// or when its hello names no users (default `false`: a connection is sent the users it
+    /// subscribes to, and none until it does).
+    ///
+    /// The all-users feed is for small deployments and demos: every connection holds every
+    /// online user (about 85 bytes each on the wire) and is sent every user's transitions, so
+    /// a node's traffic grows with the square of its users. Server-side code may always
+    /// [`subscribe`](Hub::subscribe) to every user.
+    pub all_users_feed: bool,
+    /// The most users one connection may subscribe to (default 1,000); a subscription naming
+    /// more is refused whole.
+    pub max_interest: usize,
 }
 
 impl Default for HubConfig {
@@ -59,6 +73,8 @@ impl Default for HubConfig {
             backlog: 1024,
             ticking: Ticking::default(),
             offline_memory: Duration::from_secs(60),
+            all_users_feed: false,
+            max_interest: 1000,
         }
     }
 }
@@ -78,6 +94,18 @@ impl HubConfig {
     /// With the driver ticking this way.
     pub fn ticking(mut self, ticking: Ticking) -> Self {
         self.ticking = ticking;
+        self
+    }
+
+    /// With the all-users feed enabled or not (see [`all_users_feed`](Self::all_users_feed)).
+    pub fn all_users_feed(mut self, enabled: bool) -> Self {
+        self.all_users_feed = enabled;
+        self
+    }
+
+    /// With at most `max` users per connection's subscription.
+    pub fn max_interest(mut self, max: usize) -> Self {
+        self.max_interest = max;
         self
     }
 }
@@ -189,6 +217,9 @@ struct Inner<U, S, C, R, M> {
     epoch: u64,
     published: Mutex<Published<U, S, R, M>>,
     updates: broadcast::Sender<Arc<Update<U>>>,
+    /// The subscriptions interested in each user: locked only under `published` (which orders
+    /// what they are sent), or alone by a subscription that ends.
+    interests: Arc<Mutex<Interests<U>>>,
     /// Wakes the driver: a signal moved the next deadline before the one it sleeps to.
     wake: Notify,
     /// The time (tracker ms) the driver sleeps until; `u64::MAX` when it is not sleeping on a
@@ -283,6 +314,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
                     cluster_users: HashMap::new(),
                 }),
                 updates,
+                interests: Arc::default(),
                 wake: Notify::new(),
                 sleeping_until: AtomicU64::new(u64::MAX),
                 watches: refusal::Watches::default(),
@@ -507,8 +539,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
             }
             if let Some(update) = published.apply(user, &run, self.inner.epoch) {
                 sent += 1;
-                // No receiver is not an error: nobody is listening.
-                let _ = self.inner.updates.send(Arc::new(update));
+                self.send_locked(&published, update);
             }
         }
         sent
@@ -531,24 +562,63 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
             .retain(|_, seen| seen.kept(now, memory));
     }
 
-    /// A subscription that starts with the current [`State`] and then receives every update
-    /// after it, in version order.
-    pub fn subscribe(&self) -> Subscription<U, S, C, R, M> {
-        let (state, rx) = self.state_and_receiver();
-        Subscription::new(self.clone(), state, rx)
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
     }
 
-    /// The current state, shared: made once per version.
+    /// Sends a published update, under the lock that ordered it: to the subscriptions
+    /// interested in its user, and on the ring of every update.
+    fn send_locked(&self, _published: &Published<U, S, R, M>, update: Update<U>) {
+        let update = Arc::new(update);
+        self.inner.interests.lock().deliver(&update);
+        // No receiver is not an error: nobody is listening.
+        let _ = self.inner.updates.send(update);
+    }
+
+    /// A subscription that starts with the current [`State`] of every user and then receives
+    /// every update after it, in version order: [`subscribe_to`](Self::subscribe_to)
+    /// [`Interest::All`]. Server-side code may always subscribe so, whatever
+    /// [`HubConfig::all_users_feed`] says of connections.
+    pub fn subscribe(&self) -> Subscription<U, S, C, R, M> {
+        self.subscribe_to(Interest::All)
+    }
+
+    /// A subscription of `interest`: every user, or the users named. It starts with the
+    /// [`State`] of those users and then receives their updates, in version order; what it
+    /// costs to publish an update grows with the subscriptions interested in its user, never
+    /// with every subscription. See [`Subscription::set_interest`] to change it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use presence_tracker::{Activity, ManualClock, Policy, PresenceTracker};
+    /// use presence_tracker_server::{wire::Scope, Delivery, Hub, HubConfig, Interest};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let tracker: PresenceTracker<String, String, _> =
+    ///     PresenceTracker::with_clock(Policy::default(), ManualClock::new());
+    /// let hub = Hub::new(tracker, HubConfig::default());
+    /// let mut contacts = hub.subscribe_to(Interest::Users(vec!["ada".into()]));
+    /// let Some(Delivery::State(state)) = contacts.recv().await else { panic!("a state first") };
+    /// assert_eq!(state.scope, Scope::Users);
+    ///
+    /// hub.connect("bob".into(), "tab-9".into(), "socket-9", Activity::Active)?;
+    /// hub.connect("ada".into(), "tab-1".into(), "socket-1", Activity::Active)?;
+    /// // Bob is none of this subscription's business: Ada's update is the next delivery.
+    /// let Some(Delivery::Updates(updates)) = contacts.recv().await else { panic!("updates") };
+    /// assert_eq!(updates.users().map(|u| u.user.as_str()).collect::<Vec<_>>(), ["ada"]);
+    /// # Ok::<(), presence_tracker::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn subscribe_to(&self, interest: Interest<U>) -> Subscription<U, S, C, R, M> {
+        Subscription::new(self.clone(), interest)
+    }
+
+    /// The current state of every user, shared: made once per version.
     pub fn state(&self) -> Arc<State<U>> {
         let mut published = self.inner.published.lock();
         self.state_locked(&mut published)
-    }
-
-    fn state_and_receiver(&self) -> (Arc<State<U>>, broadcast::Receiver<Arc<Update<U>>>) {
-        let mut published = self.inner.published.lock();
-        // Under the lock that orders the sends: the receiver gets exactly the versions after.
-        let rx = self.inner.updates.subscribe();
-        (self.state_locked(&mut published), rx)
     }
 
     fn state_locked(&self, published: &mut Published<U, S, R, M>) -> Arc<State<U>> {
@@ -559,21 +629,46 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
                 return Arc::clone(state);
             }
         }
-        let state = Arc::new(State {
-            protocol: PROTOCOL,
-            epoch: self.inner.epoch,
-            version: published.version,
+        let users = published
+            .online
+            .iter()
+            .map(|(user, s)| {
+                UserState::new(user.clone(), s.presence, s.sessions, s.last_seen, s.seq)
+            })
+            .collect();
+        let state = Arc::new(State::new(
+            self.inner.epoch,
+            published.version,
             now,
-            users: published
-                .online
-                .iter()
-                .map(|(user, s)| {
-                    UserState::new(user.clone(), s.presence, s.sessions, s.last_seen, s.seq)
-                })
-                .collect(),
-        });
+            Scope::All,
+            users,
+        ));
         published.state = Some(Arc::clone(&state));
         state
+    }
+
+    /// The state of `users`: those of them online, at the published version. O(`users`).
+    fn users_state_locked(&self, published: &Published<U, S, R, M>, users: &[U]) -> Arc<State<U>> {
+        let users = users
+            .iter()
+            .filter_map(|user| {
+                let s = published.online.get(user)?;
+                Some(UserState::new(
+                    user.clone(),
+                    s.presence,
+                    s.sessions,
+                    s.last_seen,
+                    s.seq,
+                ))
+            })
+            .collect();
+        Arc::new(State::new(
+            self.inner.epoch,
+            published.version,
+            self.inner.tracker.now(),
+            Scope::Users,
+            users,
+        ))
     }
 
     /// Runs the tick driver until the hub's last clone is dropped... or forever: spawn it as
@@ -665,11 +760,11 @@ impl<U: Id, S, R, M> Published<U, S, R, M> {
         }
         self.version += 1;
         self.state = None;
-        Some(Update {
+        Some(Update::new(
             epoch,
-            version: self.version,
-            user: UserState::new(user.clone(), now.presence, now.sessions, now.last_seen, seq),
-        })
+            self.version,
+            UserState::new(user.clone(), now.presence, now.sessions, now.last_seen, seq),
+        ))
     }
 }
 

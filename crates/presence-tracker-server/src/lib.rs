@@ -67,7 +67,7 @@ pub mod ws;
 
 pub use auth::{Authenticate, Handshake, Identity, RoomAccess};
 pub use hub::{
-    Batch, Delivery, Hub, HubConfig, HubRooms, RefusalWatch, RoomBatch, RoomDelivery,
+    Batch, Delivery, Hub, HubConfig, HubRooms, Interest, RefusalWatch, RoomBatch, RoomDelivery,
     RoomSubscription, Subscription, Ticking,
 };
 pub use meta::{Meta, MetaError};

@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 
 use presence_tracker::{Activity, Clock, ConnectionId, Error, Id, Metadata};
 
-use crate::wire::{ClientMessage, JoinRoom, Refusal};
-use crate::{Authenticate, Hub, Identity, RoomAccess};
+use crate::wire::{ClientMessage, JoinRoom, Refusal, Subscribe};
+use crate::{Authenticate, Hub, Identity, Interest, RoomAccess};
 
 /// What a transport does about a room's messages after a client message.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,25 +23,37 @@ pub(crate) enum Fanout {
     Resync(String),
 }
 
-/// What handling a message came to: refusals to send back, fan-out to change.
-#[derive(Debug, Default)]
-pub(crate) struct Outcome {
+/// What handling a message came to: refusals to send back, fan-out to change, and the users
+/// the connection is sent from now on.
+#[derive(Debug)]
+pub(crate) struct Outcome<U> {
     pub(crate) refusals: Vec<Refusal>,
     pub(crate) fanout: Vec<Fanout>,
+    pub(crate) interest: Option<Interest<U>>,
 }
 
-impl Outcome {
-    fn refused(refusal: Refusal) -> Self {
+impl<U> Default for Outcome<U> {
+    fn default() -> Self {
+        Outcome {
+            refusals: Vec::new(),
+            fanout: Vec::new(),
+            interest: None,
+        }
+    }
+}
+
+impl<U> Outcome<U> {
+    pub(crate) fn refused(refusal: Refusal) -> Self {
         Outcome {
             refusals: vec![refusal],
-            fanout: Vec::new(),
+            ..Outcome::default()
         }
     }
 
     fn fanout(fanout: Fanout) -> Self {
         Outcome {
-            refusals: Vec::new(),
             fanout: vec![fanout],
+            ..Outcome::default()
         }
     }
 }
@@ -153,13 +165,89 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         refusals
     }
 
+    /// What the hello's `users` and `all_users` come to: the interest the connection starts
+    /// with, and what to tell it. A hello that names neither gets the all-users feed where the
+    /// hub enables it, and no users elsewhere; a refused request starts with no users.
+    pub(crate) fn hello_interest<C, A>(
+        &self,
+        hub: &Hub<U, S, C, String, M>,
+        auth: &A,
+        users: Option<Vec<U>>,
+        all_users: bool,
+    ) -> (Interest<U>, Option<Refusal>)
+    where
+        C: Clock,
+        A: Authenticate<U>,
+    {
+        let wanted = match (users, all_users) {
+            (_, true) => None,
+            (Some(users), false) => Some(users),
+            (None, false) if hub.config().all_users_feed => None,
+            (None, false) => return (Interest::Users(Vec::new()), None),
+        };
+        match self.interest(hub, auth, wanted) {
+            Ok(done) => done,
+            Err(refusal) => (Interest::Users(Vec::new()), Some(refusal)),
+        }
+    }
+
+    /// The interest a connection asked for (`None`: every user), as the hub's configuration
+    /// and the application's hook allow: refused whole (every user where the feed is off, more
+    /// users than the limit), or with the users the hook refused left out (and a refusal
+    /// saying how many).
+    fn interest<C, A>(
+        &self,
+        hub: &Hub<U, S, C, String, M>,
+        auth: &A,
+        wanted: Option<Vec<U>>,
+    ) -> Result<(Interest<U>, Option<Refusal>), Refusal>
+    where
+        C: Clock,
+        A: Authenticate<U>,
+    {
+        let config = hub.config();
+        let Some(users) = wanted else {
+            if !config.all_users_feed {
+                return Err(Refusal::new(
+                    "forbidden",
+                    "this server does not send every user: subscribe to the users to show",
+                ));
+            }
+            return Ok((Interest::All, None));
+        };
+        if users.len() > config.max_interest {
+            return Err(Refusal::new(
+                "limit",
+                format!(
+                    "a connection subscribes to at most {} users",
+                    config.max_interest
+                ),
+            ));
+        }
+        let named = users.len();
+        let allowed: Vec<U> = users
+            .into_iter()
+            .filter(|user| auth.authorize_user(&self.identity, user).is_ok())
+            .collect();
+        let refusal = (allowed.len() < named).then(|| {
+            Refusal::new(
+                "forbidden",
+                format!(
+                    "{} of the {named} users named may not be shown to this connection",
+                    named - allowed.len()
+                ),
+            )
+        });
+        Ok((Interest::Users(allowed), refusal))
+    }
+
     /// A message after the hello (`hello` and `resync` are the transport's).
     pub(crate) fn handle<C, A>(
         &mut self,
         hub: &Hub<U, S, C, String, M>,
         auth: &A,
-        message: ClientMessage<S, String, M>,
-    ) -> Outcome
+        message: ClientMessage<S, String, M, U>,
+    ) -> Outcome<U>
     where
         C: Clock,
         A: Authenticate<U>,
@@ -188,6 +276,18 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                     )
                 }
             }
+            ClientMessage::Subscribe(Subscribe { users, all_users }) => {
+                let wanted = if all_users { None } else { Some(users) };
+                match self.interest(hub, auth, wanted) {
+                    Ok((interest, refusal)) => Outcome {
+                        refusals: refusal.into_iter().collect(),
+                        interest: Some(interest),
+                        ..Outcome::default()
+                    },
+                    // Refused whole: the connection keeps what it was sent.
+                    Err(refusal) => Outcome::refused(refusal),
+                }
+            }
             ClientMessage::Hello(_) | ClientMessage::Resync => {
                 Outcome::refused(Refusal::new("bad_message", "hello was already said"))
             }
@@ -205,14 +305,14 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         auth: &A,
         user: &U,
         session: &S,
-        message: ClientMessage<S, String, M>,
-    ) -> Outcome
+        message: ClientMessage<S, String, M, U>,
+    ) -> Outcome<U>
     where
         C: Clock,
         A: Authenticate<U>,
     {
         let refuse =
-            |e: Error, room: String| Outcome::refused(Refusal::from_error(&e).in_room(room));
+            |e: Error, room: String| Outcome::<U>::refused(Refusal::from_error(&e).in_room(room));
         match message {
             ClientMessage::Heartbeat { activity } => self.heartbeat(hub, user, session, activity),
             ClientMessage::Leave => match hub.leave(session, self.connection) {
@@ -274,7 +374,7 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         user: &U,
         session: &S,
         activity: Activity,
-    ) -> Outcome {
+    ) -> Outcome<U> {
         match hub.heartbeat(session, activity) {
             Ok(()) => return Outcome::default(),
             Err(Error::UnknownSession) => {}
@@ -303,7 +403,7 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         outcome
     }
 
-    fn watch<C, A>(&mut self, hub: &Hub<U, S, C, String, M>, auth: &A, room: String) -> Outcome
+    fn watch<C, A>(&mut self, hub: &Hub<U, S, C, String, M>, auth: &A, room: String) -> Outcome<U>
     where
         C: Clock,
         A: Authenticate<U>,

@@ -61,6 +61,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,7 @@ use parking_lot::Mutex;
 use presence_tracker::{Activity, Clock, ConnectionId, DisconnectKind, Id, Metadata};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
@@ -79,7 +81,7 @@ use tokio::task::JoinHandle;
 use crate::link::{Fanout, Link, Outcome};
 use crate::wire::{ClientMessage, Hello, Refusal, PROTOCOL};
 use crate::{
-    Authenticate, Handshake, Hub, Identity, RefusalWatch, RoomDelivery, RoomSubscription,
+    Authenticate, Handshake, Hub, Identity, Interest, RefusalWatch, RoomDelivery, RoomSubscription,
     Subscription,
 };
 
@@ -129,6 +131,27 @@ struct Conn<U, S, M> {
     closed: Arc<Notify>,
     /// Fires if the cluster refuses the socket's session (taken by its forwarding task).
     refusal: Arc<Mutex<Option<RefusalWatch>>>,
+    /// What the forwarding task is asked to do besides forwarding.
+    control: Arc<Control<U>>,
+}
+
+/// A socket's requests to its forwarding task: the users to send it from now on (the last
+/// asked replaces any not yet taken, as a subscription replaces the one before), a fresh
+/// state.
+struct Control<U> {
+    interest: Mutex<Option<Interest<U>>>,
+    resync: AtomicBool,
+    notify: Notify,
+}
+
+impl<U> Control<U> {
+    fn new(interest: Interest<U>) -> Self {
+        Control {
+            interest: Mutex::new(Some(interest)),
+            resync: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
 }
 
 /// Registers presence on the namespace `path` of `io`: authentication, the session's connect
@@ -165,7 +188,7 @@ pub fn attach<U, S, C, M, A>(
     hub: Hub<U, S, C, String, M>,
     auth: A,
 ) where
-    U: Id + Serialize,
+    U: Id + Serialize + DeserializeOwned,
     S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
@@ -182,7 +205,7 @@ pub fn attach_with<U, S, C, M, A>(
     auth: A,
     options: SocketIoOptions,
 ) where
-    U: Id + Serialize,
+    U: Id + Serialize + DeserializeOwned,
     S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
@@ -202,7 +225,7 @@ pub fn attach_with<U, S, C, M, A>(
         let hub = hub.clone();
         let auth = Arc::clone(&auth);
         let options = Arc::clone(&options);
-        move |socket: SocketRef, TryData(hello): TryData<Hello<S, String, M>>| {
+        move |socket: SocketRef, TryData(hello): TryData<Hello<S, String, M, U>>| {
             let result = admit(&socket, hello.ok(), &hub, auth.as_ref(), &options);
             std::future::ready(result)
         }
@@ -231,7 +254,7 @@ impl std::fmt::Display for Refused {
 /// is connected; an `Err` is the client's `connect_error`.
 fn admit<U, S, C, M, A>(
     socket: &SocketRef,
-    hello: Option<Hello<S, String, M>>,
+    hello: Option<Hello<S, String, M, U>>,
     hub: &Hub<U, S, C, String, M>,
     auth: &A,
     options: &SocketIoOptions,
@@ -277,12 +300,15 @@ where
         _ => None,
     };
     let mut link = Link::new(identity, session, connection, options.max_watched_rooms);
-    let refusals = link.hello_rooms(hub, auth, hello.rooms);
+    let mut refusals = link.hello_rooms(hub, auth, hello.rooms);
+    let (interest, refused) = link.hello_interest(hub, auth, hello.users, hello.all_users);
+    refusals.extend(refused);
     socket.extensions.insert(Conn {
         link: Arc::new(Mutex::new(link)),
         refusals: Arc::new(Mutex::new(refusals)),
         closed: Arc::new(Notify::new()),
         refusal: Arc::new(Mutex::new(refusal)),
+        control: Arc::new(Control::new(interest)),
     });
     Ok(())
 }
@@ -295,7 +321,7 @@ fn serve<U, S, C, M, A>(
     options: &Arc<SocketIoOptions>,
     rooms: &Arc<RoomFanout<U, S, C, M>>,
 ) where
-    U: Id + Serialize,
+    U: Id + Serialize + DeserializeOwned,
     S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
@@ -307,20 +333,22 @@ fn serve<U, S, C, M, A>(
     // Runs the message through the link, in the handler (so in the order the socket received
     // it), then tells the client what was refused and changes the room fan-out.
     let handle = {
-        let (hub, auth, rooms, link) = (
+        let (hub, auth, rooms, link, control) = (
             hub.clone(),
             Arc::clone(auth),
             Arc::clone(rooms),
             Arc::clone(&conn.link),
+            Arc::clone(&conn.control),
         );
-        move |socket: &SocketRef, message: Result<ClientMessage<S, String, M>, Refusal>| {
+        move |socket: &SocketRef, message: Result<ClientMessage<S, String, M, U>, Refusal>| {
             let outcome = match message {
                 Ok(message) => link.lock().handle(&hub, auth.as_ref(), message),
-                Err(refusal) => Outcome {
-                    refusals: vec![refusal],
-                    fanout: Vec::new(),
-                },
+                Err(refusal) => Outcome::refused(refusal),
             };
+            if let Some(interest) = outcome.interest {
+                *control.interest.lock() = Some(interest);
+                control.notify.notify_one();
+            }
             for refusal in &outcome.refusals {
                 // Gone already: then there is no one to tell.
                 let _ = socket.emit("refused", refusal);
@@ -365,6 +393,16 @@ fn serve<U, S, C, M, A>(
         );
     }
     {
+        let handle = handle.clone();
+        socket.on(
+            "subscribe",
+            move |socket: SocketRef, TryData(payload): TryData<Value>| {
+                handle(&socket, object_message("subscribe", payload.ok()));
+                std::future::ready(())
+            },
+        );
+    }
+    {
         let hub = hub.clone();
         let rooms = Arc::clone(rooms);
         let conn = conn.clone();
@@ -387,12 +425,18 @@ fn serve<U, S, C, M, A>(
             std::future::ready(())
         });
     }
-    let feed = hub.subscribe();
-    let resync = Arc::new(Notify::new());
+    let interest = conn
+        .control
+        .interest
+        .lock()
+        .take()
+        .unwrap_or(Interest::Users(Vec::new()));
+    let feed = hub.subscribe_to(interest);
     {
-        let resync = Arc::clone(&resync);
+        let control = Arc::clone(&conn.control);
         socket.on("resync", move || {
-            resync.notify_one();
+            control.resync.store(true, Ordering::Release);
+            control.notify.notify_one();
             std::future::ready(())
         });
     }
@@ -405,7 +449,7 @@ fn serve<U, S, C, M, A>(
         socket.clone(),
         feed,
         Arc::clone(&conn.closed),
-        resync,
+        Arc::clone(&conn.control),
         refusal,
         Arc::clone(options),
     ));
@@ -419,13 +463,27 @@ fn serve<U, S, C, M, A>(
 }
 
 /// A room event's payload as the client message of that type.
-fn room_message<S, M>(
+fn room_message<S, M, U>(
     event: &str,
     payload: Option<Value>,
-) -> Result<ClientMessage<S, String, M>, Refusal>
+) -> Result<ClientMessage<S, String, M, U>, Refusal>
 where
     S: DeserializeOwned,
     M: DeserializeOwned + Default,
+    U: DeserializeOwned,
+{
+    object_message(event, payload)
+}
+
+/// An event's object payload as the client message of that type.
+fn object_message<S, M, U>(
+    event: &str,
+    payload: Option<Value>,
+) -> Result<ClientMessage<S, String, M, U>, Refusal>
+where
+    S: DeserializeOwned,
+    M: DeserializeOwned + Default,
+    U: DeserializeOwned,
 {
     let mut fields = match payload {
         Some(Value::Object(fields)) => fields,
@@ -447,7 +505,7 @@ async fn forward<U, S, C, M>(
     socket: SocketRef,
     mut feed: Subscription<U, S, C, String, M>,
     closed: Arc<Notify>,
-    resync: Arc<Notify>,
+    control: Arc<Control<U>>,
     mut refusal: RefusalWatch,
     options: Arc<SocketIoOptions>,
 ) where
@@ -466,14 +524,22 @@ async fn forward<U, S, C, M>(
                 let _ = socket.disconnect();
                 return;
             }
-            () = resync.notified() => {
-                feed.resync_later();
+            () = control.notify.notified() => {
+                if let Some(interest) = control.interest.lock().take() {
+                    // A state of the new interest comes next.
+                    feed.set_interest(interest);
+                } else if control.resync.swap(false, Ordering::AcqRel) {
+                    feed.resync_later();
+                }
                 continue;
             }
             delivery = feed.recv_gathered(options.linger) => delivery,
         };
         let Some(delivery) = delivery else { return };
-        match socket.emit("presence", &delivery) {
+        // The delivery's JSON is made once for every socket sent it; the packet copies it.
+        let Ok(json) = delivery.to_json() else { return };
+        let Ok(raw) = raw_json(&json) else { return };
+        match socket.emit("presence", raw) {
             Ok(()) => {}
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                 feed.resync_later();
@@ -485,6 +551,12 @@ async fn forward<U, S, C, M>(
             Err(_) => return,
         }
     }
+}
+
+/// Our own JSON as a [`RawValue`], which serialises as those bytes: checked, not parsed into
+/// values or copied.
+fn raw_json(json: &[u8]) -> Result<&RawValue, serde_json::Error> {
+    serde_json::from_slice(json)
 }
 
 /// The activity of a heartbeat's payload: `{"activity":"idle"}` or `"idle"`.

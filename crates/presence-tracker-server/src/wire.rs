@@ -59,6 +59,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use presence_tracker::{Activity, Presence, RoomChange, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -101,7 +102,23 @@ impl<U> UserState<U> {
     }
 }
 
-/// Everything a client needs to render: every online user, as of `version`.
+/// Which users a [`State`], and the [`Updates`] after it, cover.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Scope {
+    /// Every user: the updates after the state come at every version (`from` is the version
+    /// after the one held), so a client detects a skipped version.
+    #[default]
+    All,
+    /// The users the connection subscribed to ([`ClientMessage::Subscribe`], [`Hello::users`]):
+    /// the updates after the state carry the hub's versions of those users only, so versions
+    /// skip; the server sends a fresh state whenever the connection fell behind.
+    Users,
+}
+
+/// Everything a client needs to render: the online users it is sent (every one, or those it
+/// subscribed to: see `scope`), as of `version`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct State<U> {
@@ -109,12 +126,93 @@ pub struct State<U> {
     pub protocol: u32,
     /// The hub's epoch: new at every start of the server.
     pub epoch: u64,
-    /// The version this state is at; the next update carries `version + 1`.
+    /// The version this state is at; the next update carries a higher version (`version + 1`
+    /// when `scope` is `all`).
     pub version: u64,
     /// The server's time, so a client can say "last seen 2 min ago" without trusting its clock.
     pub now: Timestamp,
-    /// Every user that is not offline, in no particular order.
+    /// Which users this state and the updates after it cover (absent: `all`, as servers before
+    /// interest sent).
+    #[serde(default)]
+    pub scope: Scope,
+    /// Every user of the scope that is not offline, in no particular order.
     pub users: Vec<UserState<U>>,
+    /// This state's JSON as a server message, made once however many connections are sent it.
+    #[serde(skip)]
+    pub(crate) encoded: Encoded<Bytes>,
+}
+
+impl<U> State<U> {
+    /// A state.
+    pub fn new(
+        epoch: u64,
+        version: u64,
+        now: Timestamp,
+        scope: Scope,
+        users: Vec<UserState<U>>,
+    ) -> Self {
+        State {
+            protocol: PROTOCOL,
+            epoch,
+            version,
+            now,
+            scope,
+            users,
+            encoded: Encoded::default(),
+        }
+    }
+}
+
+impl<U: Serialize> State<U> {
+    /// The server message `{"type":"state",..}` of this state as JSON, made on the first call
+    /// and shared (a clone of [`Bytes`] is a reference count) by every later one.
+    ///
+    /// # Errors
+    ///
+    /// `U`'s serialisation failed.
+    pub fn to_json(&self) -> Result<Bytes, serde_json::Error> {
+        #[derive(Serialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Tagged<'a, U> {
+            State(&'a State<U>),
+        }
+        self.encoded
+            .get_or_try_init(|| serde_json::to_vec(&Tagged::State(self)).map(Bytes::from))
+    }
+}
+
+/// A message's JSON, made once and shared: equal to every other (it is a cache of what the
+/// value it sits in serialises to).
+#[derive(Clone, Default)]
+pub(crate) struct Encoded<T>(std::sync::OnceLock<T>);
+
+impl<T: Clone> Encoded<T> {
+    fn get_or_try_init<E>(&self, make: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        if let Some(done) = self.0.get() {
+            return Ok(done.clone());
+        }
+        let made = make()?;
+        // Two threads may both make it: the first stored is kept, and both are the same bytes.
+        Ok(self.0.get_or_init(|| made).clone())
+    }
+}
+
+impl<T> PartialEq for Encoded<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Encoded<T> {}
+
+impl<T> std::fmt::Debug for Encoded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Encoded"
+        } else {
+            "NotEncoded"
+        })
+    }
 }
 
 /// The versions `from..=to` that came after what a client holds: the latest state of each
@@ -144,7 +242,63 @@ pub struct Update<U> {
     pub version: u64,
     /// The user as it is now (`presence` is `offline` when it left).
     pub user: UserState<U>,
+    /// The `updates` message of this update alone, and where the user's JSON starts in it.
+    #[serde(skip)]
+    pub(crate) encoded: Encoded<(Bytes, usize)>,
 }
+
+impl<U> Update<U> {
+    /// An update.
+    pub fn new(epoch: u64, version: u64, user: UserState<U>) -> Self {
+        Update {
+            epoch,
+            version,
+            user,
+            encoded: Encoded::default(),
+        }
+    }
+}
+
+impl<U: Serialize> Update<U> {
+    /// The server message `{"type":"updates","epoch":..,"from":v,"to":v,"users":[..]}` of
+    /// this update alone, as JSON: made on the first call, shared by every later one.
+    ///
+    /// # Errors
+    ///
+    /// `U`'s serialisation failed.
+    pub fn to_json(&self) -> Result<Bytes, serde_json::Error> {
+        self.encoded().map(|(json, _)| json)
+    }
+
+    /// The user's JSON (`{"user":..,"presence":..}`), a slice of [`to_json`](Self::to_json)'s
+    /// bytes: what a gathered message is spliced from.
+    ///
+    /// # Errors
+    ///
+    /// `U`'s serialisation failed.
+    pub(crate) fn user_json(&self) -> Result<Bytes, serde_json::Error> {
+        self.encoded()
+            .map(|(json, start)| json.slice(start..json.len() - UPDATES_TAIL.len()))
+    }
+
+    fn encoded(&self) -> Result<(Bytes, usize), serde_json::Error> {
+        self.encoded.get_or_try_init(|| {
+            let mut json = updates_head(self.epoch, self.version, self.version).into_bytes();
+            let start = json.len();
+            serde_json::to_writer(&mut json, &self.user)?;
+            json.extend_from_slice(UPDATES_TAIL.as_bytes());
+            Ok((Bytes::from(json), start))
+        })
+    }
+}
+
+/// The start of an `updates` message, up to its first user.
+pub(crate) fn updates_head(epoch: u64, from: u64, to: u64) -> String {
+    format!(r#"{{"type":"updates","epoch":{epoch},"from":{from},"to":{to},"users":["#)
+}
+
+/// The end of an `updates` message, after its last user.
+pub(crate) const UPDATES_TAIL: &str = "]}";
 
 /// One session of a room's member, with its metadata there (shared with the hub, not copied).
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,12 +548,14 @@ pub enum ServerMessage<U, S = String, R = String, M = ()> {
 #[serde(
     tag = "type",
     rename_all = "snake_case",
-    bound(deserialize = "S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de> + Default")
+    bound(
+        deserialize = "S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de> + Default, U: Deserialize<'de>"
+    )
 )]
 #[non_exhaustive]
-pub enum ClientMessage<S, R = String, M = ()> {
-    /// Who is connecting, for which tab, doing what, in which rooms.
-    Hello(Hello<S, R, M>),
+pub enum ClientMessage<S, R = String, M = (), U = String> {
+    /// Who is connecting, for which tab, doing what, in which rooms, shown which users.
+    Hello(Hello<S, R, M, U>),
     /// The client is there, doing `activity`.
     Heartbeat {
         /// What the client reports.
@@ -409,6 +565,9 @@ pub enum ClientMessage<S, R = String, M = ()> {
     Leave,
     /// Send me the whole state again.
     Resync,
+    /// Show me these users (the whole list, replacing what was asked before), or every user:
+    /// answered with a [`State`] of that scope, then its updates.
+    Subscribe(Subscribe<U>),
     /// The session joins `room` with `meta` (`null` if absent); already in it: its metadata
     /// there becomes `meta`. The connection is then sent the room's state and updates.
     Join {
@@ -448,6 +607,39 @@ pub enum ClientMessage<S, R = String, M = ()> {
     },
 }
 
+/// What a [`ClientMessage::Subscribe`] asks for: `{"type":"subscribe","users":["ada","bob"]}`
+/// (those users, and no others), or `{"type":"subscribe","all_users":true}` (every user, where
+/// the server enables that feed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "U: Deserialize<'de>"))]
+#[non_exhaustive]
+pub struct Subscribe<U> {
+    /// The users to be sent, replacing the list before (empty: none).
+    #[serde(default = "Vec::new")]
+    pub users: Vec<U>,
+    /// Every user instead (`users` is then ignored).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_users: bool,
+}
+
+impl<U> Subscribe<U> {
+    /// Subscribe to exactly these users.
+    pub fn users(users: Vec<U>) -> Self {
+        Subscribe {
+            users,
+            all_users: false,
+        }
+    }
+
+    /// Subscribe to every user.
+    pub fn all_users() -> Self {
+        Subscribe {
+            users: Vec::new(),
+            all_users: true,
+        }
+    }
+}
+
 /// A room a [`Hello`] names, with the session's metadata there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(deserialize = "R: Deserialize<'de>, M: Deserialize<'de> + Default"))]
@@ -473,10 +665,10 @@ impl<R, M> JoinRoom<R, M> {
 /// the handshake (a cookie, a token) by its [`Authenticate`](crate::Authenticate) hook.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound(
-    deserialize = "S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de> + Default"
+    deserialize = "S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de> + Default, U: Deserialize<'de>"
 ))]
 #[non_exhaustive]
-pub struct Hello<S, R = String, M = ()> {
+pub struct Hello<S, R = String, M = (), U = String> {
     /// The protocol version the client speaks.
     pub protocol: u32,
     /// The tab's stable session id; `None` for a watcher (observes, has no presence of its
@@ -496,13 +688,21 @@ pub struct Hello<S, R = String, M = ()> {
     /// rooms is sent them all the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<JoinRoom<R, M>>>,
+    /// The users this connection is sent (as a [`ClientMessage::Subscribe`] would set them).
+    /// Absent: the server's default, every user where it enables the all-users feed and none
+    /// elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<U>>,
+    /// Every user instead (where the server enables the all-users feed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_users: bool,
 }
 
 fn active() -> Activity {
     Activity::Active
 }
 
-impl<S, R, M> Hello<S, R, M> {
+impl<S, R, M, U> Hello<S, R, M, U> {
     /// A hello for a session doing `activity`.
     pub fn session(session: S, activity: Activity) -> Self {
         Hello {
@@ -511,6 +711,8 @@ impl<S, R, M> Hello<S, R, M> {
             activity,
             token: None,
             rooms: None,
+            users: None,
+            all_users: false,
         }
     }
 
@@ -522,6 +724,8 @@ impl<S, R, M> Hello<S, R, M> {
             activity: Activity::Active,
             token: None,
             rooms: None,
+            users: None,
+            all_users: false,
         }
     }
 
@@ -534,6 +738,18 @@ impl<S, R, M> Hello<S, R, M> {
     /// The same hello, naming the rooms the session is in after it.
     pub fn with_rooms(mut self, rooms: Vec<JoinRoom<R, M>>) -> Self {
         self.rooms = Some(rooms);
+        self
+    }
+
+    /// The same hello, subscribing to these users.
+    pub fn with_users(mut self, users: Vec<U>) -> Self {
+        self.users = Some(users);
+        self
+    }
+
+    /// The same hello, subscribing to every user.
+    pub fn with_all_users(mut self) -> Self {
+        self.all_users = true;
         self
     }
 }

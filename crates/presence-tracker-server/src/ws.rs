@@ -46,7 +46,10 @@ use tokio::time::Instant;
 
 use crate::link::{Fanout, Link};
 use crate::wire::{ClientMessage, Hello, Refusal, ServerMessage, PROTOCOL};
-use crate::{Authenticate, Handshake, Hub, Identity, RefusalWatch, RoomDelivery, Subscription};
+use crate::{
+    Authenticate, Delivery, Handshake, Hub, Identity, Interest, RefusalWatch, RoomDelivery,
+    Subscription,
+};
 
 /// A connection's room messages on their way out: a few, then its rooms' forwarders wait (and
 /// fall behind, which a fresh state makes good).
@@ -71,6 +74,11 @@ pub struct WsOptions {
     pub linger: Duration,
     /// How many rooms one connection may watch (default 32).
     pub max_watched_rooms: usize,
+    /// The capacity each connection's read buffer starts with, in bytes (default 4 KiB, where
+    /// tungstenite's own default is 128 KiB: a connection's messages are small, and a larger
+    /// one grows the buffer up to [`max_message`](Self::max_message)). Messages go out without
+    /// a write buffer: each is written as it is sent.
+    pub read_buffer_size: usize,
 }
 
 impl Default for WsOptions {
@@ -82,6 +90,7 @@ impl Default for WsOptions {
             ping_timeout: Duration::from_secs(20),
             linger: Duration::from_millis(50),
             max_watched_rooms: 32,
+            read_buffer_size: 4 * 1024,
         }
     }
 }
@@ -124,7 +133,7 @@ impl WsOptions {
 /// ```
 pub fn route<U, S, C, M, A, St>(hub: Hub<U, S, C, String, M>, auth: A) -> MethodRouter<St>
 where
-    U: Id + Serialize,
+    U: Id + Serialize + DeserializeOwned,
     S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
@@ -141,7 +150,7 @@ pub fn route_with<U, S, C, M, A, St>(
     options: WsOptions,
 ) -> MethodRouter<St>
 where
-    U: Id + Serialize,
+    U: Id + Serialize + DeserializeOwned,
     S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
@@ -175,7 +184,7 @@ fn upgrade<U, S, C, M, A>(
     uri: Uri,
 ) -> Response
 where
-    U: Id + Serialize,
+    U: Id + Serialize + DeserializeOwned,
     S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
@@ -184,6 +193,8 @@ where
     let max = shared.options.max_message;
     ws.max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(shared.options.read_buffer_size)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             Connection {
                 socket,
@@ -194,6 +205,26 @@ where
             .run()
             .await;
         })
+}
+
+/// A hello's link and refusals, with the users it is sent (`users` and `all_users` as the hello
+/// asked): a refusal of those joins the others.
+fn with_interest<U, S, C, M, A>(
+    shared: &Shared<U, S, C, M, A>,
+    link: Link<U, S, M>,
+    mut refusals: Vec<Refusal>,
+    (users, all_users): (Option<Vec<U>>, bool),
+) -> (Link<U, S, M>, Vec<Refusal>, Interest<U>)
+where
+    U: Id,
+    S: Id,
+    C: Clock,
+    M: Metadata + Default + PartialEq + Clone,
+    A: Authenticate<U>,
+{
+    let (interest, refusal) = link.hello_interest(&shared.hub, &shared.auth, users, all_users);
+    refusals.extend(refusal);
+    (link, refusals, interest)
 }
 
 /// Why a connection ends.
@@ -234,7 +265,7 @@ impl<U, S, M> Drop for Rooms<U, S, M> {
 
 impl<U, S, C, M, A> Connection<U, S, C, M, A>
 where
-    U: Id + Serialize,
+    U: Id + Serialize + DeserializeOwned,
     S: Id + Serialize + DeserializeOwned,
     C: Clock + 'static,
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
@@ -246,11 +277,11 @@ where
         );
         // Before the hello's connect: a cluster's refusal may come as soon as it is written.
         let mut refusal = self.shared.hub.watch_refusal(connection);
-        let (mut link, refusals) = match self.hello(connection).await {
+        let (mut link, refusals, interest) = match self.hello(connection).await {
             Ok(hello) => hello,
             Err(end) => return self.finish(end).await,
         };
-        let feed = self.shared.hub.subscribe();
+        let feed = self.shared.hub.subscribe_to(interest);
         let end = self.serve(&mut link, refusals, feed, &mut refusal).await;
         if let Some((_, session)) = link.session() {
             // Closed by the server (a protocol violation): the client did not say goodbye.
@@ -267,11 +298,11 @@ where
     }
 
     /// Waits for the hello, authenticates it, connects its session (none: a watcher) and puts
-    /// it in the hello's rooms; the refusals of rooms it could not join.
+    /// it in the hello's rooms; the refusals of what it could not do, and the users it is sent.
     async fn hello(
         &mut self,
         connection: ConnectionId,
-    ) -> Result<(Link<U, S, M>, Vec<Refusal>), End> {
+    ) -> Result<(Link<U, S, M>, Vec<Refusal>, Interest<U>), End> {
         let first = tokio::time::timeout(self.shared.options.hello_timeout, self.socket.recv())
             .await
             .map_err(|_| End::Close(4000, "no hello within the timeout"))?;
@@ -290,8 +321,8 @@ where
             }
             None => return Err(End::Gone(DisconnectKind::Lost)),
         };
-        let hello: Hello<S, String, M> =
-            match serde_json::from_str::<ClientMessage<S, String, M>>(&text) {
+        let hello: Hello<S, String, M, U> =
+            match serde_json::from_str::<ClientMessage<S, String, M, U>>(&text) {
                 Ok(ClientMessage::Hello(hello)) => hello,
                 _ => return Err(End::Close(4000, "the first message must be a hello")),
             };
@@ -305,6 +336,7 @@ where
             hello.token.as_deref(),
         ));
         let max_watched = shared.options.max_watched_rooms;
+        let users = (hello.users, hello.all_users);
         let refused = match identity {
             Err(refusal) => refusal,
             Ok(Identity::User(user)) => match hello.session {
@@ -320,7 +352,7 @@ where
                             let mut link =
                                 Link::new(identity, Some((user, session)), connection, max_watched);
                             let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
-                            return Ok((link, refusals));
+                            return Ok(with_interest(&shared, link, refusals, users));
                         }
                         Err(e) => Refusal::from_error(&e),
                     }
@@ -328,13 +360,13 @@ where
                 None => {
                     let mut link = Link::new(Identity::User(user), None, connection, max_watched);
                     let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
-                    return Ok((link, refusals));
+                    return Ok(with_interest(&shared, link, refusals, users));
                 }
             },
             Ok(identity) => {
                 let mut link = Link::new(identity, None, connection, max_watched);
                 let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
-                return Ok((link, refusals));
+                return Ok(with_interest(&shared, link, refusals, users));
             }
         };
         self.send(&ServerMessage::<U, S, String, M>::Refused(refused))
@@ -363,7 +395,7 @@ where
         };
         // The users' state first, then the rooms', then what the hello could not do.
         if let Some(state) = feed.try_recv() {
-            if !self.send(&state).await {
+            if !self.send_delivery(&state).await {
                 return End::Gone(DisconnectKind::Lost);
             }
         }
@@ -397,7 +429,7 @@ where
                     let Some(delivery) = delivery else {
                         return End::Close(1001, "the server is going away");
                     };
-                    if !self.send(&delivery).await {
+                    if !self.send_delivery(&delivery).await {
                         return End::Gone(DisconnectKind::Lost);
                     }
                 }
@@ -430,7 +462,7 @@ where
         feed: &mut Subscription<U, S, C, String, M>,
         rooms: &mut Rooms<U, S, M>,
     ) -> Vec<Refusal> {
-        let message = match serde_json::from_str::<ClientMessage<S, String, M>>(text) {
+        let message = match serde_json::from_str::<ClientMessage<S, String, M, U>>(text) {
             Ok(message) => message,
             Err(e) => return vec![Refusal::new("bad_message", e.to_string())],
         };
@@ -439,6 +471,9 @@ where
             return Vec::new();
         }
         let outcome = link.handle(&self.shared.hub, &self.shared.auth, message);
+        if let Some(interest) = outcome.interest {
+            feed.set_interest(interest);
+        }
         for fanout in outcome.fanout {
             match fanout {
                 Fanout::Open(room) => self.open_room(rooms, room),
@@ -477,6 +512,19 @@ where
         if let Some(old) = rooms.forwarders.insert(room, forwarder) {
             old.abort();
         }
+    }
+
+    /// Sends a delivery of the users: its shared JSON (made once for every connection sent
+    /// it); `false` if the connection is gone.
+    async fn send_delivery(&mut self, delivery: &Delivery<U>) -> bool {
+        let Ok(json) = delivery.to_json() else {
+            return false;
+        };
+        // Our own JSON is UTF-8; the check is a scan, not a copy.
+        let Ok(text) = Utf8Bytes::try_from(json) else {
+            return false;
+        };
+        self.socket.send(Message::Text(text)).await.is_ok()
     }
 
     /// Sends one message as JSON; `false` if the connection is gone.

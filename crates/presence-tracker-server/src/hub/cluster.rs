@@ -287,7 +287,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
         let mut published = self.inner.published.lock();
         if let Some(update) = published.apply_cluster(e.user, now, at, self.inner.epoch) {
             // Under the lock: the order of sends is the order of versions.
-            let _ = self.inner.updates.send(Arc::new(update));
+            self.send_locked(&published, update);
         }
     }
 
@@ -359,7 +359,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
             updates.extend(published.apply_cluster(user, Now::from(c), at, self.inner.epoch));
         }
         for update in updates {
-            let _ = self.inner.updates.send(Arc::new(update));
+            self.send_locked(&published, update);
         }
         let rooms: Vec<R> = published.rooms.held.keys().cloned().collect();
         for room in rooms {
@@ -405,16 +405,16 @@ impl<U: Id, S, R, M> Published<U, S, R, M> {
         }
         self.version += 1;
         self.state = None;
-        Some(Update {
+        Some(Update::new(
             epoch,
-            version: self.version,
-            user: UserState::new(
+            self.version,
+            UserState::new(
                 user,
                 now.presence,
                 now.sessions,
                 now.last_seen,
                 self.version,
             ),
-        })
+        ))
     }
 }

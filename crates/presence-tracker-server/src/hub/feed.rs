@@ -1,16 +1,21 @@
 //! What a subscriber of the users receives: [`Delivery`] (a state, or gathered updates) and
 //! the [`Subscription`] that hands them out.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use presence_tracker::{Clock, Id, Metadata, SystemClock};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use parking_lot::Mutex;
+
+use super::interest::{Inbox, Interests, Taken};
 use super::Hub;
-use crate::wire::{State, Update, UserState};
+use crate::wire::{updates_head, Scope, State, Update, UserState, UPDATES_TAIL};
 
 /// What a [`Subscription`] hands out: the whole state, or the updates after what was handed
 /// out before. Serialises as the [`ServerMessage`](crate::wire::ServerMessage) it is:
@@ -90,6 +95,45 @@ impl<U> Batch<U> {
     }
 }
 
+impl<U: Serialize> Delivery<U> {
+    /// This delivery as the server message's JSON, made without serialising anything twice: a
+    /// state's is made once and shared, an update's once and shared, and the message of
+    /// several gathered updates is spliced from their shared JSON (a copy of bytes).
+    ///
+    /// # Errors
+    ///
+    /// `U`'s serialisation failed.
+    pub fn to_json(&self) -> Result<Bytes, serde_json::Error> {
+        match self {
+            Delivery::State(state) => state.to_json(),
+            Delivery::Updates(batch) => batch.to_json(),
+        }
+    }
+}
+
+impl<U: Serialize> Batch<U> {
+    /// The `updates` message of this batch as JSON: the update's own shared bytes when it
+    /// holds one, else spliced from each update's shared JSON.
+    ///
+    /// # Errors
+    ///
+    /// `U`'s serialisation failed.
+    pub fn to_json(&self) -> Result<Bytes, serde_json::Error> {
+        if let [one] = self.updates.as_slice() {
+            return one.to_json();
+        }
+        let mut json = updates_head(self.epoch, self.from, self.to).into_bytes();
+        for (i, update) in self.updates.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(&update.user_json()?);
+        }
+        json.extend_from_slice(UPDATES_TAIL.as_bytes());
+        Ok(Bytes::from(json))
+    }
+}
+
 impl<U: Serialize> Serialize for Delivery<U> {
     fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
         use serde::ser::{SerializeSeq, SerializeStruct};
@@ -129,32 +173,73 @@ impl<U: Serialize> Serialize for Delivery<U> {
     }
 }
 
+/// What a [`Subscription`] is sent: every user, or the users it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interest<U> {
+    /// Every user's updates: a [`State`] of every online user, then every version.
+    All,
+    /// These users' updates only (a list, as Slack's `presence_sub`): a [`State`] of those of
+    /// them who are online, then their updates. The hub finds a user's subscribers through an
+    /// index, so what one publication costs grows with the connections interested in it, not
+    /// with every connection. Duplicates count once.
+    Users(Vec<U>),
+}
+
+impl<U> Interest<U> {
+    /// The scope of the states and updates of this interest.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Interest::All => Scope::All,
+            Interest::Users(_) => Scope::Users,
+        }
+    }
+}
+
+/// Where a subscription's updates come from.
+enum Source<U> {
+    /// The hub's ring of every update.
+    All(broadcast::Receiver<Arc<Update<U>>>),
+    /// Its own inbox, which the hub fills with the updates of its users.
+    Users(Arc<Inbox<U>>, Arc<[U]>),
+}
+
+/// What a subscription does at its end: its inbox leaves the hub's index.
+type Unregister = Box<dyn FnOnce() + Send + Sync>;
+
 impl<U, S, C, R, M> Subscription<U, S, C, R, M> {
-    /// A subscription that first hands out `state`, then what `rx` receives.
-    pub(super) fn new(
-        hub: Hub<U, S, C, R, M>,
-        state: Arc<State<U>>,
-        rx: broadcast::Receiver<Arc<Update<U>>>,
-    ) -> Self {
+    /// A subscription that first hands out `state`, then what `source` receives.
+    fn with_source(hub: Hub<U, S, C, R, M>, state: Arc<State<U>>, source: Source<U>) -> Self {
         Subscription {
             hub,
             pending: Some(state),
-            rx,
+            source,
+            unregister: None,
             gathered: Vec::new(),
             gather_until: None,
         }
     }
 }
 
+impl<U, S, C, R, M> Drop for Subscription<U, S, C, R, M> {
+    fn drop(&mut self) {
+        if let Some(unregister) = self.unregister.take() {
+            unregister();
+        }
+    }
+}
+
 /// One subscriber's view of the hub: a [`State`], then every update after it, in version
-/// order. Falling more than the backlog behind yields a fresh state, never a silent gap.
+/// order: of every user ([`Interest::All`]), or of the users it is interested in. Falling
+/// more than the backlog behind yields a fresh state, never a silent gap.
 ///
 /// Its receiving methods are cancel-safe: a `recv_gathered` dropped while it waits (in a
 /// `select!` that took another branch) keeps what it had gathered for the next call.
 pub struct Subscription<U, S, C = SystemClock, R = String, M = ()> {
     hub: Hub<U, S, C, R, M>,
     pending: Option<Arc<State<U>>>,
-    rx: broadcast::Receiver<Arc<Update<U>>>,
+    source: Source<U>,
+    unregister: Option<Unregister>,
     /// Updates received and not yet delivered, and when a gathering call hands them out.
     gathered: Vec<Arc<Update<U>>>,
     gather_until: Option<tokio::time::Instant>,
@@ -162,14 +247,78 @@ pub struct Subscription<U, S, C = SystemClock, R = String, M = ()> {
 
 impl<U, S, C, R, M> fmt::Debug for Subscription<U, S, C, R, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scope = match self.source {
+            Source::All(_) => Scope::All,
+            Source::Users(..) => Scope::Users,
+        };
         f.debug_struct("Subscription")
+            .field("scope", &scope)
             .field("pending_state", &self.pending.is_some())
             .field("gathered", &self.gathered.len())
             .finish_non_exhaustive()
     }
 }
 
+/// What a subscription's source has for it now.
+enum Next<U> {
+    Update(Arc<Update<U>>),
+    Lagged,
+    Closed,
+    Empty,
+}
+
 impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Subscription<U, S, C, R, M> {
+    /// A subscription of `interest`, starting with its state.
+    pub(super) fn new(hub: Hub<U, S, C, R, M>, interest: Interest<U>) -> Self {
+        let mut published = hub.inner.published.lock();
+        match interest {
+            Interest::All => {
+                // Under the lock that orders the sends: the receiver gets exactly the versions
+                // after.
+                let rx = hub.inner.updates.subscribe();
+                let state = hub.state_locked(&mut published);
+                drop(published);
+                Subscription::with_source(hub, state, Source::All(rx))
+            }
+            Interest::Users(users) => {
+                let users = dedup(users);
+                let inbox = {
+                    // Under `published`: the inbox gets exactly the updates after the state.
+                    let mut interests = hub.inner.interests.lock();
+                    let inbox = interests.inbox(hub.inner.config.backlog);
+                    interests.add(&inbox, &users);
+                    inbox
+                };
+                let state = hub.users_state_locked(&published, &users);
+                drop(published);
+                let unregister = unregister(&hub.inner.interests, &inbox, &users);
+                let mut subscription =
+                    Subscription::with_source(hub, state, Source::Users(inbox, users));
+                subscription.unregister = Some(unregister);
+                subscription
+            }
+        }
+    }
+
+    /// What this subscription is sent from now on: the next delivery is a [`State`] of the new
+    /// interest, and what was queued for the old one is dropped.
+    pub fn set_interest(&mut self, interest: Interest<U>) {
+        if let Some(unregister) = self.unregister.take() {
+            unregister();
+        }
+        let fresh = Subscription::new(self.hub.clone(), interest);
+        // The old source's registration is gone; the new one's moves here.
+        *self = fresh;
+    }
+
+    /// The scope of what this subscription is sent.
+    pub fn scope(&self) -> Scope {
+        match self.source {
+            Source::All(_) => Scope::All,
+            Source::Users(..) => Scope::Users,
+        }
+    }
+
     /// The next delivery: one update (or what an interrupted
     /// [`recv_gathered`](Self::recv_gathered) had gathered), or a state; `None` once the hub is
     /// gone.
@@ -177,10 +326,10 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Subscription<U, S, C, R, M> {
         if let Some(ready) = self.ready() {
             return Some(ready);
         }
-        match self.rx.recv().await {
-            Ok(update) => Batch::of(vec![update]).map(Delivery::Updates),
-            Err(broadcast::error::RecvError::Lagged(_)) => Some(Delivery::State(self.resync())),
-            Err(broadcast::error::RecvError::Closed) => None,
+        match self.next().await {
+            Next::Update(update) => Batch::of(vec![update]).map(Delivery::Updates),
+            Next::Lagged => Some(Delivery::State(self.resync())),
+            Next::Closed | Next::Empty => None,
         }
     }
 
@@ -193,21 +342,52 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Subscription<U, S, C, R, M> {
             return Some(Delivery::State(state));
         }
         if self.gathered.is_empty() {
-            match self.rx.recv().await {
-                Ok(update) => {
+            match self.next().await {
+                Next::Update(update) => {
                     self.gathered.push(update);
                     self.gather_until = Some(tokio::time::Instant::now() + linger);
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Some(Delivery::State(self.resync()))
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                Next::Lagged => return Some(Delivery::State(self.resync())),
+                Next::Closed | Next::Empty => return None,
             }
         }
         if let Some(until) = self.gather_until {
             tokio::time::sleep_until(until).await;
         }
         self.ready()
+    }
+
+    /// The next update of the source, waiting for one. Cancel-safe.
+    async fn next(&mut self) -> Next<U> {
+        match &mut self.source {
+            Source::All(rx) => match rx.recv().await {
+                Ok(update) => Next::Update(update),
+                Err(broadcast::error::RecvError::Lagged(_)) => Next::Lagged,
+                Err(broadcast::error::RecvError::Closed) => Next::Closed,
+            },
+            Source::Users(inbox, _) => match inbox.next().await {
+                Taken::Update(update) => Next::Update(update),
+                Taken::Lagged => Next::Lagged,
+                Taken::Empty => Next::Empty,
+            },
+        }
+    }
+
+    /// The next update of the source if one is waiting.
+    fn try_next(&mut self) -> Next<U> {
+        match &mut self.source {
+            Source::All(rx) => match rx.try_recv() {
+                Ok(update) => Next::Update(update),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => Next::Lagged,
+                Err(broadcast::error::TryRecvError::Closed) => Next::Closed,
+                Err(broadcast::error::TryRecvError::Empty) => Next::Empty,
+            },
+            Source::Users(inbox, _) => match inbox.take() {
+                Taken::Update(update) => Next::Update(update),
+                Taken::Lagged => Next::Lagged,
+                Taken::Empty => Next::Empty,
+            },
+        }
     }
 
     /// What can be delivered without waiting: a pending state, or what was gathered plus what
@@ -220,12 +400,10 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Subscription<U, S, C, R, M> {
             return None;
         }
         loop {
-            match self.rx.try_recv() {
-                Ok(update) => self.gathered.push(update),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                    return Some(Delivery::State(self.resync()))
-                }
-                Err(_) => break,
+            match self.try_next() {
+                Next::Update(update) => self.gathered.push(update),
+                Next::Lagged => return Some(Delivery::State(self.resync())),
+                Next::Closed | Next::Empty => break,
             }
         }
         self.gather_until = None;
@@ -234,7 +412,10 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Subscription<U, S, C, R, M> {
 
     /// How many updates wait for this subscriber.
     pub fn pending(&self) -> usize {
-        self.rx.len()
+        match &self.source {
+            Source::All(rx) => rx.len(),
+            Source::Users(inbox, _) => inbox.len(),
+        }
     }
 
     /// The next delivery (one update, or a state) if one is ready, without waiting.
@@ -242,19 +423,31 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Subscription<U, S, C, R, M> {
         if let Some(ready) = self.ready() {
             return Some(ready);
         }
-        match self.rx.try_recv() {
-            Ok(update) => Batch::of(vec![update]).map(Delivery::Updates),
-            Err(broadcast::error::TryRecvError::Lagged(_)) => Some(Delivery::State(self.resync())),
-            Err(_) => None,
+        match self.try_next() {
+            Next::Update(update) => Batch::of(vec![update]).map(Delivery::Updates),
+            Next::Lagged => Some(Delivery::State(self.resync())),
+            Next::Closed | Next::Empty => None,
         }
     }
 
-    /// Drops whatever is queued and starts again from the current state (which the next
-    /// [`recv`](Self::recv) also returns): for a client that asked, or that could not be sent
-    /// what it was due.
+    /// Drops whatever is queued and starts again from the current state of its interest
+    /// (which the next [`recv`](Self::recv) also returns): for a client that asked, or that
+    /// could not be sent what it was due.
     pub fn resync(&mut self) -> Arc<State<U>> {
-        let (state, rx) = self.hub.state_and_receiver();
-        self.rx = rx;
+        let hub = self.hub.clone();
+        let mut published = hub.inner.published.lock();
+        let state = match &mut self.source {
+            Source::All(rx) => {
+                *rx = hub.inner.updates.subscribe();
+                hub.state_locked(&mut published)
+            }
+            Source::Users(inbox, users) => {
+                // Under the lock that fills the inbox: it holds exactly what comes after.
+                inbox.clear();
+                hub.users_state_locked(&published, users)
+            }
+        };
+        drop(published);
         self.pending = None;
         self.gathered.clear();
         self.gather_until = None;
@@ -267,4 +460,23 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Subscription<U, S, C, R, M> {
         let state = self.resync();
         self.pending = Some(state);
     }
+}
+
+/// `users` once each, in their first order.
+fn dedup<U: Id>(users: Vec<U>) -> Arc<[U]> {
+    let mut seen = HashSet::with_capacity(users.len());
+    users
+        .into_iter()
+        .filter(|u| seen.insert(u.clone()))
+        .collect()
+}
+
+/// Takes `inbox` out of the hub's index for `users`.
+fn unregister<U: Id>(
+    interests: &Arc<Mutex<Interests<U>>>,
+    inbox: &Arc<Inbox<U>>,
+    users: &Arc<[U]>,
+) -> Unregister {
+    let (interests, inbox, users) = (Arc::clone(interests), Arc::clone(inbox), Arc::clone(users));
+    Box::new(move || interests.lock().remove(&inbox, &users))
 }

@@ -52,16 +52,25 @@ pub async fn server() -> (TestHub, ManualClock, String) {
     server_with(Policy::default()).await
 }
 
-/// A server whose sessions carry metadata `M` into rooms, under `policy`.
+/// A server whose sessions carry metadata `M` into rooms, under `policy`, with the all-users
+/// feed on (what most of these tests are about).
 pub async fn server_with<M>(policy: Policy) -> (TestHub<M>, ManualClock, String)
 where
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
 {
+    server_config(policy, HubConfig::default().all_users_feed(true)).await
+}
+
+/// A server of `config`.
+pub async fn server_config<M>(
+    policy: Policy,
+    config: HubConfig,
+) -> (TestHub<M>, ManualClock, String)
+where
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
+{
     let clock = ManualClock::new();
-    let hub = Hub::new(
-        PresenceTracker::with_clock(policy, clock.clone()),
-        HubConfig::default(),
-    );
+    let hub = Hub::new(PresenceTracker::with_clock(policy, clock.clone()), config);
     let options = WsOptions::default().hello_timeout(Duration::from_millis(300));
     let app = axum::Router::new().route("/ws", ws::route_with(hub.clone(), Auth, options));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
