@@ -46,6 +46,14 @@ impl Authenticate<String> for Auth {
         }
         Ok(())
     }
+
+    /// Users named `hidden-*` are shown to nobody.
+    fn authorize_user(&self, _: &Identity<String>, user: &String) -> Result<(), Refusal> {
+        if user.starts_with("hidden-") {
+            return Err(Refusal::new("forbidden", "nobody sees them"));
+        }
+        Ok(())
+    }
 }
 
 pub async fn server() -> (TestHub, ManualClock, String) {
