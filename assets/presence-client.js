@@ -14,11 +14,14 @@
 // It never decides presence: the server derives it from how old the last signal is.
 //
 // It speaks protocol 1 of presence-tracker-server (crates/presence-tracker-server/src/wire.rs)
-// and keeps the presence of every online user itself, by the protocol's resync rule: a `state`
-// replaces everything; an `update` applies only if its version is the one after what it holds
-// and its epoch is the same, else it asks for the state again (`resync`); an update whose user
-// `seq` is not newer than the one held is old news. After a server restart (new epoch) or a
-// reconnect it holds the new state, never a ghost.
+// and keeps the presence of the online users it is sent itself, by the protocol's resync rule:
+// a `state` replaces everything; an `update` applies only if its version is the one after what
+// it holds and its epoch is the same, else it asks for the state again (`resync`); an update
+// whose user `seq` is not newer than the one held is old news. A tab sent only the users it
+// subscribed to (`users`, `client.subscribe([...])`: a state of scope `users`) cannot see a
+// skipped version, since versions of other users skip: it applies updates past the version it
+// holds, and the server sends it a fresh state whenever it dropped any. After a server restart
+// (new epoch) or a reconnect it holds the new state, never a ghost.
 //
 // Rooms (documents, channels): `client.join(room, meta)` puts this tab in a room with metadata
 // its members see (a name, a colour, "editing section 2"), `client.update(room, meta)` changes
@@ -70,8 +73,12 @@
     reconnectMaxMs: 5000,
     metaIntervalMs: 60, // the least time between two metadata updates of one room (the server's bound: 50 ms)
     rooms: null, // rooms to be in from the first hello: { room: meta } or [[room, meta]]
-    // Every online user: Map(user -> { user, presence, sessions, last_seen, seq }), after each
-    // change; `change` is { kind: 'state', state } or { kind: 'updates', users: [user states] }.
+    // The users this tab is sent: an array of user ids (those only), 'all' (every user, where
+    // the server enables that feed), or null (the server's default: every user where enabled,
+    // else nobody). Change it with client.subscribe(users).
+    users: null,
+    // The online users this tab is sent: Map(user -> { user, presence, sessions, last_seen, seq }),
+    // after each change; `change` is { kind: 'state', state } or { kind: 'updates', users: [..] }.
     onUsers: () => {},
     // A room this tab is in or watches, after each change: `view` is { room, epoch, version,
     // members: Map(user -> { user, presence, sessions: [{ session, meta }] }), joined, watching,
@@ -146,6 +153,8 @@
       // Room messages: `{ type, room, meta? }` as the event `type` with the rest as payload.
       // Not queued while disconnected: the next hello names the rooms.
       room: (type, payload) => socket.connected && socket.emit(type, payload),
+      // Not queued either: the next hello names the users.
+      subscribe: (payload) => socket.connected && socket.emit('subscribe', payload),
       close: () => socket.disconnect(),
       open: () => socket.connect(),
     };
@@ -219,6 +228,7 @@
       leave: () => live() && socket.emit('leave'),
       resync: () => live() && socket.emit('resync'),
       room: (type, payload) => live() && socket.emit(type, payload),
+      subscribe: (payload) => live() && socket.emit('subscribe', payload),
       close: () => {
         closing = true;
         clearTimeout(retry);
@@ -296,6 +306,7 @@
       leave: () => send({ type: 'leave' }),
       resync: () => send({ type: 'resync' }),
       room: (type, payload) => send(Object.assign({ type }, payload)),
+      subscribe: (payload) => send(Object.assign({ type: 'subscribe' }, payload)),
       close: () => {
         closing = true;
         clearTimeout(retry);
@@ -320,6 +331,7 @@
     const users = new Map();
     let epoch = null;
     let version = null;
+    let scope = 'all'; // 'users': a subscribed feed, whose versions skip those of other users
     let resyncing = false;
     // The rooms this tab is in or watches: room -> view (see `onRoom`), plus what the client
     // needs: `held` (a state came since the last (re)connect), `resyncing`, the room's own
@@ -340,6 +352,7 @@
       rooms,
       activity,
       resync: () => transport.resync(),
+      subscribe,
       join,
       update,
       leave: leaveRoom,
@@ -375,6 +388,15 @@
     }
 
     // This tab joins `room` with `meta` (already in it: its metadata there becomes `meta`).
+    // The users this tab is sent from now on: an array of ids, or 'all'. A state of them
+    // replaces what the tab holds; every later hello names them.
+    function subscribe(wanted) {
+      options.users = wanted;
+      if (!connected) return; // the next hello names them
+      resyncing = true;
+      transport.subscribe(wanted === 'all' ? { all_users: true } : { users: wanted });
+    }
+
     function join(room, meta = null, handler = null) {
       if (options.watch) throw new Error('PresenceClient: a watcher joins no room (watch it)');
       const view = roomView(room);
@@ -599,6 +621,8 @@
             for (const view of rooms.values()) if (view.joined) view.pending = undefined;
           }
           if (options.token) hello.token = options.token;
+          if (options.users === 'all') hello.all_users = true;
+          else if (Array.isArray(options.users)) hello.users = options.users;
           return hello;
         },
         message(message) {
@@ -609,17 +633,22 @@
             for (const user of message.users) users.set(user.user, user);
             epoch = message.epoch;
             version = message.version;
+            scope = message.scope || 'all';
             client.epoch = epoch;
             resyncing = false;
             options.onUsers(users, { kind: 'state', state: message });
           } else if (message.type === 'updates') {
             if (resyncing) return; // a state is on its way: it replaces all of this
-            if (message.epoch !== epoch || message.from !== version + 1) {
+            // A subscribed feed skips the versions of other users: only a scope of every
+            // user can tell a missed update (the server sends a state when it dropped any).
+            const skipped = scope === 'all' ? message.from !== version + 1 : false;
+            if (message.epoch !== epoch || skipped) {
               // A missed update, or a restarted server: what we hold may be wrong.
               resyncing = true;
               transport.resync();
               return;
             }
+            if (message.to <= version) return; // in the state we hold already
             version = message.to;
             const changed = [];
             for (const user of message.users) {

@@ -83,6 +83,21 @@ describe('the browser client in Chromium', { timeout: 120_000 }, () => {
         { what: 'only what the new server holds: no ghost of ann' });
       // The page shows ann offline, not online.
       assert.equal(await page.evaluate(() => window.demo.users.get('ann')?.presence), 'offline');
+
+      // A subscribed feed (scope `users`): the client names its users, versions skip those of
+      // other users and are no gap; an update inside the state held is skipped.
+      await page.evaluate(() => window.demo.client.subscribe(['dan', 'eve']));
+      await waitFor(() => received.some((m) => m.type === 'subscribe'), { what: 'a subscribe' });
+      assert.deepEqual(received.find((m) => m.type === 'subscribe').users, ['dan', 'eve']);
+      send({ type: 'state', protocol: 1, epoch: 2, version: 10, now: 1, scope: 'users',
+        users: [user('dan', 'active', 4)] });
+      await waitFor(async () => JSON.stringify(await shown()) === JSON.stringify({ dan: 'active' }),
+        { what: 'the subscribed state' });
+      send({ type: 'updates', epoch: 2, from: 9, to: 9, users: [user('dan', 'away', 9)] });
+      send({ type: 'updates', epoch: 2, from: 14, to: 14, users: [user('eve', 'idle', 2)] });
+      await waitFor(async () => (await shown()).eve === 'idle', { what: 'eve after a skip' });
+      assert.deepEqual(await shown(), { dan: 'active', eve: 'idle' }, 'version 9 was in the state');
+      assert.equal(resyncs(), 2, 'a skipped version of a subscribed feed is no gap');
     } finally {
       wss.close();
     }

@@ -8,6 +8,7 @@
 //! | client → server | `heartbeat` | `{"activity":"active"}` (or just `"active"`) |
 //! | client → server | `leave` | none: the tab is going away (`pagehide`, logout) |
 //! | client → server | `resync` | none: send me the whole state again |
+//! | client → server | `subscribe` | `{"users":["ada","bob"]}`: send me these users only (replacing the list before), or `{"all_users":true}` where the hub's all-users feed is on; the hello's `users` and `all_users` do the same from the start |
 //! | client → server | `join` | `{"room":"doc-1","meta":{..}}`: the session joins the room, or takes this metadata there |
 //! | client → server | `update` | `{"room":"doc-1","meta":{..}}`: the session's metadata in the room |
 //! | client → server | `leave_room` | `{"room":"doc-1"}` |
@@ -48,6 +49,13 @@
 //! Who may join or watch which room is the [`Authenticate`] hook's
 //! [`authorize_room`](Authenticate::authorize_room); a watcher (no session) may watch rooms and
 //! join none.
+//!
+//! # Encoding
+//!
+//! Each state and update of the users is serialised once, whatever number of sockets are sent
+//! it ([`Delivery::to_json`](crate::Delivery::to_json)), and handed to socketioxide as that
+//! JSON (a [`RawValue`]): each socket's packet copies those bytes instead of serialising the
+//! message again. Room messages are broadcast to a socketioxide room, which encodes once.
 //!
 //! # Backpressure
 //!

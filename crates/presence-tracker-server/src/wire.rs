@@ -6,7 +6,9 @@
 //! A client holds the presence of the users it shows *as of a version*. The server sends:
 //!
 //! 1. a [`State`] when the client connects, when it asks ([`ClientMessage::Resync`]), and
-//!    whenever it fell too far behind: every online user, with the hub's `epoch` and `version`;
+//!    whenever it fell too far behind: every online user it is sent (see
+//!    [Interest](#interest-which-users-a-connection-is-sent)), with the hub's `epoch` and
+//!    `version`;
 //! 2. then [`Updates`]: the versions `from..=to` that came next, as the whole state (not a
 //!    delta) of each user they changed, the latest of each. A server gathers what came within a
 //!    few milliseconds into one message, so a burst of a thousand transitions is one message
@@ -20,6 +22,24 @@
 //!
 //! A client that falls behind (a slow network, a frozen tab) is sent a fresh [`State`] instead
 //! of the backlog: it may miss intermediate presences, never the last one.
+//!
+//! # Interest: which users a connection is sent
+//!
+//! A connection names the users it shows, the whole list each time (as Slack's
+//! `presence_sub`): [`Hello::users`], then [`ClientMessage::Subscribe`] to replace it. It is
+//! sent a [`State`] of those users (the online ones) with `scope` `users`, then the updates of
+//! those users only. Their versions are the hub's, so they skip the versions of everyone
+//! else: a client of scope `users` does not treat `from > V + 1` as a gap; it skips updates
+//! whose `to` is not above the version it holds (the state had them) and applies the rest. The
+//! server never skips one of its users silently: a connection that fell behind, or that
+//! subscribed anew, is sent a fresh state. A new `epoch` still means: ask for the state again.
+//!
+//! Every user (`scope` `all`, the rule above, gaps included) is sent only where the server
+//! enables its all-users feed: to a hello with [`Hello::all_users`], or that names no users,
+//! and to `{"type":"subscribe","all_users":true}`. Elsewhere those are refused (`forbidden`)
+//! and a hello that names no users is sent a state of nobody. Subscriptions are bounded in
+//! size (`limit`), and the application may hide users from a connection (`forbidden`, the rest
+//! subscribed).
 //!
 //! Numbers on the wire fit a JavaScript number: `epoch` is below 2^53, and versions and `seq`
 //! would take centuries of transitions to get there.

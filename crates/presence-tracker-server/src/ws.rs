@@ -4,8 +4,9 @@
 //! |---|---|
 //! | client → server | a [`Hello`] first, within [`WsOptions::hello_timeout`]: `{"type":"hello","protocol":1,"session":"<tab id>","activity":"idle","token":..}` (no `session`: a watcher) |
 //! | client → server | `{"type":"heartbeat","activity":"active"}`, `{"type":"leave"}`, `{"type":"resync"}` |
+//! | client → server | interest: `{"type":"subscribe","users":["ada","bob"]}` (those users, replacing the list before), `{"type":"subscribe","all_users":true}` (where the hub's all-users feed is on); `"users":[..]` or `"all_users":true` in the hello |
 //! | client → server | rooms: `{"type":"join","room":"doc-1","meta":{..}}`, `{"type":"update","room":"doc-1","meta":{..}}`, `{"type":"leave_room","room":"doc-1"}`, `{"type":"watch","room":"doc-1"}`, `{"type":"unwatch","room":"doc-1"}`, `{"type":"room_resync","room":"doc-1"}` (and `rooms` in the hello) |
-//! | server → client | [`ServerMessage`]s: `{"type":"state",..}` after the hello, then `{"type":"updates",..}`; for each room the connection is in or watches `{"type":"room_state",..}` then `{"type":"room_updates",..}`; `{"type":"refused",..}` for a message that changed nothing (naming its `room` if it named one) |
+//! | server → client | [`ServerMessage`]s: `{"type":"state",..}` after the hello (of the users it asked for: see [interest](crate::wire#interest-which-users-a-connection-is-sent)) and after each `subscribe`, then `{"type":"updates",..}`; for each room the connection is in or watches `{"type":"room_state",..}` then `{"type":"room_updates",..}`; `{"type":"refused",..}` for a message that changed nothing (naming its `room` if it named one) |
 //!
 //! The server closes, with a close code and a reason a person can read:
 //!
@@ -22,6 +23,12 @@
 //! is a lost one. Each connection's messages are handled in order by one task; what is
 //! published within [`WsOptions::linger`] goes out as one message; a client that falls behind
 //! on what it is sent gets a fresh state instead of a backlog.
+//!
+//! Each state and update of the users is serialised once, whatever number of connections are
+//! sent it, and sent as those shared bytes ([`Delivery::to_json`]). A connection's read buffer
+//! starts at [`WsOptions::read_buffer_size`]; there is no write buffer beyond the frame being
+//! written (tungstenite keeps that one at the size of the largest frame the connection was
+//! sent: with the all-users feed, the size of the state of every user).
 //!
 //! Each room the connection is in or watches has its own [`RoomSubscription`](crate::RoomSubscription),
 //! so a connection is sent its rooms' messages and no other room's; they go out through one
