@@ -93,15 +93,16 @@ use crate::{
     Subscription,
 };
 
-/// The room messages on the namespace's sockets: the client → server events other than
-/// `heartbeat`, `leave` and `resync`.
-const ROOM_EVENTS: [&str; 6] = [
+/// The client → server events whose payload is an object: the room messages and `subscribe`
+/// (every event but `heartbeat`, `leave` and `resync`).
+const OBJECT_EVENTS: [&str; 7] = [
     "join",
     "update",
     "leave_room",
     "watch",
     "unwatch",
     "room_resync",
+    "subscribe",
 ];
 
 /// How [`attach`] serves sockets.
@@ -390,22 +391,12 @@ fn serve<U, S, C, M, A>(
             std::future::ready(())
         });
     }
-    for event in ROOM_EVENTS {
+    for event in OBJECT_EVENTS {
         let handle = handle.clone();
         socket.on(
             event,
             move |socket: SocketRef, TryData(payload): TryData<Value>| {
-                handle(&socket, room_message(event, payload.ok()));
-                std::future::ready(())
-            },
-        );
-    }
-    {
-        let handle = handle.clone();
-        socket.on(
-            "subscribe",
-            move |socket: SocketRef, TryData(payload): TryData<Value>| {
-                handle(&socket, object_message("subscribe", payload.ok()));
+                handle(&socket, object_message(event, payload.ok()));
                 std::future::ready(())
             },
         );
@@ -468,19 +459,6 @@ fn serve<U, S, C, M, A>(
     for refusal in std::mem::take(&mut *conn.refusals.lock()) {
         let _ = socket.emit("refused", &refusal);
     }
-}
-
-/// A room event's payload as the client message of that type.
-fn room_message<S, M, U>(
-    event: &str,
-    payload: Option<Value>,
-) -> Result<ClientMessage<S, String, M, U>, Refusal>
-where
-    S: DeserializeOwned,
-    M: DeserializeOwned + Default,
-    U: DeserializeOwned,
-{
-    object_message(event, payload)
 }
 
 /// An event's object payload as the client message of that type.

@@ -1,0 +1,72 @@
+// Presence by interest over Socket.IO, with scripted socket.io-client clients against the
+// socketio example run with `--all-users off`: a socket is sent the users its hello names and
+// nobody else, `subscribe` replaces the list with a state of the new one, and asking for
+// everyone is refused. Each client counts every user it was sent. Run by run.sh.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { io } from 'socket.io-client';
+import { login, startServer, THRESHOLDS, waitFor } from './lib.mjs';
+
+describe('users by interest over Socket.IO', { timeout: 60_000 }, () => {
+  let server;
+  const sockets = [];
+  before(async () => {
+    server = await startServer('socketio', THRESHOLDS, { extra: ['--all-users', 'off'] });
+  });
+  after(async () => {
+    for (const s of sockets) s.close();
+    await server?.stop();
+  });
+
+  /// A signed-in socket whose hello names `users` (undefined: none named); what it was sent.
+  async function connect(user, users) {
+    const token = await login(server.url, user);
+    const auth = { protocol: 1, session: `tab-${user}`, token };
+    if (users) auth.users = users;
+    const socket = io(server.url, { auth, transports: ['websocket'], forceNew: true, reconnection: false });
+    sockets.push(socket);
+    const c = { socket, messages: [], refusals: [], named: new Set() };
+    socket.on('presence', (m) => {
+      c.messages.push(m);
+      for (const u of m.users ?? []) c.named.add(u.user);
+    });
+    socket.on('refused', (r) => c.refusals.push(r));
+    await waitFor(() => c.messages.length > 0, { what: `${user}'s first state` });
+    return c;
+  }
+
+  const last = (c) => c.messages[c.messages.length - 1];
+  const names = (m) => m.users.map((u) => u.user).sort();
+
+  it('sends a socket the users it names and nobody else', async () => {
+    const bob = await connect('bob');
+    assert.deepEqual([bob.messages[0].scope, names(bob.messages[0])], ['users', []],
+      'no users named, no all-users feed: nobody');
+    await connect('eve');
+    const ada = await connect('ada', ['bob', 'cy']);
+    assert.deepEqual([ada.messages[0].type, ada.messages[0].scope], ['state', 'users']);
+    assert.deepEqual(names(ada.messages[0]), ['bob']);
+
+    await connect('dan');
+    await connect('cy');
+    await waitFor(() => ada.named.has('cy'), { what: "cy's arrival at ada" });
+    assert.equal(last(ada).type, 'updates');
+    assert.ok(!ada.named.has('dan') && !ada.named.has('eve'), 'nobody ada did not name');
+
+    // A new list: a state of it comes next.
+    const before = ada.messages.length;
+    ada.socket.emit('subscribe', { users: ['dan', 'eve'] });
+    await waitFor(() => ada.messages.length > before, { what: 'the state of the new list' });
+    assert.deepEqual([last(ada).type, names(last(ada))], ['state', ['dan', 'eve']]);
+
+    // Everyone is refused on this server, and changes nothing.
+    ada.socket.emit('subscribe', { all_users: true });
+    await waitFor(() => ada.refusals.length > 0, { what: 'a refusal' });
+    assert.equal(ada.refusals[0].code, 'forbidden');
+    ada.socket.emit('subscribe', { users: 'bob' });
+    await waitFor(() => ada.refusals.length > 1, { what: 'garbage refused' });
+    assert.equal(ada.refusals[1].code, 'bad_message');
+    assert.equal(last(ada).type, 'state', 'nothing sent after the refusals');
+  });
+});
