@@ -2,6 +2,7 @@
 //! (tungstenite): a connection is sent the users it names and nobody else; without the
 //! all-users feed a hello that names nobody is sent nobody; subscriptions are bounded and the
 //! application's hook leaves out whom a connection may not see.
+#![cfg(feature = "axum")]
 
 mod support;
 
