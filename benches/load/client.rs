@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) connected: bool,
     /// Connects or handshakes that failed.
     pub(crate) connect_errors: u64,
+    /// Connections lost (not told to end).
+    pub(crate) lost: u64,
     /// The latest failure, for a report.
     pub(crate) last_error: Option<String>,
     /// Refusals received, with the latest code.
@@ -113,6 +115,7 @@ impl Client {
             connections: 0,
             connected: false,
             connect_errors: 0,
+            lost: 0,
             last_error: None,
             refused: 0,
             refusal: None,
@@ -190,7 +193,10 @@ async fn run(
                 s.connected = false;
                 match end {
                     End::Done => return,
-                    End::Lost(e) => s.last_error = Some(e),
+                    End::Lost(e) => {
+                        s.lost += 1;
+                        s.last_error = Some(e);
+                    }
                 }
             }
             Err(e) => {

@@ -451,16 +451,16 @@ impl TurnState<'_> {
         let start = Instant::now();
         server.kill().await?;
         // Nothing of the old server counts any more: every client waits for a new state.
-        let connections_before: u32 = self
+        let before: Vec<(u32, u64, u64)> = self
             .clients
             .iter()
             .map(|c| {
                 let mut s = lock(&c.shared);
                 s.held.await_state();
                 s.stats = Stats::default();
-                s.connections
+                (s.connections, s.lost, s.connect_errors)
             })
-            .sum();
+            .collect();
         let server = Server::start(self.launch, port).await?;
         let restarted_in = start.elapsed();
         let cpu_before = 0; // a new process
@@ -473,11 +473,30 @@ impl TurnState<'_> {
             let server = self.server()?;
             (server.rss()?, server.cpu_us(plan.clock_ticks)?)
         };
-        let connections_after: u32 = self
-            .clients
-            .iter()
-            .map(|c| lock(&c.shared).connections)
-            .sum();
+        // Reconnects beyond one per client: connections lost again during the storm, and why
+        // (each such client's latest reason).
+        let (mut reconnects, mut lost_again, mut connect_errors) = (0, 0, 0);
+        let mut reasons: HashMap<String, u64> = HashMap::new();
+        for (c, (connections, lost, errors)) in self.clients.iter().zip(&before) {
+            let s = lock(&c.shared);
+            reconnects += u64::from(s.connections - connections);
+            connect_errors += s.connect_errors - errors;
+            let again = (s.lost - lost).saturating_sub(1);
+            lost_again += again;
+            if again > 0 {
+                let reason: String = s
+                    .last_error
+                    .clone()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(80)
+                    .collect();
+                *reasons.entry(reason).or_default() += 1;
+            }
+        }
+        let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+        reasons.truncate(3);
         if truth.is_none() {
             self.fail(format!(
                 "storm: {missing} of {remaining} clients did not hold every subscribed survivor within {:?}",
@@ -494,7 +513,10 @@ impl TurnState<'_> {
                 "bytes_received": stats.bytes,
                 "bytes_per_client": stats.bytes / remaining.max(1),
                 "messages_per_client": stats.messages as f64 / remaining.max(1) as f64,
-                "reconnects": connections_after - connections_before,
+                "reconnects": reconnects,
+                "lost_again": lost_again,
+                "lost_again_reasons": reasons,
+                "connect_errors": connect_errors,
                 "rss_steady_bytes": self.rss_steady,
                 "rss_peak_bytes": peak,
                 "rss_after_bytes": rss_after,
