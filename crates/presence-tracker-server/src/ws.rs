@@ -81,9 +81,10 @@ pub struct WsOptions {
     pub linger: Duration,
     /// How many rooms one connection may watch (default 32).
     pub max_watched_rooms: usize,
-    /// The capacity each connection's read buffer starts with, in bytes (default 4 KiB, where
-    /// tungstenite's own default is 128 KiB: a connection's messages are small, and a larger
-    /// one grows the buffer up to [`max_message`](Self::max_message)). Messages go out without
+    /// The capacity each connection's read buffer starts with, in bytes (default 1 KiB, where
+    /// tungstenite's own default is 128 KiB: a connection's messages are small, a heartbeat
+    /// about 40 bytes, and a larger one grows the buffer up to
+    /// [`max_message`](Self::max_message)). Messages go out without
     /// a write buffer: each is written as it is sent.
     pub read_buffer_size: usize,
 }
@@ -97,7 +98,7 @@ impl Default for WsOptions {
             ping_timeout: Duration::from_secs(20),
             linger: Duration::from_millis(50),
             max_watched_rooms: 32,
-            read_buffer_size: 4 * 1024,
+            read_buffer_size: 1024,
         }
     }
 }
@@ -255,11 +256,33 @@ struct Connection<U, S, C, M, A> {
     uri: Uri,
 }
 
-/// The rooms a connection is sent: a forwarder per room, into one queue.
+/// The rooms a connection is sent: a forwarder per room, into one queue, made when the first
+/// room opens (a connection in no room pays for none).
 struct Rooms<U, S, M> {
     forwarders: HashMap<String, JoinHandle<()>>,
-    tx: mpsc::Sender<RoomMessage<U, S, M>>,
-    rx: mpsc::Receiver<RoomMessage<U, S, M>>,
+    queue: Option<RoomQueue<U, S, M>>,
+}
+
+/// Both ends of a connection's queue of room messages.
+type RoomQueue<U, S, M> = (
+    mpsc::Sender<RoomMessage<U, S, M>>,
+    mpsc::Receiver<RoomMessage<U, S, M>>,
+);
+
+impl<U, S, M> Rooms<U, S, M> {
+    /// The queue's sending side, made on first use.
+    fn sender(&mut self) -> mpsc::Sender<RoomMessage<U, S, M>> {
+        let (tx, _) = self.queue.get_or_insert_with(|| mpsc::channel(ROOM_QUEUE));
+        tx.clone()
+    }
+
+    /// The next room message; pending for ever while no room was opened.
+    async fn recv(&mut self) -> Option<RoomMessage<U, S, M>> {
+        match &mut self.queue {
+            Some((_, rx)) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl<U, S, M> Drop for Rooms<U, S, M> {
@@ -394,11 +417,9 @@ where
         let mut ping = tokio::time::interval(options.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
-        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
         let mut rooms = Rooms {
             forwarders: HashMap::new(),
-            tx,
-            rx,
+            queue: None,
         };
         // The users' state first, then the rooms', then what the hello could not do.
         if let Some(state) = feed.try_recv() {
@@ -440,7 +461,7 @@ where
                         return End::Gone(DisconnectKind::Lost);
                     }
                 }
-                Some(delivery) = rooms.rx.recv() => {
+                Some(delivery) = rooms.recv() => {
                     if !self.send(&delivery).await {
                         return End::Gone(DisconnectKind::Lost);
                     }
@@ -507,7 +528,7 @@ where
         let Ok(mut feed) = self.shared.hub.rooms().subscribe(room.clone()) else {
             return;
         };
-        let tx = rooms.tx.clone();
+        let tx = rooms.sender();
         let linger = self.shared.options.linger;
         let forwarder = tokio::spawn(async move {
             while let Some(delivery) = feed.recv_gathered(linger).await {
