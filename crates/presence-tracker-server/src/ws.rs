@@ -207,8 +207,7 @@ where
             Connection {
                 socket,
                 shared,
-                headers,
-                uri,
+                request: Some((headers, uri)),
             }
             .run()
             .await;
@@ -252,8 +251,10 @@ type RoomMessage<U, S, M> = RoomDelivery<U, S, String, M>;
 struct Connection<U, S, C, M, A> {
     socket: WebSocket,
     shared: Arc<Shared<U, S, C, M, A>>,
-    headers: HeaderMap,
-    uri: Uri,
+    /// The upgrade request's headers and URI, for the hello's authentication, then dropped:
+    /// their values are slices of hyper's read buffer (8-16 KiB), which they would keep alive
+    /// for the connection's whole life.
+    request: Option<(HeaderMap, Uri)>,
 }
 
 /// The rooms a connection is sent: a forwarder per room, into one queue, made when the first
@@ -360,11 +361,12 @@ where
             return Err(End::Close(4002, "unsupported protocol version"));
         }
         let shared = Arc::clone(&self.shared);
-        let identity = shared.auth.authenticate(&Handshake::new(
-            &self.headers,
-            &self.uri,
-            hello.token.as_deref(),
-        ));
+        let (headers, uri) = self.request.take().unwrap_or_default();
+        let identity =
+            shared
+                .auth
+                .authenticate(&Handshake::new(&headers, &uri, hello.token.as_deref()));
+        drop((headers, uri));
         let max_watched = shared.options.max_watched_rooms;
         let users = (hello.users, hello.all_users);
         let refused = match identity {
