@@ -71,6 +71,9 @@
     idleAfterMs: 60000, // no input for this long: `idle`
     reconnectMs: 1000, // first reconnect delay; doubles up to reconnectMaxMs
     reconnectMaxMs: 5000,
+    // Each reconnect waits its delay less up to this share of it, at random (socket.io-client's
+    // randomizationFactor): the tabs of a restarted server come back spread out, not at once.
+    reconnectJitter: 0.5,
     metaIntervalMs: 60, // the least time between two metadata updates of one room (the server's bound: 50 ms)
     rooms: null, // rooms to be in from the first hello: { room: meta } or [[room, meta]]
     // The users this tab is sent: an array of user ids (those only), 'all' (every user, where
@@ -115,6 +118,12 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
+  // A reconnect delay less a random share of it (never more than the delay).
+  function jittered(delay, options) {
+    const share = Math.min(Math.max(Number(options.reconnectJitter) || 0, 0), 1);
+    return delay * (1 - share * Math.random());
+  }
+
   // Socket.IO: reconnection, buffering and ping/pong come from socket.io-client.
   function socketIoTransport(options, handlers) {
     if (typeof options.io !== 'function') {
@@ -127,6 +136,7 @@
       auth: (send) => send(handlers.hello()),
       reconnectionDelay: options.reconnectMs,
       reconnectionDelayMax: options.reconnectMaxMs,
+      randomizationFactor: options.reconnectJitter,
     });
     socket.on('connect', () => handlers.connected(socket.id, options.url || global.location.origin));
     // 'io server disconnect': the server ended it (the cluster refused the session): socket.io
@@ -172,7 +182,7 @@
 
     function again() {
       clearTimeout(retry);
-      retry = setTimeout(open, delay);
+      retry = setTimeout(open, jittered(delay, options));
       delay = Math.min(delay * 2, options.reconnectMaxMs);
     }
 
@@ -284,7 +294,7 @@
         const refused = event.code === 1008;
         handlers.disconnected(refused);
         if (!closing && !refused) {
-          retry = setTimeout(open, delay);
+          retry = setTimeout(open, jittered(delay, options));
           delay = Math.min(delay * 2, options.reconnectMaxMs);
         }
       };
