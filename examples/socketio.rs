@@ -34,6 +34,8 @@ async fn main() {
     let (layer, io) = SocketIo::builder()
         .ping_interval(config.ping_interval)
         .ping_timeout(config.ping_timeout)
+        // Clients send small messages: a 1 KiB read buffer a socket instead of 4 KiB.
+        .ws_read_buffer_size(1024)
         .build_layer();
     let signer = app.signer.clone();
     socketio::attach(&io, "/", app.hub.clone(), move |h: &Handshake<'_>| {
@@ -45,7 +47,9 @@ async fn main() {
         Transport::SocketIo,
         config.socket_io_js.clone(),
     )
-    .layer(layer);
+    .layer(layer)
+    // Socket.IO keeps each socket's request; this keeps hyper's read buffer out of it.
+    .layer(socketio::CompactRequestLayer::new());
     println!("presence over Socket.IO: {}", config.describe());
     if let Err(e) = app.serve(router, &config).await {
         exit(&e, 1);

@@ -66,6 +66,10 @@
 //! update. A subscriber that falls behind the hub's backlog all the same gets a fresh state; a
 //! socket whose buffer is full (a client that stopped reading) is sent a state once it can.
 
+mod compact;
+
+pub use compact::{CompactRequest, CompactRequestLayer};
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
