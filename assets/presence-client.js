@@ -27,7 +27,9 @@
 // its members see (a name, a colour, "editing section 2"), `client.update(room, meta)` changes
 // it (one update for the others, never a leave and a join; sent at most every `metaIntervalMs`,
 // the latest wins), `client.leave(room)` leaves; `client.watch(room)` follows a room without
-// being in it. Each room is kept by the protocol's rule for rooms: a `room_state` replaces what
+// being in it, and `client.watch(room, handler, { view: 'occupancy' })` follows only how many
+// are in it (`view.occupancy`: { users, sessions }, each { active, idle, away, stale }), at
+// most one message per gathering window however many join or leave. Each room is kept by the protocol's rule for rooms: a `room_state` replaces what
 // the tab holds of the room; `room_updates` apply when they follow the version held (members
 // whose version is above it replace theirs), else the tab asks for the room again
 // (`room_resync`): on a skipped version or a new epoch. The tab's rooms go in the hello of
@@ -384,6 +386,7 @@
       if (!view) {
         view = {
           room, epoch: null, version: null, members: new Map(), joined: false, watching: false,
+          shows: 'members', occupancy: null,
           meta: null, held: false, resyncing: false, handler: null, pending: undefined,
           sentAt: 0, timer: null,
         };
@@ -454,13 +457,19 @@
       if (!view.watching) rooms.delete(room);
     }
 
-    // Follows `room` without being in it.
-    function watch(room, handler = null) {
+    // What a watch of `view` sends: the view only when it is not the default.
+    function watchMessage(view) {
+      return view.shows === 'occupancy' ? { room: view.room, view: 'occupancy' } : { room: view.room };
+    }
+
+    // Follows `room` without being in it: its members, or (`{ view: 'occupancy' }`) its counts.
+    function watch(room, handler = null, { view: shows = 'members' } = {}) {
       const view = roomView(room);
       if (handler) view.handler = handler;
-      if (view.watching) return view;
+      if (view.watching && view.shows === shows) return view;
       view.watching = true;
-      if (connected) transport.room('watch', { room });
+      view.shows = shows;
+      if (connected) transport.room('watch', watchMessage(view));
       return view;
     }
 
@@ -492,6 +501,17 @@
       view.held = true;
       view.resyncing = false;
       notifyRoom(view, { kind: 'state', state: message });
+    }
+
+    // A room's counts: each message is whole, the newest of an epoch wins.
+    function roomOccupancy(message) {
+      const view = rooms.get(message.room);
+      if (!view) return; // a room this tab left meanwhile
+      if (view.epoch === message.epoch && view.occupancy && message.version <= view.version) return;
+      view.epoch = message.epoch;
+      view.version = message.version;
+      view.occupancy = { users: message.users, sessions: message.sessions };
+      notifyRoom(view, { kind: 'occupancy', occupancy: view.occupancy });
     }
 
     function roomUpdates(message) {
@@ -609,7 +629,7 @@
           heartbeat(); // re-send our state at once after every (re)connect
           // The hello named the rooms this tab is in; the watched ones are asked for again.
           for (const view of rooms.values()) {
-            if (view.watching) transport.room('watch', { room: view.room });
+            if (view.watching) transport.room('watch', watchMessage(view));
             if (view.joined && view.pending !== undefined) flushMeta(view);
           }
         },
@@ -638,6 +658,7 @@
         message(message) {
           if (message.type === 'room_state') return roomState(message);
           if (message.type === 'room_updates') return roomUpdates(message);
+          if (message.type === 'room_occupancy') return roomOccupancy(message);
           if (message.type === 'state') {
             users.clear();
             for (const user of message.users) users.set(user.user, user);

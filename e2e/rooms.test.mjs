@@ -6,7 +6,8 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { getJson, sleep, startBrowser, startServer, THRESHOLDS, waitFor } from './lib.mjs';
+import { io } from 'socket.io-client';
+import { getJson, login, sleep, startBrowser, startServer, THRESHOLDS, waitFor } from './lib.mjs';
 
 const CLIENT = 'heartbeat=300&hidden=1500&idle=600000&reconnect=300&reconnectMax=1000';
 const DESIGN = 'doc-design';
@@ -162,5 +163,37 @@ describe('rooms (documents) in Chromium over Socket.IO', { timeout: 120_000 }, (
     assert.deepEqual((await published(DESIGN)).ada, [[sa, 4]]);
     const rows = await bob.evaluate(() => [...document.querySelectorAll('#docs tr')].map((r) => r.dataset.members));
     assert.deepEqual(rows, ['ada,bob', '', '']);
+  });
+
+  it("a page that watches a room's occupancy holds its counts, never its members", async () => {
+    const CROWD = 'doc-crowd';
+    await bob.evaluate((room) => {
+      window.occupancyLog = [];
+      window.demo.client.watch(room, (view, change) => {
+        if (change.kind === 'occupancy') window.occupancyLog.push(change.occupancy);
+      }, { view: 'occupancy' });
+    }, CROWD);
+    await waitFor(async () => (await bob.evaluate(() => window.occupancyLog.length)) >= 1,
+      { what: 'the first occupancy' });
+    const N = 40;
+    const tokens = await Promise.all(Array.from({ length: N }, (_, i) => login(server.url, `crowd-${i}`)));
+    const sockets = tokens.map((token, i) => io(server.url, {
+      auth: { protocol: 1, session: `crowd-s-${i}`, token, rooms: [{ room: CROWD, meta: { n: i } }] },
+      transports: ['websocket'], forceNew: true, reconnection: false,
+    }));
+    try {
+      const active = () => bob.evaluate((room) => window.demo.client.rooms.get(room)?.occupancy?.users?.active ?? 0, CROWD);
+      await waitFor(async () => (await active()) === N, { what: `${N} active in the crowd` });
+      const view = await bob.evaluate((room) => {
+        const v = window.demo.client.rooms.get(room);
+        return { members: v.members.size, sessions: v.occupancy.sessions.active };
+      }, CROWD);
+      assert.equal(view.members, 0, 'no member is sent');
+      assert.equal(view.sessions, N);
+      const messages = await bob.evaluate(() => window.occupancyLog.length);
+      assert.ok(messages < N / 2, `${N} joins: ${messages} occupancy messages`);
+    } finally {
+      for (const socket of sockets) socket.close();
+    }
   });
 });

@@ -5,11 +5,11 @@
 
 #![cfg_attr(not(any(feature = "socketioxide", feature = "axum")), allow(dead_code))]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use presence_tracker::{Activity, Clock, ConnectionId, Error, Id, Metadata};
 
-use crate::wire::{ClientMessage, JoinRoom, Refusal, Subscribe};
+use crate::wire::{ClientMessage, JoinRoom, Refusal, RoomView, Subscribe};
 use crate::{Authenticate, Hub, Identity, Interest, RoomAccess};
 
 /// What a transport does about a room's messages after a client message.
@@ -19,8 +19,33 @@ pub(crate) enum Fanout {
     Open(String),
     /// Stop.
     Close(String),
-    /// Send the connection the room's state again.
+    /// Send the connection the room's state again (and in the view [`Link::view`] gives now:
+    /// the view may have changed).
     Resync(String),
+}
+
+impl Fanout {
+    /// The room it is about.
+    pub(crate) fn room(&self) -> &str {
+        match self {
+            Fanout::Open(room) | Fanout::Close(room) | Fanout::Resync(room) => room,
+        }
+    }
+}
+
+/// The fan-out that takes a room from being sent in view `before` to `after` (`None`: not
+/// sent).
+fn fanout_between(
+    room: String,
+    before: Option<RoomView>,
+    after: Option<RoomView>,
+) -> Option<Fanout> {
+    match (before, after) {
+        (None, Some(_)) => Some(Fanout::Open(room)),
+        (Some(_), None) => Some(Fanout::Close(room)),
+        (Some(a), Some(b)) if a != b => Some(Fanout::Resync(room)),
+        _ => None,
+    }
 }
 
 /// What handling a message came to: refusals to send back, fan-out to change, and the users
@@ -69,7 +94,8 @@ pub(crate) struct Link<U, S, M> {
     /// at its hello), with the metadata last set: joined again with it if the session has to be
     /// connected again.
     member: HashMap<String, M>,
-    watching: HashSet<String>,
+    /// The rooms it watches, each in the view it asked for.
+    watching: HashMap<String, RoomView>,
     max_watched: usize,
 }
 
@@ -85,7 +111,7 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
             session,
             connection,
             member: HashMap::new(),
-            watching: HashSet::new(),
+            watching: HashMap::new(),
             max_watched,
         }
     }
@@ -105,7 +131,7 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         let mut rooms: Vec<String> = self.member.keys().cloned().collect();
         rooms.extend(
             self.watching
-                .iter()
+                .keys()
                 .filter(|r| !self.member.contains_key(*r))
                 .cloned(),
         );
@@ -113,7 +139,16 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
     }
 
     fn has(&self, room: &str) -> bool {
-        self.member.contains_key(room) || self.watching.contains(room)
+        self.view(room).is_some()
+    }
+
+    /// How the connection is sent `room`: its members if its session is in the room (whatever
+    /// it watches), else the view it watches it in; `None` if it is not sent the room.
+    pub(crate) fn view(&self, room: &str) -> Option<RoomView> {
+        if self.member.contains_key(room) {
+            return Some(RoomView::Members);
+        }
+        self.watching.get(room).copied()
     }
 
     /// The rooms of the hello: the session ends up in exactly those it may join (or, with no
@@ -253,18 +288,17 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         A: Authenticate<U>,
     {
         match message {
-            ClientMessage::Watch { room } => self.watch(hub, auth, room),
+            ClientMessage::Watch { room, view } => self.watch(hub, auth, room, view),
             ClientMessage::Unwatch { room } => {
-                if !self.watching.remove(&room) {
+                let before = self.view(&room);
+                if self.watching.remove(&room).is_none() {
                     return Outcome::refused(
                         Refusal::new("not_watching", "this connection does not watch that room")
                             .in_room(room),
                     );
                 }
-                if self.has(&room) {
-                    return Outcome::default();
-                }
-                Outcome::fanout(Fanout::Close(room))
+                let after = self.view(&room);
+                fanout_between(room, before, after).map_or_else(Outcome::default, Outcome::fanout)
             }
             ClientMessage::RoomResync { room } => {
                 if self.has(&room) {
@@ -325,13 +359,11 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                 }
                 match hub.rooms().join(session, room.clone(), meta.clone()) {
                     Ok(()) => {
-                        let open = !self.has(&room);
+                        let before = self.view(&room);
                         self.member.insert(room.clone(), meta);
-                        if open {
-                            Outcome::fanout(Fanout::Open(room))
-                        } else {
-                            Outcome::default()
-                        }
+                        let after = self.view(&room);
+                        fanout_between(room, before, after)
+                            .map_or_else(Outcome::default, Outcome::fanout)
                     }
                     Err(e) => refuse(e, room),
                 }
@@ -339,27 +371,25 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
             ClientMessage::Update { room, meta } => {
                 match hub.rooms().update(session, room.as_str(), meta.clone()) {
                     Ok(()) => {
-                        let open = !self.has(&room);
+                        let before = self.view(&room);
                         self.member.insert(room.clone(), meta);
-                        if open {
-                            Outcome::fanout(Fanout::Open(room))
-                        } else {
-                            Outcome::default()
-                        }
+                        let after = self.view(&room);
+                        fanout_between(room, before, after)
+                            .map_or_else(Outcome::default, Outcome::fanout)
                     }
                     Err(e) => refuse(e, room),
                 }
             }
             ClientMessage::LeaveRoom { room } => {
                 let result = hub.rooms().leave(session, room.as_str());
-                let known = self.member.remove(&room).is_some();
+                let before = self.view(&room);
+                self.member.remove(&room);
+                let after = self.view(&room);
                 let mut outcome = match result {
                     Ok(()) => Outcome::default(),
                     Err(e) => Outcome::refused(Refusal::from_error(&e).in_room(room.clone())),
                 };
-                if known && !self.has(&room) {
-                    outcome.fanout.push(Fanout::Close(room));
-                }
+                outcome.fanout.extend(fanout_between(room, before, after));
                 outcome
             }
             _ => Outcome::refused(Refusal::new("bad_message", "not a message after the hello")),
@@ -394,16 +424,23 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                     outcome
                         .refusals
                         .push(Refusal::from_error(&e).in_room(room.clone()));
-                    if !self.watching.contains(&room) {
-                        outcome.fanout.push(Fanout::Close(room));
-                    }
+                    let after = self.view(&room);
+                    outcome
+                        .fanout
+                        .extend(fanout_between(room, Some(RoomView::Members), after));
                 }
             }
         }
         outcome
     }
 
-    fn watch<C, A>(&mut self, hub: &Hub<U, S, C, String, M>, auth: &A, room: String) -> Outcome<U>
+    fn watch<C, A>(
+        &mut self,
+        hub: &Hub<U, S, C, String, M>,
+        auth: &A,
+        room: String,
+        view: RoomView,
+    ) -> Outcome<U>
     where
         C: Clock,
         A: Authenticate<U>,
@@ -414,10 +451,7 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         if let Err(refusal) = auth.authorize_room(&self.identity, &room, RoomAccess::Watch) {
             return Outcome::refused(refusal.in_room(room));
         }
-        if self.watching.contains(&room) {
-            return Outcome::default();
-        }
-        if self.watching.len() >= self.max_watched {
+        if !self.watching.contains_key(&room) && self.watching.len() >= self.max_watched {
             return Outcome::refused(
                 Refusal::new(
                     "limit",
@@ -426,12 +460,9 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                 .in_room(room),
             );
         }
-        let open = !self.has(&room);
-        self.watching.insert(room.clone());
-        if open {
-            Outcome::fanout(Fanout::Open(room))
-        } else {
-            Outcome::default()
-        }
+        let before = self.view(&room);
+        self.watching.insert(room.clone(), view);
+        let after = self.view(&room);
+        fanout_between(room, before, after).map_or_else(Outcome::default, Outcome::fanout)
     }
 }

@@ -91,7 +91,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
 use crate::link::{Fanout, Link, Outcome};
-use crate::wire::{ClientMessage, Hello, Refusal, PROTOCOL};
+use crate::wire::{
+    ClientMessage, Hello, Refusal, RoomOccupancy, RoomView, ServerMessage, PROTOCOL,
+};
 use crate::{
     Authenticate, Handshake, Hub, Identity, Interest, RefusalWatch, RoomDelivery, RoomSubscription,
     Subscription,
@@ -367,7 +369,8 @@ fn serve<U, S, C, M, A>(
                 let _ = socket.emit("refused", refusal);
             }
             for fanout in outcome.fanout {
-                rooms.apply(socket, fanout);
+                let view = link.lock().view(fanout.room()).unwrap_or_default();
+                rooms.apply(socket, fanout, view);
             }
         }
     };
@@ -457,8 +460,18 @@ fn serve<U, S, C, M, A>(
         Arc::clone(options),
     ));
     // The users' state goes first (the forwarder's first delivery), then the rooms'.
-    for room in conn.link.lock().rooms() {
-        rooms.apply(socket, Fanout::Open(room));
+    let opened: Vec<(String, RoomView)> = {
+        let link = conn.link.lock();
+        link.rooms()
+            .into_iter()
+            .map(|room| {
+                let view = link.view(&room).unwrap_or_default();
+                (room, view)
+            })
+            .collect()
+    };
+    for (room, view) in opened {
+        rooms.apply(socket, Fanout::Open(room), view);
     }
     for refusal in std::mem::take(&mut *conn.refusals.lock()) {
         let _ = socket.emit("refused", &refusal);
@@ -559,9 +572,12 @@ fn activity_of(payload: &Value) -> Option<Activity> {
     Activity::from_str(text).ok()
 }
 
-/// The socketioxide room of a presence room.
-fn key(room: &str) -> String {
-    format!("presence-room:{room}")
+/// The socketioxide room of a presence room's sockets sent it in `view`.
+fn key(room: &str, view: RoomView) -> String {
+    match view {
+        RoomView::Occupancy => format!("presence-occupancy:{room}"),
+        _ => format!("presence-room:{room}"),
+    }
 }
 
 /// The rooms' fan-out on one namespace: a task per room with sockets here.
@@ -576,8 +592,8 @@ struct RoomFanout<U, S, C, M> {
 /// A room's task, and how many of the namespace's sockets are in its socketioxide room.
 struct RoomTask {
     sockets: usize,
-    /// Sockets to send the room's state to (new in the room, or asking again).
-    send_state: mpsc::UnboundedSender<Sid>,
+    /// Sockets to send the room's state (or occupancy) to: new in the room, or asking again.
+    send_state: mpsc::UnboundedSender<(Sid, RoomView)>,
     task: JoinHandle<()>,
 }
 
@@ -588,7 +604,8 @@ where
     C: Clock + 'static,
     M: Metadata + Serialize,
 {
-    fn apply(&self, socket: &SocketRef, fanout: Fanout) {
+    /// Changes what `socket` is sent of a room; `view` is how it is sent the room after.
+    fn apply(&self, socket: &SocketRef, fanout: Fanout, view: RoomView) {
         let mut tasks = self.tasks.lock();
         match fanout {
             Fanout::Open(room) => {
@@ -596,18 +613,26 @@ where
                     .entry(room.clone())
                     .or_insert_with(|| self.spawn(room.clone()));
                 task.sockets += 1;
-                socket.join(key(&room));
+                socket.join(key(&room, view));
                 // The task sends the state: after every broadcast it made before, so nothing
                 // reaches the socket out of order.
-                let _ = task.send_state.send(socket.id);
+                let _ = task.send_state.send((socket.id, view));
             }
             Fanout::Close(room) => {
-                socket.leave(key(&room));
+                socket.leave(key(&room, RoomView::Members));
+                socket.leave(key(&room, RoomView::Occupancy));
                 Self::release(&mut tasks, &room);
             }
             Fanout::Resync(room) => {
                 if let Some(task) = tasks.get(&room) {
-                    let _ = task.send_state.send(socket.id);
+                    // The view may have changed: the socket is in its socketioxide room only.
+                    for other in [RoomView::Members, RoomView::Occupancy] {
+                        if other != view {
+                            socket.leave(key(&room, other));
+                        }
+                    }
+                    socket.join(key(&room, view));
+                    let _ = task.send_state.send((socket.id, view));
                 }
             }
         }
@@ -650,14 +675,21 @@ where
     }
 }
 
-/// One room's task: broadcasts the room's deliveries to its socketioxide room, and sends its
-/// state to the sockets that ask.
+/// Both ends of a room task's channel of sockets to send the room to, each in its view.
+type StateRequests = (
+    mpsc::UnboundedSender<(Sid, RoomView)>,
+    mpsc::UnboundedReceiver<(Sid, RoomView)>,
+);
+
+/// One room's task: broadcasts the room's deliveries to its socketioxide room of members, its
+/// occupancy (when it changed) to its room of occupancy watchers, and sends its state (or
+/// occupancy) to the sockets that ask.
 async fn fan_out<U, S, C, M>(
     io: SocketIo,
     path: Cow<'static, str>,
     hub: Hub<U, S, C, String, M>,
     mut feed: RoomSubscription<U, S, C, String, M>,
-    (retry, mut states): (mpsc::UnboundedSender<Sid>, mpsc::UnboundedReceiver<Sid>),
+    (retry, mut states): StateRequests,
     options: Arc<SocketIoOptions>,
 ) where
     U: Id + Serialize,
@@ -666,32 +698,52 @@ async fn fan_out<U, S, C, M>(
     M: Metadata + Serialize,
 {
     let room = feed.room().clone();
-    let key = key(&room);
+    let members = key(&room, RoomView::Members);
+    let watchers = key(&room, RoomView::Occupancy);
+    // The occupancy last broadcast: one that counts the same is not sent again.
+    let mut counted: Option<RoomOccupancy<String>> = None;
     // A broadcast some socket could not take: the whole room gets a state at this time.
     let mut state_for_all: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            Some(sid) = states.recv() => {
+            Some((sid, view)) = states.recv() => {
                 let Some(socket) = io.of(&path).and_then(|ns| ns.get_socket(sid)) else { continue };
                 let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
-                if let Err(SendError::Socket(SocketError::InternalChannelFull)) = socket.emit("presence", &state) {
+                let sent = match view {
+                    RoomView::Occupancy => socket.emit("presence", &occupancy_message::<U, S, M>(&state)),
+                    _ => socket.emit("presence", &state),
+                };
+                if let Err(SendError::Socket(SocketError::InternalChannelFull)) = sent {
                     let (retry, wait) = (retry.clone(), options.full_buffer_retry);
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
-                        let _ = retry.send(sid);
+                        let _ = retry.send((sid, view));
                     });
                 }
             }
             () = sleep_until(state_for_all), if state_for_all.is_some() => {
                 state_for_all = None;
                 let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
-                if broadcast(&io, &path, &key, &state).await {
+                let mut missed = broadcast(&io, &path, &members, &state).await;
+                counted = Some(state.occupancy());
+                missed |= broadcast(&io, &path, &watchers, &occupancy_message::<U, S, M>(&state)).await;
+                if missed {
                     state_for_all = Some(tokio::time::Instant::now() + options.full_buffer_retry);
                 }
             }
             delivery = feed.recv_gathered(options.linger) => {
                 let Some(delivery) = delivery else { return };
-                if broadcast(&io, &path, &key, &delivery).await && state_for_all.is_none() {
+                let mut missed = broadcast(&io, &path, &members, &delivery).await;
+                let occupancy = delivery.occupancy();
+                let same = counted.as_ref().is_some_and(|c| {
+                    (c.epoch, c.users, c.sessions) == (occupancy.epoch, occupancy.users, occupancy.sessions)
+                });
+                if !same {
+                    let message = ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy.clone());
+                    counted = Some(occupancy);
+                    missed |= broadcast(&io, &path, &watchers, &message).await;
+                }
+                if missed && state_for_all.is_none() {
                     state_for_all = Some(tokio::time::Instant::now() + options.full_buffer_retry);
                 }
             }
@@ -699,22 +751,19 @@ async fn fan_out<U, S, C, M>(
     }
 }
 
-/// Sends `delivery` to the sockets of the socketioxide room `key`; whether some socket's buffer
-/// was full (it missed it).
-async fn broadcast<U, S, M>(
-    io: &SocketIo,
-    path: &str,
-    key: &str,
+/// The `room_occupancy` message of a delivery.
+fn occupancy_message<U, S, M>(
     delivery: &RoomDelivery<U, S, String, M>,
-) -> bool
-where
-    U: Serialize,
-    S: Serialize,
-    M: Serialize,
-{
+) -> ServerMessage<U, S, String, M> {
+    ServerMessage::RoomOccupancy(delivery.occupancy())
+}
+
+/// Sends `message` to the sockets of the socketioxide room `key`; whether some socket's buffer
+/// was full (it missed it).
+async fn broadcast<T: Serialize>(io: &SocketIo, path: &str, key: &str, message: &T) -> bool {
     let Some(ns) = io.of(path) else { return false };
     matches!(
-        ns.to(key.to_string()).emit("presence", delivery).await,
+        ns.to(key.to_string()).emit("presence", message).await,
         Err(BroadcastError::Socket(_))
     )
 }

@@ -69,6 +69,13 @@
 //! ignored (its state is on the way). A metadata change is one member update (`change`
 //! `updated`), never a leave and a join.
 //!
+//! A watcher may ask for a room's occupancy instead of its members (`"view":"occupancy"` in
+//! [`ClientMessage::Watch`]): it is sent [`RoomOccupancy`] messages, how many users and
+//! sessions the room holds by presence, at most one per gathering window (the server's
+//! linger, 50 ms by default) whatever the number of joins and leaves within it. Each is whole:
+//! the client keeps the one of the highest `version` of an `epoch`, and takes any of another
+//! `epoch`. A member of a room is sent its members, whatever it watches.
+//!
 //! A connection's rooms survive its reconnects: the [`Hello`] names the rooms the session is in
 //! after it (`rooms`), with their metadata, so a reload or a reconnect that names the same rooms
 //! changes nothing anyone sees; rooms the hello leaves out are left.
@@ -443,6 +450,9 @@ pub struct RoomUpdate<U, S, R, M> {
     pub epoch: u64,
     /// The member as it is after the change, with the version.
     pub member: MemberChange<U, S, M>,
+    /// The room's occupancy after the change (not on the wire: [`RoomUpdates`] carry members).
+    #[serde(skip)]
+    pub occupancy: Occupancy,
 }
 
 /// A room's versions `from..=to` that came after what a client holds of it: the latest change
@@ -473,6 +483,134 @@ impl<U: Clone, S: Clone, R: Clone, M> Clone for RoomUpdates<U, S, R, M> {
             from: self.from,
             to: self.to,
             members: self.members.clone(),
+        }
+    }
+}
+
+/// How a connection is sent a room it watches: its members (the default), or only how many
+/// there are ([`RoomOccupancy`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RoomView {
+    /// Every member with its sessions: [`RoomState`], then [`RoomUpdates`].
+    #[default]
+    Members,
+    /// The counts only: [`RoomOccupancy`], at most one per gathering window.
+    Occupancy,
+}
+
+/// Counts by presence (`offline` is never counted: who left is not in the room).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ByPresence {
+    /// Active.
+    pub active: u64,
+    /// Idle.
+    pub idle: u64,
+    /// Away.
+    pub away: u64,
+    /// Stale.
+    pub stale: u64,
+}
+
+impl ByPresence {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.active
+            .saturating_add(self.idle)
+            .saturating_add(self.away)
+            .saturating_add(self.stale)
+    }
+
+    fn slot(&mut self, presence: Presence) -> Option<&mut u64> {
+        match presence {
+            Presence::Active => Some(&mut self.active),
+            Presence::Idle => Some(&mut self.idle),
+            Presence::Away => Some(&mut self.away),
+            Presence::Stale => Some(&mut self.stale),
+            _ => None,
+        }
+    }
+
+    fn add(&mut self, presence: Presence, n: u64) {
+        if let Some(slot) = self.slot(presence) {
+            *slot = slot.saturating_add(n);
+        }
+    }
+
+    fn remove(&mut self, presence: Presence, n: u64) {
+        if let Some(slot) = self.slot(presence) {
+            *slot = slot.saturating_sub(n);
+        }
+    }
+}
+
+/// How many users and sessions a room holds, by presence: a session counts under its user's
+/// presence in the room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Occupancy {
+    /// Users (members), by their presence in the room.
+    pub users: ByPresence,
+    /// Sessions in the room, by their user's presence there.
+    pub sessions: ByPresence,
+}
+
+impl Occupancy {
+    /// The occupancy of these members.
+    pub fn of<'a, U: 'a, S: 'a, M: 'a>(
+        members: impl IntoIterator<Item = &'a Member<U, S, M>>,
+    ) -> Self {
+        let mut occupancy = Occupancy::default();
+        for m in members {
+            occupancy.add(m.presence, m.sessions.len());
+        }
+        occupancy
+    }
+
+    /// A member of `presence` with `sessions` sessions came in.
+    pub(crate) fn add(&mut self, presence: Presence, sessions: usize) {
+        self.users.add(presence, 1);
+        self.sessions
+            .add(presence, u64::try_from(sessions).unwrap_or(u64::MAX));
+    }
+
+    /// A member of `presence` with `sessions` sessions went (or is about to be counted anew).
+    pub(crate) fn remove(&mut self, presence: Presence, sessions: usize) {
+        self.users.remove(presence, 1);
+        self.sessions
+            .remove(presence, u64::try_from(sessions).unwrap_or(u64::MAX));
+    }
+}
+
+/// A room's occupancy as of `version` of its `epoch`: what a connection that watches the room
+/// with [`RoomView::Occupancy`] is sent, whole each time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "R: Deserialize<'de>"))]
+#[non_exhaustive]
+pub struct RoomOccupancy<R> {
+    /// The room.
+    pub room: R,
+    /// The room's epoch.
+    pub epoch: u64,
+    /// The room's version this counts.
+    pub version: u64,
+    /// Users, by presence in the room.
+    pub users: ByPresence,
+    /// Sessions, by their user's presence in the room.
+    pub sessions: ByPresence,
+}
+
+impl<R> RoomOccupancy<R> {
+    /// The occupancy of `room` at `version` of `epoch`.
+    pub fn new(room: R, epoch: u64, version: u64, occupancy: Occupancy) -> Self {
+        RoomOccupancy {
+            room,
+            epoch,
+            version,
+            users: occupancy.users,
+            sessions: occupancy.sessions,
         }
     }
 }
@@ -539,7 +677,7 @@ impl Refusal {
 }
 
 /// What the server sends, tagged by `type` (`state`, `updates`, `room_state`,
-/// `room_updates`, `refused`).
+/// `room_updates`, `room_occupancy`, `refused`).
 ///
 /// `S`, `R` and `M` (sessions, rooms, metadata) appear in the room messages only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -554,6 +692,8 @@ pub enum ServerMessage<U, S = String, R = String, M = ()> {
     RoomState(RoomState<U, S, R, M>),
     /// A room's next versions.
     RoomUpdates(RoomUpdates<U, S, R, M>),
+    /// How many a room holds, for a connection that watches its occupancy.
+    RoomOccupancy(RoomOccupancy<R>),
     /// Something the client sent was refused.
     Refused(Refusal),
 }
@@ -614,6 +754,10 @@ pub enum ClientMessage<S, R = String, M = (), U = String> {
     Watch {
         /// The room.
         room: R,
+        /// Its members (the default) or its occupancy only; watching a watched room with
+        /// another view switches to it (and sends it whole).
+        #[serde(default)]
+        view: RoomView,
     },
     /// Stop watching `room` (a room the session is in keeps coming).
     Unwatch {

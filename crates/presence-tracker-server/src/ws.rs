@@ -19,8 +19,10 @@
 //! | 4002 | a protocol version this server does not speak |
 //!
 //! A close frame from the client is a clean disconnect; an error, the stream ending without a
-//! close frame, or no pong within [`WsOptions::ping_interval`] + [`WsOptions::ping_timeout`]
-//! is a lost one. Each connection's messages are handled in order by one task; what is
+//! close frame, or nothing heard (a message or a pong) within [`WsOptions::ping_interval`] +
+//! [`WsOptions::ping_timeout`] is a lost one. The server pings only a connection it has heard
+//! nothing from for [`WsOptions::ping_interval`]: a client whose heartbeats come more often is
+//! never pinged, since they prove what a pong would. Each connection's messages are handled in order by one task; what is
 //! published within [`WsOptions::linger`] goes out as one message; a client that falls behind
 //! on what it is sent gets a fresh state instead of a backlog.
 //!
@@ -52,10 +54,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::link::{Fanout, Link};
-use crate::wire::{ClientMessage, Hello, Refusal, ServerMessage, PROTOCOL};
+use crate::wire::{
+    ClientMessage, Hello, Refusal, RoomOccupancy, RoomView, ServerMessage, PROTOCOL,
+};
 use crate::{
     Authenticate, Delivery, Handshake, Hub, Identity, Interest, RefusalWatch, RoomDelivery,
-    Subscription,
+    RoomSubscription, Subscription,
 };
 
 /// A connection's room messages on their way out: a few, then its rooms' forwarders wait (and
@@ -71,7 +75,8 @@ pub struct WsOptions {
     /// The largest message accepted, in bytes (default 32 KiB: a join with metadata at the
     /// policy's default limit of 4 KiB, or a hello naming several rooms).
     pub max_message: usize,
-    /// How often the server pings (default 25 s, Socket.IO's default).
+    /// How often the server checks a connection (default 25 s, Socket.IO's default): it pings
+    /// one it has heard nothing from for this long.
     pub ping_interval: Duration,
     /// How long after a ping without a pong the connection counts as lost (default 20 s).
     pub ping_timeout: Duration,
@@ -245,8 +250,59 @@ enum End {
     Refused,
 }
 
-/// A room message on its way to the connection.
-type RoomMessage<U, S, M> = RoomDelivery<U, S, String, M>;
+/// A room message on its way to the connection: the room's members, or its occupancy.
+enum RoomMessage<U, S, M> {
+    Members(RoomDelivery<U, S, String, M>),
+    Occupancy(RoomOccupancy<String>),
+}
+
+impl<U: Serialize, S: Serialize, M: Serialize> Serialize for RoomMessage<U, S, M> {
+    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+        match self {
+            RoomMessage::Members(delivery) => delivery.serialize(serializer),
+            RoomMessage::Occupancy(occupancy) => {
+                ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy.clone())
+                    .serialize(serializer)
+            }
+        }
+    }
+}
+
+/// Forwards a room subscription's deliveries to a connection's queue, in `view`: its members
+/// as they come, or its occupancy after each gathering window in which the counts changed.
+async fn forward_room<U, S, C, M>(
+    mut feed: RoomSubscription<U, S, C, String, M>,
+    view: RoomView,
+    linger: Duration,
+    tx: mpsc::Sender<RoomMessage<U, S, M>>,
+) where
+    U: Id,
+    S: Id,
+    C: Clock,
+    M: Metadata,
+{
+    let mut sent: Option<RoomOccupancy<String>> = None;
+    while let Some(delivery) = feed.recv_gathered(linger).await {
+        let message = match view {
+            RoomView::Occupancy => {
+                let occupancy = delivery.occupancy();
+                let same = sent.as_ref().is_some_and(|s| {
+                    (s.epoch, s.users, s.sessions)
+                        == (occupancy.epoch, occupancy.users, occupancy.sessions)
+                });
+                if same {
+                    continue; // a metadata change, or changes that cancel out
+                }
+                sent = Some(occupancy.clone());
+                RoomMessage::Occupancy(occupancy)
+            }
+            _ => RoomMessage::Members(delivery),
+        };
+        if tx.send(message).await.is_err() {
+            return;
+        }
+    }
+}
 
 struct Connection<U, S, C, M, A> {
     socket: WebSocket,
@@ -255,6 +311,60 @@ struct Connection<U, S, C, M, A> {
     /// their values are slices of hyper's read buffer (8-16 KiB), which they would keep alive
     /// for the connection's whole life.
     request: Option<(HeaderMap, Uri)>,
+}
+
+/// Whether a connection is still there, from when it was last heard (any message or pong): one
+/// heard within the ping interval needs no ping, since its heartbeats prove what a pong would;
+/// one quiet that long is pinged; one that leaves the ping unanswered for the ping timeout is
+/// lost. Checked at each tick of the ping interval.
+#[derive(Debug)]
+struct Liveness {
+    interval: Duration,
+    timeout: Duration,
+    last_heard: Instant,
+    /// When the unanswered ping went out: set by a ping, cleared by anything heard.
+    pinged: Option<Instant>,
+}
+
+/// What a tick of [`Liveness`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Nothing: heard within the interval, or a ping's answer is not due yet.
+    Alive,
+    /// Send a ping.
+    Ping,
+    /// The ping went unanswered for the timeout.
+    Lost,
+}
+
+impl Liveness {
+    fn new(now: Instant, interval: Duration, timeout: Duration) -> Self {
+        Liveness {
+            interval,
+            timeout,
+            last_heard: now,
+            pinged: None,
+        }
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.pinged = None;
+    }
+
+    fn check(&mut self, now: Instant) -> Check {
+        if let Some(pinged) = self.pinged {
+            if now.saturating_duration_since(pinged) >= self.timeout {
+                return Check::Lost;
+            }
+            return Check::Alive;
+        }
+        if now.saturating_duration_since(self.last_heard) < self.interval {
+            return Check::Alive;
+        }
+        self.pinged = Some(now);
+        Check::Ping
+    }
 }
 
 /// The rooms a connection is sent: a forwarder per room, into one queue, made when the first
@@ -418,7 +528,8 @@ where
         let options = self.shared.options.clone();
         let mut ping = tokio::time::interval(options.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_heard = Instant::now();
+        let mut liveness =
+            Liveness::new(Instant::now(), options.ping_interval, options.ping_timeout);
         let mut rooms = Rooms {
             forwarders: HashMap::new(),
             queue: None,
@@ -430,7 +541,8 @@ where
             }
         }
         for room in link.rooms() {
-            self.open_room(&mut rooms, room);
+            let view = link.view(&room).unwrap_or_default();
+            self.open_room(&mut rooms, room, view);
         }
         for refusal in refusals {
             self.send(&ServerMessage::<U, S, String, M>::Refused(refusal))
@@ -444,7 +556,7 @@ where
                         Some(Err(_)) => return End::Close(1009, "message too big, or not a websocket frame"),
                         None => return End::Gone(DisconnectKind::Lost),
                     };
-                    last_heard = Instant::now();
+                    liveness.heard(Instant::now());
                     let text = match message {
                         Message::Text(text) => text,
                         Message::Binary(_) => return End::Close(1003, "binary frames are not accepted"),
@@ -472,14 +584,15 @@ where
                     self.send(&ServerMessage::<U, S, String, M>::Refused(refused)).await;
                     return End::Refused;
                 }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > options.ping_interval + options.ping_timeout {
-                        return End::Gone(DisconnectKind::Lost);
+                _ = ping.tick() => match liveness.check(Instant::now()) {
+                    Check::Alive => {}
+                    Check::Lost => return End::Gone(DisconnectKind::Lost),
+                    Check::Ping => {
+                        if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                            return End::Gone(DisconnectKind::Lost);
+                        }
                     }
-                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::Gone(DisconnectKind::Lost);
-                    }
-                }
+                },
             }
         }
     }
@@ -506,7 +619,10 @@ where
         }
         for fanout in outcome.fanout {
             match fanout {
-                Fanout::Open(room) => self.open_room(rooms, room),
+                Fanout::Open(room) => {
+                    let view = link.view(&room).unwrap_or_default();
+                    self.open_room(rooms, room, view);
+                }
                 Fanout::Close(room) => {
                     if let Some(forwarder) = rooms.forwarders.remove(&room) {
                         forwarder.abort();
@@ -517,28 +633,24 @@ where
                     if let Some(forwarder) = rooms.forwarders.remove(&room) {
                         forwarder.abort();
                     }
-                    self.open_room(rooms, room);
+                    let view = link.view(&room).unwrap_or_default();
+                    self.open_room(rooms, room, view);
                 }
             }
         }
         outcome.refusals
     }
 
-    /// Starts sending the connection `room`: its state now, then its updates.
-    fn open_room(&self, rooms: &mut Rooms<U, S, M>, room: String) {
+    /// Starts sending the connection `room` in `view`: its state (or occupancy) now, then
+    /// its updates.
+    fn open_room(&self, rooms: &mut Rooms<U, S, M>, room: String, view: RoomView) {
         // The link checked the id.
-        let Ok(mut feed) = self.shared.hub.rooms().subscribe(room.clone()) else {
+        let Ok(feed) = self.shared.hub.rooms().subscribe(room.clone()) else {
             return;
         };
         let tx = rooms.sender();
         let linger = self.shared.options.linger;
-        let forwarder = tokio::spawn(async move {
-            while let Some(delivery) = feed.recv_gathered(linger).await {
-                if tx.send(delivery).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let forwarder = tokio::spawn(forward_room(feed, view, linger, tx));
         if let Some(old) = rooms.forwarders.insert(room, forwarder) {
             old.abort();
         }
@@ -579,5 +691,103 @@ where
             // The client may be gone already.
             let _ = self.socket.send(Message::Close(Some(frame))).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(25);
+    const TIMEOUT: Duration = Duration::from_secs(20);
+
+    /// The checks at each tick (every `INTERVAL` from `start`) while the client is heard at the
+    /// offsets in `heard`, until `ticks` ticks.
+    fn checks(heard: &[Duration], ticks: u32) -> Vec<Check> {
+        let start = Instant::now();
+        let mut liveness = Liveness::new(start, INTERVAL, TIMEOUT);
+        let mut heard = heard.iter().peekable();
+        (1..=ticks)
+            .map(|tick| {
+                let now = start + INTERVAL * tick;
+                while let Some(at) = heard.next_if(|&&at| start + at <= now) {
+                    liveness.heard(start + *at);
+                }
+                liveness.check(now)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_client_heard_more_often_than_the_interval_is_never_pinged() {
+        let every_5s: Vec<_> = (1..=60).map(|i| Duration::from_secs(5 * i)).collect();
+        assert!(checks(&every_5s, 12).iter().all(|&c| c == Check::Alive));
+    }
+
+    #[test]
+    fn a_silent_client_is_pinged_and_lost_when_it_does_not_answer() {
+        assert_eq!(checks(&[], 2), [Check::Ping, Check::Lost]);
+    }
+
+    #[test]
+    fn a_silent_client_that_answers_each_ping_stays() {
+        let start = Instant::now();
+        let mut liveness = Liveness::new(start, INTERVAL, TIMEOUT);
+        let mut got = Vec::new();
+        for tick in 1..=10 {
+            let now = start + INTERVAL * tick;
+            let check = liveness.check(now);
+            if check == Check::Ping {
+                // The pong, a second later.
+                liveness.heard(now + Duration::from_secs(1));
+            }
+            got.push(check);
+        }
+        // Answered at a tick's second, quiet 24 s by the next: pinged every other tick.
+        assert!(!got.contains(&Check::Lost), "{got:?}");
+        assert_eq!(
+            got.iter().filter(|&&c| c == Check::Ping).count(),
+            5,
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_client_that_stops_is_lost_within_two_intervals_and_the_timeout() {
+        // Heard every 5 s for a minute, then nothing.
+        let minute: Vec<_> = (1..=12).map(|i| Duration::from_secs(5 * i)).collect();
+        let got = checks(&minute, 6);
+        let lost = got.iter().position(|&c| c == Check::Lost).expect("lost") as u32 + 1;
+        let lost_at = INTERVAL * lost;
+        assert!(
+            lost_at <= Duration::from_secs(60) + INTERVAL * 2 + TIMEOUT,
+            "{got:?}"
+        );
+        assert_eq!(
+            got.iter().filter(|&&c| c == Check::Ping).count(),
+            1,
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_timeout_longer_than_the_interval_waits_for_it() {
+        let start = Instant::now();
+        let mut liveness = Liveness::new(start, Duration::from_secs(5), Duration::from_secs(12));
+        let at = |s| start + Duration::from_secs(s);
+        assert_eq!(liveness.check(at(5)), Check::Ping);
+        assert_eq!(liveness.check(at(10)), Check::Alive);
+        assert_eq!(liveness.check(at(15)), Check::Alive);
+        assert_eq!(liveness.check(at(17)), Check::Lost);
+    }
+
+    #[test]
+    fn a_clock_that_reads_earlier_saturates() {
+        let start = Instant::now() + Duration::from_secs(100);
+        let mut liveness = Liveness::new(start, INTERVAL, TIMEOUT);
+        assert_eq!(
+            liveness.check(start - Duration::from_secs(50)),
+            Check::Alive
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use presence_tracker::{
     Activity, Error, ManualClock, Policy, Presence, PresenceTracker, RoomChange, SystemClock,
 };
-use presence_tracker_server::wire::{Member, RoomState};
+use presence_tracker_server::wire::{ByPresence, Member, RoomState};
 use presence_tracker_server::{Hub, HubConfig, Meta, RoomBatch, RoomDelivery, RoomSubscription};
 use serde_json::json;
 
@@ -603,4 +603,82 @@ fn the_default_metadata_type_is_unit() {
         .map(|m| (m.user.clone(), m.sessions.len()))
         .collect();
     assert_eq!(members["ada"], 1);
+}
+
+/// The occupancy a client holding `members` would count: users by presence, and each
+/// member's sessions under its presence.
+fn recount(members: &BTreeMap<String, Shown>) -> (ByPresence, ByPresence) {
+    let (mut users, mut sessions) = (ByPresence::default(), ByPresence::default());
+    for (presence, member_sessions) in members.values() {
+        for (counts, n) in [
+            (&mut users, 1),
+            (&mut sessions, member_sessions.len() as u64),
+        ] {
+            match presence {
+                Presence::Active => counts.active += n,
+                Presence::Idle => counts.idle += n,
+                Presence::Away => counts.away += n,
+                Presence::Stale => counts.stale += n,
+                _ => panic!("an offline member is shown"),
+            }
+        }
+    }
+    (users, sessions)
+}
+
+/// Every delivery's occupancy (kept by the hub with each change, never recounted) is what the
+/// members it delivers count, at its version: through joins, second sessions, presence that
+/// decays, leaves, clean disconnects and expiries, in a fixed pseudo-random order.
+#[test]
+fn each_deliverys_occupancy_counts_its_members() {
+    let (hub, clock) = hub();
+    let mut feed = hub.rooms().subscribe("doc".to_string()).expect("room");
+    let mut client = RoomClient::default();
+    let mut seed = 0x2545_f491_u64;
+    let mut checked = 0;
+    for step in 0..600 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let user = format!("u{}", seed % 12);
+        let session = format!("{user}-tab{}", (seed >> 8) % 2);
+        let connection = format!("c-{step}");
+        let outcome = match (seed >> 16) % 10 {
+            0..=3 => hub
+                .rooms()
+                .join(&session, "doc".into(), meta(json!({"s": step}))),
+            4 => hub.rooms().leave(&session, "doc"),
+            5 => hub.heartbeat(&session, Activity::Active),
+            6 => hub.disconnect(
+                &session,
+                connection.as_str(),
+                presence_tracker::DisconnectKind::Clean,
+            ),
+            _ => {
+                clock.advance(Duration::from_secs((seed >> 24) % 40));
+                hub.tick();
+                Ok(())
+            }
+        };
+        if let Err(Error::UnknownSession) = outcome {
+            let _ = hub.connect(user, session, connection, Activity::Active);
+        }
+        while let Some(d) = feed.try_recv() {
+            client.apply(&d);
+            let occupancy = d.occupancy();
+            assert_eq!(
+                (occupancy.epoch, occupancy.version),
+                (client.epoch, client.version)
+            );
+            assert_eq!(
+                (occupancy.users, occupancy.sessions),
+                recount(&client.members),
+                "step {step}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "only {checked} deliveries checked");
+    let (users, _) = recount(&client.members);
+    assert!(users.total() > 0 || client.members.is_empty());
 }

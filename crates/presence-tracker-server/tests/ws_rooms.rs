@@ -355,3 +355,70 @@ async fn a_session_that_expired_under_an_open_socket_joins_its_rooms_again() {
         Some(2)
     );
 }
+
+/// A connection that watches a room's occupancy is sent counts, never members: the room's
+/// occupancy when it starts watching, then at most one message per gathering window however
+/// many join in it; a watch with the members view switches it to the members.
+#[tokio::test]
+async fn occupancy_watchers_get_counts_one_message_per_window() {
+    let (hub, _clock, url) = rooms_server().await;
+    let mut counter = client(&url).await;
+    send(&mut counter, hello(None, None)).await;
+    assert_eq!(next(&mut counter).await["type"], "state");
+    send(
+        &mut counter,
+        json!({"type": "watch", "room": "doc-1", "view": "occupancy"}),
+    )
+    .await;
+    let first = next(&mut counter).await;
+    assert_eq!(first["type"], "room_occupancy", "{first}");
+    assert_eq!(first["room"], "doc-1");
+    assert_eq!(first["users"]["active"], 0);
+
+    // Fifty users join within one window (u0 with two tabs), straight through the hub.
+    for i in 0..50 {
+        let user = format!("u{i}");
+        for tab in 0..(if i == 0 { 2 } else { 1 }) {
+            let session = format!("{user}-tab{tab}");
+            hub.connect(
+                user.clone(),
+                session.clone(),
+                format!("c-{session}"),
+                presence_tracker::Activity::Active,
+            )
+            .expect("connects");
+            hub.rooms()
+                .join(
+                    &session,
+                    "doc-1".into(),
+                    Meta::from_json("{}").expect("json"),
+                )
+                .expect("joins");
+        }
+    }
+    let mut messages = Vec::new();
+    loop {
+        let m = next(&mut counter).await;
+        if m["type"] == "updates" {
+            continue; // the users' feed (this test server sends every user)
+        }
+        assert_eq!(m["type"], "room_occupancy", "only counts: {m}");
+        let done = m["users"]["active"] == 50;
+        messages.push(m);
+        if done {
+            break;
+        }
+    }
+    let last = messages.last().expect("one");
+    assert_eq!(last["sessions"]["active"], 51, "{last}");
+    assert!(
+        messages.len() <= 3,
+        "51 joins in one window: {} messages",
+        messages.len()
+    );
+
+    // The same connection switches to the members.
+    send(&mut counter, json!({"type": "watch", "room": "doc-1"})).await;
+    let state = next_of(&mut counter, "room_state").await;
+    assert_eq!(state["members"].as_array().map(Vec::len), Some(50));
+}

@@ -10,7 +10,7 @@ use super::cluster::Node;
 use super::room_feed::RoomItem;
 use super::rooms::RoomsPublished;
 use crate::cluster::{ClusterCause, ClusterRoomEvent};
-use crate::wire::{Member, MemberChange, MemberSession, RoomState, RoomUpdate};
+use crate::wire::{Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate};
 
 /// A room as the hub holds it in a cluster: the cluster's epoch and version, and its members.
 pub(super) struct HeldRoom<U, S, R, M> {
@@ -19,6 +19,8 @@ pub(super) struct HeldRoom<U, S, R, M> {
     members: HashMap<U, (Presence, Vec<MemberSession<S, M>>)>,
     /// The state at `version`, made once and shared.
     state: Option<Arc<RoomState<U, S, R, M>>>,
+    /// How many `members` holds, by presence: kept with each change.
+    occupancy: Occupancy,
 }
 
 impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
@@ -30,9 +32,10 @@ impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
                 version: 0,
                 members: HashMap::new(),
                 state: None,
+                occupancy: Occupancy::default(),
             };
         };
-        let members = c
+        let members: HashMap<U, (Presence, Vec<MemberSession<S, M>>)> = c
             .members
             .into_iter()
             .map(|(user, m)| {
@@ -44,11 +47,16 @@ impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
                 (user, (m.presence, sessions))
             })
             .collect();
+        let mut occupancy = Occupancy::default();
+        for (presence, sessions) in members.values() {
+            occupancy.add(*presence, sessions.len());
+        }
         HeldRoom {
             epoch: c.epoch,
             version: c.version,
             members,
             state: None,
+            occupancy,
         }
     }
 
@@ -103,11 +111,15 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                     .collect();
                 held.version = e.version;
                 held.state = None;
-                if e.change == RoomChange::Left {
-                    held.members.remove(&e.user);
+                let before = if e.change == RoomChange::Left {
+                    held.members.remove(&e.user)
                 } else {
+                    held.occupancy.add(e.to, sessions.len());
                     held.members
-                        .insert(e.user.clone(), (e.to, sessions.clone()));
+                        .insert(e.user.clone(), (e.to, sessions.clone()))
+                };
+                if let Some((presence, sessions)) = before {
+                    held.occupancy.remove(presence, sessions.len());
                 }
                 return Some(RoomItem::Update(Arc::new(RoomUpdate {
                     room: e.room,
@@ -119,6 +131,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                         presence: e.to,
                         sessions,
                     },
+                    occupancy: held.occupancy,
                 })));
             }
         }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use super::Hub;
-use crate::wire::{MemberChange, RoomState, RoomUpdate};
+use crate::wire::{MemberChange, Occupancy, RoomOccupancy, RoomState, RoomUpdate};
 
 /// What a room's channel carries: the next update, or a state that replaces everything (the
 /// room's history started anew).
@@ -124,6 +124,28 @@ impl<U, S, R, M> RoomBatch<U, S, R, M> {
     /// The latest change of each member the versions changed, each with its version.
     pub fn members(&self) -> impl Iterator<Item = &MemberChange<U, S, M>> + '_ {
         self.updates.iter().map(|u| &u.member)
+    }
+}
+
+impl<U, S, R: Clone, M> RoomDelivery<U, S, R, M> {
+    /// The room's occupancy as of this delivery (its last version): counted from a state's
+    /// members, or carried by the last update of a batch. What a connection that watches the
+    /// room's [`RoomView::Occupancy`](crate::wire::RoomView::Occupancy) is sent instead.
+    pub fn occupancy(&self) -> RoomOccupancy<R> {
+        match self {
+            RoomDelivery::State(s) => RoomOccupancy::new(
+                s.room.clone(),
+                s.epoch,
+                s.version,
+                Occupancy::of(&s.members),
+            ),
+            RoomDelivery::Updates(b) => RoomOccupancy::new(
+                b.room().clone(),
+                b.epoch,
+                b.to,
+                b.updates.last().map(|u| u.occupancy).unwrap_or_default(),
+            ),
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::sync::broadcast;
 
 use super::room_feed::{RoomItem, RoomSubscription};
 use super::{new_epoch, Hub};
-use crate::wire::{Member, MemberChange, MemberSession, RoomState, RoomUpdate};
+use crate::wire::{Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate};
 
 /// A hub's rooms, from [`Hub::rooms`]: a session joins, updates and leaves rooms through it
 /// (each change published to the room's subscribers), and anyone may read a room's state or
@@ -381,6 +381,8 @@ struct ShownRoom<U, S, R, M> {
     emptied_at: Option<u64>,
     /// The state at `version`, made once and shared.
     state: Option<Arc<RoomState<U, S, R, M>>>,
+    /// How many `members` holds, by presence: kept with each change.
+    occupancy: Occupancy,
 }
 
 /// A member as published.
@@ -460,7 +462,11 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
             (Some(_), _) => Some(RoomChange::Updated),
         };
         if e.to == Presence::Offline {
-            shown.members.remove(&e.user);
+            if let Some(before) = shown.members.remove(&e.user) {
+                shown
+                    .occupancy
+                    .remove(before.presence, before.sessions.len());
+            }
             shown.left.insert(e.user.clone(), (e.version, at));
             if shown.left.len() > 32 + 2 * shown.members.len() {
                 let memory = self.memory;
@@ -475,7 +481,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         } else {
             shown.left.remove(&e.user);
             shown.emptied_at = None;
-            shown.members.insert(
+            let before = shown.members.insert(
                 e.user.clone(),
                 Shown {
                     core_version: e.version,
@@ -483,6 +489,12 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                     sessions: sessions.clone(),
                 },
             );
+            if let Some(before) = before {
+                shown
+                    .occupancy
+                    .remove(before.presence, before.sessions.len());
+            }
+            shown.occupancy.add(e.to, sessions.len());
         }
         let change = change?;
         shown.version += 1;
@@ -497,6 +509,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                 presence: e.to,
                 sessions,
             },
+            occupancy: shown.occupancy,
         })))
     }
 
@@ -633,10 +646,12 @@ impl<U: Id, S: Id, R, M> ShownRoom<U, S, R, M> {
     /// The room as the tracker has it, under a new epoch: it covers every event up to its
     /// version.
     fn from_view(view: RoomView<U, S, M>) -> Self {
+        let mut occupancy = Occupancy::default();
         let members = view
             .members
             .into_iter()
             .map(|m| {
+                occupancy.add(m.presence, m.sessions.len());
                 let shown = Shown {
                     core_version: view.version,
                     presence: m.presence,
@@ -658,6 +673,7 @@ impl<U: Id, S: Id, R, M> ShownRoom<U, S, R, M> {
             left: HashMap::new(),
             emptied_at: None,
             state: None,
+            occupancy,
         }
     }
 }
