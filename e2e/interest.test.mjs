@@ -1,12 +1,14 @@
 // Presence by interest over Socket.IO, with scripted socket.io-client clients against the
 // socketio example run with `--all-users off`: a socket is sent the users its hello names and
 // nobody else, `subscribe` replaces the list with a state of the new one, and asking for
-// everyone is refused. Each client counts every user it was sent. Run by run.sh.
+// everyone is refused. Each client counts every user it was sent. And the demo page in
+// Chromium on the same kind of server: its list shows the people in the documents, follows them
+// as they open and leave documents, and offers no "everyone" view. Run by run.sh.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { io } from 'socket.io-client';
-import { login, startServer, THRESHOLDS, waitFor } from './lib.mjs';
+import { login, startBrowser, startServer, THRESHOLDS, waitFor } from './lib.mjs';
 
 describe('users by interest over Socket.IO', { timeout: 60_000 }, () => {
   let server;
@@ -68,5 +70,54 @@ describe('users by interest over Socket.IO', { timeout: 60_000 }, () => {
     await waitFor(() => ada.refusals.length > 1, { what: 'garbage refused' });
     assert.equal(ada.refusals[1].code, 'bad_message');
     assert.equal(last(ada).type, 'state', 'nothing sent after the refusals');
+  });
+});
+
+describe('the demo page by interest in Chromium (--all-users off)', { timeout: 60_000 }, () => {
+  const CLIENT = 'heartbeat=300&hidden=1500&idle=600000&reconnect=300&reconnectMax=1000';
+  let server;
+  let chrome;
+  const sockets = [];
+  before(async () => {
+    server = await startServer('socketio', THRESHOLDS, { extra: ['--all-users', 'off'] });
+    chrome = await startBrowser();
+  });
+  after(async () => {
+    for (const s of sockets) s.close();
+    await chrome?.close();
+    await server?.stop();
+  });
+
+  /// A signed-in scripted tab, in `rooms`.
+  async function tab(user, rooms = []) {
+    const token = await login(server.url, user);
+    const auth = { protocol: 1, session: `tab-${user}`, token, rooms };
+    const socket = io(server.url, { auth, transports: ['websocket'], forceNew: true, reconnection: false });
+    sockets.push(socket);
+    return socket;
+  }
+
+  it('lists the people in the documents, follows them, and has no everyone view', async () => {
+    const page = chrome.context.pages()[0];
+    await page.goto(`${server.url}/?user=ada&doc=doc-design&${CLIENT}`);
+    await waitFor(() => page.evaluate(() => window.demo?.client?.status === 'connected'), { what: 'the page connected' });
+    const listed = () => page.evaluate(() => [...document.querySelectorAll('#users tr')].map((r) => r.dataset.user).sort().join(','));
+    assert.equal(await page.evaluate(() => window.demo.usersView()), 'docs');
+    assert.equal(await page.evaluate(() => document.getElementById('users-view-everyone').hidden), true);
+
+    const bob = await tab('bob', [{ room: 'doc-roadmap', meta: { name: 'bob', color: '#333', section: 1 } }]);
+    const carol = await tab('carol'); // online, in no document
+    await waitFor(async () => (await listed()) === 'ada,bob', { what: 'ada and bob listed, carol not' });
+
+    carol.emit('join', { room: 'doc-budget', meta: { name: 'carol', color: '#444', section: 1 } });
+    await waitFor(async () => (await listed()) === 'ada,bob,carol', { what: 'carol listed once in a document' });
+    const presence = await page.evaluate(() => window.demo.users.get('carol')?.presence);
+    assert.equal(presence, 'active');
+
+    // Bob leaves his document: he leaves the list (he is not shown offline: he is not asked for).
+    bob.emit('leave_room', { room: 'doc-roadmap' });
+    await waitFor(async () => (await listed()) === 'ada,carol', { what: 'bob off the list' });
+    const shownBob = await page.evaluate(() => window.demo.history.get('bob'));
+    assert.ok(!shownBob.includes('offline'), `bob was never shown offline: ${shownBob}`);
   });
 });

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use super::app::App;
 use super::auth::{valid_name, COOKIE};
 
-/// The demo page; `__TRANSPORT__` names the transport the page's client uses.
+/// The demo page; `__TRANSPORT__` names the transport the page's client uses, `__ALL_USERS__`
+/// whether the hub's all-users feed is on (`on`, `off`).
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 /// The dependency-free browser client.
 const CLIENT_JS: &str = include_str!("../../assets/presence-client.js");
@@ -43,13 +44,20 @@ pub(crate) enum Transport {
 
 /// The routes above, for `app`.
 pub(crate) fn routes(app: App, transport: Transport, socket_io_js: PathBuf) -> Router {
-    let page = INDEX_HTML.replace(
-        "__TRANSPORT__",
-        match transport {
-            Transport::SocketIo => "socketio",
-            Transport::WebSocket => "websocket",
-        },
-    );
+    let all_users = if app.hub.config().all_users_feed {
+        "on"
+    } else {
+        "off"
+    };
+    let page = INDEX_HTML
+        .replace(
+            "__TRANSPORT__",
+            match transport {
+                Transport::SocketIo => "socketio",
+                Transport::WebSocket => "websocket",
+            },
+        )
+        .replace("__ALL_USERS__", all_users);
     let mut router = Router::new()
         .route("/", get(move || async move { Html(page) }))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
