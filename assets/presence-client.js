@@ -126,6 +126,14 @@
     return delay * (1 - share * Math.random());
   }
 
+  // How long to wait after a `busy` refusal (the server admits so many connections a second):
+  // its retry_after_ms, plus up to as much again at random, so the refused do not come back
+  // together. Never earlier than the server said.
+  function busyDelay(refusal) {
+    const after = Math.max(Number(refusal.retry_after_ms) || 0, 100);
+    return after * (1 + Math.random());
+  }
+
   // Socket.IO: reconnection, buffering and ping/pong come from socket.io-client.
   function socketIoTransport(options, handlers) {
     if (typeof options.io !== 'function') {
@@ -152,6 +160,13 @@
       try {
         refusal = JSON.parse(error.message);
       } catch (_) {}
+      if (refusal.code === 'busy') {
+        // Not a refusal of this client: the server admits others first. Again, later.
+        handlers.busy(refusal);
+        handlers.disconnected(false);
+        setTimeout(() => socket.connect(), busyDelay(refusal));
+        return;
+      }
       handlers.refused(refusal);
       handlers.disconnected(true);
     });
@@ -226,6 +241,16 @@
         try {
           refusal = JSON.parse(error.message);
         } catch (_) {}
+        s.close();
+        if (refusal.code === 'busy') {
+          // This node admits others first: the next node, or this one again, later.
+          index = (index + 1) % urls.length;
+          handlers.busy(refusal);
+          handlers.disconnected(false);
+          clearTimeout(retry);
+          if (!closing) retry = setTimeout(open, busyDelay(refusal));
+          return;
+        }
         handlers.refused(refusal);
         handlers.disconnected(true);
       });
@@ -352,7 +377,8 @@
     let connected = false;
     // Test hooks: drop the next room_updates of a room, as a lossy network would.
     const drops = new Map(); // room -> how many to drop
-    const stats = { roomStates: 0, roomUpdates: 0, roomResyncs: 0, dropped: 0 };
+    // busy: handshakes the server's admission refused (the client came back after the wait).
+    const stats = { roomStates: 0, roomUpdates: 0, roomResyncs: 0, dropped: 0, busy: 0 };
 
     const client = {
       sessionId: options.session,
@@ -691,6 +717,9 @@
             }
             if (changed.length) options.onUsers(users, { kind: 'updates', users: changed });
           }
+        },
+        busy() {
+          stats.busy += 1;
         },
         refused(refusal) {
           refusal = refusal || { code: 'refused', message: 'refused' };

@@ -16,7 +16,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use presence_tracker_server::{socketio, Handshake};
+use presence_tracker_server::socketio::SocketIoOptions;
+use presence_tracker_server::{socketio, Admission, Handshake};
 use socketioxide::SocketIo;
 
 use common::app::App;
@@ -38,9 +39,17 @@ async fn main() {
         .ws_read_buffer_size(1024)
         .build_layer();
     let signer = app.signer.clone();
-    socketio::attach(&io, "/", app.hub.clone(), move |h: &Handshake<'_>| {
-        signer.authenticate(h)
-    });
+    let mut options = SocketIoOptions::default();
+    if let Some((rate, burst)) = config.admission {
+        options = options.admission(Admission::new(rate, burst));
+    }
+    socketio::attach_with(
+        &io,
+        "/",
+        app.hub.clone(),
+        move |h: &Handshake<'_>| signer.authenticate(h),
+        options,
+    );
 
     let router = http::routes(
         app.clone(),

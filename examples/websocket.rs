@@ -14,7 +14,7 @@
 mod common;
 
 use presence_tracker_server::ws::{self, WsOptions};
-use presence_tracker_server::Handshake;
+use presence_tracker_server::{Admission, Handshake};
 
 use common::app::App;
 use common::config::Config;
@@ -29,7 +29,10 @@ async fn main() {
     };
     let app = App::start(&config).await.unwrap_or_else(|e| exit(&e, 1));
     let signer = app.signer.clone();
-    let options = WsOptions::default().pings(config.ping_interval, config.ping_timeout);
+    let mut options = WsOptions::default().pings(config.ping_interval, config.ping_timeout);
+    if let Some((rate, burst)) = config.admission {
+        options = options.admission(Admission::new(rate, burst));
+    }
     let auth = move |h: &Handshake<'_>| signer.authenticate(h);
     let route = ws::route_with(app.hub.clone(), auth, options);
 

@@ -37,6 +37,8 @@ pub(crate) struct Config {
     /// Whether a connection may be sent every user (the hub's all-users feed), and is when
     /// its hello names no users.
     pub(crate) all_users: bool,
+    /// New connections let in per second, and at once: `None` for no limit.
+    pub(crate) admission: Option<(u32, u32)>,
 }
 
 /// The flags that take a value, with what they mean (printed by `--help`).
@@ -107,6 +109,15 @@ const FLAGS: &[(&str, &str)] = &[
         "all-users",
         "on: a connection may be sent every user, and is when its hello names none; off: only \
          the users it subscribes to (default on, for the demo; off is what scales)",
+    ),
+    (
+        "admit-per-s",
+        "new connections let in per second; over it an upgrade gets 503 (WebSocket) or a \
+         `busy` refusal (Socket.IO) and comes back later (default 0: no limit)",
+    ),
+    (
+        "admit-burst",
+        "new connections let in at once (default: a quarter of --admit-per-s)",
     ),
 ];
 
@@ -219,6 +230,24 @@ impl Config {
                 None | Some("on") => true,
                 Some("off") => false,
                 Some(v) => return Err(format!("--all-users: {v:?} is neither on nor off")),
+            },
+            admission: {
+                let count = |name: &str| -> Result<Option<u32>, String> {
+                    get(name)
+                        .map(|v| {
+                            v.parse::<u32>()
+                                .map_err(|_| format!("--{name}: {v:?} is not a count"))
+                        })
+                        .transpose()
+                };
+                match (
+                    count("admit-per-s")?.filter(|&n| n > 0),
+                    count("admit-burst")?,
+                ) {
+                    (Some(rate), burst) => Some((rate, burst.unwrap_or(rate / 4).max(1))),
+                    (None, Some(_)) => return Err("--admit-burst needs --admit-per-s".into()),
+                    (None, None) => None,
+                }
             },
         }
         .checked()

@@ -52,6 +52,7 @@
 //! The crate needs Rust 1.88 (its `rust-version`, which the `redis` feature's redis-rs 1.x
 //! needs; the core, `presence-tracker`, needs 1.85).
 
+mod admission;
 mod auth;
 mod hub;
 mod link;
@@ -65,6 +66,7 @@ pub mod socketio;
 #[cfg(feature = "axum")]
 pub mod ws;
 
+pub use admission::{Admission, Busy};
 pub use auth::{Authenticate, Handshake, Identity, RoomAccess};
 pub use hub::{
     Batch, Delivery, Hub, HubConfig, HubRooms, Interest, RefusalWatch, RoomBatch, RoomDelivery,

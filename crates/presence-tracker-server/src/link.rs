@@ -26,6 +26,7 @@ pub(crate) enum Fanout {
 
 impl Fanout {
     /// The room it is about.
+    #[cfg_attr(not(feature = "socketioxide"), allow(dead_code))]
     pub(crate) fn room(&self) -> &str {
         match self {
             Fanout::Open(room) | Fanout::Close(room) | Fanout::Resync(room) => room,

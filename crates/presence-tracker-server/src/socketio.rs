@@ -14,7 +14,7 @@
 //! | client → server | `leave_room` | `{"room":"doc-1"}` |
 //! | client → server | `watch`, `unwatch` | `{"room":"doc-1"}`: the room's messages without being in it (users and watchers) |
 //! | client → server | `room_resync` | `{"room":"doc-1"}`: send me the room's state again |
-//! | server → client | `presence` | a [`ServerMessage`](crate::wire::ServerMessage): `{"type":"state",..}` first, then `{"type":"updates",..}`; for each room the socket is in or watches `{"type":"room_state",..}` then `{"type":"room_updates",..}` |
+//! | server → client | `presence` | a [`ServerMessage`]: `{"type":"state",..}` first, then `{"type":"updates",..}`; for each room the socket is in or watches `{"type":"room_state",..}` then `{"type":"room_updates",..}` |
 //! | server → client | `refused` | a [`Refusal`]: a message that changed nothing (naming its `room` if it named one) |
 //!
 //! The hello may name the session's rooms (`"rooms":[{"room":"doc-1","meta":{..}}]`, see
@@ -95,8 +95,8 @@ use crate::wire::{
     ClientMessage, Hello, Refusal, RoomOccupancy, RoomView, ServerMessage, PROTOCOL,
 };
 use crate::{
-    Authenticate, Handshake, Hub, Identity, Interest, RefusalWatch, RoomDelivery, RoomSubscription,
-    Subscription,
+    Admission, Authenticate, Handshake, Hub, Identity, Interest, RefusalWatch, RoomDelivery,
+    RoomSubscription, Subscription,
 };
 
 /// The client → server events whose payload is an object: the room messages and `subscribe`
@@ -124,6 +124,10 @@ pub struct SocketIoOptions {
     pub full_buffer_retry: Duration,
     /// How many rooms one socket may watch (default 32).
     pub max_watched_rooms: usize,
+    /// How many new sockets the namespace lets in per second (default: no limit). Over it, a
+    /// handshake is refused with `connect_error`, refusal `busy` with `retry_after_ms`, before
+    /// its hello is authenticated.
+    pub admission: Option<Admission>,
 }
 
 impl Default for SocketIoOptions {
@@ -132,7 +136,16 @@ impl Default for SocketIoOptions {
             linger: Duration::from_millis(50),
             full_buffer_retry: Duration::from_millis(250),
             max_watched_rooms: 32,
+            admission: None,
         }
+    }
+}
+
+impl SocketIoOptions {
+    /// With this admission of new sockets (see [`Admission`]).
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
+        self
     }
 }
 
@@ -281,6 +294,9 @@ where
     M: Metadata + Default + PartialEq + Clone,
     A: Authenticate<U>,
 {
+    if let Some(Err(busy)) = options.admission.as_ref().map(Admission::try_admit) {
+        return Err(Refused(Refusal::busy(busy)));
+    }
     let Some(hello) = hello else {
         return Err(Refused(Refusal::new(
             "bad_message",

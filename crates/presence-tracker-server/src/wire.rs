@@ -214,7 +214,7 @@ impl<U: Serialize> State<U> {
 pub(crate) struct Encoded<T>(std::sync::OnceLock<T>);
 
 impl<T: Clone> Encoded<T> {
-    fn get_or_try_init<E>(&self, make: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    pub(crate) fn get_or_try_init<E>(&self, make: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         if let Some(done) = self.0.get() {
             return Ok(done.clone());
         }
@@ -393,6 +393,9 @@ pub struct RoomState<U, S, R, M> {
     pub version: u64,
     /// Every member, in no particular order.
     pub members: Vec<Member<U, S, M>>,
+    /// Its `room_state` message's JSON, made once and shared.
+    #[serde(skip)]
+    pub(crate) encoded: Encoded<Bytes>,
 }
 
 impl<U: Clone, S: Clone, R: Clone, M> Clone for RoomState<U, S, R, M> {
@@ -402,6 +405,7 @@ impl<U: Clone, S: Clone, R: Clone, M> Clone for RoomState<U, S, R, M> {
             epoch: self.epoch,
             version: self.version,
             members: self.members.clone(),
+            encoded: self.encoded.clone(),
         }
     }
 }
@@ -453,6 +457,9 @@ pub struct RoomUpdate<U, S, R, M> {
     /// The room's occupancy after the change (not on the wire: [`RoomUpdates`] carry members).
     #[serde(skip)]
     pub occupancy: Occupancy,
+    /// `member`'s JSON, made once and shared by every batch that carries it.
+    #[serde(skip)]
+    pub(crate) encoded: Encoded<Bytes>,
 }
 
 /// A room's versions `from..=to` that came after what a client holds of it: the latest change
@@ -484,6 +491,17 @@ impl<U: Clone, S: Clone, R: Clone, M> Clone for RoomUpdates<U, S, R, M> {
             to: self.to,
             members: self.members.clone(),
         }
+    }
+}
+
+impl<U, S: Serialize, R, M: Serialize> RoomUpdate<U, S, R, M>
+where
+    U: Serialize,
+{
+    /// The member's JSON, made once.
+    pub(crate) fn member_json(&self) -> Result<Bytes, serde_json::Error> {
+        self.encoded
+            .get_or_try_init(|| serde_json::to_vec(&self.member).map(Bytes::from))
     }
 }
 
@@ -622,14 +640,16 @@ pub struct Refusal {
     /// A stable, machine-readable code: `unknown_session`, `bad_message`, `unauthorized`,
     /// `session_taken`, `limit`, `protocol`, `watch_only`; for rooms `not_in_room`,
     /// `room_full`, `metadata_too_large`, `metadata_too_frequent` (see `retry_after_ms`),
-    /// `forbidden` (the application does not let this connection into the room).
+    /// `forbidden` (the application does not let this connection into the room); `busy` for
+    /// a Socket.IO handshake over the node's admission rate (see `retry_after_ms`).
     pub code: String,
     /// What went wrong, for a person.
     pub message: String,
     /// The room the refused message named, if it named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
-    /// When the same message would be accepted, in milliseconds (`metadata_too_frequent`).
+    /// When the same message would be accepted, in milliseconds (`metadata_too_frequent`,
+    /// `busy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
@@ -649,6 +669,15 @@ impl Refusal {
     pub fn in_room(mut self, room: impl Into<String>) -> Self {
         self.room = Some(room.into());
         self
+    }
+
+    /// The refusal of a connection over the node's [`Admission`](crate::Admission) rate: code
+    /// `busy`, with `retry_after_ms` (come back then, with jitter).
+    pub fn busy(busy: crate::Busy) -> Self {
+        let mut refusal = Refusal::new("busy", "the server is admitting others: come back later");
+        let ms = busy.retry_after.as_micros().div_ceil(1000);
+        refusal.retry_after_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
+        refusal
     }
 
     /// The refusal for a tracker error: its code, and its message (which never echoes ids).

@@ -32,7 +32,7 @@
 //! written (tungstenite keeps that one at the size of the largest frame the connection was
 //! sent: with the all-users feed, the size of the state of every user).
 //!
-//! Each room the connection is in or watches has its own [`RoomSubscription`](crate::RoomSubscription),
+//! Each room the connection is in or watches has its own [`RoomSubscription`],
 //! so a connection is sent its rooms' messages and no other room's; they go out through one
 //! small queue per connection, and a room whose messages wait too long there (a client that
 //! reads slowly) is sent its state afresh instead.
@@ -58,8 +58,8 @@ use crate::wire::{
     ClientMessage, Hello, Refusal, RoomOccupancy, RoomView, ServerMessage, PROTOCOL,
 };
 use crate::{
-    Authenticate, Delivery, Handshake, Hub, Identity, Interest, RefusalWatch, RoomDelivery,
-    RoomSubscription, Subscription,
+    Admission, Authenticate, Busy, Delivery, Handshake, Hub, Identity, Interest, RefusalWatch,
+    RoomDelivery, RoomSubscription, Subscription,
 };
 
 /// A connection's room messages on their way out: a few, then its rooms' forwarders wait (and
@@ -92,6 +92,9 @@ pub struct WsOptions {
     /// [`max_message`](Self::max_message)). Messages go out without
     /// a write buffer: each is written as it is sent.
     pub read_buffer_size: usize,
+    /// How many new connections the route lets in per second (default: no limit). Over it, an
+    /// upgrade is answered `503 Service Unavailable` with `Retry-After`, before any work.
+    pub admission: Option<Admission>,
 }
 
 impl Default for WsOptions {
@@ -104,6 +107,7 @@ impl Default for WsOptions {
             linger: Duration::from_millis(50),
             max_watched_rooms: 32,
             read_buffer_size: 1024,
+            admission: None,
         }
     }
 }
@@ -112,6 +116,12 @@ impl WsOptions {
     /// With this hello timeout.
     pub fn hello_timeout(mut self, timeout: Duration) -> Self {
         self.hello_timeout = timeout;
+        self
+    }
+
+    /// With this admission of new connections (see [`Admission`]).
+    pub fn admission(mut self, admission: Admission) -> Self {
+        self.admission = Some(admission);
         self
     }
 
@@ -203,6 +213,9 @@ where
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
     A: Authenticate<U>,
 {
+    if let Some(Err(busy)) = shared.options.admission.as_ref().map(Admission::try_admit) {
+        return busy_response(busy);
+    }
     let max = shared.options.max_message;
     ws.max_message_size(max)
         .max_frame_size(max)
@@ -217,6 +230,20 @@ where
             .run()
             .await;
         })
+}
+
+/// The answer to an upgrade over the admission's rate: 503, with `Retry-After` in whole
+/// seconds (rounded up, as the header has no finer unit).
+fn busy_response(busy: Busy) -> Response {
+    let seconds = busy.retry_after.as_millis().div_ceil(1000).max(1);
+    let mut response = Response::new(axum::body::Body::from("busy: come back later"));
+    *response.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// A hello's link and refusals, with the users it is sent (`users` and `all_users` as the hello
@@ -575,8 +602,8 @@ where
                         return End::Gone(DisconnectKind::Lost);
                     }
                 }
-                Some(delivery) = rooms.recv() => {
-                    if !self.send(&delivery).await {
+                Some(message) = rooms.recv() => {
+                    if !self.send_room(&message).await {
                         return End::Gone(DisconnectKind::Lost);
                     }
                 }
@@ -653,6 +680,23 @@ where
         let forwarder = tokio::spawn(forward_room(feed, view, linger, tx));
         if let Some(old) = rooms.forwarders.insert(room, forwarder) {
             old.abort();
+        }
+    }
+
+    /// Sends a room message: a delivery as its shared JSON (made once for every connection
+    /// sent it), an occupancy as its own; `false` if the connection is gone.
+    async fn send_room(&mut self, message: &RoomMessage<U, S, M>) -> bool {
+        match message {
+            RoomMessage::Members(delivery) => {
+                let Ok(json) = delivery.to_json() else {
+                    return false;
+                };
+                let Ok(text) = Utf8Bytes::try_from(json) else {
+                    return false;
+                };
+                self.socket.send(Message::Text(text)).await.is_ok()
+            }
+            RoomMessage::Occupancy(_) => self.send(message).await,
         }
     }
 

@@ -582,6 +582,26 @@ async fn a_burst_in_a_room_is_one_gathered_delivery() {
     assert_eq!(json["type"], "room_updates");
     assert_eq!(json["room"], "doc-1");
     assert_eq!(json["members"][50]["change"], "updated");
+    // The shared JSON, spliced from each update's member JSON, is those very bytes.
+    let spliced = delivery.to_json().expect("json");
+    assert_eq!(
+        spliced.as_ref(),
+        serde_json::to_vec(&delivery)
+            .expect("serialises")
+            .as_slice()
+    );
+    // And a state's, made once: the same bytes twice, equal to its serialisation.
+    let state = RoomDelivery::State(hub.rooms().state("doc-1"));
+    let once = state.to_json().expect("json");
+    assert_eq!(
+        once.as_ref(),
+        serde_json::to_vec(&state).expect("serialises").as_slice()
+    );
+    assert_eq!(
+        once.as_ptr(),
+        state.to_json().expect("json").as_ptr(),
+        "made once"
+    );
 }
 
 #[test]
@@ -665,6 +685,10 @@ fn each_deliverys_occupancy_counts_its_members() {
         }
         while let Some(d) = feed.try_recv() {
             client.apply(&d);
+            assert_eq!(
+                d.to_json().expect("json").as_ref(),
+                serde_json::to_vec(&d).expect("serialises").as_slice()
+            );
             let occupancy = d.occupancy();
             assert_eq!(
                 (occupancy.epoch, occupancy.version),

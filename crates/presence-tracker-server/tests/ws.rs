@@ -233,3 +233,49 @@ async fn a_heartbeat_after_the_session_expired_on_an_open_socket_connects_it_aga
     let view = hub.tracker().session("r-1").expect("connected again");
     assert_eq!(view.activity, Activity::Idle);
 }
+
+/// Over the admission's rate an upgrade is answered 503 with `Retry-After`, before any work:
+/// the refused never reach the hub.
+#[tokio::test]
+async fn upgrades_over_the_admission_rate_get_503_and_change_nothing() {
+    use presence_tracker_server::ws::WsOptions;
+    use presence_tracker_server::{Admission, HubConfig};
+    use tokio_tungstenite::tungstenite::Error as WsError;
+
+    // Two at once, then one a second: of five immediate attempts, two or three come in.
+    let options = WsOptions::default().admission(Admission::new(1, 2));
+    let (hub, _clock, url) = support::server_options::<()>(
+        presence_tracker::Policy::default(),
+        HubConfig::default(),
+        options,
+    )
+    .await;
+    let (mut admitted, mut refused) = (Vec::new(), 0);
+    for _ in 0..5 {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((c, _)) => admitted.push(c),
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status(), 503);
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                assert_eq!(retry_after, Some(1));
+                refused += 1;
+            }
+            Err(e) => panic!("neither admitted nor refused: {e}"),
+        }
+    }
+    assert!(
+        (2..=3).contains(&admitted.len()),
+        "{} admitted",
+        admitted.len()
+    );
+    assert_eq!(admitted.len() + refused, 5);
+    // The admitted work as ever.
+    let mut ada = admitted.pop().expect("one");
+    send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
+    assert_eq!(next(&mut ada).await["type"], "state");
+    assert!(hub.tracker().session("tab-1").is_some());
+}

@@ -10,6 +10,7 @@ use super::cluster::Node;
 use super::room_feed::RoomItem;
 use super::rooms::RoomsPublished;
 use crate::cluster::{ClusterCause, ClusterRoomEvent};
+use crate::wire::Encoded;
 use crate::wire::{Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate};
 
 /// A room as the hub holds it in a cluster: the cluster's epoch and version, and its members.
@@ -77,6 +78,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
                     sessions: sessions.clone(),
                 })
                 .collect(),
+            encoded: Encoded::default(),
         });
         self.state = Some(Arc::clone(&state));
         state
@@ -132,6 +134,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                         sessions,
                     },
                     occupancy: held.occupancy,
+                    encoded: Encoded::default(),
                 })));
             }
         }

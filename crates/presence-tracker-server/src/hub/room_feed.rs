@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use presence_tracker::{Clock, Id, Metadata, SystemClock};
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -145,6 +146,43 @@ impl<U, S, R: Clone, M> RoomDelivery<U, S, R, M> {
                 b.to,
                 b.updates.last().map(|u| u.occupancy).unwrap_or_default(),
             ),
+        }
+    }
+}
+
+impl<U: Serialize, S: Serialize, R: Serialize, M: Serialize> RoomDelivery<U, S, R, M> {
+    /// The message as JSON, what serialising it gives: a state's made once per state and
+    /// shared by every subscriber sent it; a batch's spliced from each update's member JSON,
+    /// made once per update.
+    ///
+    /// # Errors
+    ///
+    /// The serialisation of an id or of metadata failed.
+    pub fn to_json(&self) -> Result<Bytes, serde_json::Error> {
+        match self {
+            RoomDelivery::State(state) => state
+                .encoded
+                .get_or_try_init(|| serde_json::to_vec(self).map(Bytes::from)),
+            RoomDelivery::Updates(batch) => {
+                let mut json = Vec::with_capacity(96 + 128 * batch.updates.len());
+                json.extend_from_slice(br#"{"type":"room_updates","room":"#);
+                serde_json::to_writer(&mut json, batch.room())?;
+                json.extend_from_slice(
+                    format!(
+                        r#","epoch":{},"from":{},"to":{},"members":["#,
+                        batch.epoch, batch.from, batch.to
+                    )
+                    .as_bytes(),
+                );
+                for (i, update) in batch.updates.iter().enumerate() {
+                    if i > 0 {
+                        json.push(b',');
+                    }
+                    json.extend_from_slice(&update.member_json()?);
+                }
+                json.extend_from_slice(b"]}");
+                Ok(Bytes::from(json))
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ use tokio::sync::broadcast;
 
 use super::room_feed::{RoomItem, RoomSubscription};
 use super::{new_epoch, Hub};
+use crate::wire::Encoded;
 use crate::wire::{Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate};
 
 /// A hub's rooms, from [`Hub::rooms`]: a session joins, updates and leaves rooms through it
@@ -510,6 +511,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                 sessions,
             },
             occupancy: shown.occupancy,
+            encoded: Encoded::default(),
         })))
     }
 
@@ -549,6 +551,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                     epoch: 0,
                     version: 0,
                     members: Vec::new(),
+                    encoded: Encoded::default(),
                 })));
             }
         };
@@ -581,6 +584,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                 epoch: 0,
                 version: 0,
                 members: Vec::new(),
+                encoded: Encoded::default(),
             })
         })
     }
@@ -604,6 +608,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                     sessions: m.sessions.clone(),
                 })
                 .collect(),
+            encoded: Encoded::default(),
         });
         shown.state = Some(Arc::clone(&state));
         Some(state)

@@ -77,9 +77,21 @@ pub async fn server_config<M>(
 where
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
 {
+    let options = WsOptions::default().hello_timeout(Duration::from_millis(300));
+    server_options(policy, config, options).await
+}
+
+/// A server of `config` whose WebSocket route has `options`.
+pub async fn server_options<M>(
+    policy: Policy,
+    config: HubConfig,
+    options: WsOptions,
+) -> (TestHub<M>, ManualClock, String)
+where
+    M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
+{
     let clock = ManualClock::new();
     let hub = Hub::new(PresenceTracker::with_clock(policy, clock.clone()), config);
-    let options = WsOptions::default().hello_timeout(Duration::from_millis(300));
     let app = axum::Router::new().route("/ws", ws::route_with(hub.clone(), Auth, options));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
