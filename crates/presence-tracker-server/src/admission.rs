@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 /// the node more than a heartbeat does (an upgrade, a hello, a state), and a node that takes
 /// them all at once leaves the connections it already holds unanswered: on Socket.IO their
 /// pongs come late and Engine.IO closes them, and they reconnect too. An `Admission` given to
-/// the WebSocket route ([`WsOptions::admission`](crate::ws::WsOptions::admission)) and to
-/// Socket.IO ([`SocketIoOptions::admission`](crate::socketio::SocketIoOptions::admission))
+/// the WebSocket route (`ws::WsOptions::admission`) and to Socket.IO
+/// (`socketio::SocketIoOptions::admission`)
 /// refuses a connection over the rate before any of that work: the WebSocket route answers the
 /// upgrade with `503 Service Unavailable` and `Retry-After`, Socket.IO with a `connect_error`
 /// whose refusal is `busy` with `retry_after_ms`. Clients come back after that, with jitter (the

@@ -324,7 +324,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
         }
     }
 
-    /// Whether this hub is a node of a cluster ([`with_cluster`](Self::with_cluster)).
+    /// Whether this hub is a node of a cluster (`with_cluster`, feature `redis`).
     pub fn is_clustered(&self) -> bool {
         #[cfg(feature = "redis")]
         {

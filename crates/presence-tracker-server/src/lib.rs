@@ -41,16 +41,17 @@
 //!
 //! # Feature flags
 //!
-//! - `socketioxide`: [`socketio::attach`](crate::socketio) registers presence on a Socket.IO
-//!   namespace.
-//! - `axum`: [`ws::route`](crate::ws), a WebSocket route with JSON messages.
-//! - `redis`: [`cluster`], presence across several nodes through Redis: node
+//! - `socketioxide`: `socketio::attach` registers presence on a Socket.IO namespace (the
+//!   `socketio` module).
+//! - `axum`: `ws::route`, a WebSocket route with JSON messages (the `ws` module).
+//! - `redis`: the `cluster` module, presence across several nodes through Redis: node
 //!   leases, epoch-fenced writes by Lua scripts, crash cleanup; and `Hub::with_cluster`, a hub
 //!   that is one node of a cluster: its clients, through either integration, see the cluster's
 //!   users and rooms.
 //!
 //! The crate needs Rust 1.88 (its `rust-version`, which the `redis` feature's redis-rs 1.x
 //! needs; the core, `presence-tracker`, needs 1.85).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod admission;
 mod auth;
@@ -60,10 +61,13 @@ mod meta;
 pub mod wire;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod cluster;
 #[cfg(feature = "socketioxide")]
+#[cfg_attr(docsrs, doc(cfg(feature = "socketioxide")))]
 pub mod socketio;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod ws;
 
 pub use admission::{Admission, Busy};

@@ -136,6 +136,7 @@ impl Seen {
 }
 
 /// # Many nodes (feature `redis`)
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 impl<U, S, C, R, M> Hub<U, S, C, R, M>
 where
     U: ClusterId,
