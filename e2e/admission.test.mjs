@@ -12,14 +12,19 @@ import { login, startBrowser, startServer, THRESHOLDS, waitFor } from './lib.mjs
 
 const CLIENT = 'heartbeat=300&hidden=1500&idle=600000&reconnect=300&reconnectMax=1000';
 const ADMIT = ['--admit-per-s', '1', '--admit-burst', '2'];
+// Socket.IO's two places: a 503 before the Engine.IO session, or `busy` at the namespace.
+const ADMIT_HTTP = [...ADMIT, '--admit-at', 'http'];
+const ADMIT_NAMESPACE = [...ADMIT, '--admit-at', 'namespace'];
 
 describe('admission of a stampede', { timeout: 60_000 }, () => {
   let socketio;
+  let socketioHttp;
   let websocket;
   let chrome;
   const sockets = [];
   before(async () => {
-    socketio = await startServer('socketio', THRESHOLDS, { extra: ADMIT });
+    socketio = await startServer('socketio', THRESHOLDS, { extra: ADMIT_NAMESPACE });
+    socketioHttp = await startServer('socketio', THRESHOLDS, { extra: ADMIT_HTTP });
     websocket = await startServer('websocket', THRESHOLDS, { extra: ADMIT });
     chrome = await startBrowser();
   });
@@ -27,6 +32,7 @@ describe('admission of a stampede', { timeout: 60_000 }, () => {
     for (const s of sockets) s.close();
     await chrome?.close();
     await socketio?.stop();
+    await socketioHttp?.stop();
     await websocket?.stop();
   });
 
@@ -47,6 +53,29 @@ describe('admission of a stampede', { timeout: 60_000 }, () => {
       assert.equal(o.refusal.code, 'busy');
       assert.ok(o.refusal.retry_after_ms > 0 && o.refusal.retry_after_ms <= 1000, JSON.stringify(o.refusal));
     }
+  });
+
+  it('Socket.IO before the Engine.IO session: five at once, two or three in, the rest a 503', async () => {
+    const tokens = await Promise.all([0, 1, 2, 3, 4].map((i) => login(socketioHttp.url, `h-${i}`)));
+    const outcomes = await Promise.all(tokens.map((token, i) => new Promise((resolve) => {
+      const socket = io(socketioHttp.url, {
+        auth: { protocol: 1, session: `hsess-${i}`, token },
+        transports: ['websocket'], forceNew: true, reconnection: false,
+      });
+      sockets.push(socket);
+      socket.on('connect', () => resolve({ ok: true }));
+      socket.on('connect_error', (e) => resolve({ ok: false, message: String(e.message) }));
+    })));
+    const admitted = outcomes.filter((o) => o.ok).length;
+    assert.ok(admitted >= 2 && admitted <= 3, `${admitted} admitted: ${JSON.stringify(outcomes)}`);
+    // And the refusal is HTTP's, before any Engine.IO session: a plain request shows it.
+    const answers = [];
+    for (let i = 0; i < 4; i += 1) {
+      const response = await fetch(`${socketioHttp.url}/socket.io/?EIO=4&transport=polling`);
+      answers.push([response.status, response.headers.get('retry-after')]);
+      await response.arrayBuffer();
+    }
+    assert.ok(answers.some(([s, r]) => s === 503 && r === '1'), JSON.stringify(answers));
   });
 
   it('WebSocket: an upgrade over the rate gets 503 with Retry-After', async () => {

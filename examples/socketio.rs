@@ -40,8 +40,11 @@ async fn main() {
         .build_layer();
     let signer = app.signer.clone();
     let mut options = SocketIoOptions::default();
-    if let Some((rate, burst)) = config.admission {
-        options = options.admission(Admission::new(rate, burst));
+    let admission = config
+        .admission
+        .map(|(rate, burst)| Admission::new(rate, burst));
+    if let Some(admission) = admission.clone().filter(|_| config.admit_at_namespace) {
+        options = options.admission(admission);
     }
     socketio::attach_with(
         &io,
@@ -59,6 +62,11 @@ async fn main() {
     .layer(layer)
     // Socket.IO keeps each socket's request; this keeps hyper's read buffer out of it.
     .layer(socketio::CompactRequestLayer::new());
+    // Over the rate, a new Engine.IO session gets a 503 before any work.
+    let router = match admission.filter(|_| !config.admit_at_namespace) {
+        Some(admission) => router.layer(socketio::AdmissionLayer::new(admission)),
+        None => router,
+    };
     println!("presence over Socket.IO: {}", config.describe());
     if let Err(e) = app.serve(router, &config).await {
         exit(&e, 1);

@@ -39,6 +39,10 @@ pub(crate) struct Config {
     pub(crate) all_users: bool,
     /// New connections let in per second, and at once: `None` for no limit.
     pub(crate) admission: Option<(u32, u32)>,
+    /// Where Socket.IO refuses a connection over the rate: before its Engine.IO session (`http`,
+    /// a 503) or at the namespace's connect (`namespace`, a `busy` refusal).
+    #[allow(dead_code)] // the websocket example has one place: before the upgrade
+    pub(crate) admit_at_namespace: bool,
 }
 
 /// The flags that take a value, with what they mean (printed by `--help`).
@@ -118,6 +122,11 @@ const FLAGS: &[(&str, &str)] = &[
     (
         "admit-burst",
         "new connections let in at once (default: a quarter of --admit-per-s)",
+    ),
+    (
+        "admit-at",
+        "socketio: http (a 503 before the Engine.IO session, the cheap place) or namespace (a \
+         `busy` refusal at the connect, with retry_after_ms) (default http)",
     ),
 ];
 
@@ -248,6 +257,11 @@ impl Config {
                     (None, Some(_)) => return Err("--admit-burst needs --admit-per-s".into()),
                     (None, None) => None,
                 }
+            },
+            admit_at_namespace: match get("admit-at").map(String::as_str) {
+                None | Some("http") => false,
+                Some("namespace") => true,
+                Some(v) => return Err(format!("--admit-at: {v:?} is neither http nor namespace")),
             },
         }
         .checked()

@@ -66,8 +66,10 @@
 //! update. A subscriber that falls behind the hub's backlog all the same gets a fresh state; a
 //! socket whose buffer is full (a client that stopped reading) is sent a state once it can.
 
+mod admit;
 mod compact;
 
+pub use admit::{AdmissionLayer, Admit};
 pub use compact::{CompactRequest, CompactRequestLayer};
 
 use std::borrow::Cow;
@@ -126,7 +128,8 @@ pub struct SocketIoOptions {
     pub max_watched_rooms: usize,
     /// How many new sockets the namespace lets in per second (default: no limit). Over it, a
     /// handshake is refused with `connect_error`, refusal `busy` with `retry_after_ms`, before
-    /// its hello is authenticated.
+    /// its hello is authenticated. [`AdmissionLayer`] refuses earlier and for less (before the
+    /// Engine.IO session and the upgrade), with a 503; use one or the other.
     pub admission: Option<Admission>,
 }
 
