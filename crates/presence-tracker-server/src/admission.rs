@@ -64,6 +64,23 @@ pub struct Busy {
     pub retry_after: Duration,
 }
 
+impl Busy {
+    /// The HTTP answer: `503 Service Unavailable`, `Retry-After` in whole seconds (rounded
+    /// up: the header has no finer unit), and an empty body.
+    #[cfg_attr(not(any(feature = "socketioxide", feature = "axum")), allow(dead_code))]
+    pub(crate) fn response<B: Default>(&self) -> http::Response<B> {
+        let seconds = self.retry_after.as_millis().div_ceil(1000).max(1);
+        let mut response = http::Response::new(B::default());
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        if let Ok(value) = http::HeaderValue::from_str(&seconds.to_string()) {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
 impl Admission {
     /// `per_second` new connections a second on average, and up to `burst` at once (the
     /// bucket starts full). Zero for either is taken as 1: an admission that never admits

@@ -754,10 +754,7 @@ async fn fan_out<U, S, C, M>(
                 let Some(delivery) = delivery else { return };
                 let mut missed = broadcast(&io, &path, &members, &delivery).await;
                 let occupancy = delivery.occupancy();
-                let same = counted.as_ref().is_some_and(|c| {
-                    (c.epoch, c.users, c.sessions) == (occupancy.epoch, occupancy.users, occupancy.sessions)
-                });
-                if !same {
+                if !counted.as_ref().is_some_and(|c| c.counts_as(&occupancy)) {
                     let message = ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy.clone());
                     counted = Some(occupancy);
                     missed |= broadcast(&io, &path, &watchers, &message).await;

@@ -621,6 +621,12 @@ pub struct RoomOccupancy<R> {
 }
 
 impl<R> RoomOccupancy<R> {
+    /// Whether `other` counts the same as this in the same epoch (whatever its version): then
+    /// a client holding this has nothing to learn from it.
+    pub fn counts_as(&self, other: &RoomOccupancy<R>) -> bool {
+        (self.epoch, self.users, self.sessions) == (other.epoch, other.users, other.sessions)
+    }
+
     /// The occupancy of `room` at `version` of `epoch`.
     pub fn new(room: R, epoch: u64, version: u64, occupancy: Occupancy) -> Self {
         RoomOccupancy {

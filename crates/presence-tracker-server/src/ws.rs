@@ -58,7 +58,7 @@ use crate::wire::{
     ClientMessage, Hello, Refusal, RoomOccupancy, RoomView, ServerMessage, PROTOCOL,
 };
 use crate::{
-    Admission, Authenticate, Busy, Delivery, Handshake, Hub, Identity, Interest, RefusalWatch,
+    Admission, Authenticate, Delivery, Handshake, Hub, Identity, Interest, RefusalWatch,
     RoomDelivery, RoomSubscription, Subscription,
 };
 
@@ -214,7 +214,7 @@ where
     A: Authenticate<U>,
 {
     if let Some(Err(busy)) = shared.options.admission.as_ref().map(Admission::try_admit) {
-        return busy_response(busy);
+        return busy.response();
     }
     let max = shared.options.max_message;
     ws.max_message_size(max)
@@ -230,20 +230,6 @@ where
             .run()
             .await;
         })
-}
-
-/// The answer to an upgrade over the admission's rate: 503, with `Retry-After` in whole
-/// seconds (rounded up, as the header has no finer unit).
-fn busy_response(busy: Busy) -> Response {
-    let seconds = busy.retry_after.as_millis().div_ceil(1000).max(1);
-    let mut response = Response::new(axum::body::Body::from("busy: come back later"));
-    *response.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-    if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, value);
-    }
-    response
 }
 
 /// A hello's link and refusals, with the users it is sent (`users` and `all_users` as the hello
@@ -313,11 +299,7 @@ async fn forward_room<U, S, C, M>(
         let message = match view {
             RoomView::Occupancy => {
                 let occupancy = delivery.occupancy();
-                let same = sent.as_ref().is_some_and(|s| {
-                    (s.epoch, s.users, s.sessions)
-                        == (occupancy.epoch, occupancy.users, occupancy.sessions)
-                });
-                if same {
+                if sent.as_ref().is_some_and(|s| s.counts_as(&occupancy)) {
                     continue; // a metadata change, or changes that cancel out
                 }
                 sent = Some(occupancy.clone());

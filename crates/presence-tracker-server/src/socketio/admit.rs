@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -82,15 +82,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if opens_a_session(request.uri().query()) {
             if let Err(busy) = self.admission.try_admit() {
-                let seconds = busy.retry_after.as_millis().div_ceil(1000).max(1);
-                let mut response = Response::new(RB::default());
-                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                    response
-                        .headers_mut()
-                        .insert(http::header::RETRY_AFTER, value);
-                }
-                return Box::pin(std::future::ready(Ok(response)));
+                return Box::pin(std::future::ready(Ok(busy.response())));
             }
         }
         Box::pin(self.inner.call(request))
@@ -118,6 +110,8 @@ mod tests {
     use super::*;
 
     use std::convert::Infallible;
+
+    use http::{HeaderValue, StatusCode};
 
     #[test]
     fn new_sessions_are_told_apart() {
