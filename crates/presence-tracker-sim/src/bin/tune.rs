@@ -32,7 +32,7 @@
 //! --threads N        simulation threads (default: all cores)
 //! --max-false-offline PCT   recommendation budget, % of present time (default 0.1)
 //! --max-flaps F             recommendation budget, flaps per user-hour (default 0.05)
-//! --out DIR          where the SVG plots go (default target/tune)
+//! --out DIR          where the SVG plots go (default $CARGO_TARGET_DIR/tune, else target/tune)
 //! --print-config     print the (first) scenario as JSON and exit
 //! ```
 
@@ -76,7 +76,7 @@ fn parse() -> Result<Options, String> {
         grid: None,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         budget: Budget::default(),
-        out: PathBuf::from("target/tune"),
+        out: default_out(std::env::var_os("CARGO_TARGET_DIR")),
         print_config: false,
         peers: false,
         dwell: None,
@@ -389,4 +389,28 @@ fn file_name(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Where the plots go without `--out`: `tune` under the target directory Cargo was told to use
+/// (`CARGO_TARGET_DIR`, as the user set it), else under `./target`.
+fn default_out(target_dir: Option<std::ffi::OsString>) -> PathBuf {
+    target_dir
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+        .join("tune")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plots_go_under_the_target_directory_cargo_uses() {
+        assert_eq!(default_out(None), PathBuf::from("target/tune"));
+        assert_eq!(
+            default_out(Some("/tmp/build".into())),
+            PathBuf::from("/tmp/build/tune")
+        );
+        assert_eq!(default_out(Some("".into())), PathBuf::from("target/tune"));
+    }
 }
