@@ -6,6 +6,7 @@ mod cluster;
 mod cluster_rooms;
 mod feed;
 mod interest;
+mod listing;
 mod refusal;
 mod room_feed;
 mod rooms;
@@ -65,6 +66,18 @@ pub struct HubConfig {
     /// The most users one connection may subscribe to (default 1,000); a subscription naming
     /// more is refused whole.
     pub max_interest: usize,
+    /// Above how many members a room is big (default 1,000): the integrations then send its
+    /// members only to connections that watch a [window](crate::wire::RoomView::Window) of it,
+    /// and its [occupancy](crate::wire::RoomOccupancy) to every other connection sent the room,
+    /// its members included. It stays big until it has three quarters of this or fewer.
+    ///
+    /// A room's state costs about 120 bytes per member on the wire plus its metadata, sent to
+    /// every connection that joins or watches the room, and each join or leave goes to every
+    /// one of them: listing a room of `n` members to all its members costs O(n²).
+    pub big_room: usize,
+    /// The most members a connection's [window](crate::wire::Window) of a room may hold
+    /// (default 100); a watch asking for more is refused (`limit`).
+    pub max_window: usize,
 }
 
 impl Default for HubConfig {
@@ -75,6 +88,8 @@ impl Default for HubConfig {
             offline_memory: Duration::from_secs(60),
             all_users_feed: false,
             max_interest: 1000,
+            big_room: 1000,
+            max_window: 100,
         }
     }
 }
@@ -106,6 +121,19 @@ impl HubConfig {
     /// With at most `max` users per connection's subscription.
     pub fn max_interest(mut self, max: usize) -> Self {
         self.max_interest = max;
+        self
+    }
+
+    /// With rooms big above `members` members (at least 1; see
+    /// [`big_room`](Self::big_room)).
+    pub fn big_room(mut self, members: usize) -> Self {
+        self.big_room = members.max(1);
+        self
+    }
+
+    /// With windows of at most `members` members (at least 1).
+    pub fn max_window(mut self, members: usize) -> Self {
+        self.max_window = members.max(1);
         self
     }
 }
@@ -299,6 +327,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
     ) -> Self {
         let (updates, _) = broadcast::channel(config.backlog.max(1));
         let memory = u64::try_from(config.offline_memory.as_millis()).unwrap_or(u64::MAX);
+        let big_room = config.big_room.max(1);
         Hub {
             inner: Arc::new(Inner {
                 tracker,
@@ -309,7 +338,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
                     online,
                     gone: HashMap::new(),
                     state: None,
-                    rooms: RoomsPublished::new(memory),
+                    rooms: RoomsPublished::new(memory, big_room),
                     #[cfg(feature = "redis")]
                     cluster_users: HashMap::new(),
                 }),

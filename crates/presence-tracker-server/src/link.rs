@@ -9,19 +9,31 @@ use std::collections::HashMap;
 
 use presence_tracker::{Activity, Clock, ConnectionId, Error, Id, Metadata};
 
-use crate::wire::{ClientMessage, JoinRoom, Refusal, RoomView, Subscribe};
+use crate::wire::{ClientMessage, JoinRoom, Refusal, RoomView, Subscribe, Window};
 use crate::{Authenticate, Hub, Identity, Interest, RoomAccess};
+
+/// How a connection is sent a room: a [`RoomView`], with its window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) enum Sent {
+    /// Its members (its occupancy while it is big).
+    #[default]
+    Members,
+    /// Its occupancy.
+    Occupancy,
+    /// A window of its members, and its occupancy.
+    Window(Window),
+}
 
 /// What a transport does about a room's messages after a client message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Fanout {
     /// Start sending the connection the room's state and updates.
     Open(String),
-    /// Stop.
-    Close(String),
-    /// Send the connection the room's state again (and in the view [`Link::view`] gives now:
-    /// the view may have changed).
-    Resync(String),
+    /// Stop (it was sent the room this way).
+    Close(String, Sent),
+    /// Send the connection the room's state again (it was sent the room this way; now in the
+    /// way [`Link::view`] gives: it may have changed).
+    Resync(String, Sent),
 }
 
 impl Fanout {
@@ -29,22 +41,17 @@ impl Fanout {
     #[cfg_attr(not(feature = "socketioxide"), allow(dead_code))]
     pub(crate) fn room(&self) -> &str {
         match self {
-            Fanout::Open(room) | Fanout::Close(room) | Fanout::Resync(room) => room,
+            Fanout::Open(room) | Fanout::Close(room, _) | Fanout::Resync(room, _) => room,
         }
     }
 }
 
-/// The fan-out that takes a room from being sent in view `before` to `after` (`None`: not
-/// sent).
-fn fanout_between(
-    room: String,
-    before: Option<RoomView>,
-    after: Option<RoomView>,
-) -> Option<Fanout> {
+/// The fan-out that takes a room from being sent `before` to `after` (`None`: not sent).
+fn fanout_between(room: String, before: Option<Sent>, after: Option<Sent>) -> Option<Fanout> {
     match (before, after) {
         (None, Some(_)) => Some(Fanout::Open(room)),
-        (Some(_), None) => Some(Fanout::Close(room)),
-        (Some(a), Some(b)) if a != b => Some(Fanout::Resync(room)),
+        (Some(was), None) => Some(Fanout::Close(room, was)),
+        (Some(a), Some(b)) if a != b => Some(Fanout::Resync(room, a)),
         _ => None,
     }
 }
@@ -96,8 +103,10 @@ pub(crate) struct Link<U, S, M> {
     /// connected again.
     member: HashMap<String, M>,
     /// The rooms it watches, each in the view it asked for.
-    watching: HashMap<String, RoomView>,
+    watching: HashMap<String, Sent>,
     max_watched: usize,
+    /// The most members of a window.
+    max_window: usize,
 }
 
 impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
@@ -106,6 +115,7 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         session: Option<(U, S)>,
         connection: ConnectionId,
         max_watched: usize,
+        max_window: usize,
     ) -> Self {
         Link {
             identity,
@@ -114,6 +124,7 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
             member: HashMap::new(),
             watching: HashMap::new(),
             max_watched,
+            max_window,
         }
     }
 
@@ -139,17 +150,13 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         rooms
     }
 
-    fn has(&self, room: &str) -> bool {
-        self.view(room).is_some()
-    }
-
-    /// How the connection is sent `room`: its members if its session is in the room (whatever
-    /// it watches), else the view it watches it in; `None` if it is not sent the room.
-    pub(crate) fn view(&self, room: &str) -> Option<RoomView> {
-        if self.member.contains_key(room) {
-            return Some(RoomView::Members);
+    /// How the connection is sent `room`: in the view it watches it in, else its members if
+    /// its session is in the room; `None` if it is not sent the room.
+    pub(crate) fn view(&self, room: &str) -> Option<Sent> {
+        match self.watching.get(room) {
+            Some(sent) => Some(*sent),
+            None => self.member.contains_key(room).then_some(Sent::Members),
         }
-        self.watching.get(room).copied()
     }
 
     /// The rooms of the hello: the session ends up in exactly those it may join (or, with no
@@ -289,7 +296,31 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         A: Authenticate<U>,
     {
         match message {
-            ClientMessage::Watch { room, view } => self.watch(hub, auth, room, view),
+            ClientMessage::Watch {
+                room,
+                view,
+                limit,
+                after,
+            } => {
+                let sent = match view {
+                    RoomView::Occupancy => Sent::Occupancy,
+                    RoomView::Window => {
+                        let limit = limit.unwrap_or(self.max_window);
+                        if limit == 0 || limit > self.max_window {
+                            return Outcome::refused(
+                                Refusal::new(
+                                    "limit",
+                                    format!("a window holds 1 to {} members", self.max_window),
+                                )
+                                .in_room(room),
+                            );
+                        }
+                        Sent::Window(Window { limit, after })
+                    }
+                    _ => Sent::Members,
+                };
+                self.watch(hub, auth, room, sent)
+            }
             ClientMessage::Unwatch { room } => {
                 let before = self.view(&room);
                 if self.watching.remove(&room).is_none() {
@@ -302,8 +333,8 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                 fanout_between(room, before, after).map_or_else(Outcome::default, Outcome::fanout)
             }
             ClientMessage::RoomResync { room } => {
-                if self.has(&room) {
-                    Outcome::fanout(Fanout::Resync(room))
+                if let Some(sent) = self.view(&room) {
+                    Outcome::fanout(Fanout::Resync(room, sent))
                 } else {
                     Outcome::refused(
                         Refusal::new("not_in_room", "this connection is not sent that room")
@@ -425,10 +456,12 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                     outcome
                         .refusals
                         .push(Refusal::from_error(&e).in_room(room.clone()));
+                    // It was sent the room as a member, or as it watches it.
+                    let before = self.watching.get(&room).copied().unwrap_or(Sent::Members);
                     let after = self.view(&room);
                     outcome
                         .fanout
-                        .extend(fanout_between(room, Some(RoomView::Members), after));
+                        .extend(fanout_between(room, Some(before), after));
                 }
             }
         }
@@ -440,7 +473,7 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         hub: &Hub<U, S, C, String, M>,
         auth: &A,
         room: String,
-        view: RoomView,
+        view: Sent,
     ) -> Outcome<U>
     where
         C: Clock,

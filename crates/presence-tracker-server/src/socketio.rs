@@ -92,9 +92,11 @@ use socketioxide::{BroadcastError, SendError, SocketError, SocketIo};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::link::{Fanout, Link, Outcome};
+use bytes::Bytes;
+
+use crate::link::{Fanout, Link, Outcome, Sent};
 use crate::wire::{
-    ClientMessage, Hello, Refusal, RoomOccupancy, RoomView, ServerMessage, PROTOCOL,
+    ClientMessage, Hello, Refusal, RoomOccupancy, RoomWindow, ServerMessage, Window, PROTOCOL,
 };
 use crate::{
     Admission, Authenticate, Handshake, Hub, Identity, Interest, RefusalWatch, RoomDelivery,
@@ -333,7 +335,13 @@ where
         // A user without a session id, or a watcher: it only watches.
         _ => None,
     };
-    let mut link = Link::new(identity, session, connection, options.max_watched_rooms);
+    let mut link = Link::new(
+        identity,
+        session,
+        connection,
+        options.max_watched_rooms,
+        hub.config().max_window,
+    );
     let mut refusals = link.hello_rooms(hub, auth, hello.rooms);
     let (interest, refused) = link.hello_interest(hub, auth, hello.users, hello.all_users);
     refusals.extend(refused);
@@ -434,7 +442,15 @@ fn serve<U, S, C, M, A>(
         socket.on_disconnect(move |socket: SocketRef, reason: DisconnectReason| {
             conn.closed.notify_one();
             let link = conn.link.lock();
-            rooms.closed(socket.id, link.rooms());
+            let sent = link
+                .rooms()
+                .into_iter()
+                .map(|room| {
+                    let sent = link.view(&room).unwrap_or_default();
+                    (room, sent)
+                })
+                .collect();
+            rooms.closed(socket.id, sent);
             if let Some((_, session)) = link.session() {
                 // Only a Socket.IO disconnect says goodbye; a transport that closed without one
                 // (a network change, a killed tab) may come back: the long grace.
@@ -479,7 +495,7 @@ fn serve<U, S, C, M, A>(
         Arc::clone(options),
     ));
     // The users' state goes first (the forwarder's first delivery), then the rooms'.
-    let opened: Vec<(String, RoomView)> = {
+    let opened: Vec<(String, Sent)> = {
         let link = conn.link.lock();
         link.rooms()
             .into_iter()
@@ -591,11 +607,15 @@ fn activity_of(payload: &Value) -> Option<Activity> {
     Activity::from_str(text).ok()
 }
 
-/// The socketioxide room of a presence room's sockets sent it in `view`.
-fn key(room: &str, view: RoomView) -> String {
-    match view {
-        RoomView::Occupancy => format!("presence-occupancy:{room}"),
-        _ => format!("presence-room:{room}"),
+/// The socketioxide room of a presence room's sockets sent it as `sent`.
+fn key(room: &str, sent: Sent) -> String {
+    match sent {
+        Sent::Members => format!("presence-room:{room}"),
+        Sent::Occupancy => format!("presence-occupancy:{room}"),
+        Sent::Window(Window { limit, after }) => match after {
+            Some(after) => format!("presence-window:{limit}:{after}:{room}"),
+            None => format!("presence-window:{limit}:-:{room}"),
+        },
     }
 }
 
@@ -608,12 +628,40 @@ struct RoomFanout<U, S, C, M> {
     tasks: Mutex<HashMap<String, RoomTask>>,
 }
 
-/// A room's task, and how many of the namespace's sockets are in its socketioxide room.
+/// A room's task, and how many of the namespace's sockets are in its socketioxide rooms.
 struct RoomTask {
     sockets: usize,
-    /// Sockets to send the room's state (or occupancy) to: new in the room, or asking again.
-    send_state: mpsc::UnboundedSender<(Sid, RoomView)>,
+    /// The windows of the room sockets here are sent, with how many sockets each.
+    windows: Windows,
+    /// Sockets to send the room's state (or occupancy, or window) to: new in the room, or
+    /// asking again.
+    send_state: mpsc::UnboundedSender<(Sid, Sent)>,
     task: JoinHandle<()>,
+}
+
+/// The windows of a room in use on a namespace, with how many sockets each.
+type Windows = Arc<Mutex<HashMap<Window, usize>>>;
+
+impl RoomTask {
+    /// A socket is sent the room as `sent` from now on.
+    fn count(&self, sent: Sent) {
+        if let Sent::Window(window) = sent {
+            *self.windows.lock().entry(window).or_insert(0) += 1;
+        }
+    }
+
+    /// A socket is no longer sent the room as `sent`.
+    fn uncount(&self, sent: Sent) {
+        if let Sent::Window(window) = sent {
+            let mut windows = self.windows.lock();
+            if let Some(n) = windows.get_mut(&window) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    windows.remove(&window);
+                }
+            }
+        }
+    }
 }
 
 impl<U, S, C, M> RoomFanout<U, S, C, M>
@@ -623,8 +671,8 @@ where
     C: Clock + 'static,
     M: Metadata + Serialize,
 {
-    /// Changes what `socket` is sent of a room; `view` is how it is sent the room after.
-    fn apply(&self, socket: &SocketRef, fanout: Fanout, view: RoomView) {
+    /// Changes what `socket` is sent of a room; `sent` is how it is sent the room after.
+    fn apply(&self, socket: &SocketRef, fanout: Fanout, sent: Sent) {
         let mut tasks = self.tasks.lock();
         match fanout {
             Fanout::Open(room) => {
@@ -632,35 +680,42 @@ where
                     .entry(room.clone())
                     .or_insert_with(|| self.spawn(room.clone()));
                 task.sockets += 1;
-                socket.join(key(&room, view));
+                task.count(sent);
+                socket.join(key(&room, sent));
                 // The task sends the state: after every broadcast it made before, so nothing
                 // reaches the socket out of order.
-                let _ = task.send_state.send((socket.id, view));
+                let _ = task.send_state.send((socket.id, sent));
             }
-            Fanout::Close(room) => {
-                socket.leave(key(&room, RoomView::Members));
-                socket.leave(key(&room, RoomView::Occupancy));
+            Fanout::Close(room, was) => {
+                socket.leave(key(&room, was));
+                if let Some(task) = tasks.get(&room) {
+                    task.uncount(was);
+                }
                 Self::release(&mut tasks, &room);
             }
-            Fanout::Resync(room) => {
+            Fanout::Resync(room, was) => {
                 if let Some(task) = tasks.get(&room) {
                     // The view may have changed: the socket is in its socketioxide room only.
-                    for other in [RoomView::Members, RoomView::Occupancy] {
-                        if other != view {
-                            socket.leave(key(&room, other));
-                        }
+                    if was != sent {
+                        socket.leave(key(&room, was));
+                        task.uncount(was);
+                        task.count(sent);
                     }
-                    socket.join(key(&room, view));
-                    let _ = task.send_state.send((socket.id, view));
+                    socket.join(key(&room, sent));
+                    let _ = task.send_state.send((socket.id, sent));
                 }
             }
         }
     }
 
-    /// A socket that was in `rooms` disconnected (socketioxide took it out of them).
-    fn closed(&self, _socket: Sid, rooms: Vec<String>) {
+    /// A socket that was sent `rooms` (each as it was sent) disconnected (socketioxide took it
+    /// out of its socketioxide rooms).
+    fn closed(&self, _socket: Sid, rooms: Vec<(String, Sent)>) {
         let mut tasks = self.tasks.lock();
-        for room in rooms {
+        for (room, sent) in rooms {
+            if let Some(task) = tasks.get(&room) {
+                task.uncount(sent);
+            }
             Self::release(&mut tasks, &room);
         }
     }
@@ -678,16 +733,18 @@ where
     fn spawn(&self, room: String) -> RoomTask {
         let (send_state, states) = mpsc::unbounded_channel();
         let feed = self.hub.rooms().subscribe_updates(room.clone());
+        let windows = Windows::default();
         let task = tokio::spawn(fan_out(
             self.io.clone(),
             self.path.clone(),
             self.hub.clone(),
-            feed,
+            (feed, Arc::clone(&windows)),
             (send_state.clone(), states),
             Arc::clone(&self.options),
         ));
         RoomTask {
             sockets: 0,
+            windows,
             send_state,
             task,
         }
@@ -696,18 +753,19 @@ where
 
 /// Both ends of a room task's channel of sockets to send the room to, each in its view.
 type StateRequests = (
-    mpsc::UnboundedSender<(Sid, RoomView)>,
-    mpsc::UnboundedReceiver<(Sid, RoomView)>,
+    mpsc::UnboundedSender<(Sid, Sent)>,
+    mpsc::UnboundedReceiver<(Sid, Sent)>,
 );
 
-/// One room's task: broadcasts the room's deliveries to its socketioxide room of members, its
-/// occupancy (when it changed) to its room of occupancy watchers, and sends its state (or
-/// occupancy) to the sockets that ask.
+/// One room's task: broadcasts the room's deliveries to its socketioxide room of members (its
+/// occupancy while the room is big), its occupancy (when it changed) to its rooms of occupancy
+/// and window watchers, each window in use (when it changed) to its watchers, and sends its
+/// state (or occupancy, or window) to the sockets that ask.
 async fn fan_out<U, S, C, M>(
     io: SocketIo,
     path: Cow<'static, str>,
     hub: Hub<U, S, C, String, M>,
-    mut feed: RoomSubscription<U, S, C, String, M>,
+    (mut feed, windows): (RoomSubscription<U, S, C, String, M>, Windows),
     (retry, mut states): StateRequests,
     options: Arc<SocketIoOptions>,
 ) where
@@ -717,53 +775,154 @@ async fn fan_out<U, S, C, M>(
     M: Metadata + Serialize,
 {
     let room = feed.room().clone();
-    let members = key(&room, RoomView::Members);
-    let watchers = key(&room, RoomView::Occupancy);
-    // The occupancy last broadcast: one that counts the same is not sent again.
-    let mut counted: Option<RoomOccupancy<String>> = None;
+    let mut fan = Fan {
+        members: key(&room, Sent::Members),
+        watchers: key(&room, Sent::Occupancy),
+        io: &io,
+        path: &path,
+        hub: &hub,
+        room: &room,
+        windows: &windows,
+        counted: None,
+        counted_for_members: false,
+        listed: false,
+        shown: HashMap::new(),
+    };
     // A broadcast some socket could not take: the whole room gets a state at this time.
     let mut state_for_all: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            Some((sid, view)) = states.recv() => {
+            Some((sid, sent)) = states.recv() => {
                 let Some(socket) = io.of(&path).and_then(|ns| ns.get_socket(sid)) else { continue };
                 let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
-                let sent = match view {
-                    RoomView::Occupancy => socket.emit("presence", &occupancy_message::<U, S, M>(&state)),
-                    _ => socket.emit("presence", &state),
-                };
-                if let Err(SendError::Socket(SocketError::InternalChannelFull)) = sent {
+                let mut sends = Vec::with_capacity(2);
+                match sent {
+                    Sent::Members if !state.big() => sends.push(socket.emit("presence", &state)),
+                    Sent::Members | Sent::Occupancy => {
+                        sends.push(socket.emit("presence", &occupancy_message::<U, S, M>(&state)));
+                    }
+                    Sent::Window(window) => {
+                        sends.push(socket.emit("presence", &occupancy_message::<U, S, M>(&state)));
+                        let now = hub.rooms().window(room.as_str(), window);
+                        sends.push(match now.to_json().as_deref().map(raw_json) {
+                            Ok(Ok(raw)) => socket.emit("presence", raw),
+                            _ => Ok(()),
+                        });
+                    }
+                }
+                if sends.iter().any(|s| matches!(s, Err(SendError::Socket(SocketError::InternalChannelFull)))) {
                     let (retry, wait) = (retry.clone(), options.full_buffer_retry);
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
-                        let _ = retry.send((sid, view));
+                        let _ = retry.send((sid, sent));
                     });
                 }
             }
             () = sleep_until(state_for_all), if state_for_all.is_some() => {
                 state_for_all = None;
                 let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
-                let mut missed = broadcast(&io, &path, &members, &state).await;
-                counted = Some(state.occupancy());
-                missed |= broadcast(&io, &path, &watchers, &occupancy_message::<U, S, M>(&state)).await;
-                if missed {
+                fan.forget();
+                if fan.send(state).await {
                     state_for_all = Some(tokio::time::Instant::now() + options.full_buffer_retry);
                 }
             }
             delivery = feed.recv_gathered(options.linger) => {
                 let Some(delivery) = delivery else { return };
-                let mut missed = broadcast(&io, &path, &members, &delivery).await;
-                let occupancy = delivery.occupancy();
-                if !counted.as_ref().is_some_and(|c| c.counts_as(&occupancy)) {
-                    let message = ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy.clone());
-                    counted = Some(occupancy);
-                    missed |= broadcast(&io, &path, &watchers, &message).await;
-                }
-                if missed && state_for_all.is_none() {
+                if fan.send(delivery).await && state_for_all.is_none() {
                     state_for_all = Some(tokio::time::Instant::now() + options.full_buffer_retry);
                 }
             }
         }
+    }
+}
+
+/// What a room's task sent its socketioxide rooms last, and where it sends.
+struct Fan<'a, U, S, C, M> {
+    io: &'a SocketIo,
+    path: &'a str,
+    hub: &'a Hub<U, S, C, String, M>,
+    room: &'a String,
+    windows: &'a Windows,
+    /// The socketioxide rooms of members and of occupancy watchers.
+    members: String,
+    watchers: String,
+    /// The occupancy last broadcast: one that counts the same is not sent again.
+    counted: Option<RoomOccupancy<String>>,
+    /// Whether the members' socketioxide room was sent that occupancy (the room is big).
+    counted_for_members: bool,
+    /// Whether the members' socketioxide room holds the members (it is not big).
+    listed: bool,
+    /// The window last broadcast to each window's socketioxide room.
+    shown: HashMap<Window, Arc<RoomWindow<U, S, String, M>>>,
+}
+
+impl<U, S, C, M> Fan<'_, U, S, C, M>
+where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    /// Everything goes whole with the next delivery.
+    fn forget(&mut self) {
+        self.counted = None;
+        self.shown.clear();
+    }
+
+    /// Broadcasts what a delivery changes; whether some socket's buffer was full (it missed it).
+    async fn send(&mut self, delivery: RoomDelivery<U, S, String, M>) -> bool {
+        let (io, path) = (self.io, self.path);
+        let mut missed = false;
+        let occupancy = delivery.occupancy();
+        let recount = !self
+            .counted
+            .as_ref()
+            .is_some_and(|c| c.counts_as(&occupancy));
+        if recount {
+            self.counted = Some(occupancy.clone());
+        }
+        let message = ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy);
+        if delivery.big() {
+            if recount || !self.counted_for_members {
+                missed |= broadcast(io, path, &self.members, &message).await;
+            }
+            self.counted_for_members = true;
+            self.listed = false;
+        } else {
+            let whole = if self.listed || matches!(delivery, RoomDelivery::State(_)) {
+                delivery
+            } else {
+                // The room was big and is not any more: the members, whole.
+                RoomDelivery::State(self.hub.rooms().state(self.room.as_str()))
+            };
+            missed |= broadcast_json(io, path, &self.members, whole.to_json()).await;
+            self.counted_for_members = false;
+            self.listed = true;
+        }
+        if recount {
+            missed |= broadcast(io, path, &self.watchers, &message).await;
+        }
+        let windows: Vec<(Window, usize)> =
+            self.windows.lock().iter().map(|(w, n)| (*w, *n)).collect();
+        self.shown
+            .retain(|w, _| windows.iter().any(|(x, _)| x == w));
+        for (window, _) in windows {
+            let sent = Sent::Window(window);
+            if recount {
+                missed |= broadcast(io, path, &key(self.room, sent), &message).await;
+            }
+            let now = self.hub.rooms().window(self.room.as_str(), window);
+            if self
+                .shown
+                .get(&window)
+                .is_some_and(|s| Arc::ptr_eq(s, &now))
+            {
+                continue;
+            }
+            missed |= broadcast_json(io, path, &key(self.room, sent), now.to_json()).await;
+            self.shown.insert(window, now);
+        }
+        missed
     }
 }
 
@@ -776,12 +935,32 @@ fn occupancy_message<U, S, M>(
 
 /// Sends `message` to the sockets of the socketioxide room `key`; whether some socket's buffer
 /// was full (it missed it).
-async fn broadcast<T: Serialize>(io: &SocketIo, path: &str, key: &str, message: &T) -> bool {
+async fn broadcast<T: Serialize + ?Sized>(
+    io: &SocketIo,
+    path: &str,
+    key: &str,
+    message: &T,
+) -> bool {
     let Some(ns) = io.of(path) else { return false };
     matches!(
         ns.to(key.to_string()).emit("presence", message).await,
         Err(BroadcastError::Socket(_))
     )
+}
+
+/// Sends our own JSON to the sockets of the socketioxide room `key`, as it is (made once);
+/// whether some socket's buffer was full.
+async fn broadcast_json(
+    io: &SocketIo,
+    path: &str,
+    key: &str,
+    json: Result<Bytes, serde_json::Error>,
+) -> bool {
+    let Ok(json) = json else { return false };
+    let Ok(raw) = raw_json(&json) else {
+        return false;
+    };
+    broadcast(io, path, key, raw).await
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

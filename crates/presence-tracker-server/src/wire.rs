@@ -393,6 +393,12 @@ pub struct RoomState<U, S, R, M> {
     pub version: u64,
     /// Every member, in no particular order.
     pub members: Vec<Member<U, S, M>>,
+    /// Whether the room is big (more members than the hub's
+    /// [`big_room`](crate::HubConfig::big_room)): then the integrations list it only to
+    /// connections that ask for a [`RoomView::Window`], and count it to the others. Not on the
+    /// wire.
+    #[serde(skip)]
+    pub big: bool,
     /// Its `room_state` message's JSON, made once and shared.
     #[serde(skip)]
     pub(crate) encoded: Encoded<Bytes>,
@@ -405,6 +411,7 @@ impl<U: Clone, S: Clone, R: Clone, M> Clone for RoomState<U, S, R, M> {
             epoch: self.epoch,
             version: self.version,
             members: self.members.clone(),
+            big: self.big,
             encoded: self.encoded.clone(),
         }
     }
@@ -457,6 +464,9 @@ pub struct RoomUpdate<U, S, R, M> {
     /// The room's occupancy after the change (not on the wire: [`RoomUpdates`] carry members).
     #[serde(skip)]
     pub occupancy: Occupancy,
+    /// Whether the room is big after the change (see [`RoomState::big`]). Not on the wire.
+    #[serde(skip)]
+    pub big: bool,
     /// `member`'s JSON, made once and shared by every batch that carries it.
     #[serde(skip)]
     pub(crate) encoded: Encoded<Bytes>,
@@ -516,6 +526,180 @@ pub enum RoomView {
     Members,
     /// The counts only: [`RoomOccupancy`], at most one per gathering window.
     Occupancy,
+    /// A window of the members, the first `limit` in [`RoomWindow`]'s order after a key
+    /// (`limit` and `after` in [`ClientMessage::Watch`]), whole each time it changes, with the
+    /// room's [`RoomOccupancy`]: how a big room is listed.
+    Window,
+}
+
+/// Which members of a room a connection that watches a [`RoomView::Window`] is sent: the
+/// first `limit` whose key is above `after` (from the first member with no `after`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Window {
+    /// How many members at most (at least 1; the server bounds it, 100 by default).
+    pub limit: usize,
+    /// The key of the member the window starts after (the last `key` of the window before,
+    /// to page on); `None` from the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+}
+
+impl Window {
+    /// The first `limit` members.
+    pub fn first(limit: usize) -> Self {
+        Window { limit, after: None }
+    }
+
+    /// The first `limit` members after the one of key `after`.
+    pub fn after(limit: usize, after: u64) -> Self {
+        Window {
+            limit,
+            after: Some(after),
+        }
+    }
+}
+
+/// A member of a [`RoomWindow`], with its key (its place in the room's order).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "U: Deserialize<'de>, S: Deserialize<'de>, M: Deserialize<'de>"))]
+#[non_exhaustive]
+pub struct WindowMember<U, S, M> {
+    /// Its place in the room's order: the members of a window come by increasing key.
+    pub key: u64,
+    /// The user.
+    pub user: U,
+    /// Its presence in the room.
+    pub presence: Presence,
+    /// Its sessions in the room with their metadata.
+    pub sessions: Vec<MemberSession<S, M>>,
+}
+
+impl<U: Clone, S: Clone, M> Clone for WindowMember<U, S, M> {
+    fn clone(&self) -> Self {
+        WindowMember {
+            key: self.key,
+            user: self.user.clone(),
+            presence: self.presence,
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+/// Some of a room's members, in the room's order, as of `version` of its `epoch`: what a
+/// connection that watches the room's [`RoomView::Window`] is sent, whole, at most once per
+/// gathering window and only when the members in it changed (its [`RoomOccupancy`] comes as
+/// its own message).
+///
+/// The order is by presence (active first, then idle, away, stale), then by how long a member
+/// has had that presence (longest first): a member that joins, or whose presence changes, goes
+/// to the end of its presence's members, so a window of a busy room moves only when its own
+/// members change. Each member carries its `key` in that order, below 2^53; the next window
+/// starts `after` the last key of this one.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    deserialize = "U: Deserialize<'de>, S: Deserialize<'de>, R: Deserialize<'de>, M: Deserialize<'de>"
+))]
+#[non_exhaustive]
+pub struct RoomWindow<U, S, R, M> {
+    /// The room.
+    pub room: R,
+    /// The room's epoch (`0` for a room nobody is in).
+    pub epoch: u64,
+    /// The room's version this window shows.
+    pub version: u64,
+    /// The key the window starts after, as asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// How many members it holds at most, as asked.
+    pub limit: usize,
+    /// The members, by increasing key.
+    pub members: Vec<WindowMember<U, S, M>>,
+    /// Whether the room has members after these.
+    pub more: bool,
+    /// Its `room_window` message's JSON, made once and shared.
+    #[serde(skip)]
+    pub(crate) encoded: Encoded<Bytes>,
+}
+
+impl<U: Clone, S: Clone, R: Clone, M> Clone for RoomWindow<U, S, R, M> {
+    fn clone(&self) -> Self {
+        RoomWindow {
+            room: self.room.clone(),
+            epoch: self.epoch,
+            version: self.version,
+            after: self.after,
+            limit: self.limit,
+            members: self.members.clone(),
+            more: self.more,
+            encoded: self.encoded.clone(),
+        }
+    }
+}
+
+impl<U, S, R, M> RoomWindow<U, S, R, M> {
+    /// The window `window` of `room` at `version` of `epoch`.
+    pub fn new(
+        room: R,
+        epoch: u64,
+        version: u64,
+        window: Window,
+        members: Vec<WindowMember<U, S, M>>,
+        more: bool,
+    ) -> Self {
+        RoomWindow {
+            room,
+            epoch,
+            version,
+            after: window.after,
+            limit: window.limit,
+            members,
+            more,
+            encoded: Encoded::default(),
+        }
+    }
+
+    /// Whether a member of key `key` is (or would be) among these: after `after`, and not past
+    /// the last member when more come after it.
+    pub(crate) fn covers(&self, key: u64) -> bool {
+        self.after.is_none_or(|after| key > after)
+            && (!self.more || self.members.last().is_some_and(|last| key <= last.key))
+    }
+}
+
+impl<U: Serialize, S: Serialize, R: Serialize, M: Serialize> RoomWindow<U, S, R, M> {
+    /// Its `room_window` message as JSON, made once and shared by every connection sent it.
+    ///
+    /// # Errors
+    ///
+    /// The serialisation of an id or of metadata failed.
+    pub fn to_json(&self) -> Result<Bytes, serde_json::Error> {
+        /// The window with its message's `type`.
+        struct Tagged<'a, U, S, R, M>(&'a RoomWindow<U, S, R, M>);
+        impl<U: Serialize, S: Serialize, R: Serialize, M: Serialize> Serialize for Tagged<'_, U, S, R, M> {
+            fn serialize<Ser: serde::Serializer>(
+                &self,
+                serializer: Ser,
+            ) -> Result<Ser::Ok, Ser::Error> {
+                use serde::ser::SerializeStruct;
+                let w = self.0;
+                let mut m = serializer.serialize_struct("RoomWindow", 8)?;
+                m.serialize_field("type", "room_window")?;
+                m.serialize_field("room", &w.room)?;
+                m.serialize_field("epoch", &w.epoch)?;
+                m.serialize_field("version", &w.version)?;
+                if let Some(after) = w.after {
+                    m.serialize_field("after", &after)?;
+                }
+                m.serialize_field("limit", &w.limit)?;
+                m.serialize_field("members", &w.members)?;
+                m.serialize_field("more", &w.more)?;
+                m.end()
+            }
+        }
+        self.encoded
+            .get_or_try_init(|| serde_json::to_vec(&Tagged(self)).map(Bytes::from))
+    }
 }
 
 /// Counts by presence (`offline` is never counted: who left is not in the room).
@@ -712,7 +896,7 @@ impl Refusal {
 }
 
 /// What the server sends, tagged by `type` (`state`, `updates`, `room_state`,
-/// `room_updates`, `room_occupancy`, `refused`).
+/// `room_updates`, `room_occupancy`, `room_window`, `refused`).
 ///
 /// `S`, `R` and `M` (sessions, rooms, metadata) appear in the room messages only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -729,6 +913,8 @@ pub enum ServerMessage<U, S = String, R = String, M = ()> {
     RoomUpdates(RoomUpdates<U, S, R, M>),
     /// How many a room holds, for a connection that watches its occupancy.
     RoomOccupancy(RoomOccupancy<R>),
+    /// Some of a room's members, for a connection that watches a window of it.
+    RoomWindow(RoomWindow<U, S, R, M>),
     /// Something the client sent was refused.
     Refused(Refusal),
 }
@@ -789,10 +975,18 @@ pub enum ClientMessage<S, R = String, M = (), U = String> {
     Watch {
         /// The room.
         room: R,
-        /// Its members (the default) or its occupancy only; watching a watched room with
-        /// another view switches to it (and sends it whole).
+        /// Its members (the default), its occupancy only, or a window of its members;
+        /// watching a watched room with another view (or window) switches to it and sends it
+        /// whole. A member of the room is sent it in the view it watches it in, its members
+        /// if it does not watch it.
         #[serde(default)]
         view: RoomView,
+        /// With `"view":"window"`: how many members (at most the server's bound).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+        /// With `"view":"window"`: the key of the member the window starts after.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
     /// Stop watching `room` (a room the session is in keeps coming).
     Unwatch {

@@ -53,9 +53,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::link::{Fanout, Link};
+use bytes::Bytes;
+
+use crate::link::{Fanout, Link, Sent};
 use crate::wire::{
-    ClientMessage, Hello, Refusal, RoomOccupancy, RoomView, ServerMessage, PROTOCOL,
+    ClientMessage, Hello, Refusal, RoomOccupancy, RoomWindow, ServerMessage, PROTOCOL,
 };
 use crate::{
     Admission, Authenticate, Delivery, Handshake, Hub, Identity, Interest, RefusalWatch,
@@ -263,29 +265,37 @@ enum End {
     Refused,
 }
 
-/// A room message on its way to the connection: the room's members, or its occupancy.
+/// A room message on its way to the connection: the room's members, its occupancy, or a
+/// window of its members.
 enum RoomMessage<U, S, M> {
     Members(RoomDelivery<U, S, String, M>),
     Occupancy(RoomOccupancy<String>),
+    Window(Arc<RoomWindow<U, S, String, M>>),
 }
 
-impl<U: Serialize, S: Serialize, M: Serialize> Serialize for RoomMessage<U, S, M> {
-    fn serialize<Ser: serde::Serializer>(&self, serializer: Ser) -> Result<Ser::Ok, Ser::Error> {
+impl<U: Serialize, S: Serialize, M: Serialize> RoomMessage<U, S, M> {
+    /// The message's JSON: a delivery's or a window's made once for every connection sent it,
+    /// an occupancy's its own.
+    fn to_json(&self) -> Result<Bytes, serde_json::Error> {
         match self {
-            RoomMessage::Members(delivery) => delivery.serialize(serializer),
+            RoomMessage::Members(delivery) => delivery.to_json(),
+            RoomMessage::Window(window) => window.to_json(),
             RoomMessage::Occupancy(occupancy) => {
-                ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy.clone())
-                    .serialize(serializer)
+                let message = ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy.clone());
+                serde_json::to_vec(&message).map(Bytes::from)
             }
         }
     }
 }
 
-/// Forwards a room subscription's deliveries to a connection's queue, in `view`: its members
-/// as they come, or its occupancy after each gathering window in which the counts changed.
+/// Forwards a room subscription's deliveries to a connection's queue, as it is `sent` the
+/// room: its members as they come (its occupancy while the room is big), its occupancy after
+/// each gathering window in which the counts changed, or a window of its members whenever the
+/// members in it changed (with the occupancy).
 async fn forward_room<U, S, C, M>(
     mut feed: RoomSubscription<U, S, C, String, M>,
-    view: RoomView,
+    sent: Sent,
+    hub: Hub<U, S, C, String, M>,
     linger: Duration,
     tx: mpsc::Sender<RoomMessage<U, S, M>>,
 ) where
@@ -294,21 +304,41 @@ async fn forward_room<U, S, C, M>(
     C: Clock,
     M: Metadata,
 {
-    let mut sent: Option<RoomOccupancy<String>> = None;
+    let mut counted: Option<RoomOccupancy<String>> = None;
+    // Members view: whether the connection holds the room's members (it was sent a state and
+    // not counts since).
+    let mut listed = false;
+    let mut shown: Option<Arc<RoomWindow<U, S, String, M>>> = None;
     while let Some(delivery) = feed.recv_gathered(linger).await {
-        let message = match view {
-            RoomView::Occupancy => {
-                let occupancy = delivery.occupancy();
-                if sent.as_ref().is_some_and(|s| s.counts_as(&occupancy)) {
-                    continue; // a metadata change, or changes that cancel out
-                }
-                sent = Some(occupancy.clone());
-                RoomMessage::Occupancy(occupancy)
+        let mut out = Vec::with_capacity(2);
+        if sent == Sent::Members && !delivery.big() {
+            counted = None;
+            if listed || matches!(delivery, RoomDelivery::State(_)) {
+                out.push(RoomMessage::Members(delivery));
+            } else {
+                // The room was big and is not any more: the members, whole.
+                out.push(RoomMessage::Members(RoomDelivery::State(feed.resync())));
             }
-            _ => RoomMessage::Members(delivery),
-        };
-        if tx.send(message).await.is_err() {
-            return;
+            listed = true;
+        } else {
+            listed = false;
+            let occupancy = delivery.occupancy();
+            if !counted.as_ref().is_some_and(|c| c.counts_as(&occupancy)) {
+                counted = Some(occupancy.clone());
+                out.push(RoomMessage::Occupancy(occupancy));
+            }
+            if let Sent::Window(window) = sent {
+                let now = hub.rooms().window(feed.room().as_str(), window);
+                if !shown.as_ref().is_some_and(|s| Arc::ptr_eq(s, &now)) {
+                    shown = Some(Arc::clone(&now));
+                    out.push(RoomMessage::Window(now));
+                }
+            }
+        }
+        for message in out {
+            if tx.send(message).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -487,6 +517,7 @@ where
                 .authenticate(&Handshake::new(&headers, &uri, hello.token.as_deref()));
         drop((headers, uri));
         let max_watched = shared.options.max_watched_rooms;
+        let max_window = shared.hub.config().max_window;
         let users = (hello.users, hello.all_users);
         let refused = match identity {
             Err(refusal) => refusal,
@@ -500,8 +531,13 @@ where
                     ) {
                         Ok(()) => {
                             let identity = Identity::User(user.clone());
-                            let mut link =
-                                Link::new(identity, Some((user, session)), connection, max_watched);
+                            let mut link = Link::new(
+                                identity,
+                                Some((user, session)),
+                                connection,
+                                max_watched,
+                                max_window,
+                            );
                             let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
                             return Ok(with_interest(&shared, link, refusals, users));
                         }
@@ -509,13 +545,19 @@ where
                     }
                 }
                 None => {
-                    let mut link = Link::new(Identity::User(user), None, connection, max_watched);
+                    let mut link = Link::new(
+                        Identity::User(user),
+                        None,
+                        connection,
+                        max_watched,
+                        max_window,
+                    );
                     let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
                     return Ok(with_interest(&shared, link, refusals, users));
                 }
             },
             Ok(identity) => {
-                let mut link = Link::new(identity, None, connection, max_watched);
+                let mut link = Link::new(identity, None, connection, max_watched, max_window);
                 let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
                 return Ok(with_interest(&shared, link, refusals, users));
             }
@@ -632,12 +674,12 @@ where
                     let view = link.view(&room).unwrap_or_default();
                     self.open_room(rooms, room, view);
                 }
-                Fanout::Close(room) => {
+                Fanout::Close(room, _) => {
                     if let Some(forwarder) = rooms.forwarders.remove(&room) {
                         forwarder.abort();
                     }
                 }
-                Fanout::Resync(room) => {
+                Fanout::Resync(room, _) => {
                     // A new subscription starts with the room's state.
                     if let Some(forwarder) = rooms.forwarders.remove(&room) {
                         forwarder.abort();
@@ -650,36 +692,32 @@ where
         outcome.refusals
     }
 
-    /// Starts sending the connection `room` in `view`: its state (or occupancy) now, then
-    /// its updates.
-    fn open_room(&self, rooms: &mut Rooms<U, S, M>, room: String, view: RoomView) {
+    /// Starts sending the connection `room` as it is `sent` it: its state (or occupancy, or
+    /// window) now, then its updates.
+    fn open_room(&self, rooms: &mut Rooms<U, S, M>, room: String, sent: Sent) {
         // The link checked the id.
         let Ok(feed) = self.shared.hub.rooms().subscribe(room.clone()) else {
             return;
         };
         let tx = rooms.sender();
         let linger = self.shared.options.linger;
-        let forwarder = tokio::spawn(forward_room(feed, view, linger, tx));
+        let hub = self.shared.hub.clone();
+        let forwarder = tokio::spawn(forward_room(feed, sent, hub, linger, tx));
         if let Some(old) = rooms.forwarders.insert(room, forwarder) {
             old.abort();
         }
     }
 
-    /// Sends a room message: a delivery as its shared JSON (made once for every connection
-    /// sent it), an occupancy as its own; `false` if the connection is gone.
+    /// Sends a room message as its JSON (shared, where every connection sent it is sent the
+    /// same); `false` if the connection is gone.
     async fn send_room(&mut self, message: &RoomMessage<U, S, M>) -> bool {
-        match message {
-            RoomMessage::Members(delivery) => {
-                let Ok(json) = delivery.to_json() else {
-                    return false;
-                };
-                let Ok(text) = Utf8Bytes::try_from(json) else {
-                    return false;
-                };
-                self.socket.send(Message::Text(text)).await.is_ok()
-            }
-            RoomMessage::Occupancy(_) => self.send(message).await,
-        }
+        let Ok(json) = message.to_json() else {
+            return false;
+        };
+        let Ok(text) = Utf8Bytes::try_from(json) else {
+            return false;
+        };
+        self.socket.send(Message::Text(text)).await.is_ok()
     }
 
     /// Sends a delivery of the users: its shared JSON (made once for every connection sent

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use presence_tracker::{Id, Metadata, Presence, RoomChange};
 
 use super::cluster::Node;
+use super::listing::Listing;
 use super::room_feed::RoomItem;
 use super::rooms::RoomsPublished;
 use crate::cluster::{ClusterCause, ClusterRoomEvent};
 use crate::wire::Encoded;
-use crate::wire::{Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate};
+use crate::wire::{
+    Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate, RoomWindow, Window,
+};
 
 /// A room as the hub holds it in a cluster: the cluster's epoch and version, and its members.
 pub(super) struct HeldRoom<U, S, R, M> {
@@ -22,11 +25,13 @@ pub(super) struct HeldRoom<U, S, R, M> {
     state: Option<Arc<RoomState<U, S, R, M>>>,
     /// How many `members` holds, by presence: kept with each change.
     occupancy: Occupancy,
+    /// The members in order, for windows.
+    listing: Listing<U, S, R, M>,
 }
 
 impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
     /// The room as the node has it now (epoch 0 and no members for a room nobody is in).
-    fn read(node: &Node<U, S, R, M>, room: &R) -> Self {
+    fn read(node: &Node<U, S, R, M>, room: &R, big_room: usize) -> Self {
         let Some(c) = node.room(room) else {
             return HeldRoom {
                 epoch: 0,
@@ -34,6 +39,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
                 members: HashMap::new(),
                 state: None,
                 occupancy: Occupancy::default(),
+                listing: Listing::default(),
             };
         };
         let members: HashMap<U, (Presence, Vec<MemberSession<S, M>>)> = c
@@ -49,8 +55,10 @@ impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
             })
             .collect();
         let mut occupancy = Occupancy::default();
-        for (presence, sessions) in members.values() {
+        let mut listing = Listing::default();
+        for (user, (presence, sessions)) in &members {
             occupancy.add(*presence, sessions.len());
+            listing.place(user, Some(*presence), big_room);
         }
         HeldRoom {
             epoch: c.epoch,
@@ -58,7 +66,16 @@ impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
             members,
             state: None,
             occupancy,
+            listing,
         }
+    }
+
+    fn window(&mut self, room: &R, window: Window) -> Arc<RoomWindow<U, S, R, M>> {
+        let members = &self.members;
+        self.listing
+            .window(room, self.epoch, self.version, window, |user| {
+                members.get(user).map(|(p, sessions)| (*p, &sessions[..]))
+            })
     }
 
     fn state(&mut self, room: &R) -> Arc<RoomState<U, S, R, M>> {
@@ -78,6 +95,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
                     sessions: sessions.clone(),
                 })
                 .collect(),
+            big: self.listing.big(),
             encoded: Encoded::default(),
         });
         self.state = Some(Arc::clone(&state));
@@ -93,6 +111,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         node: &Node<U, S, R, M>,
         e: ClusterRoomEvent<U, S, R, M>,
     ) -> Option<RoomItem<U, S, R, M>> {
+        let big_room = self.big_room;
         if !self.feeds.contains_key(&e.room) {
             self.held.remove(&e.room);
             return None;
@@ -123,6 +142,8 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                 if let Some((presence, sessions)) = before {
                     held.occupancy.remove(presence, sessions.len());
                 }
+                let after = (e.change != RoomChange::Left).then_some(e.to);
+                held.listing.place(&e.user, after, big_room);
                 return Some(RoomItem::Update(Arc::new(RoomUpdate {
                     room: e.room,
                     epoch: e.epoch,
@@ -134,6 +155,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                         sessions,
                     },
                     occupancy: held.occupancy,
+                    big: held.listing.big(),
                     encoded: Encoded::default(),
                 })));
             }
@@ -147,7 +169,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         node: &Node<U, S, R, M>,
         room: &R,
     ) -> Option<RoomItem<U, S, R, M>> {
-        let mut now = HeldRoom::read(node, room);
+        let mut now = HeldRoom::read(node, room, self.big_room);
         if self
             .held
             .get(room)
@@ -177,7 +199,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         if let Some(held) = self.held.get_mut(room) {
             return held.state(room);
         }
-        let mut held = HeldRoom::read(node, room);
+        let mut held = HeldRoom::read(node, room, self.big_room);
         let state = held.state(room);
         self.held.insert(room.clone(), held);
         state
@@ -191,7 +213,20 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
     ) -> Arc<RoomState<U, S, R, M>> {
         match self.held.get_mut(room) {
             Some(held) => held.state(room),
-            None => HeldRoom::read(node, room).state(room),
+            None => HeldRoom::read(node, room, self.big_room).state(room),
+        }
+    }
+
+    /// A window of the room: as held if it has subscribers here, else as the node has it now.
+    pub(super) fn cluster_window(
+        &mut self,
+        node: &Node<U, S, R, M>,
+        room: &R,
+        window: Window,
+    ) -> Arc<RoomWindow<U, S, R, M>> {
+        match self.held.get_mut(room) {
+            Some(held) => held.window(room, window),
+            None => HeldRoom::read(node, room, self.big_room).window(room, window),
         }
     }
 }

@@ -128,6 +128,16 @@ impl<U, S, R, M> RoomBatch<U, S, R, M> {
     }
 }
 
+impl<U, S, R, M> RoomDelivery<U, S, R, M> {
+    /// Whether the room is big as of this delivery (see [`RoomState::big`]).
+    pub fn big(&self) -> bool {
+        match self {
+            RoomDelivery::State(s) => s.big,
+            RoomDelivery::Updates(b) => b.updates.last().is_some_and(|u| u.big),
+        }
+    }
+}
+
 impl<U, S, R: Clone, M> RoomDelivery<U, S, R, M> {
     /// The room's occupancy as of this delivery (its last version): counted from a state's
     /// members, or carried by the last update of a batch. What a connection that watches the

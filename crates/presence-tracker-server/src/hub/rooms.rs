@@ -28,10 +28,13 @@ use presence_tracker::{
 };
 use tokio::sync::broadcast;
 
+use super::listing::Listing;
 use super::room_feed::{RoomItem, RoomSubscription};
 use super::{new_epoch, Hub};
 use crate::wire::Encoded;
-use crate::wire::{Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate};
+use crate::wire::{
+    Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate, RoomWindow, Window,
+};
 
 /// A hub's rooms, from [`Hub::rooms`]: a session joins, updates and leaves rooms through it
 /// (each change published to the room's subscribers), and anyone may read a room's state or
@@ -263,6 +266,25 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> HubRooms<'_, U, S, C, R, M> {
         published.rooms.state(&self.hub.inner.tracker, room)
     }
 
+    /// A window of the room's members (see [`RoomWindow`] for the order): the same `Arc` for
+    /// every caller until a change within the window, so its JSON is made once.
+    pub fn window<QR>(&self, room: &QR, window: Window) -> Arc<RoomWindow<U, S, R, M>>
+    where
+        R: Borrow<QR>,
+        QR: Hash + Eq + ToOwned<Owned = R> + ?Sized,
+    {
+        let mut published = self.hub.inner.published.lock();
+        #[cfg(feature = "redis")]
+        if let Some(node) = &self.hub.inner.cluster {
+            return published
+                .rooms
+                .cluster_window(node, &room.to_owned(), window);
+        }
+        published
+            .rooms
+            .window(&self.hub.inner.tracker, room, window)
+    }
+
     /// A subscription to one room: its [`RoomState`] first, then its updates in version order
     /// (see [`RoomSubscription`]). Anyone may subscribe to any room, members or not: who may
     /// watch which room is the application's decision, taken before it subscribes (the
@@ -363,6 +385,8 @@ pub(super) struct RoomsPublished<U, S, R, M> {
     emptied: VecDeque<(u64, R)>,
     /// How long (ms) members that left and rooms that emptied are remembered.
     memory: u64,
+    /// Above how many members a room is big (see [`Listing`]).
+    pub(super) big_room: usize,
 }
 
 /// A room as published.
@@ -384,6 +408,8 @@ struct ShownRoom<U, S, R, M> {
     state: Option<Arc<RoomState<U, S, R, M>>>,
     /// How many `members` holds, by presence: kept with each change.
     occupancy: Occupancy,
+    /// The members in order, for windows.
+    listing: Listing<U, S, R, M>,
 }
 
 /// A member as published.
@@ -395,8 +421,9 @@ struct Shown<S, M> {
 }
 
 impl<U, S, R, M> RoomsPublished<U, S, R, M> {
-    pub(super) fn new(memory: u64) -> Self {
+    pub(super) fn new(memory: u64, big_room: usize) -> Self {
         RoomsPublished {
+            big_room,
             shown: HashMap::new(),
             feeds: HashMap::new(),
             #[cfg(feature = "redis")]
@@ -430,6 +457,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         tracker: &PresenceTracker<U, S, C, R, M>,
         e: &RoomEvent<U, S, R, M>,
     ) -> Option<RoomItem<U, S, R, M>> {
+        let big_room = self.big_room;
         let Some(shown) = self
             .shown
             .get_mut(&e.room)
@@ -468,6 +496,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                     .occupancy
                     .remove(before.presence, before.sessions.len());
             }
+            shown.listing.place(&e.user, None, big_room);
             shown.left.insert(e.user.clone(), (e.version, at));
             if shown.left.len() > 32 + 2 * shown.members.len() {
                 let memory = self.memory;
@@ -496,6 +525,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                     .remove(before.presence, before.sessions.len());
             }
             shown.occupancy.add(e.to, sessions.len());
+            shown.listing.place(&e.user, Some(e.to), big_room);
         }
         let change = change?;
         shown.version += 1;
@@ -511,6 +541,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                 sessions,
             },
             occupancy: shown.occupancy,
+            big: shown.listing.big(),
             encoded: Encoded::default(),
         })))
     }
@@ -551,6 +582,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                     epoch: 0,
                     version: 0,
                     members: Vec::new(),
+                    big: false,
                     encoded: Encoded::default(),
                 })));
             }
@@ -559,7 +591,8 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
             return None; // it ended meanwhile
         }
         let owned = room.to_owned();
-        self.shown.insert(owned.clone(), ShownRoom::from_view(view));
+        let shown = ShownRoom::from_view(view, self.big_room);
+        self.shown.insert(owned.clone(), shown);
         Some(RoomItem::State(self.state_of(&owned)?))
     }
 
@@ -584,9 +617,47 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                 epoch: 0,
                 version: 0,
                 members: Vec::new(),
+                big: false,
                 encoded: Encoded::default(),
             })
         })
+    }
+
+    /// A window of the room as published (after showing the tracker's if the hub shows
+    /// another history), made once per change within it.
+    pub(super) fn window<C: Clock, QR>(
+        &mut self,
+        tracker: &PresenceTracker<U, S, C, R, M>,
+        room: &QR,
+        window: Window,
+    ) -> Arc<RoomWindow<U, S, R, M>>
+    where
+        R: Borrow<QR>,
+        QR: Hash + Eq + ToOwned<Owned = R> + ?Sized,
+    {
+        if let Some(item) = self.reload(tracker, room, None) {
+            self.send(room, item);
+        }
+        match self.shown.get_mut(room) {
+            Some(shown) => {
+                let members = &shown.members;
+                shown.listing.window(
+                    &room.to_owned(),
+                    shown.epoch,
+                    shown.version,
+                    window,
+                    |user| members.get(user).map(|m| (m.presence, &m.sessions[..])),
+                )
+            }
+            None => Arc::new(RoomWindow::new(
+                room.to_owned(),
+                0,
+                0,
+                window,
+                Vec::new(),
+                false,
+            )),
+        }
     }
 
     /// The state of a room the hub shows, made once per version.
@@ -608,6 +679,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                     sessions: m.sessions.clone(),
                 })
                 .collect(),
+            big: shown.listing.big(),
             encoded: Encoded::default(),
         });
         shown.state = Some(Arc::clone(&state));
@@ -650,13 +722,15 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
 impl<U: Id, S: Id, R, M> ShownRoom<U, S, R, M> {
     /// The room as the tracker has it, under a new epoch: it covers every event up to its
     /// version.
-    fn from_view(view: RoomView<U, S, M>) -> Self {
+    fn from_view(view: RoomView<U, S, M>, big_room: usize) -> Self {
         let mut occupancy = Occupancy::default();
+        let mut listing = Listing::default();
         let members = view
             .members
             .into_iter()
             .map(|m| {
                 occupancy.add(m.presence, m.sessions.len());
+                listing.place(&m.user, Some(m.presence), big_room);
                 let shown = Shown {
                     core_version: view.version,
                     presence: m.presence,
@@ -679,6 +753,7 @@ impl<U: Id, S: Id, R, M> ShownRoom<U, S, R, M> {
             emptied_at: None,
             state: None,
             occupancy,
+            listing,
         }
     }
 }
