@@ -422,3 +422,224 @@ async fn occupancy_watchers_get_counts_one_message_per_window() {
     let state = next_of(&mut counter, "room_state").await;
     assert_eq!(state["members"].as_array().map(Vec::len), Some(50));
 }
+
+/// Everything a client is sent of `room` until `done` says so, skipping the users' feed.
+async fn room_messages(
+    c: &mut Client,
+    room: &str,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let m = next(c).await;
+        if m["room"] != room {
+            continue;
+        }
+        let stop = done(&m);
+        seen.push(m);
+        if stop {
+            return seen;
+        }
+    }
+}
+
+async fn join_through_hub(hub: &TestHub<Meta>, user: &str, room: &str) {
+    let session = format!("{user}-tab");
+    hub.connect(
+        user.to_string(),
+        session.clone(),
+        format!("c-{session}"),
+        presence_tracker::Activity::Active,
+    )
+    .expect("connects");
+    hub.rooms()
+        .join(&session, room.into(), Meta::from_json("{}").expect("json"))
+        .expect("joins");
+}
+
+/// Above `big_room` members a room is counted, not listed, to the connections that did not ask
+/// for a window, its own members included; a window watcher is sent the first members and the
+/// counts, pages on by key, and is refused a window over the bound; when the room shrinks to
+/// three quarters of the bound its members get the member list again, whole.
+#[tokio::test]
+async fn a_big_room_is_counted_to_its_members_and_listed_in_windows() {
+    let policy = Policy::builder()
+        .max_metadata_bytes(256)
+        .build()
+        .expect("valid");
+    let config = presence_tracker_server::HubConfig::default()
+        .all_users_feed(true)
+        .big_room(4)
+        .max_window(2);
+    let (hub, _clock, url) = support::server_config::<Meta>(policy, config).await;
+    let mut ada = tab(&url, "ada", "ada-1", Some(json!([{"room": "hall"}]))).await;
+    let first = next_of(&mut ada, "room_state").await;
+    assert_eq!(first["members"].as_array().map(Vec::len), Some(1));
+    for user in ["bob", "cy", "di"] {
+        join_through_hub(&hub, user, "hall").await;
+    }
+    // Four members: still listed.
+    let listed = room_messages(&mut ada, "hall", |m| {
+        m["type"] == "room_updates"
+            && m["members"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|x| x["user"] == "di"))
+    })
+    .await;
+    assert!(
+        listed.iter().all(|m| m["type"] == "room_updates"),
+        "{listed:?}"
+    );
+
+    join_through_hub(&hub, "eve", "hall").await;
+    let counted = room_messages(&mut ada, "hall", |m| m["type"] == "room_occupancy").await;
+    let last = counted.last().expect("one");
+    assert_eq!(last["users"]["active"], 5, "{last}");
+    assert!(
+        counted.iter().all(|m| m["type"] != "room_updates"
+            || !m["members"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().any(|x| x["user"] == "eve"))),
+        "the fifth member is counted, not listed: {counted:?}"
+    );
+
+    let mut watcher = client(&url).await;
+    send(&mut watcher, hello(None, None)).await;
+    assert_eq!(next(&mut watcher).await["type"], "state");
+    send(
+        &mut watcher,
+        json!({"type": "watch", "room": "hall", "view": "window", "limit": 3}),
+    )
+    .await;
+    let refused = next_of(&mut watcher, "refused").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["room"].as_str()),
+        (Some("limit"), Some("hall"))
+    );
+    send(
+        &mut watcher,
+        json!({"type": "watch", "room": "hall", "view": "window", "limit": 2}),
+    )
+    .await;
+    let mut occupancy = None;
+    let got = room_messages(&mut watcher, "hall", |m| {
+        if m["type"] == "room_occupancy" {
+            occupancy = Some(m.clone());
+        }
+        m["type"] == "room_window"
+    })
+    .await;
+    assert!(got.iter().all(|m| m["type"] != "room_state"), "{got:?}");
+    let window = got.last().expect("a window");
+    let users: Vec<&str> = window["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["user"].as_str().expect("user"))
+        .collect();
+    assert_eq!(users, ["ada", "bob"], "the longest active first: {window}");
+    assert_eq!(window["more"], true);
+    let occupancy = occupancy.expect("the counts with the window");
+    assert_eq!(occupancy["users"]["active"], 5);
+
+    // The next page, by the last key.
+    let after = window["members"][1]["key"].clone();
+    send(
+        &mut watcher,
+        json!({"type": "watch", "room": "hall", "view": "window", "limit": 2, "after": after}),
+    )
+    .await;
+    let page = next_of(&mut watcher, "room_window").await;
+    let users: Vec<&str> = page["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["user"].as_str().expect("user"))
+        .collect();
+    assert_eq!((users, &page["more"]), (vec!["cy", "di"], &json!(true)));
+
+    // Two leave: three members, three quarters of the bound: listed again, whole.
+    for user in ["di", "eve"] {
+        hub.rooms()
+            .leave(&format!("{user}-tab"), "hall")
+            .expect("in it");
+    }
+    let back = room_messages(&mut ada, "hall", |m| m["type"] == "room_state").await;
+    let state = back.last().expect("a state");
+    assert_eq!(
+        state["members"].as_array().map(Vec::len),
+        Some(3),
+        "{state}"
+    );
+    // The window watcher's page lost the two, and nobody follows it.
+    let pages = room_messages(&mut watcher, "hall", |m| {
+        m["type"] == "room_window" && m["members"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+    let page = pages.last().expect("a page");
+    assert_eq!(
+        (&page["members"][0]["user"], &page["more"]),
+        (&json!("cy"), &json!(false))
+    );
+}
+
+/// 10,000 members join a room, as fast as the hub takes them: a watcher of its first 50 members
+/// is sent a window and the counts at most once per gathering window (50 ms), never more than
+/// 50 members at a time; a connection that watches its members is counted past 1,000.
+#[tokio::test]
+async fn joins_in_a_room_of_ten_thousand_cost_each_watcher_a_few_messages_per_window() {
+    let (hub, _clock, url) = support::server_config::<Meta>(
+        Policy::default(),
+        presence_tracker_server::HubConfig::default(),
+    )
+    .await;
+    let mut windowed = client(&url).await;
+    send(&mut windowed, hello(None, None)).await;
+    assert_eq!(next(&mut windowed).await["type"], "state");
+    send(
+        &mut windowed,
+        json!({"type": "watch", "room": "big", "view": "window", "limit": 50}),
+    )
+    .await;
+    let mut listed = client(&url).await;
+    send(&mut listed, hello(None, None)).await;
+    assert_eq!(next(&mut listed).await["type"], "state");
+    send(&mut listed, json!({"type": "watch", "room": "big"})).await;
+    assert_eq!(
+        next_of(&mut listed, "room_state").await["members"],
+        json!([])
+    );
+
+    let start = std::time::Instant::now();
+    for i in 0..10_000 {
+        join_through_hub(&hub, &format!("u{i:05}"), "big").await;
+    }
+    let all_in = |m: &Value| m["type"] == "room_occupancy" && m["users"]["active"] == 10_000;
+    let got = room_messages(&mut windowed, "big", all_in).await;
+    let elapsed = start.elapsed();
+    let windows = u32::try_from(elapsed.as_millis() / 50).expect("small") + 2;
+    let most = got
+        .iter()
+        .filter_map(|m| m["members"].as_array().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    assert!(most <= 50, "a window of {most}");
+    assert!(
+        got.len() <= 2 * windows as usize,
+        "{} messages in {elapsed:?} ({windows} gathering windows)",
+        got.len()
+    );
+    let seen = room_messages(&mut listed, "big", all_in).await;
+    let listed_most = seen
+        .iter()
+        .filter(|m| m["type"] == "room_state")
+        .filter_map(|m| m["members"].as_array().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    assert!(listed_most <= 1000, "a state of {listed_most} members");
+    assert!(
+        seen.len() <= 3 * windows as usize,
+        "{} messages",
+        seen.len()
+    );
+}
