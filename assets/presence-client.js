@@ -29,7 +29,14 @@
 // the latest wins), `client.leave(room)` leaves; `client.watch(room)` follows a room without
 // being in it, and `client.watch(room, handler, { view: 'occupancy' })` follows only how many
 // are in it (`view.occupancy`: { users, sessions }, each { active, idle, away, stale }), at
-// most one message per gathering window however many join or leave. Each room is kept by the protocol's rule for rooms: a `room_state` replaces what
+// most one message per gathering window however many join or leave.
+// `client.watch(room, handler, { view: 'window', limit: 50, after })` follows the first `limit`
+// members in the room's order (active first, the longest first) after the key `after`
+// (`view.window`: { members: [{ key, user, presence, sessions }], more }; page on with the last
+// member's key) and the counts. A room bigger than the server's bound (1,000 members by default)
+// is not listed to a tab that did not ask for a window, whether it is in the room or watches it:
+// the tab holds its counts (`view.big` is true, `view.members` empty) until it shrinks.
+// Each room is kept by the protocol's rule for rooms: a `room_state` replaces what
 // the tab holds of the room; `room_updates` apply when they follow the version held (members
 // whose version is above it replace theirs), else the tab asks for the room again
 // (`room_resync`): on a skipped version or a new epoch. The tab's rooms go in the hello of
@@ -412,7 +419,7 @@
       if (!view) {
         view = {
           room, epoch: null, version: null, members: new Map(), joined: false, watching: false,
-          shows: 'members', occupancy: null,
+          shows: 'members', occupancy: null, big: false, window: null, windowAsked: null,
           meta: null, held: false, resyncing: false, handler: null, pending: undefined,
           sentAt: 0, timer: null,
         };
@@ -485,16 +492,27 @@
 
     // What a watch of `view` sends: the view only when it is not the default.
     function watchMessage(view) {
-      return view.shows === 'occupancy' ? { room: view.room, view: 'occupancy' } : { room: view.room };
+      if (view.shows === 'occupancy') return { room: view.room, view: 'occupancy' };
+      if (view.shows === 'window') {
+        const message = { room: view.room, view: 'window', limit: view.windowAsked.limit };
+        if (view.windowAsked.after != null) message.after = view.windowAsked.after;
+        return message;
+      }
+      return { room: view.room };
     }
 
-    // Follows `room` without being in it: its members, or (`{ view: 'occupancy' }`) its counts.
-    function watch(room, handler = null, { view: shows = 'members' } = {}) {
+    // Follows `room` (in it or not): its members, its counts (`{ view: 'occupancy' }`), or a
+    // window of its members and its counts (`{ view: 'window', limit, after }`).
+    function watch(room, handler = null, { view: shows = 'members', limit = 50, after = null } = {}) {
       const view = roomView(room);
       if (handler) view.handler = handler;
-      if (view.watching && view.shows === shows) return view;
+      const asked = shows === 'window' ? { limit, after } : null;
+      const same = JSON.stringify(asked) === JSON.stringify(view.windowAsked);
+      if (view.watching && view.shows === shows && same) return view;
       view.watching = true;
       view.shows = shows;
+      view.windowAsked = asked;
+      if (shows !== 'window') view.window = null;
       if (connected) transport.room('watch', watchMessage(view));
       return view;
     }
@@ -524,6 +542,7 @@
       view.members = new Map(message.members.map((m) => [m.user, m]));
       view.epoch = message.epoch;
       view.version = message.version;
+      view.big = false;
       view.held = true;
       view.resyncing = false;
       notifyRoom(view, { kind: 'state', state: message });
@@ -537,7 +556,27 @@
       view.epoch = message.epoch;
       view.version = message.version;
       view.occupancy = { users: message.users, sessions: message.sessions };
+      if (view.shows === 'members' && (view.joined || view.watching)) {
+        // Counts where members were asked for: the room is too big to list. Its members come
+        // again, whole, when it shrinks.
+        view.big = true;
+        view.held = false;
+        view.members = new Map();
+      }
       notifyRoom(view, { kind: 'occupancy', occupancy: view.occupancy });
+    }
+
+    // A window of a room's members: each message is whole, the newest of an epoch wins.
+    function roomWindow(message) {
+      const view = rooms.get(message.room);
+      if (!view || view.shows !== 'window') return; // no longer asked for
+      const held = view.window;
+      if (held && held.epoch === message.epoch && message.version < held.version) return;
+      view.window = {
+        epoch: message.epoch, version: message.version, after: message.after ?? null,
+        limit: message.limit, members: message.members, more: message.more,
+      };
+      notifyRoom(view, { kind: 'window', window: view.window });
     }
 
     function roomUpdates(message) {
@@ -685,6 +724,7 @@
           if (message.type === 'room_state') return roomState(message);
           if (message.type === 'room_updates') return roomUpdates(message);
           if (message.type === 'room_occupancy') return roomOccupancy(message);
+          if (message.type === 'room_window') return roomWindow(message);
           if (message.type === 'state') {
             users.clear();
             for (const user of message.users) users.set(user.user, user);

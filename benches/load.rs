@@ -172,6 +172,23 @@ struct Args {
     /// Our servers' transport ping timeout, in ms.
     #[arg(long, default_value_t = 5000)]
     ping_timeout_ms: u64,
+    /// Every client joins one room, `hall`, in its hello, and is sent it this way: `members`
+    /// (the default view: the member list, or the counts once the room is big), `window` (a
+    /// watch of its first 50 members and the counts) or `occupancy` (a watch of the counts).
+    /// Ours only: the peer has no rooms.
+    #[arg(long, value_enum)]
+    room: Option<RoomView>,
+    /// Our servers' bound above which a room is big (their --big-room; default theirs, 1,000).
+    #[arg(long)]
+    big_room: Option<usize>,
+}
+
+/// `--room`: how each client is sent the room it is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RoomView {
+    Members,
+    Window,
+    Occupancy,
 }
 
 /// `--subscribe`: K users, or all.
@@ -289,6 +306,7 @@ fn start(args: Args) -> Result<bool, String> {
         departures_bound: Duration::from_millis(args.ttl_ms) + Duration::from_secs(30),
         storm_bound: Duration::from_secs(args.settle_timeout_s),
         clock_ticks,
+        room: args.room,
     };
     runtime.block_on(run_all(&args, &plan, threads, limit))
 }
@@ -314,6 +332,7 @@ async fn run_all(args: &Args, plan: &Plan, threads: usize, limit: u64) -> Result
         ("ping-timeout-ms", args.ping_timeout_ms),
     ]
     .into_iter()
+    .chain(args.big_room.map(|n| ("big-room", n as u64)))
     .map(|(f, v)| (f.to_string(), v))
     .collect();
     let header = report::header(

@@ -45,7 +45,8 @@ describe('rooms (documents) in Chromium over Socket.IO', { timeout: 120_000 }, (
   };
 
   before(async () => {
-    server = await startServer('socketio');
+    // Rooms of more than 30 members are big: counted, and listed in windows.
+    server = await startServer('socketio', THRESHOLDS, { extra: ['--big-room', '30'] });
     chrome = await startBrowser();
   });
 
@@ -193,6 +194,56 @@ describe('rooms (documents) in Chromium over Socket.IO', { timeout: 120_000 }, (
       const messages = await bob.evaluate(() => window.occupancyLog.length);
       assert.ok(messages < N / 2, `${N} joins: ${messages} occupancy messages`);
     } finally {
+      for (const socket of sockets) socket.close();
+    }
+  });
+
+  it('a big room is counted to a page that watches its members and listed to one that asks for a window', async () => {
+    const HALL = 'doc-hall';
+    const window5 = (page) => page.evaluate((room) => {
+      const w = window.demo.client.rooms.get(room)?.window;
+      return w ? { users: w.members.map((m) => m.user), keys: w.members.map((m) => m.key), more: w.more } : null;
+    }, HALL);
+    const counted = () => bob.evaluate((room) => {
+      const v = window.demo.client.rooms.get(room);
+      return v ? { big: v.big, members: v.members.size, active: v.occupancy?.users?.active ?? 0 } : null;
+    }, HALL);
+    await bob.evaluate((room) => {
+      window.hallLog = [];
+      window.demo.client.watch(room, (view, change) => window.hallLog.push(change.kind));
+    }, HALL);
+    await tabA.evaluate((room) => window.demo.client.watch(room, null, { view: 'window', limit: 5 }), HALL);
+    const N = 40;
+    const tokens = await Promise.all(Array.from({ length: N }, (_, i) => login(server.url, `hall-${i}`)));
+    const sockets = tokens.map((token, i) => io(server.url, {
+      auth: { protocol: 1, session: `hall-s-${i}`, token, rooms: [{ room: HALL, meta: { n: i } }] },
+      transports: ['websocket'], forceNew: true, reconnection: false,
+    }));
+    // They stay active (the scaled-down thresholds would make them idle, then offline).
+    const beat = setInterval(() => { for (const s of sockets) s.emit('heartbeat', { activity: 'active' }); }, 300);
+    try {
+      await waitFor(async () => JSON.stringify(await counted()) === JSON.stringify({ big: true, members: 0, active: N }),
+        { what: `bob counts ${N} in the hall and lists nobody` });
+      await waitFor(async () => (await window5(tabA))?.users.length === 5, { what: 'a window of 5' });
+      const first = await window5(tabA);
+      assert.equal(first.more, true);
+      assert.deepEqual([...first.keys].sort((a, b) => a - b), first.keys, 'by increasing key');
+      // The next page, after the last key: five others.
+      const last = first.keys[4];
+      await tabA.evaluate(([room, after]) => window.demo.client.watch(room, null, { view: 'window', limit: 5, after }), [HALL, last]);
+      await waitFor(async () => (await window5(tabA))?.keys[0] > last, { what: 'the next page' });
+      const next = await window5(tabA);
+      assert.equal(next.users.filter((u) => first.users.includes(u)).length, 0, 'another five');
+      // Twenty leave the room: twenty stay, under three quarters of the bound: listed again.
+      for (const socket of sockets.slice(0, 20)) socket.emit('leave_room', { room: HALL });
+      await waitFor(async () => {
+        const c = await counted();
+        return !c.big && c.members === 20;
+      }, { what: 'bob lists the twenty' });
+      const kinds = await bob.evaluate(() => window.hallLog);
+      assert.ok(kinds.includes('occupancy') && kinds.at(-1) !== 'occupancy', kinds.join(','));
+    } finally {
+      clearInterval(beat);
       for (const socket of sockets) socket.close();
     }
   });

@@ -52,6 +52,8 @@ pub(crate) struct Setup {
     pub(crate) ramp: Arc<Semaphore>,
     /// Heartbeats sent by all clients.
     pub(crate) heartbeats: AtomicU64,
+    /// What each client sends after its hello to watch its room in a view of its own.
+    pub(crate) watch: Option<String>,
 }
 
 /// Counters of one client, reset by the run between phases.
@@ -61,6 +63,9 @@ pub(crate) struct Stats {
     pub(crate) messages: u64,
     /// Payload bytes of the text frames received.
     pub(crate) bytes: u64,
+    /// Room messages received (`room_*`), and their bytes (also in `bytes`).
+    pub(crate) room_messages: u64,
+    pub(crate) room_bytes: u64,
 }
 
 /// One client's state, shared between its task and the run.
@@ -267,6 +272,9 @@ async fn connect(setup: &Setup, identity: &Identity) -> Result<Ws, String> {
             }
         }
     }
+    if let Some(watch) = &setup.watch {
+        send(&mut ws, watch.clone()).await?;
+    }
     Ok(ws)
 }
 
@@ -366,6 +374,15 @@ enum Reply {
 /// Applies one text frame.
 fn handle(transport: Transport, text: &str, shared: &Mutex<Shared>) -> Result<Reply, String> {
     let bytes = text.len() as u64;
+    // A room's message (ours put the type first): counted, not parsed (its `users` are counts).
+    let head = text.get(..48).unwrap_or(text);
+    if head.contains(r#"{"type":"room_"#) {
+        let mut s = lock(shared);
+        s.stats.bytes += bytes;
+        s.stats.room_messages += 1;
+        s.stats.room_bytes += bytes;
+        return Ok(Reply::Nothing);
+    }
     let (message, refused_event) = match transport {
         Transport::WebSocket => (parse(text)?, false),
         Transport::SocketIo => match text.as_bytes().first() {

@@ -35,6 +35,8 @@ pub(crate) struct Plan {
     pub(crate) departures_bound: Duration,
     pub(crate) storm_bound: Duration,
     pub(crate) clock_ticks: u64,
+    /// Every client joins the room `hall`, sent it this way.
+    pub(crate) room: Option<crate::RoomView>,
 }
 
 /// One server's turn: its phases' figures and the checks that failed.
@@ -81,6 +83,19 @@ pub(crate) async fn turn(
             backoff_ms: plan.backoff_ms,
             ramp: Arc::new(Semaphore::new(plan.ramp_concurrency.max(1))),
             heartbeats: AtomicU64::new(0),
+            watch: plan.room.and_then(|view| {
+                let watch = match view {
+                    crate::RoomView::Members => return None,
+                    crate::RoomView::Window => r#"{"room":"hall","view":"window","limit":50}"#,
+                    crate::RoomView::Occupancy => r#"{"room":"hall","view":"occupancy"}"#,
+                };
+                Some(match launch.kind {
+                    Kind::Socketio => format!(r#"42["watch",{watch}]"#),
+                    Kind::Websocket | Kind::Peer => {
+                        format!(r#"{{"type":"watch",{}"#, &watch[1..])
+                    }
+                })
+            }),
         }),
         base: json!({ "round": round, "server": launch.kind.name() }),
         turn: Turn::default(),
@@ -178,6 +193,8 @@ impl TurnState<'_> {
             let mut s = lock(&c.shared);
             total.messages += s.stats.messages;
             total.bytes += s.stats.bytes;
+            total.room_messages += s.stats.room_messages;
+            total.room_bytes += s.stats.room_bytes;
             s.stats = Stats::default();
             count += 1;
         }
@@ -239,6 +256,9 @@ impl TurnState<'_> {
             hello.insert("session".into(), format!("s{i}").into());
             hello.insert("activity".into(), "active".into());
             hello.insert("token".into(), token.as_str().into());
+            if plan.room.is_some() {
+                hello.insert("rooms".into(), json!([{"room": "hall"}]));
+            }
             if plan.subscribe.is_some() {
                 let users: Vec<Value> = (1..=k)
                     .map(|d| format!("u{}", (i + d) % n).into())
@@ -318,6 +338,8 @@ impl TurnState<'_> {
                 "bytes_received": stats.bytes,
                 "bytes_per_client": stats.bytes / n as u64,
                 "messages_per_client": stats.messages as f64 / n as f64,
+                "room_bytes_per_client": stats.room_bytes / n as u64,
+                "room_messages_per_client": stats.room_messages as f64 / n as f64,
                 "first_state_bytes_median": median(first_states),
                 "first_state_bytes_max": first_max,
                 "first_state_users_median": median(first_users),
@@ -435,6 +457,8 @@ impl TurnState<'_> {
                 "bytes_received": stats.bytes,
                 "bytes_per_client_per_departure": stats.bytes as f64 / per,
                 "messages_per_client_per_departure": stats.messages as f64 / per,
+                "room_bytes_per_client": stats.room_bytes as f64 / remaining as f64,
+                "room_messages_per_client": stats.room_messages as f64 / remaining as f64,
                 "gaps": gaps - gaps_before,
                 "server_cpu_ms": cpu / 1000,
             }),
@@ -513,6 +537,8 @@ impl TurnState<'_> {
                 "bytes_received": stats.bytes,
                 "bytes_per_client": stats.bytes / remaining.max(1),
                 "messages_per_client": stats.messages as f64 / remaining.max(1) as f64,
+                "room_bytes_per_client": stats.room_bytes / remaining.max(1),
+                "room_messages_per_client": stats.room_messages as f64 / remaining.max(1) as f64,
                 "reconnects": reconnects,
                 "lost_again": lost_again,
                 "lost_again_reasons": reasons,

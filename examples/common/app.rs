@@ -78,7 +78,8 @@ impl App {
         };
         let hub_config = HubConfig::default()
             .ticking(ticking)
-            .all_users_feed(config.all_users);
+            .all_users_feed(config.all_users)
+            .big_room(config.big_room);
         let (hub, cluster) = match &config.redis {
             Some(url) => {
                 let cluster = start_node(url, config).await?;

@@ -43,6 +43,8 @@ pub(crate) struct Config {
     /// a 503) or at the namespace's connect (`namespace`, a `busy` refusal).
     #[allow(dead_code)] // the websocket example has one place: before the upgrade
     pub(crate) admit_at_namespace: bool,
+    /// Above how many members a room is counted rather than listed, but in windows.
+    pub(crate) big_room: usize,
 }
 
 /// The flags that take a value, with what they mean (printed by `--help`).
@@ -113,6 +115,11 @@ const FLAGS: &[(&str, &str)] = &[
         "all-users",
         "on: a connection may be sent every user, and is when its hello names none; off: only \
          the users it subscribes to (default on, for the demo; off is what scales)",
+    ),
+    (
+        "big-room",
+        "rooms of more members are counted, not listed, but to tabs that watch a window of \
+         their members (default 1000)",
     ),
     (
         "admit-per-s",
@@ -235,6 +242,13 @@ impl Config {
             redis: get("redis").cloned(),
             redis_prefix: get("redis-prefix").cloned(),
             lease: millis("lease-ms")?,
+            big_room: match get("big-room") {
+                None => 1000,
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("--big-room: {v:?} is not a count above 0")),
+                },
+            },
             all_users: match get("all-users").map(String::as_str) {
                 None | Some("on") => true,
                 Some("off") => false,

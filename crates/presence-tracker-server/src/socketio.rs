@@ -785,7 +785,8 @@ async fn fan_out<U, S, C, M>(
         windows: &windows,
         counted: None,
         counted_for_members: false,
-        listed: false,
+        // Sockets get the room as it is now from the state requests: listed unless it is big.
+        listed: !hub.rooms().state(room.as_str()).big,
         shown: HashMap::new(),
     };
     // A broadcast some socket could not take: the whole room gets a state at this time.
