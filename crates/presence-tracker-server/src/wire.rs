@@ -74,7 +74,33 @@
 //! sessions the room holds by presence, at most one per gathering window (the server's
 //! linger, 50 ms by default) whatever the number of joins and leaves within it. Each is whole:
 //! the client keeps the one of the highest `version` of an `epoch`, and takes any of another
-//! `epoch`. A member of a room is sent its members, whatever it watches.
+//! `epoch`.
+//!
+//! A connection is sent a room in the view it watches it in, whether its session is in the room
+//! or not; a member that does not watch its room is sent its members.
+//!
+//! ## Big rooms
+//!
+//! A room with more members than the server's bound ([`HubConfig::big_room`], 1,000 by
+//! default) is big until it shrinks to three quarters of the bound. A big room's member list
+//! goes only to connections that watch a window of it: every other connection sent the room in
+//! the members view, its own members included, is sent its [`RoomOccupancy`] instead, by the
+//! occupancy rule above. A client that holds a room's members and is sent its occupancy drops
+//! the members (the room is too big to list); when the room is listed again, a [`RoomState`]
+//! comes, and the rule for rooms applies from there.
+//!
+//! A window (`{"type":"watch","room":..,"view":"window","limit":50}`, with `"after":KEY` to page
+//! on) is the first `limit` members in the room's order ([`RoomWindow`]: by presence, then by
+//! how long each member has had it) whose key is above `after`. The connection is sent the
+//! room's occupancy (by the occupancy rule) and a [`RoomWindow`] whenever the members in the
+//! window changed, at most one of each per gathering window: whole, the client keeps the one of
+//! the highest `version` of an `epoch` and takes any of another `epoch`. A change outside the
+//! window (a join at the end of a busy room) sends the window nothing. A window is for any
+//! room, big or not; `limit` is bounded by [`HubConfig::max_window`] (100 by default), a larger
+//! one refused (`limit`).
+//!
+//! [`HubConfig::big_room`]: crate::HubConfig::big_room
+//! [`HubConfig::max_window`]: crate::HubConfig::max_window
 //!
 //! A connection's rooms survive its reconnects: the [`Hello`] names the rooms the session is in
 //! after it (`rooms`), with their metadata, so a reload or a reconnect that names the same rooms
