@@ -786,7 +786,7 @@ async fn fan_out<U, S, C, M>(
         counted: None,
         counted_for_members: false,
         // Sockets get the room as it is now from the state requests: listed unless it is big.
-        listed: !hub.rooms().state(room.as_str()).big,
+        listed: !hub.rooms().occupancy(room.as_str()).big,
         shown: HashMap::new(),
     };
     // A broadcast some socket could not take: the whole room gets a state at this time.
@@ -795,15 +795,21 @@ async fn fan_out<U, S, C, M>(
         tokio::select! {
             Some((sid, sent)) = states.recv() => {
                 let Some(socket) = io.of(&path).and_then(|ns| ns.get_socket(sid)) else { continue };
-                let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
+                // A big room's counts, without making its state.
+                let occupancy = ServerMessage::<U, S, String, M>::RoomOccupancy(hub.rooms().occupancy(room.as_str()));
+                let big = matches!(&occupancy, ServerMessage::RoomOccupancy(o) if o.big);
                 let mut sends = Vec::with_capacity(2);
                 match sent {
-                    Sent::Members if !state.big() => sends.push(socket.emit("presence", &state)),
-                    Sent::Members | Sent::Occupancy => {
-                        sends.push(socket.emit("presence", &occupancy_message::<U, S, M>(&state)));
+                    Sent::Members if !big => {
+                        let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
+                        sends.push(match state.to_json().as_deref().map(raw_json) {
+                            Ok(Ok(raw)) => socket.emit("presence", raw),
+                            _ => Ok(()),
+                        });
                     }
+                    Sent::Members | Sent::Occupancy => sends.push(socket.emit("presence", &occupancy)),
                     Sent::Window(window) => {
-                        sends.push(socket.emit("presence", &occupancy_message::<U, S, M>(&state)));
+                        sends.push(socket.emit("presence", &occupancy));
                         let now = hub.rooms().window(room.as_str(), window);
                         sends.push(match now.to_json().as_deref().map(raw_json) {
                             Ok(Ok(raw)) => socket.emit("presence", raw),
@@ -925,13 +931,6 @@ where
         }
         missed
     }
-}
-
-/// The `room_occupancy` message of a delivery.
-fn occupancy_message<U, S, M>(
-    delivery: &RoomDelivery<U, S, String, M>,
-) -> ServerMessage<U, S, String, M> {
-    ServerMessage::RoomOccupancy(delivery.occupancy())
 }
 
 /// Sends `message` to the sockets of the socketioxide room `key`; whether some socket's buffer

@@ -828,6 +828,9 @@ pub struct RoomOccupancy<R> {
     pub users: ByPresence,
     /// Sessions, by their user's presence in the room.
     pub sessions: ByPresence,
+    /// Whether the room is big (see [`RoomState::big`]). Not on the wire.
+    #[serde(skip)]
+    pub big: bool,
 }
 
 impl<R> RoomOccupancy<R> {
@@ -845,7 +848,14 @@ impl<R> RoomOccupancy<R> {
             version,
             users: occupancy.users,
             sessions: occupancy.sessions,
+            big: false,
         }
+    }
+
+    /// The same, saying whether the room is big.
+    pub fn with_big(mut self, big: bool) -> Self {
+        self.big = big;
+        self
     }
 }
 

@@ -37,7 +37,7 @@
 //! small queue per connection, and a room whose messages wait too long there (a client that
 //! reads slowly) is sent its state afresh instead.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,23 +50,27 @@ use presence_tracker::{Clock, ConnectionId, DisconnectKind, Id, Metadata};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use bytes::Bytes;
 
 use crate::link::{Fanout, Link, Sent};
-use crate::wire::{
-    ClientMessage, Hello, Refusal, RoomOccupancy, RoomWindow, ServerMessage, PROTOCOL,
-};
+use crate::wire::{ClientMessage, Hello, Refusal, ServerMessage, PROTOCOL};
 use crate::{
     Admission, Authenticate, Delivery, Handshake, Hub, Identity, Interest, RefusalWatch,
-    RoomDelivery, RoomSubscription, Subscription,
+    Subscription,
 };
 
-/// A connection's room messages on their way out: a few, then its rooms' forwarders wait (and
-/// fall behind, which a fresh state makes good).
+mod fan;
+
+use fan::{ConnectionKey, RoomFan};
+
+/// A connection's room messages on their way out: a few, then its rooms' tasks skip it (it
+/// fell behind, which the room whole makes good).
 const ROOM_QUEUE: usize = 16;
+
+/// How long a connection whose room queue was full waits before it is sent the room whole.
+const FULL_QUEUE_RETRY: Duration = Duration::from_millis(250);
 
 /// How [`route`] serves WebSockets.
 #[derive(Clone, Debug)]
@@ -182,11 +186,13 @@ where
     A: Authenticate<U>,
     St: Clone + Send + Sync + 'static,
 {
+    let rooms = Arc::new(RoomFan::new(hub.clone(), options.linger, FULL_QUEUE_RETRY));
     let shared = Arc::new(Shared {
         hub,
         auth,
         options,
         next_connection: AtomicU64::new(1),
+        rooms,
     });
     get(move |ws: WebSocketUpgrade, headers: HeaderMap, uri: Uri| {
         let shared = Arc::clone(&shared);
@@ -200,6 +206,8 @@ struct Shared<U, S, C, M, A> {
     options: WsOptions,
     /// Connection ids: a counter, fingerprinted (unique within the process).
     next_connection: AtomicU64,
+    /// The rooms' fan-out: a task per room with connections here.
+    rooms: Arc<RoomFan<U, S, C, M>>,
 }
 
 fn upgrade<U, S, C, M, A>(
@@ -265,84 +273,6 @@ enum End {
     Refused,
 }
 
-/// A room message on its way to the connection: the room's members, its occupancy, or a
-/// window of its members.
-enum RoomMessage<U, S, M> {
-    Members(RoomDelivery<U, S, String, M>),
-    Occupancy(RoomOccupancy<String>),
-    Window(Arc<RoomWindow<U, S, String, M>>),
-}
-
-impl<U: Serialize, S: Serialize, M: Serialize> RoomMessage<U, S, M> {
-    /// The message's JSON: a delivery's or a window's made once for every connection sent it,
-    /// an occupancy's its own.
-    fn to_json(&self) -> Result<Bytes, serde_json::Error> {
-        match self {
-            RoomMessage::Members(delivery) => delivery.to_json(),
-            RoomMessage::Window(window) => window.to_json(),
-            RoomMessage::Occupancy(occupancy) => {
-                let message = ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy.clone());
-                serde_json::to_vec(&message).map(Bytes::from)
-            }
-        }
-    }
-}
-
-/// Forwards a room subscription's deliveries to a connection's queue, as it is `sent` the
-/// room: its members as they come (its occupancy while the room is big), its occupancy after
-/// each gathering window in which the counts changed, or a window of its members whenever the
-/// members in it changed (with the occupancy).
-async fn forward_room<U, S, C, M>(
-    mut feed: RoomSubscription<U, S, C, String, M>,
-    sent: Sent,
-    hub: Hub<U, S, C, String, M>,
-    linger: Duration,
-    tx: mpsc::Sender<RoomMessage<U, S, M>>,
-) where
-    U: Id,
-    S: Id,
-    C: Clock,
-    M: Metadata,
-{
-    let mut counted: Option<RoomOccupancy<String>> = None;
-    // Members view: whether the connection holds the room's members (it was sent a state and
-    // not counts since).
-    let mut listed = false;
-    let mut shown: Option<Arc<RoomWindow<U, S, String, M>>> = None;
-    while let Some(delivery) = feed.recv_gathered(linger).await {
-        let mut out = Vec::with_capacity(2);
-        if sent == Sent::Members && !delivery.big() {
-            counted = None;
-            if listed || matches!(delivery, RoomDelivery::State(_)) {
-                out.push(RoomMessage::Members(delivery));
-            } else {
-                // The room was big and is not any more: the members, whole.
-                out.push(RoomMessage::Members(RoomDelivery::State(feed.resync())));
-            }
-            listed = true;
-        } else {
-            listed = false;
-            let occupancy = delivery.occupancy();
-            if !counted.as_ref().is_some_and(|c| c.counts_as(&occupancy)) {
-                counted = Some(occupancy.clone());
-                out.push(RoomMessage::Occupancy(occupancy));
-            }
-            if let Sent::Window(window) = sent {
-                let now = hub.rooms().window(feed.room().as_str(), window);
-                if !shown.as_ref().is_some_and(|s| Arc::ptr_eq(s, &now)) {
-                    shown = Some(Arc::clone(&now));
-                    out.push(RoomMessage::Window(now));
-                }
-            }
-        }
-        for message in out {
-            if tx.send(message).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
 struct Connection<U, S, C, M, A> {
     socket: WebSocket,
     shared: Arc<Shared<U, S, C, M, A>>,
@@ -406,28 +336,44 @@ impl Liveness {
     }
 }
 
-/// The rooms a connection is sent: a forwarder per room, into one queue, made when the first
-/// room opens (a connection in no room pays for none).
-struct Rooms<U, S, M> {
-    forwarders: HashMap<String, JoinHandle<()>>,
-    queue: Option<RoomQueue<U, S, M>>,
+/// The rooms a connection is sent, through the route's [`RoomFan`], into one queue made when
+/// the first room opens (a connection in no room pays for none).
+struct Rooms<U, S, C, M> {
+    fan: Arc<RoomFan<U, S, C, M>>,
+    key: ConnectionKey,
+    open: HashSet<String>,
+    queue: Option<(mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>)>,
 }
 
-/// Both ends of a connection's queue of room messages.
-type RoomQueue<U, S, M> = (
-    mpsc::Sender<RoomMessage<U, S, M>>,
-    mpsc::Receiver<RoomMessage<U, S, M>>,
-);
-
-impl<U, S, M> Rooms<U, S, M> {
-    /// The queue's sending side, made on first use.
-    fn sender(&mut self) -> mpsc::Sender<RoomMessage<U, S, M>> {
+impl<U, S, C, M> Rooms<U, S, C, M>
+where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    /// Starts sending the connection `room` as it is `sent` it: whole now, then what changes
+    /// (whole again if it was sent it already: its view may have changed).
+    fn open(&mut self, room: String, sent: Sent) {
         let (tx, _) = self.queue.get_or_insert_with(|| mpsc::channel(ROOM_QUEUE));
-        tx.clone()
+        let tx = tx.clone();
+        if self.open.contains(&room) {
+            self.fan.close(&room, self.key);
+        }
+        self.fan.open(&room, self.key, sent, tx);
+        self.open.insert(room);
+    }
+}
+
+impl<U, S, C, M> Rooms<U, S, C, M> {
+    fn close(&mut self, room: &str) {
+        if self.open.remove(room) {
+            self.fan.close(room, self.key);
+        }
     }
 
     /// The next room message; pending for ever while no room was opened.
-    async fn recv(&mut self) -> Option<RoomMessage<U, S, M>> {
+    async fn recv(&mut self) -> Option<Bytes> {
         match &mut self.queue {
             Some((_, rx)) => rx.recv().await,
             None => std::future::pending().await,
@@ -435,10 +381,10 @@ impl<U, S, M> Rooms<U, S, M> {
     }
 }
 
-impl<U, S, M> Drop for Rooms<U, S, M> {
+impl<U, S, C, M> Drop for Rooms<U, S, C, M> {
     fn drop(&mut self) {
-        for forwarder in self.forwarders.values() {
-            forwarder.abort();
+        for room in std::mem::take(&mut self.open) {
+            self.fan.close(&room, self.key);
         }
     }
 }
@@ -452,9 +398,8 @@ where
     A: Authenticate<U>,
 {
     async fn run(mut self) {
-        let connection = ConnectionId::from_fingerprint(
-            self.shared.next_connection.fetch_add(1, Ordering::Relaxed),
-        );
+        let key = self.shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        let connection = ConnectionId::from_fingerprint(key);
         // Before the hello's connect: a cluster's refusal may come as soon as it is written.
         let mut refusal = self.shared.hub.watch_refusal(connection);
         let (mut link, refusals, interest) = match self.hello(connection).await {
@@ -462,7 +407,9 @@ where
             Err(end) => return self.finish(end).await,
         };
         let feed = self.shared.hub.subscribe_to(interest);
-        let end = self.serve(&mut link, refusals, feed, &mut refusal).await;
+        let end = self
+            .serve(&mut link, refusals, feed, &mut refusal, key)
+            .await;
         if let Some((_, session)) = link.session() {
             // Closed by the server (a protocol violation): the client did not say goodbye.
             let kind = match end {
@@ -575,6 +522,7 @@ where
         refusals: Vec<Refusal>,
         mut feed: Subscription<U, S, C, String, M>,
         refusal: &mut RefusalWatch,
+        key: ConnectionKey,
     ) -> End {
         let options = self.shared.options.clone();
         let mut ping = tokio::time::interval(options.ping_interval);
@@ -582,7 +530,9 @@ where
         let mut liveness =
             Liveness::new(Instant::now(), options.ping_interval, options.ping_timeout);
         let mut rooms = Rooms {
-            forwarders: HashMap::new(),
+            fan: Arc::clone(&self.shared.rooms),
+            key,
+            open: HashSet::new(),
             queue: None,
         };
         // The users' state first, then the rooms', then what the hello could not do.
@@ -592,8 +542,8 @@ where
             }
         }
         for room in link.rooms() {
-            let view = link.view(&room).unwrap_or_default();
-            self.open_room(&mut rooms, room, view);
+            let sent = link.view(&room).unwrap_or_default();
+            rooms.open(room, sent);
         }
         for refusal in refusals {
             self.send(&ServerMessage::<U, S, String, M>::Refused(refusal))
@@ -626,8 +576,8 @@ where
                         return End::Gone(DisconnectKind::Lost);
                     }
                 }
-                Some(message) = rooms.recv() => {
-                    if !self.send_room(&message).await {
+                Some(json) = rooms.recv() => {
+                    if !self.send_json(json).await {
                         return End::Gone(DisconnectKind::Lost);
                     }
                 }
@@ -654,7 +604,7 @@ where
         text: &str,
         link: &mut Link<U, S, M>,
         feed: &mut Subscription<U, S, C, String, M>,
-        rooms: &mut Rooms<U, S, M>,
+        rooms: &mut Rooms<U, S, C, M>,
     ) -> Vec<Refusal> {
         let message = match serde_json::from_str::<ClientMessage<S, String, M, U>>(text) {
             Ok(message) => message,
@@ -670,50 +620,21 @@ where
         }
         for fanout in outcome.fanout {
             match fanout {
-                Fanout::Open(room) => {
-                    let view = link.view(&room).unwrap_or_default();
-                    self.open_room(rooms, room, view);
+                Fanout::Open(room) | Fanout::Resync(room, _) => {
+                    // Whole first: a new view, or the client asked for the room again.
+                    let sent = link.view(&room).unwrap_or_default();
+                    rooms.open(room, sent);
                 }
-                Fanout::Close(room, _) => {
-                    if let Some(forwarder) = rooms.forwarders.remove(&room) {
-                        forwarder.abort();
-                    }
-                }
-                Fanout::Resync(room, _) => {
-                    // A new subscription starts with the room's state.
-                    if let Some(forwarder) = rooms.forwarders.remove(&room) {
-                        forwarder.abort();
-                    }
-                    let view = link.view(&room).unwrap_or_default();
-                    self.open_room(rooms, room, view);
-                }
+                Fanout::Close(room, _) => rooms.close(&room),
             }
         }
         outcome.refusals
     }
 
-    /// Starts sending the connection `room` as it is `sent` it: its state (or occupancy, or
-    /// window) now, then its updates.
-    fn open_room(&self, rooms: &mut Rooms<U, S, M>, room: String, sent: Sent) {
-        // The link checked the id.
-        let Ok(feed) = self.shared.hub.rooms().subscribe(room.clone()) else {
-            return;
-        };
-        let tx = rooms.sender();
-        let linger = self.shared.options.linger;
-        let hub = self.shared.hub.clone();
-        let forwarder = tokio::spawn(forward_room(feed, sent, hub, linger, tx));
-        if let Some(old) = rooms.forwarders.insert(room, forwarder) {
-            old.abort();
-        }
-    }
-
-    /// Sends a room message as its JSON (shared, where every connection sent it is sent the
-    /// same); `false` if the connection is gone.
-    async fn send_room(&mut self, message: &RoomMessage<U, S, M>) -> bool {
-        let Ok(json) = message.to_json() else {
-            return false;
-        };
+    /// Sends our own JSON (shared, made once for every connection sent it) as a text message;
+    /// `false` if the connection is gone.
+    async fn send_json(&mut self, json: Bytes) -> bool {
+        // Our own JSON is UTF-8; the check is a scan, not a copy.
         let Ok(text) = Utf8Bytes::try_from(json) else {
             return false;
         };

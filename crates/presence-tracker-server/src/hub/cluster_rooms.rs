@@ -13,7 +13,8 @@ use super::rooms::RoomsPublished;
 use crate::cluster::{ClusterCause, ClusterRoomEvent};
 use crate::wire::Encoded;
 use crate::wire::{
-    Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate, RoomWindow, Window,
+    Member, MemberChange, MemberSession, Occupancy, RoomOccupancy, RoomState, RoomUpdate,
+    RoomWindow, Window,
 };
 
 /// A room as the hub holds it in a cluster: the cluster's epoch and version, and its members.
@@ -214,6 +215,22 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         match self.held.get_mut(room) {
             Some(held) => held.state(room),
             None => HeldRoom::read(node, room, self.big_room).state(room),
+        }
+    }
+
+    /// The room's occupancy: as held if it has subscribers here, else as the node has it now.
+    pub(super) fn cluster_occupancy(
+        &mut self,
+        node: &Node<U, S, R, M>,
+        room: &R,
+    ) -> RoomOccupancy<R> {
+        let of = |h: &HeldRoom<U, S, R, M>| {
+            RoomOccupancy::new(room.clone(), h.epoch, h.version, h.occupancy)
+                .with_big(h.listing.big())
+        };
+        match self.held.get(room) {
+            Some(held) => of(held),
+            None => of(&HeldRoom::read(node, room, self.big_room)),
         }
     }
 

@@ -143,7 +143,8 @@ impl<U, S, R: Clone, M> RoomDelivery<U, S, R, M> {
     /// members, or carried by the last update of a batch. What a connection that watches the
     /// room's [`RoomView::Occupancy`](crate::wire::RoomView::Occupancy) is sent instead.
     pub fn occupancy(&self) -> RoomOccupancy<R> {
-        match self {
+        let big = self.big();
+        let occupancy = match self {
             RoomDelivery::State(s) => RoomOccupancy::new(
                 s.room.clone(),
                 s.epoch,
@@ -156,7 +157,8 @@ impl<U, S, R: Clone, M> RoomDelivery<U, S, R, M> {
                 b.to,
                 b.updates.last().map(|u| u.occupancy).unwrap_or_default(),
             ),
-        }
+        };
+        occupancy.with_big(big)
     }
 }
 

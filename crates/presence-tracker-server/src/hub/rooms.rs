@@ -33,7 +33,8 @@ use super::room_feed::{RoomItem, RoomSubscription};
 use super::{new_epoch, Hub};
 use crate::wire::Encoded;
 use crate::wire::{
-    Member, MemberChange, MemberSession, Occupancy, RoomState, RoomUpdate, RoomWindow, Window,
+    Member, MemberChange, MemberSession, Occupancy, RoomOccupancy, RoomState, RoomUpdate,
+    RoomWindow, Window,
 };
 
 /// A hub's rooms, from [`Hub::rooms`]: a session joins, updates and leaves rooms through it
@@ -266,6 +267,21 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> HubRooms<'_, U, S, C, R, M> {
         published.rooms.state(&self.hub.inner.tracker, room)
     }
 
+    /// The room's occupancy as published, and whether it is big, without its members: what a
+    /// connection that is sent a big room's counts is sent first.
+    pub fn occupancy<QR>(&self, room: &QR) -> RoomOccupancy<R>
+    where
+        R: Borrow<QR>,
+        QR: Hash + Eq + ToOwned<Owned = R> + ?Sized,
+    {
+        let mut published = self.hub.inner.published.lock();
+        #[cfg(feature = "redis")]
+        if let Some(node) = &self.hub.inner.cluster {
+            return published.rooms.cluster_occupancy(node, &room.to_owned());
+        }
+        published.rooms.occupancy(&self.hub.inner.tracker, room)
+    }
+
     /// A window of the room's members (see [`RoomWindow`] for the order): the same `Arc` for
     /// every caller until a change within the window, so its JSON is made once.
     pub fn window<QR>(&self, room: &QR, window: Window) -> Arc<RoomWindow<U, S, R, M>>
@@ -306,8 +322,8 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> HubRooms<'_, U, S, C, R, M> {
 
     /// A subscription to one room that starts with the updates after the current state,
     /// without handing that state out: for a forwarder that sends each of its clients the
-    /// state itself (the Socket.IO integration's fan-out).
-    #[cfg(feature = "socketioxide")]
+    /// state itself (the integrations' fan-outs).
+    #[cfg(any(feature = "socketioxide", feature = "axum"))]
     pub(crate) fn subscribe_updates(&self, room: R) -> RoomSubscription<U, S, C, R, M> {
         let (_, rx) = self.hub.room_state_and_receiver(&room);
         RoomSubscription::new(self.hub.clone(), room, None, rx)
@@ -621,6 +637,29 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                 encoded: Encoded::default(),
             })
         })
+    }
+
+    /// The room's occupancy as published (after showing the tracker's if the hub shows
+    /// another history).
+    pub(super) fn occupancy<C: Clock, QR>(
+        &mut self,
+        tracker: &PresenceTracker<U, S, C, R, M>,
+        room: &QR,
+    ) -> RoomOccupancy<R>
+    where
+        R: Borrow<QR>,
+        QR: Hash + Eq + ToOwned<Owned = R> + ?Sized,
+    {
+        if let Some(item) = self.reload(tracker, room, None) {
+            self.send(room, item);
+        }
+        match self.shown.get(room) {
+            Some(shown) => {
+                RoomOccupancy::new(room.to_owned(), shown.epoch, shown.version, shown.occupancy)
+                    .with_big(shown.listing.big())
+            }
+            None => RoomOccupancy::new(room.to_owned(), 0, 0, Occupancy::default()),
+        }
     }
 
     /// A window of the room as published (after showing the tracker's if the hub shows

@@ -1,0 +1,447 @@
+//! The rooms of one WebSocket route: a task per room with connections on the route, which
+//! receives the room's deliveries once, encodes each message once, and hands every connection
+//! sent the room the same bytes ([`RoomFan`]).
+//!
+//! A publication costs the room's task one receive, whatever the number of connections; a
+//! gathering window costs each connection at most one message of each kind it is sent (the
+//! room's members, its counts, its window). A connection whose queue is full is not waited for:
+//! it misses what comes, and gets the room whole once its queue has room again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use presence_tracker::{Clock, Id, Metadata};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::link::Sent;
+use crate::wire::{RoomOccupancy, RoomWindow, ServerMessage, Window};
+use crate::{Hub, RoomDelivery, RoomSubscription};
+
+/// Where a connection's room messages go: its queue of encoded messages.
+pub(super) type Outbox = mpsc::Sender<Bytes>;
+
+/// A connection as the route's rooms know it.
+pub(super) type ConnectionKey = u64;
+
+/// The rooms' fan-out of one route.
+pub(super) struct RoomFan<U, S, C, M> {
+    hub: Hub<U, S, C, String, M>,
+    linger: Duration,
+    /// How long a connection whose queue was full waits for the room whole.
+    retry: Duration,
+    tasks: Mutex<HashMap<String, Task>>,
+}
+
+/// A room's task, and how many connections it sends to.
+struct Task {
+    connections: usize,
+    control: mpsc::UnboundedSender<Control>,
+    handle: JoinHandle<()>,
+}
+
+/// What a room's task is told.
+enum Control {
+    /// Send this connection the room as `sent`: whole now, then what changes.
+    Open(ConnectionKey, Sent, Outbox),
+    /// Stop sending it the room.
+    Close(ConnectionKey),
+}
+
+impl<U, S, C, M> RoomFan<U, S, C, M>
+where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    pub(super) fn new(hub: Hub<U, S, C, String, M>, linger: Duration, retry: Duration) -> Self {
+        RoomFan {
+            hub,
+            linger,
+            retry,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts sending `room` to a connection as `sent` (again, in its new view, if it was sent
+    /// it: the room whole first).
+    pub(super) fn open(&self, room: &str, key: ConnectionKey, sent: Sent, out: Outbox) {
+        let mut tasks = self.tasks.lock();
+        let task = match tasks.get_mut(room) {
+            Some(task) => task,
+            None => {
+                let (control, rx) = mpsc::unbounded_channel();
+                let feed = self.hub.rooms().subscribe_updates(room.to_string());
+                let handle =
+                    tokio::spawn(run(self.hub.clone(), feed, rx, (self.linger, self.retry)));
+                tasks.entry(room.to_string()).or_insert(Task {
+                    connections: 0,
+                    control,
+                    handle,
+                })
+            }
+        };
+        task.connections += 1;
+        let _ = task.control.send(Control::Open(key, sent, out));
+    }
+}
+
+impl<U, S, C, M> RoomFan<U, S, C, M> {
+    /// Stops sending `room` to a connection (opened once more than closed: each open counts).
+    pub(super) fn close(&self, room: &str, key: ConnectionKey) {
+        let mut tasks = self.tasks.lock();
+        let Some(task) = tasks.get_mut(room) else {
+            return;
+        };
+        task.connections = task.connections.saturating_sub(1);
+        if task.connections == 0 {
+            task.handle.abort();
+            tasks.remove(room);
+        } else {
+            let _ = task.control.send(Control::Close(key));
+        }
+    }
+}
+
+/// A connection of a room's task.
+struct Connection {
+    sent: Sent,
+    out: Outbox,
+    /// Its queue was full: it missed messages, and gets the room whole when it has room.
+    behind: bool,
+    /// The epoch and version of the state it was sent whole: updates up to it are old news
+    /// (they were on their way to this task when it made the state).
+    held: Option<(u64, u64)>,
+}
+
+/// What a room's task sent last, so that it sends only what changed.
+struct Sending<U, S, M> {
+    /// The occupancy last sent: one that counts the same is not sent again.
+    counted: Option<RoomOccupancy<String>>,
+    /// Whether connections of the members view hold the members (the room is not big).
+    listed: bool,
+    /// The window last sent for each window in use.
+    shown: HashMap<Window, Arc<RoomWindow<U, S, String, M>>>,
+}
+
+/// One room's task: until it is aborted (its last connection closed) or the hub is gone.
+async fn run<U, S, C, M>(
+    hub: Hub<U, S, C, String, M>,
+    mut feed: RoomSubscription<U, S, C, String, M>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    (linger, retry): (Duration, Duration),
+) where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    let room = feed.room().clone();
+    let mut connections: HashMap<ConnectionKey, Connection> = HashMap::new();
+    let mut sending = Sending {
+        counted: None,
+        // Connections get the room as it is now when they open: listed unless it is big.
+        listed: !hub.rooms().occupancy(room.as_str()).big,
+        shown: HashMap::new(),
+    };
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            c = control.recv() => match c {
+                Some(Control::Open(key, sent, out)) => {
+                    let mut c = Connection { sent, out, behind: false, held: None };
+                    whole(&hub, &room, &mut c);
+                    if c.behind && retry_at.is_none() {
+                        retry_at = Some(Instant::now() + retry);
+                    }
+                    connections.insert(key, c);
+                }
+                Some(Control::Close(key)) => {
+                    connections.remove(&key);
+                }
+                None => return,
+            },
+            () = sleep_until(retry_at), if retry_at.is_some() => {
+                retry_at = None;
+                for c in connections.values_mut().filter(|c| c.behind) {
+                    c.behind = false;
+                    whole(&hub, &room, c);
+                    if c.behind {
+                        retry_at = Some(Instant::now() + retry);
+                    }
+                }
+            }
+            delivery = feed.recv_gathered(linger) => {
+                let Some(delivery) = delivery else { return };
+                if fan_out(&hub, &room, &delivery, &mut connections, &mut sending) && retry_at.is_none() {
+                    retry_at = Some(Instant::now() + retry);
+                }
+            }
+        }
+    }
+}
+
+/// Sends a connection the room whole, as it is sent it: the state (or the counts of a big
+/// room), the counts, or the counts and its window.
+fn whole<U, S, C, M>(hub: &Hub<U, S, C, String, M>, room: &str, c: &mut Connection)
+where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    // A big room's counts, without making its state.
+    let occupancy = hub.rooms().occupancy(room);
+    let mut messages = Vec::with_capacity(2);
+    c.held = None;
+    match c.sent {
+        Sent::Members if !occupancy.big => {
+            let state = hub.rooms().state(room);
+            c.held = Some((state.epoch, state.version));
+            messages.extend(RoomDelivery::State(state).to_json().ok());
+        }
+        Sent::Members | Sent::Occupancy => messages.extend(occupancy_json(&occupancy)),
+        Sent::Window(window) => {
+            messages.extend(occupancy_json(&occupancy));
+            messages.extend(hub.rooms().window(room, window).to_json().ok());
+        }
+    }
+    for json in messages {
+        if !give(c, json) {
+            return;
+        }
+    }
+}
+
+/// Sends what a delivery changes to every connection not behind; whether one fell behind.
+fn fan_out<U, S, C, M>(
+    hub: &Hub<U, S, C, String, M>,
+    room: &str,
+    delivery: &RoomDelivery<U, S, String, M>,
+    connections: &mut HashMap<ConnectionKey, Connection>,
+    sending: &mut Sending<U, S, M>,
+) -> bool
+where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    let occupancy = delivery.occupancy();
+    let recount = !sending
+        .counted
+        .as_ref()
+        .is_some_and(|c| c.counts_as(&occupancy));
+    let counts = if recount {
+        occupancy_json(&occupancy)
+    } else {
+        None
+    };
+    sending.counted = Some(occupancy.clone());
+    // Updates a connection sent the room whole after them holds already.
+    let span = match delivery {
+        RoomDelivery::Updates(b) if !delivery.big() && sending.listed => Some((b.epoch(), b.to())),
+        _ => None,
+    };
+    // The members view: the delivery (the state, once the room is listed again), or the counts
+    // of a big room (once more when it becomes big).
+    let members = if delivery.big() {
+        let json = if recount || sending.listed {
+            occupancy_json(&occupancy)
+        } else {
+            None
+        };
+        sending.listed = false;
+        json
+    } else {
+        let json = if sending.listed || matches!(delivery, RoomDelivery::State(_)) {
+            delivery.to_json().ok()
+        } else {
+            RoomDelivery::State(hub.rooms().state(room)).to_json().ok()
+        };
+        sending.listed = true;
+        json
+    };
+    // Each window in use, once, if it changed.
+    let mut windows: HashMap<Window, Option<Bytes>> = HashMap::new();
+    for c in connections.values() {
+        if let Sent::Window(window) = c.sent {
+            windows.entry(window).or_insert_with(|| {
+                let now = hub.rooms().window(room, window);
+                if sending
+                    .shown
+                    .get(&window)
+                    .is_some_and(|s| Arc::ptr_eq(s, &now))
+                {
+                    return None;
+                }
+                let json = now.to_json().ok();
+                sending.shown.insert(window, now);
+                json
+            });
+        }
+    }
+    sending.shown.retain(|w, _| windows.contains_key(w));
+    let mut behind = false;
+    connections.retain(|_, c| {
+        if c.behind {
+            return true; // the room comes whole when its queue has room
+        }
+        let old = match (span, c.held) {
+            (Some((epoch, to)), Some((held_epoch, version))) => {
+                epoch == held_epoch && to <= version
+            }
+            _ => false,
+        };
+        let (first, second) = match c.sent {
+            Sent::Members if old => (None, None),
+            Sent::Members => (members.as_ref(), None),
+            Sent::Occupancy => (counts.as_ref(), None),
+            Sent::Window(window) => (
+                counts.as_ref(),
+                windows.get(&window).and_then(Option::as_ref),
+            ),
+        };
+        for json in [first, second].into_iter().flatten() {
+            if !give(c, json.clone()) {
+                break;
+            }
+        }
+        behind |= c.behind;
+        !c.out.is_closed()
+    });
+    behind
+}
+
+/// Puts a message in a connection's queue; `false` (and the connection behind) if it is full.
+fn give(c: &mut Connection, json: Bytes) -> bool {
+    match c.out.try_send(json) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            c.behind = true;
+            false
+        }
+        Err(TrySendError::Closed(_)) => false,
+    }
+}
+
+/// The `room_occupancy` message's JSON.
+fn occupancy_json(occupancy: &RoomOccupancy<String>) -> Option<Bytes> {
+    let message = ServerMessage::<(), (), String, ()>::RoomOccupancy(occupancy.clone());
+    serde_json::to_vec(&message).ok().map(Bytes::from)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use presence_tracker::{Activity, ManualClock, Policy, PresenceTracker};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::HubConfig;
+
+    type TestHub = Hub<String, String, ManualClock, String, String>;
+
+    fn hub() -> (TestHub, ManualClock) {
+        let clock = ManualClock::new();
+        let tracker = PresenceTracker::with_clock(Policy::default(), clock.clone());
+        (Hub::new(tracker, HubConfig::default()), clock)
+    }
+
+    /// Lets the room's task run: time stands still, so no gathering window ends.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn json(bytes: &Bytes) -> Value {
+        serde_json::from_slice(bytes).expect("json")
+    }
+
+    /// A connection whose queue is full is not waited for: it misses the updates of the
+    /// gathering windows that find it full, then, once its queue has room, it is sent the room
+    /// whole, at the version it is at; a connection that reads was sent each window's updates.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_whose_queue_is_full_is_sent_the_room_whole_when_it_has_room() {
+        let (hub, clock) = hub();
+        for i in 0..3 {
+            let session = format!("s{i}");
+            hub.connect(format!("u{i}"), session.clone(), "c", Activity::Active)
+                .expect("connects");
+            hub.rooms()
+                .join(&session, "doc".into(), "m0".into())
+                .expect("joins");
+        }
+        let fan = RoomFan::new(
+            hub.clone(),
+            Duration::from_millis(50),
+            Duration::from_millis(250),
+        );
+        let (slow_tx, mut slow) = mpsc::channel(1);
+        let (reader_tx, mut reader) = mpsc::channel(16);
+        fan.open("doc", 1, Sent::Members, slow_tx);
+        fan.open("doc", 2, Sent::Members, reader_tx);
+        settle().await;
+        let mut read = Vec::new();
+        while let Ok(m) = reader.try_recv() {
+            read.push(json(&m));
+        }
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0]["type"], "room_state");
+
+        // Five gathering windows of changes; the slow connection reads nothing meanwhile.
+        for round in 1..=5 {
+            clock.advance(Duration::from_millis(100));
+            hub.rooms()
+                .update("s0", "doc", format!("m{round}"))
+                .expect("updates");
+            settle().await;
+            tokio::time::advance(Duration::from_millis(60)).await;
+            settle().await;
+            while let Ok(m) = reader.try_recv() {
+                read.push(json(&m));
+            }
+        }
+        let updates: Vec<&Value> = read
+            .iter()
+            .filter(|m| m["type"] == "room_updates")
+            .collect();
+        assert_eq!(updates.len(), 5, "the reader: one message per window");
+
+        // The slow connection holds its first state only; it reads it, and after the retry it
+        // is sent the room whole, as it is.
+        let first = json(&slow.try_recv().expect("its first state"));
+        assert_eq!(first["type"], "room_state");
+        assert!(slow.try_recv().is_err(), "the updates found its queue full");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        settle().await;
+        let again = json(&slow.try_recv().expect("the room whole"));
+        assert_eq!(again["type"], "room_state");
+        let version = hub.rooms().state("doc").version;
+        assert_eq!(again["version"].as_u64(), Some(version));
+        let ada = again["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["user"] == "u0")
+            .cloned()
+            .expect("u0");
+        assert_eq!(ada["sessions"][0]["meta"], "m5");
+        // Nothing else: the next window sends it what changes, as to the others.
+        assert!(slow.try_recv().is_err());
+    }
+}
