@@ -46,7 +46,9 @@
 //!   subscribed to.
 //! - `storm`: the server is killed (SIGKILL) and started again on the same port; every
 //!   remaining client reconnects by itself after a random wait in `--backoff-ms` (again and
-//!   again until it gets in) and says hello again. Bytes received by all clients until every
+//!   again until it gets in; when the server says when to come back, a `503` with `Retry-After`
+//!   or a `busy` refusal with `retry_after_ms`, after that wait plus up to as much again at
+//!   random, as the browser client does: counted as `busy`) and says hello again. Bytes received by all clients until every
 //!   one holds the truth again (from a state of its new connection), the time from the kill
 //!   until then, and the server's peak RSS during the storm (sampled every 50 ms) over its RSS
 //!   at the end of the steady phase.

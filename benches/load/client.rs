@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) lost: u64,
     /// The latest failure, for a report.
     pub(crate) last_error: Option<String>,
+    /// Connects the server answered "come back later" (503 with Retry-After, or `busy`).
+    pub(crate) busy: u64,
     /// Refusals received, with the latest code.
     pub(crate) refused: u64,
     pub(crate) refusal: Option<String>,
@@ -122,6 +124,7 @@ impl Client {
             connect_errors: 0,
             lost: 0,
             last_error: None,
+            busy: 0,
             refused: 0,
             refusal: None,
         }));
@@ -180,10 +183,13 @@ async fn run(
         };
         let connected = tokio::select! {
             c = tokio::time::timeout(HANDSHAKE_TIMEOUT, connect(&setup, &identity)) => {
-                c.unwrap_or_else(|_| Err("connect or handshake timed out".to_string()))
+                c.unwrap_or_else(|_| Err(Refused::plain("connect or handshake timed out")))
             }
             _ = mode.changed() => return,
         };
+        // The server's own "come back later" (a 503's Retry-After, a `busy` refusal's
+        // retry_after_ms), with up to as much again at random, as the browser client does.
+        let mut told_wait = None;
         match connected {
             Ok(ws) => {
                 first = false;
@@ -208,11 +214,18 @@ async fn run(
                 drop(permit);
                 let mut s = lock(&shared);
                 s.connect_errors += 1;
-                s.last_error = Some(e);
+                if e.retry_after.is_some() {
+                    s.busy += 1;
+                }
+                told_wait = e.retry_after;
+                s.last_error = Some(e.error);
             }
         }
         let (min, max) = setup.backoff_ms;
-        let wait = Duration::from_millis(fastrand::u64(min..=max.max(min)));
+        let wait = match told_wait {
+            Some(after) => after + Duration::from_millis(fastrand::u64(0..=after.as_millis() as u64)),
+            None => Duration::from_millis(fastrand::u64(min..=max.max(min))),
+        };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             _ = mode.changed() => return,
@@ -220,9 +233,31 @@ async fn run(
     }
 }
 
+/// Why a connect failed, and when the server said to come back, if it did.
+#[derive(Debug)]
+struct Refused {
+    error: String,
+    retry_after: Option<Duration>,
+}
+
+impl Refused {
+    fn plain(error: impl Into<String>) -> Self {
+        Refused {
+            error: error.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<String> for Refused {
+    fn from(error: String) -> Self {
+        Refused::plain(error)
+    }
+}
+
 /// Connects from the client's source address and says hello; on Socket.IO, waits for the
 /// namespace's answer.
-async fn connect(setup: &Setup, identity: &Identity) -> Result<Ws, String> {
+async fn connect(setup: &Setup, identity: &Identity) -> Result<Ws, Refused> {
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     // Ports of earlier runs' connections may sit in TIME_WAIT on this address.
     socket
@@ -246,7 +281,22 @@ async fn connect(setup: &Setup, identity: &Identity) -> Result<Ws, String> {
     };
     let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
         .await
-        .map_err(|e| format!("WebSocket handshake: {e}"))?;
+        .map_err(|e| {
+            // A 503 with Retry-After (seconds): the server's admission rate.
+            let retry_after = match &e {
+                tokio_tungstenite::tungstenite::Error::Http(response) => response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs),
+                _ => None,
+            };
+            Refused {
+                error: format!("WebSocket handshake: {e}"),
+                retry_after,
+            }
+        })?;
     match setup.transport {
         Transport::WebSocket => {
             send(&mut ws, identity.hello.clone()).await?;
@@ -255,7 +305,7 @@ async fn connect(setup: &Setup, identity: &Identity) -> Result<Ws, String> {
             // Engine.IO's open packet, then the namespace's connect with the hello as auth.
             let open = next_text(&mut ws).await?;
             if !open.starts_with('0') {
-                return Err(format!("expected Engine.IO's open packet, got {open:?}"));
+                return Err(format!("expected Engine.IO's open packet, got {open:?}").into());
             }
             send(&mut ws, format!("40{}", identity.hello)).await?;
             loop {
@@ -265,9 +315,17 @@ async fn connect(setup: &Setup, identity: &Identity) -> Result<Ws, String> {
                 } else if answer.starts_with("40") {
                     break;
                 } else if let Some(error) = answer.strip_prefix("44") {
-                    return Err(format!("connect_error {error}"));
+                    // `{"code":"busy","retry_after_ms":..}`: the namespace's admission rate.
+                    let retry_after = serde_json::from_str::<serde_json::Value>(error)
+                        .ok()
+                        .and_then(|v| v.get("retry_after_ms")?.as_u64())
+                        .map(Duration::from_millis);
+                    return Err(Refused {
+                        error: format!("connect_error {error}"),
+                        retry_after,
+                    });
                 } else {
-                    return Err(format!("expected the namespace's answer, got {answer:?}"));
+                    return Err(format!("expected the namespace's answer, got {answer:?}").into());
                 }
             }
         }

@@ -482,7 +482,7 @@ impl TurnState<'_> {
                 let mut s = lock(&c.shared);
                 s.held.await_state();
                 s.stats = Stats::default();
-                (s.connections, s.lost, s.connect_errors)
+                (s.connections, s.lost, s.connect_errors, s.busy)
             })
             .collect();
         let server = Server::start(self.launch, port).await?;
@@ -499,12 +499,13 @@ impl TurnState<'_> {
         };
         // Reconnects beyond one per client: connections lost again during the storm, and why
         // (each such client's latest reason).
-        let (mut reconnects, mut lost_again, mut connect_errors) = (0, 0, 0);
+        let (mut reconnects, mut lost_again, mut connect_errors, mut busy) = (0, 0, 0, 0);
         let mut reasons: HashMap<String, u64> = HashMap::new();
-        for (c, (connections, lost, errors)) in self.clients.iter().zip(&before) {
+        for (c, (connections, lost, errors, was_busy)) in self.clients.iter().zip(&before) {
             let s = lock(&c.shared);
             reconnects += u64::from(s.connections - connections);
             connect_errors += s.connect_errors - errors;
+            busy += s.busy - was_busy;
             let again = (s.lost - lost).saturating_sub(1);
             lost_again += again;
             if again > 0 {
@@ -542,6 +543,7 @@ impl TurnState<'_> {
                 "reconnects": reconnects,
                 "lost_again": lost_again,
                 "lost_again_reasons": reasons,
+                "busy": busy,
                 "connect_errors": connect_errors,
                 "rss_steady_bytes": self.rss_steady,
                 "rss_peak_bytes": peak,
