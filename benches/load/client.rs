@@ -223,7 +223,9 @@ async fn run(
         }
         let (min, max) = setup.backoff_ms;
         let wait = match told_wait {
-            Some(after) => after + Duration::from_millis(fastrand::u64(0..=after.as_millis() as u64)),
+            Some(after) => {
+                after + Duration::from_millis(fastrand::u64(0..=after.as_millis() as u64))
+            }
             None => Duration::from_millis(fastrand::u64(min..=max.max(min))),
         };
         tokio::select! {

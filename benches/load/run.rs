@@ -475,7 +475,7 @@ impl TurnState<'_> {
         let start = Instant::now();
         server.kill().await?;
         // Nothing of the old server counts any more: every client waits for a new state.
-        let before: Vec<(u32, u64, u64)> = self
+        let before: Vec<(u32, u64, u64, u64)> = self
             .clients
             .iter()
             .map(|c| {
