@@ -32,10 +32,12 @@
 //! written (tungstenite keeps that one at the size of the largest frame the connection was
 //! sent: with the all-users feed, the size of the state of every user).
 //!
-//! Each room the connection is in or watches has its own [`RoomSubscription`],
-//! so a connection is sent its rooms' messages and no other room's; they go out through one
-//! small queue per connection, and a room whose messages wait too long there (a client that
-//! reads slowly) is sent its state afresh instead.
+//! Each room with connections on the route has one task, which receives the room's deliveries
+//! once and hands every connection sent the room the same bytes (its members, its counts, or a
+//! window of it, as the connection watches it: see [`wire`](crate::wire#rooms)), so a connection
+//! is sent its rooms' messages and no other room's. They go out through one small queue per
+//! connection; a connection whose queue is full (a client that reads slowly) is not waited for:
+//! it misses what comes, and is sent the room whole once its queue has room.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
