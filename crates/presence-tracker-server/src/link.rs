@@ -389,6 +389,13 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                 if let Err(refusal) = auth.authorize_room(&self.identity, &room, RoomAccess::Join) {
                     return Outcome::refused(refusal.in_room(room));
                 }
+                if self.member.get(&room) == Some(&meta)
+                    && hub.rooms().shows(&room, user, session, &meta)
+                {
+                    // Joined already with this metadata (a client that joins again after a
+                    // reconnect): nothing to publish, nothing against the metadata interval.
+                    return Outcome::default();
+                }
                 match hub.rooms().join(session, room.clone(), meta.clone()) {
                     Ok(()) => {
                         let before = self.view(&room);

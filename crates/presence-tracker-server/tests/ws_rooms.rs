@@ -643,3 +643,51 @@ async fn joins_in_a_room_of_ten_thousand_cost_each_watcher_a_few_messages_per_wi
         seen.len()
     );
 }
+
+/// A tab that joins a room again with the metadata it has there (a client that resends its
+/// join after a reconnect) changes nothing: no update for the others, no refusal for sending
+/// within the metadata interval.
+#[tokio::test]
+async fn joining_again_with_the_same_metadata_publishes_nothing() {
+    let (_hub, clock, url) = rooms_server().await;
+    let mut ada = tab(
+        &url,
+        "ada",
+        "a-1",
+        Some(json!([{"room": "doc-1", "meta": {"s": 1}}])),
+    )
+    .await;
+    next_of(&mut ada, "room_state").await;
+    let mut watcher = client(&url).await;
+    send(&mut watcher, hello(None, None)).await;
+    send(&mut watcher, json!({"type": "watch", "room": "doc-1"})).await;
+    let state = next_of(&mut watcher, "room_state").await;
+    let version = state["version"].as_u64().expect("version");
+
+    // The same join, at once (within the 50 ms interval): nothing.
+    send(
+        &mut ada,
+        json!({"type": "join", "room": "doc-1", "meta": {"s": 1}}),
+    )
+    .await;
+    // A change after the interval: the next version, and the first message either sees.
+    clock.advance(Duration::from_millis(100));
+    send(
+        &mut ada,
+        json!({"type": "update", "room": "doc-1", "meta": {"s": 2}}),
+    )
+    .await;
+    let seen = room_messages(&mut watcher, "doc-1", |m| m["type"] == "room_updates").await;
+    let update = seen.last().expect("an update");
+    assert_eq!(
+        (update["from"].as_u64(), update["to"].as_u64()),
+        (Some(version + 1), Some(version + 1))
+    );
+    assert_eq!(update["members"][0]["sessions"][0]["meta"], json!({"s": 2}));
+    let mine = room_messages(&mut ada, "doc-1", |m| m["type"] != "room_state").await;
+    assert_eq!(
+        mine.last().map(|m| m["type"].clone()),
+        Some(json!("room_updates")),
+        "{mine:?}"
+    );
+}

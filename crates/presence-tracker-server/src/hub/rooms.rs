@@ -221,7 +221,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> HubRooms<'_, U, S, C, R, M> {
     }
 
     /// Whether `room` shows `session` of `user` with `meta`.
-    fn shows(&self, room: &R, user: &U, session: &S, meta: &M) -> bool
+    pub(crate) fn shows(&self, room: &R, user: &U, session: &S, meta: &M) -> bool
     where
         M: PartialEq,
     {
