@@ -78,6 +78,12 @@ pub struct HubConfig {
     /// The most members a connection's [window](crate::wire::Window) of a room may hold
     /// (default 100); a watch asking for more is refused (`limit`).
     pub max_window: usize,
+    /// The least time between two counts of a big room sent to a connection (default 1 s):
+    /// the integrations send them at most this often, the latest when the time is up. A small
+    /// room's counts go out once per gathering window in which they changed. A ramp or a storm
+    /// of `n` connections into one big room sends each of them about one message per this
+    /// interval instead of one per gathering window.
+    pub big_room_counts: Duration,
 }
 
 impl Default for HubConfig {
@@ -90,6 +96,7 @@ impl Default for HubConfig {
             max_interest: 1000,
             big_room: 1000,
             max_window: 100,
+            big_room_counts: Duration::from_secs(1),
         }
     }
 }
@@ -134,6 +141,13 @@ impl HubConfig {
     /// With windows of at most `members` members (at least 1).
     pub fn max_window(mut self, members: usize) -> Self {
         self.max_window = members.max(1);
+        self
+    }
+
+    /// With a big room's counts sent at most every `interval` (see
+    /// [`big_room_counts`](Self::big_room_counts)).
+    pub fn big_room_counts(mut self, interval: Duration) -> Self {
+        self.big_room_counts = interval;
         self
     }
 }

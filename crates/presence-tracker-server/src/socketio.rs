@@ -788,6 +788,9 @@ async fn fan_out<U, S, C, M>(
         // Sockets get the room as it is now from the state requests: listed unless it is big.
         listed: !hub.rooms().occupancy(room.as_str()).big,
         shown: HashMap::new(),
+        counts_interval: hub.config().big_room_counts,
+        counts_after: None,
+        counts_due: None,
     };
     // A broadcast some socket could not take: the whole room gets a state at this time.
     let mut state_for_all: Option<tokio::time::Instant> = None;
@@ -833,6 +836,12 @@ async fn fan_out<U, S, C, M>(
                     state_for_all = Some(tokio::time::Instant::now() + options.full_buffer_retry);
                 }
             }
+            () = sleep_until(fan.counts_due), if fan.counts_due.is_some() => {
+                fan.counts_due = None;
+                if fan.counts_now().await && state_for_all.is_none() {
+                    state_for_all = Some(tokio::time::Instant::now() + options.full_buffer_retry);
+                }
+            }
             delivery = feed.recv_gathered(options.linger) => {
                 let Some(delivery) = delivery else { return };
                 if fan.send(delivery).await && state_for_all.is_none() {
@@ -861,6 +870,11 @@ struct Fan<'a, U, S, C, M> {
     listed: bool,
     /// The window last broadcast to each window's socketioxide room.
     shown: HashMap<Window, Arc<RoomWindow<U, S, String, M>>>,
+    /// A big room's counts go out at most every `counts_interval`: not before `counts_after`;
+    /// `counts_due` when counts that changed were held back.
+    counts_interval: Duration,
+    counts_after: Option<tokio::time::Instant>,
+    counts_due: Option<tokio::time::Instant>,
 }
 
 impl<U, S, C, M> Fan<'_, U, S, C, M>
@@ -876,21 +890,60 @@ where
         self.shown.clear();
     }
 
+    /// Broadcasts the room's counts now, if they changed since the last sent, to the sockets
+    /// sent them (the members while the room is big); whether some socket missed them.
+    async fn counts_now(&mut self) -> bool {
+        let occupancy = self.hub.rooms().occupancy(self.room.as_str());
+        if self
+            .counted
+            .as_ref()
+            .is_some_and(|c| c.counts_as(&occupancy))
+        {
+            return false;
+        }
+        if occupancy.big {
+            self.counts_after = Some(tokio::time::Instant::now() + self.counts_interval);
+        }
+        self.counted = Some(occupancy.clone());
+        let message = ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy);
+        let (io, path) = (self.io, self.path);
+        let mut missed = false;
+        if self.counted_for_members {
+            missed |= broadcast(io, path, &self.members, &message).await;
+        }
+        missed |= broadcast(io, path, &self.watchers, &message).await;
+        let windows: Vec<Window> = self.windows.lock().keys().copied().collect();
+        for window in windows {
+            missed |= broadcast(io, path, &key(self.room, Sent::Window(window)), &message).await;
+        }
+        missed
+    }
+
     /// Broadcasts what a delivery changes; whether some socket's buffer was full (it missed it).
     async fn send(&mut self, delivery: RoomDelivery<U, S, String, M>) -> bool {
         let (io, path) = (self.io, self.path);
         let mut missed = false;
         let occupancy = delivery.occupancy();
-        let recount = !self
+        let mut recount = !self
             .counted
             .as_ref()
             .is_some_and(|c| c.counts_as(&occupancy));
+        // A big room's counts are paced, but for the members' switch to them.
+        let switching = delivery.big() && !self.counted_for_members;
+        let now = tokio::time::Instant::now();
+        if recount && occupancy.big && !switching && self.counts_after.is_some_and(|t| now < t) {
+            self.counts_due = self.counts_after;
+            recount = false;
+        }
         if recount {
+            if occupancy.big {
+                self.counts_after = Some(now + self.counts_interval);
+            }
             self.counted = Some(occupancy.clone());
         }
         let message = ServerMessage::<U, S, String, M>::RoomOccupancy(occupancy);
         if delivery.big() {
-            if recount || !self.counted_for_members {
+            if recount || switching {
                 missed |= broadcast(io, path, &self.members, &message).await;
             }
             self.counted_for_members = true;

@@ -129,6 +129,11 @@ struct Sending<U, S, M> {
     listed: bool,
     /// The window last sent for each window in use.
     shown: HashMap<Window, Arc<RoomWindow<U, S, String, M>>>,
+    /// A big room's counts go out at most every `counts_interval`: not before `counts_after`;
+    /// `counts_due` when counts that changed were held back.
+    counts_interval: Duration,
+    counts_after: Option<Instant>,
+    counts_due: Option<Instant>,
 }
 
 /// One room's task: until it is aborted (its last connection closed) or the hub is gone.
@@ -150,6 +155,9 @@ async fn run<U, S, C, M>(
         // Connections get the room as it is now when they open: listed unless it is big.
         listed: !hub.rooms().occupancy(room.as_str()).big,
         shown: HashMap::new(),
+        counts_interval: hub.config().big_room_counts,
+        counts_after: None,
+        counts_due: None,
     };
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -176,6 +184,12 @@ async fn run<U, S, C, M>(
                     if c.behind {
                         retry_at = Some(Instant::now() + retry);
                     }
+                }
+            }
+            () = sleep_until(sending.counts_due), if sending.counts_due.is_some() => {
+                sending.counts_due = None;
+                if counts_now(&hub, &room, &mut connections, &mut sending) && retry_at.is_none() {
+                    retry_at = Some(Instant::now() + retry);
                 }
             }
             delivery = feed.recv_gathered(linger) => {
@@ -235,16 +249,26 @@ where
     M: Metadata + Serialize,
 {
     let occupancy = delivery.occupancy();
-    let recount = !sending
+    let mut recount = !sending
         .counted
         .as_ref()
         .is_some_and(|c| c.counts_as(&occupancy));
+    // A big room's counts are paced, but for the members view's switch to them.
+    let switching = delivery.big() && sending.listed;
+    let now = Instant::now();
+    if recount && occupancy.big && !switching && sending.counts_after.is_some_and(|t| now < t) {
+        sending.counts_due = sending.counts_after;
+        recount = false;
+    }
     let counts = if recount {
+        if occupancy.big {
+            sending.counts_after = Some(now + sending.counts_interval);
+        }
+        sending.counted = Some(occupancy.clone());
         occupancy_json(&occupancy)
     } else {
         None
     };
-    sending.counted = Some(occupancy.clone());
     // Updates a connection sent the room whole after them holds already.
     let span = match delivery {
         RoomDelivery::Updates(b) if !delivery.big() && sending.listed => Some((b.epoch(), b.to())),
@@ -253,7 +277,10 @@ where
     // The members view: the delivery (the state, once the room is listed again), or the counts
     // of a big room (once more when it becomes big).
     let members = if delivery.big() {
-        let json = if recount || sending.listed {
+        let json = if recount || switching {
+            if switching && sending.counts_after.is_none_or(|t| now >= t) {
+                sending.counts_after = Some(now + sending.counts_interval);
+            }
             occupancy_json(&occupancy)
         } else {
             None
@@ -320,6 +347,45 @@ where
     behind
 }
 
+/// Sends the room's counts now, if they changed since the last sent, to every connection sent
+/// them (the members view while the room is big); whether a connection fell behind.
+fn counts_now<U, S, C, M>(
+    hub: &Hub<U, S, C, String, M>,
+    room: &str,
+    connections: &mut HashMap<ConnectionKey, Connection>,
+    sending: &mut Sending<U, S, M>,
+) -> bool
+where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    let occupancy = hub.rooms().occupancy(room);
+    if sending
+        .counted
+        .as_ref()
+        .is_some_and(|c| c.counts_as(&occupancy))
+    {
+        return false;
+    }
+    let Some(json) = occupancy_json(&occupancy) else {
+        return false;
+    };
+    if occupancy.big {
+        sending.counts_after = Some(Instant::now() + sending.counts_interval);
+    }
+    sending.counted = Some(occupancy);
+    let mut behind = false;
+    for c in connections.values_mut().filter(|c| !c.behind) {
+        if c.sent != Sent::Members || !sending.listed {
+            give(c, json.clone());
+            behind |= c.behind;
+        }
+    }
+    behind
+}
+
 /// Puts a message in a connection's queue; `false` (and the connection behind) if it is full.
 fn give(c: &mut Connection, json: Bytes) -> bool {
     match c.out.try_send(json) {
@@ -370,6 +436,65 @@ mod tests {
 
     fn json(bytes: &Bytes) -> Value {
         serde_json::from_slice(bytes).expect("json")
+    }
+
+    /// A big room's counts go to a connection at most once per `big_room_counts` (here 1 s),
+    /// the latest when the time is up, however many gathering windows changed them; a small
+    /// room's would go once per window.
+    #[tokio::test(start_paused = true)]
+    async fn a_big_rooms_counts_are_paced() {
+        let clock = ManualClock::new();
+        let tracker = PresenceTracker::with_clock(Policy::default(), clock.clone());
+        let config = HubConfig::default()
+            .big_room(2)
+            .big_room_counts(Duration::from_secs(1));
+        let hub: TestHub = Hub::new(tracker, config);
+        let join = |i: usize| {
+            let session = format!("s{i}");
+            hub.connect(format!("u{i}"), session.clone(), "c", Activity::Active)
+                .expect("connects");
+            hub.rooms()
+                .join(&session, "doc".into(), "m".into())
+                .expect("joins");
+        };
+        for i in 0..3 {
+            join(i);
+        }
+        let fan = RoomFan::new(
+            hub.clone(),
+            Duration::from_millis(50),
+            Duration::from_millis(250),
+        );
+        let (tx, mut counts) = mpsc::channel(64);
+        fan.open("doc", 1, Sent::Occupancy, tx);
+        settle().await;
+        let mut got = Vec::new();
+        let drain = |rx: &mut mpsc::Receiver<Bytes>, got: &mut Vec<u64>| {
+            while let Ok(m) = rx.try_recv() {
+                let m = json(&m);
+                assert_eq!(m["type"], "room_occupancy");
+                got.push(m["users"]["active"].as_u64().expect("a count"));
+            }
+        };
+        drain(&mut counts, &mut got);
+        assert_eq!(got, [3], "the counts at once");
+        // Ten gathering windows with a join each, within 0.6 s.
+        for i in 3..13 {
+            join(i);
+            settle().await;
+            tokio::time::advance(Duration::from_millis(60)).await;
+            settle().await;
+        }
+        drain(&mut counts, &mut got);
+        assert_eq!(
+            got,
+            [3, 4],
+            "the first change at once, the others held back"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        drain(&mut counts, &mut got);
+        assert_eq!(got, [3, 4, 13], "the latest when the second is up");
     }
 
     /// A connection whose queue is full is not waited for: it misses the updates of the
