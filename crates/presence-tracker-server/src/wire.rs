@@ -85,9 +85,10 @@
 //! default) is big until it shrinks to three quarters of the bound. A big room's member list
 //! goes only to connections that watch a window of it: every other connection sent the room in
 //! the members view, its own members included, is sent its [`RoomOccupancy`] instead, by the
-//! occupancy rule above. A client that holds a room's members and is sent its occupancy drops
-//! the members (the room is too big to list); when the room is listed again, a [`RoomState`]
-//! comes, and the rule for rooms applies from there.
+//! occupancy rule above, at most once per [`HubConfig::big_room_counts`] (1 s by default)
+//! rather than once per gathering window. A client that holds a room's members and is sent its
+//! occupancy drops the members (the room is too big to list); when the room is listed again, a
+//! [`RoomState`] comes, and the rule for rooms applies from there.
 //!
 //! A window (`{"type":"watch","room":..,"view":"window","limit":50}`, with `"after":KEY` to page
 //! on) is the first `limit` members in the room's order ([`RoomWindow`]: by presence, then by
@@ -101,6 +102,7 @@
 //!
 //! [`HubConfig::big_room`]: crate::HubConfig::big_room
 //! [`HubConfig::max_window`]: crate::HubConfig::max_window
+//! [`HubConfig::big_room_counts`]: crate::HubConfig::big_room_counts
 //!
 //! A connection's rooms survive its reconnects: the [`Hello`] names the rooms the session is in
 //! after it (`rooms`), with their metadata, so a reload or a reconnect that names the same rooms
