@@ -28,6 +28,7 @@ use presence_tracker::{
 use tokio::sync::{broadcast, Notify};
 
 use crate::wire::{Scope, State, Update, UserState};
+use crate::RateLimit;
 
 pub use feed::{Batch, Delivery, Interest, Subscription};
 use interest::Interests;
@@ -84,6 +85,15 @@ pub struct HubConfig {
     /// of `n` connections into one big room sends each of them about one message per this
     /// interval instead of one per gathering window.
     pub big_room_counts: Duration,
+    /// How many versions of a room its subscribers may fall behind before they are sent the
+    /// room whole instead (default 64). Each room with a subscriber has a ring of this many
+    /// slots, allocated when its first subscriber comes (about 48 bytes a slot) and freed
+    /// with its last; the integrations subscribe once per room (its task), which takes each
+    /// version as it comes.
+    pub room_backlog: usize,
+    /// How fast one connection of the integrations may send messages after its hello
+    /// (default 20 a second, bursts of 40; `None`: no limit). See [`RateLimit`].
+    pub client_rate: Option<RateLimit>,
 }
 
 impl Default for HubConfig {
@@ -97,6 +107,8 @@ impl Default for HubConfig {
             big_room: 1000,
             max_window: 100,
             big_room_counts: Duration::from_secs(1),
+            room_backlog: 64,
+            client_rate: Some(RateLimit::default()),
         }
     }
 }
@@ -148,6 +160,20 @@ impl HubConfig {
     /// [`big_room_counts`](Self::big_room_counts)).
     pub fn big_room_counts(mut self, interval: Duration) -> Self {
         self.big_room_counts = interval;
+        self
+    }
+
+    /// With a room subscriber backlog of `versions` (at least 1; see
+    /// [`room_backlog`](Self::room_backlog)).
+    pub fn room_backlog(mut self, versions: usize) -> Self {
+        self.room_backlog = versions.max(1);
+        self
+    }
+
+    /// With this limit on how fast a connection sends (`None`: no limit; see
+    /// [`client_rate`](Self::client_rate)).
+    pub fn client_rate(mut self, limit: Option<RateLimit>) -> Self {
+        self.client_rate = limit;
         self
     }
 }

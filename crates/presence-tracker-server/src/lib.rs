@@ -56,6 +56,7 @@
 mod admission;
 mod auth;
 mod hub;
+mod limit;
 mod link;
 mod meta;
 pub mod wire;
@@ -76,6 +77,7 @@ pub use hub::{
     Batch, Delivery, Hub, HubConfig, HubRooms, Interest, RefusalWatch, RoomBatch, RoomDelivery,
     RoomSubscription, Subscription, Ticking,
 };
+pub use limit::RateLimit;
 pub use meta::{Meta, MetaError};
 
 #[doc = include_str!("../README.md")]

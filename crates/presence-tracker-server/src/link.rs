@@ -7,7 +7,11 @@
 
 use std::collections::HashMap;
 
-use presence_tracker::{Activity, Clock, ConnectionId, Error, Id, Metadata};
+use std::time::Duration;
+
+use presence_tracker::{Activity, Clock, ConnectionId, Error, Id, Metadata, Timestamp};
+
+use crate::limit::{Taken, TokenBucket};
 
 use crate::wire::{ClientMessage, JoinRoom, Refusal, RoomView, Subscribe, Window};
 use crate::{Authenticate, Hub, Identity, Interest, RoomAccess};
@@ -107,6 +111,12 @@ pub(crate) struct Link<U, S, M> {
     max_watched: usize,
     /// The most members of a window.
     max_window: usize,
+    /// The connection's messages against the hub's [`client_rate`](crate::HubConfig::client_rate):
+    /// made at the first message.
+    bucket: Option<TokenBucket>,
+    /// Rooms its session left through it lately, with when: joined again sooner than the
+    /// policy's metadata interval after, it would be a metadata change the interval refuses.
+    left: Vec<(String, Timestamp)>,
 }
 
 impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
@@ -125,7 +135,37 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
             watching: HashMap::new(),
             max_watched,
             max_window,
+            bucket: None,
+            left: Vec::new(),
         }
+    }
+
+    /// Counts one message of the client against the connection's rate, before anything else
+    /// is done with it: `Ok` to handle it, `Err(Some(refusal))` to answer it with the refusal
+    /// only, `Err(None)` to drop it unanswered (a refusal went out since the last one taken).
+    pub(crate) fn admit<C: Clock>(
+        &mut self,
+        hub: &Hub<U, S, C, String, M>,
+    ) -> Result<(), Option<Refusal>> {
+        let now = hub.tracker().now();
+        let bucket = self
+            .bucket
+            .get_or_insert_with(|| TokenBucket::new(hub.config().client_rate));
+        match bucket.take(now) {
+            Taken::Yes => Ok(()),
+            Taken::Refuse(retry_after) => Err(Some(Refusal::rate_limited(retry_after))),
+            Taken::Drop => Err(None),
+        }
+    }
+
+    /// How long until the session may join `room` again, if it left it through this
+    /// connection within `interval` of `now`: leaving and joining is a metadata change, and
+    /// does not get around the interval.
+    fn rejoin_wait(&mut self, room: &str, now: Timestamp, interval: Duration) -> Option<Duration> {
+        self.left
+            .retain(|(_, at)| now.saturating_duration_since(*at) < interval);
+        let (_, at) = self.left.iter().find(|(r, _)| r == room)?;
+        Some(interval.saturating_sub(now.saturating_duration_since(*at)))
     }
 
     /// The user and session, `None` for a watcher.
@@ -396,6 +436,13 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                     // reconnect): nothing to publish, nothing against the metadata interval.
                     return Outcome::default();
                 }
+                if !self.member.contains_key(&room) {
+                    let now = hub.tracker().now();
+                    let interval = hub.tracker().policy().metadata_interval();
+                    if let Some(retry_after) = self.rejoin_wait(&room, now, interval) {
+                        return refuse(Error::MetadataTooFrequent { retry_after }, room);
+                    }
+                }
                 match hub.rooms().join(session, room.clone(), meta.clone()) {
                     Ok(()) => {
                         let before = self.view(&room);
@@ -421,6 +468,14 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
             }
             ClientMessage::LeaveRoom { room } => {
                 let result = hub.rooms().leave(session, room.as_str());
+                if result.is_ok() {
+                    let now = hub.tracker().now();
+                    let interval = hub.tracker().policy().metadata_interval();
+                    self.left.retain(|(r, at)| {
+                        r != &room && now.saturating_duration_since(*at) < interval
+                    });
+                    self.left.push((room.clone(), now));
+                }
                 let before = self.view(&room);
                 self.member.remove(&room);
                 let after = self.view(&room);

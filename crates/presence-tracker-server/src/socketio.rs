@@ -383,6 +383,15 @@ fn serve<U, S, C, M, A>(
             Arc::clone(&conn.control),
         );
         move |socket: &SocketRef, message: Result<ClientMessage<S, String, M, U>, Refusal>| {
+            let admitted = link.lock().admit(&hub);
+            match admitted {
+                Ok(()) => {}
+                Err(Some(refusal)) => {
+                    let _ = socket.emit("refused", &refusal);
+                    return;
+                }
+                Err(None) => return,
+            }
             let outcome = match message {
                 Ok(message) => link.lock().handle(&hub, auth.as_ref(), message),
                 Err(refusal) => Outcome::refused(refusal),
@@ -475,7 +484,17 @@ fn serve<U, S, C, M, A>(
     let feed = hub.subscribe_to(interest);
     {
         let control = Arc::clone(&conn.control);
-        socket.on("resync", move || {
+        let (hub, link) = (hub.clone(), Arc::clone(&conn.link));
+        socket.on("resync", move |socket: SocketRef| {
+            let admitted = link.lock().admit(&hub);
+            match admitted {
+                Ok(()) => {}
+                Err(Some(refusal)) => {
+                    let _ = socket.emit("refused", &refusal);
+                    return std::future::ready(());
+                }
+                Err(None) => return std::future::ready(()),
+            }
             control.resync.store(true, Ordering::Release);
             control.notify.notify_one();
             std::future::ready(())

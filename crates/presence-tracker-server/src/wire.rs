@@ -869,7 +869,10 @@ pub struct Refusal {
     /// `session_taken`, `limit`, `protocol`, `watch_only`; for rooms `not_in_room`,
     /// `room_full`, `metadata_too_large`, `metadata_too_frequent` (see `retry_after_ms`),
     /// `forbidden` (the application does not let this connection into the room); `busy` for
-    /// a Socket.IO handshake over the node's admission rate (see `retry_after_ms`).
+    /// a Socket.IO handshake over the node's admission rate (see `retry_after_ms`);
+    /// `rate_limited` for the first message over the connection's
+    /// [rate](crate::HubConfig::client_rate) (see `retry_after_ms`; those after it, until one
+    /// is taken, are dropped without an answer).
     pub code: String,
     /// What went wrong, for a person.
     pub message: String,
@@ -877,7 +880,7 @@ pub struct Refusal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
     /// When the same message would be accepted, in milliseconds (`metadata_too_frequent`,
-    /// `busy`).
+    /// `busy`, `rate_limited`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
 }
@@ -904,6 +907,18 @@ impl Refusal {
     pub fn busy(busy: crate::Busy) -> Self {
         let mut refusal = Refusal::new("busy", "the server is admitting others: come back later");
         let ms = busy.retry_after.as_micros().div_ceil(1000);
+        refusal.retry_after_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
+        refusal
+    }
+
+    /// The refusal of a message over the connection's [rate](crate::HubConfig::client_rate):
+    /// code `rate_limited`, with `retry_after_ms`.
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        let mut refusal = Refusal::new(
+            "rate_limited",
+            "too many messages: this one and those until the retry changed nothing",
+        );
+        let ms = retry_after.as_micros().div_ceil(1000);
         refusal.retry_after_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
         refusal
     }

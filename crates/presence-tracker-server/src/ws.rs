@@ -566,6 +566,14 @@ where
                         Message::Close(_) => return End::Gone(DisconnectKind::Clean),
                         Message::Ping(_) | Message::Pong(_) => continue,
                     };
+                    match link.admit(&self.shared.hub) {
+                        Ok(()) => {}
+                        Err(Some(refusal)) => {
+                            self.send(&ServerMessage::<U, S, String, M>::Refused(refusal)).await;
+                            continue;
+                        }
+                        Err(None) => continue,
+                    }
                     for refusal in self.signal(&text, link, &mut feed, &mut rooms) {
                         self.send(&ServerMessage::<U, S, String, M>::Refused(refusal)).await;
                     }

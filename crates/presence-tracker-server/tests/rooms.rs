@@ -261,7 +261,7 @@ fn only_a_rooms_subscribers_get_its_messages() {
 
 #[test]
 fn a_subscriber_that_falls_behind_gets_a_fresh_room_state() {
-    let (hub, clock) = hub_with(Policy::default(), HubConfig::default().backlog(4));
+    let (hub, clock) = hub_with(Policy::default(), HubConfig::default().room_backlog(4));
     let mut feed = hub.rooms().subscribe("doc-1".into()).expect("a room id");
     let mut client = RoomClient::default();
     client.drain(&mut feed);
@@ -488,7 +488,7 @@ fn concurrent_callers_never_show_a_room_gap_or_reordering() {
         .metadata_interval(Duration::ZERO)
         .build()
         .expect("valid");
-    let (hub, clock) = hub_with(policy, HubConfig::default().backlog(1 << 20));
+    let (hub, clock) = hub_with(policy, HubConfig::default().room_backlog(1 << 20));
     let rooms = ["doc-0", "doc-1", "doc-2"];
     let mut feeds: Vec<(String, Feed)> = rooms
         .iter()

@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use futures_util::SinkExt;
-use presence_tracker::{Activity, Presence};
+use presence_tracker::{Activity, Policy, Presence};
+use presence_tracker_server::{HubConfig, RateLimit};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 mod support;
-use support::{client, closed, hello, next, send, server};
+use support::{client, closed, hello, next, send, server, server_config, sync};
 
 #[tokio::test]
 async fn a_hello_gets_the_state_and_others_get_the_update() {
@@ -42,7 +43,9 @@ async fn a_hello_gets_the_state_and_others_get_the_update() {
 
 #[tokio::test]
 async fn one_connections_signals_apply_in_the_order_sent() {
-    let (hub, _clock, url) = server().await;
+    // Without the rate limit: 200 signals at one instant of the manual clock.
+    let config = HubConfig::default().all_users_feed(true).client_rate(None);
+    let (hub, _clock, url) = server_config::<()>(Policy::default(), config).await;
     let mut ada = client(&url).await;
     send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
     next(&mut ada).await;
@@ -278,4 +281,56 @@ async fn upgrades_over_the_admission_rate_get_503_and_change_nothing() {
     send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
     assert_eq!(next(&mut ada).await["type"], "state");
     assert!(hub.tracker().session("tab-1").is_some());
+}
+
+#[tokio::test]
+async fn a_flood_is_refused_once_then_dropped_until_the_rate_allows() {
+    let config = HubConfig::default()
+        .all_users_feed(true)
+        .client_rate(Some(RateLimit::new(10, 20)));
+    let (hub, clock, url) = server_config::<()>(Policy::default(), config).await;
+    let mut ada = client(&url).await;
+    send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
+    next(&mut ada).await;
+    let before = hub.version();
+    // 100 activity flips at one instant: the burst of 20 is taken, each a change.
+    for i in 0..100 {
+        let activity = if i % 2 == 0 { "idle" } else { "active" };
+        send(&mut ada, json!({"type": "heartbeat", "activity": activity})).await;
+    }
+    // Every message read by the server (a ping is answered once the server reads it, after
+    // the flood): what was refused is settled before the clock moves.
+    let mut refusals: Vec<_> = sync(&mut ada)
+        .await
+        .into_iter()
+        .filter(|m| m["type"] == "refused")
+        .collect();
+    // A second later (10 tokens), a resync: its state comes after every refusal sent.
+    clock.advance(Duration::from_secs(1));
+    send(&mut ada, json!({"type": "resync"})).await;
+    loop {
+        let m = next(&mut ada).await;
+        match m["type"].as_str() {
+            Some("state") => break,
+            Some("refused") => refusals.push(m),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        refusals.len(),
+        1,
+        "one refusal for 80 over the rate: {refusals:?}"
+    );
+    assert_eq!(refusals[0]["code"], "rate_limited");
+    assert_eq!(refusals[0]["retry_after_ms"], 100);
+    assert_eq!(
+        hub.version(),
+        before + 20,
+        "only the burst changed anything"
+    );
+    assert_eq!(
+        hub.tracker().session("tab-1").expect("live").activity,
+        Activity::Active,
+        "the 20th flip, the last taken"
+    );
 }

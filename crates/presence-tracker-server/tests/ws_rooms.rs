@@ -12,7 +12,7 @@ use presence_tracker_server::Meta;
 use serde_json::{json, Value};
 
 mod support;
-use support::{client, hello, next, send, server_with, Client, TestHub};
+use support::{client, hello, next, send, server_with, sync, Client, TestHub};
 
 async fn rooms_server() -> (TestHub<Meta>, presence_tracker::ManualClock, String) {
     let policy = Policy::builder()
@@ -690,4 +690,47 @@ async fn joining_again_with_the_same_metadata_publishes_nothing() {
         Some(json!("room_updates")),
         "{mine:?}"
     );
+}
+
+#[tokio::test]
+async fn leaving_and_joining_again_does_not_get_around_the_metadata_interval() {
+    let (hub, clock, url) = rooms_server().await;
+    let mut ada = tab(
+        &url,
+        "ada",
+        "a-1",
+        Some(json!([{"room": "doc-1", "meta": {"s": 1}}])),
+    )
+    .await;
+    next_of(&mut ada, "room_state").await;
+    clock.advance(Duration::from_millis(100));
+    send(&mut ada, json!({"type": "leave_room", "room": "doc-1"})).await;
+    sync(&mut ada).await;
+    clock.advance(Duration::from_millis(20));
+    send(
+        &mut ada,
+        json!({"type": "join", "room": "doc-1", "meta": {"s": 2}}),
+    )
+    .await;
+    let refused = next_of(&mut ada, "refused").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["room"].as_str()),
+        (Some("metadata_too_frequent"), Some("doc-1"))
+    );
+    assert_eq!(refused["retry_after_ms"], 30);
+    assert!(
+        hub.tracker()
+            .rooms()
+            .of_session(&"a-1".to_string())
+            .is_empty(),
+        "the refused join changed nothing"
+    );
+    clock.advance(Duration::from_millis(30));
+    send(
+        &mut ada,
+        json!({"type": "join", "room": "doc-1", "meta": {"s": 2}}),
+    )
+    .await;
+    let state = next_of(&mut ada, "room_state").await;
+    assert_eq!(state["members"][0]["sessions"][0]["meta"], json!({"s": 2}));
 }

@@ -245,7 +245,7 @@ impl<U: Serialize, S: Serialize, R: Serialize, M: Serialize> Serialize
 }
 
 /// One subscriber's view of one room: the room's [`RoomState`], then every update of the room
-/// after it, in version order. Falling more than the hub's backlog behind yields a fresh state,
+/// after it, in version order. Falling more than the hub's [`room_backlog`](crate::HubConfig::room_backlog) behind yields a fresh state,
 /// never a silent gap; so does the room's history starting anew (a new epoch).
 ///
 /// Its receiving methods are cancel-safe, like [`Subscription`](crate::Subscription)'s.

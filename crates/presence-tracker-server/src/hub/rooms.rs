@@ -346,7 +346,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
     pub(super) fn room_state_and_receiver(&self, room: &R) -> StateAndReceiver<U, S, R, M> {
         let mut published = self.inner.published.lock();
         let rooms = &mut published.rooms;
-        let backlog = self.inner.config.backlog.max(1);
+        let backlog = self.inner.config.room_backlog.max(1);
         #[cfg(feature = "redis")]
         if let Some(node) = &self.inner.cluster {
             let rx = rooms

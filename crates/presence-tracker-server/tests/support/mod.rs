@@ -147,3 +147,25 @@ pub async fn closed(c: &mut Client) -> (CloseCode, String) {
 pub fn hello(token: Option<&str>, session: Option<&str>) -> Value {
     json!({"type": "hello", "protocol": 1, "token": token, "session": session})
 }
+
+/// Waits until the server has read everything sent before (it answers a ping once it reads
+/// it, after them); the JSON messages that came meanwhile.
+pub async fn sync(c: &mut Client) -> Vec<Value> {
+    c.send(Message::Ping(b"sync".to_vec().into()))
+        .await
+        .expect("sends");
+    let mut seen = Vec::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .expect("the pong within 5 s")
+            .expect("open")
+            .expect("a frame");
+        match m {
+            Message::Pong(p) if p.as_ref() == b"sync" => return seen,
+            Message::Text(t) => seen.push(serde_json::from_str(&t).expect("json")),
+            Message::Close(f) => panic!("closed: {f:?}"),
+            _ => {}
+        }
+    }
+}

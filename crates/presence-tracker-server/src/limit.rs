@@ -1,0 +1,206 @@
+//! [`RateLimit`]: how fast one connection may send, and the token bucket that counts it.
+
+use std::time::Duration;
+
+use presence_tracker::Timestamp;
+
+/// How fast one connection may send messages after its hello: a token bucket of `burst`
+/// messages, refilled at `per_second`.
+///
+/// Every message counts, whatever it is and whether it is understood: heartbeats (activity
+/// flips included), joins, leaves, updates, watches, resyncs and malformed ones. A message over
+/// the rate changes nothing. The first one is answered with a refusal `rate_limited` whose
+/// `retry_after_ms` says when a message will be taken again; those after it, until one is taken,
+/// are dropped without an answer (a flood is not answered with a flood).
+///
+/// The default, 20 messages a second with bursts of 40, is more than the shipped browser
+/// client sends (a heartbeat every 5 s, one per activity change, joins of a few rooms at once)
+/// and more than a client that moves a cursor through room metadata can have taken (the
+/// policy's metadata interval, 50 ms by default, refuses updates of a room more often than 20 a
+/// second). Time is the hub's clock, so a test moves it with a manual clock.
+///
+/// # Examples
+///
+/// ```
+/// use presence_tracker_server::{HubConfig, RateLimit};
+///
+/// // A collaborative editor whose clients update metadata in several rooms at once.
+/// let config = HubConfig::default().client_rate(Some(RateLimit::new(60, 120)));
+/// assert_eq!(config.client_rate, Some(RateLimit::new(60, 120)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// Messages a second, on average (at least 1).
+    pub per_second: u32,
+    /// Messages at once, after a quiet spell (at least 1).
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `per_second` on average, up to `burst` at once; zero for either is taken as 1 (a limit
+    /// that takes nothing would be a configuration mistake, not a limit).
+    pub const fn new(per_second: u32, burst: u32) -> Self {
+        RateLimit {
+            per_second: if per_second == 0 { 1 } else { per_second },
+            burst: if burst == 0 { 1 } else { burst },
+        }
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit::new(20, 40)
+    }
+}
+
+/// A token in thousandths, so that a refill of `per_second` tokens is `per_second` thousandths
+/// a millisecond: integer arithmetic, exact.
+const MILLI: u64 = 1000;
+
+/// What [`TokenBucket::take`] says about a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Taken: handle it.
+    Yes,
+    /// Over the rate, the first since the last one taken: refuse it, saying when to retry.
+    Refuse(Duration),
+    /// Over the rate again: drop it silently.
+    Drop,
+}
+
+/// One connection's bucket, on the hub's clock (milliseconds).
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    limit: Option<RateLimit>,
+    /// Tokens, in thousandths.
+    tokens: u64,
+    /// When `tokens` was counted; `None` before the first message (the bucket starts full).
+    at: Option<Timestamp>,
+    /// Whether a refusal went out since the last message taken.
+    refused: bool,
+}
+
+impl TokenBucket {
+    /// A full bucket (`None`: no limit).
+    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
+        TokenBucket {
+            limit,
+            tokens: limit.map_or(0, |l| u64::from(l.burst) * MILLI),
+            at: None,
+            refused: false,
+        }
+    }
+
+    /// Takes a token for one message at `now`. A `now` earlier than one seen before (a clock
+    /// that went back) refills nothing.
+    pub(crate) fn take(&mut self, now: Timestamp) -> Taken {
+        let Some(limit) = self.limit else {
+            return Taken::Yes;
+        };
+        let capacity = u64::from(limit.burst) * MILLI;
+        let rate = u64::from(limit.per_second); // thousandths a millisecond
+        if let Some(at) = self.at {
+            let elapsed = now.as_millis().saturating_sub(at.as_millis());
+            self.tokens = self
+                .tokens
+                .saturating_add(elapsed.saturating_mul(rate))
+                .min(capacity);
+        }
+        self.at = Some(self.at.map_or(now, |at| at.max(now)));
+        if self.tokens >= MILLI {
+            self.tokens -= MILLI;
+            self.refused = false;
+            return Taken::Yes;
+        }
+        if self.refused {
+            return Taken::Drop;
+        }
+        self.refused = true;
+        // Rounded up: retrying after it is never too early.
+        let missing = MILLI - self.tokens;
+        Taken::Refuse(Duration::from_millis(missing.div_ceil(rate).max(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_millis(1_000_000 + ms)
+    }
+
+    #[test]
+    fn a_burst_is_taken_then_one_refusal_then_silence_until_refilled() {
+        let mut bucket = TokenBucket::new(Some(RateLimit::new(10, 3)));
+        let got: Vec<Taken> = (0..6).map(|_| bucket.take(at(0))).collect();
+        assert_eq!(
+            got,
+            [
+                Taken::Yes,
+                Taken::Yes,
+                Taken::Yes,
+                Taken::Refuse(Duration::from_millis(100)),
+                Taken::Drop,
+                Taken::Drop
+            ]
+        );
+        // 10 a second: one token after 100 ms, not before.
+        assert_eq!(bucket.take(at(99)), Taken::Drop);
+        assert_eq!(bucket.take(at(100)), Taken::Yes);
+        // Taken again: the next one over is told again.
+        assert_eq!(
+            bucket.take(at(100)),
+            Taken::Refuse(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn the_retry_after_counts_the_part_of_a_token_already_refilled() {
+        let mut bucket = TokenBucket::new(Some(RateLimit::new(10, 1)));
+        assert_eq!(bucket.take(at(0)), Taken::Yes);
+        assert_eq!(
+            bucket.take(at(40)),
+            Taken::Refuse(Duration::from_millis(60))
+        );
+        assert_eq!(bucket.take(at(100)), Taken::Yes);
+    }
+
+    #[test]
+    fn a_sustained_rate_at_the_limit_is_all_taken() {
+        let mut bucket = TokenBucket::new(Some(RateLimit::new(20, 1)));
+        for i in 0..1000 {
+            assert_eq!(bucket.take(at(i * 50)), Taken::Yes, "message {i}");
+        }
+    }
+
+    #[test]
+    fn a_quiet_spell_refills_no_more_than_the_burst() {
+        let mut bucket = TokenBucket::new(Some(RateLimit::new(100, 5)));
+        assert_eq!(bucket.take(at(0)), Taken::Yes);
+        let taken = (0..50)
+            .filter(|_| bucket.take(at(3_600_000)) == Taken::Yes)
+            .count();
+        assert_eq!(taken, 5);
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_refills_nothing_and_a_far_future_saturates() {
+        let mut bucket = TokenBucket::new(Some(RateLimit::new(1, 1)));
+        assert_eq!(bucket.take(at(10_000)), Taken::Yes);
+        assert!(matches!(bucket.take(at(0)), Taken::Refuse(_)));
+        assert_eq!(bucket.take(at(5_000)), Taken::Drop);
+        // Still no token at 10.5 s (the clock's high mark), one at 11 s.
+        assert_eq!(bucket.take(at(10_500)), Taken::Drop);
+        assert_eq!(bucket.take(at(11_000)), Taken::Yes);
+        assert_eq!(bucket.take(Timestamp::from_millis(u64::MAX)), Taken::Yes);
+    }
+
+    #[test]
+    fn no_limit_takes_everything_and_zero_is_taken_as_one() {
+        let mut bucket = TokenBucket::new(None);
+        assert!((0..10_000).all(|_| bucket.take(at(0)) == Taken::Yes));
+        assert_eq!(RateLimit::new(0, 0), RateLimit::new(1, 1));
+    }
+}
