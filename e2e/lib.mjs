@@ -40,6 +40,8 @@ export async function startServer(name, thresholds = THRESHOLDS, { port = 0, ext
   const bin = path.join(examplesDir, name);
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`cargo build --example ${name}\``);
   const args = ['--port', String(port), ...extra];
+  // The demo's public signing key: these servers listen on 127.0.0.1 for the tests only.
+  if (!extra.includes('--secret')) args.push('--dev');
   for (const [flag, value] of Object.entries(thresholds)) args.push('--' + flag, String(value));
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';

@@ -66,7 +66,7 @@ async function freePort() {
 function startServer(port, snapshot) {
   const bin = path.join(examplesDir, 'socketio');
   if (!fs.existsSync(bin)) throw new Error(`${bin} is missing: run \`cargo build --example socketio\``);
-  const argv = ['--port', String(port), '--snapshot', snapshot];
+  const argv = ['--port', String(port), '--snapshot', snapshot, '--dev'];
   for (const [flag, value] of Object.entries(THRESHOLDS)) argv.push('--' + flag, String(value));
   if (args['tick-ms']) argv.push('--tick-ms', args['tick-ms']);
   const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });

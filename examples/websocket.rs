@@ -13,6 +13,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::time::Duration;
+
 use presence_tracker_server::ws::{self, WsOptions};
 use presence_tracker_server::{Admission, Handshake};
 
@@ -29,7 +31,9 @@ async fn main() {
     };
     let app = App::start(&config).await.unwrap_or_else(|e| exit(&e, 1));
     let signer = app.signer.clone();
-    let mut options = WsOptions::default().pings(config.ping_interval, config.ping_timeout);
+    let mut options = WsOptions::default()
+        .pings(config.ping_interval, config.ping_timeout)
+        .write_timeout(config.ping_timeout.max(Duration::from_secs(1)));
     if let Some((rate, burst)) = config.admission {
         options = options.admission(Admission::new(rate, burst));
     }

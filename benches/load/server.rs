@@ -108,7 +108,16 @@ impl Server {
                         bin.display()
                     ));
                 }
-                Command::new(bin)
+                let mut command = Command::new(bin);
+                // The public demo key (a token stays good across the restarts of a storm), and
+                // room for every client of the run: they all come from loopback addresses.
+                command.arg("--dev").args([
+                    "--max-connections",
+                    "60000",
+                    "--max-per-address",
+                    "60000",
+                ]);
+                command
             }
             Kind::Peer => {
                 let mut command = Command::new(&launch.node);

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use presence_tracker::{Presence, PresenceTracker, Snapshot, SystemClock, Timestamp};
 use presence_tracker_server::cluster::{ClusterConfig, ClusterNode};
+use presence_tracker_server::net::{ConnectionLimits, GuardedListener};
 use presence_tracker_server::{Delivery, Hub, HubConfig, Meta, Ticking};
 use serde::Serialize;
 
@@ -134,6 +135,22 @@ impl App {
                 .await
                 .map_err(|e| format!("bind: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        // Every connection bounded in time, and their number bounded.
+        let limits = ConnectionLimits::default()
+            .connections(config.max_connections, config.max_per_address)
+            .timeouts(
+                Duration::from_secs(10),
+                config.ping_timeout.max(Duration::from_secs(1)),
+                // Longer than a quiet connection goes between the server's pings and a long poll.
+                (config.ping_interval + config.ping_timeout) * 2,
+            );
+        let listener = GuardedListener::new(listener, limits);
+        if config.dev {
+            println!(
+                "--dev: sign-in tokens are signed with a public key; anyone who reaches this server \
+                 can sign in as anyone. Give --secret instead for anything but a try on this machine"
+            );
+        }
         // Tests read this line to learn the port.
         println!("listening on http://{addr}");
         tokio::select! {

@@ -45,6 +45,11 @@ pub(crate) struct Config {
     pub(crate) admit_at_namespace: bool,
     /// Above how many members a room is counted rather than listed, but in windows.
     pub(crate) big_room: usize,
+    /// Whether the server runs with the public demo key (`--dev`): anyone may sign in as anyone.
+    pub(crate) dev: bool,
+    /// The most connections open at once, in all and from one address.
+    pub(crate) max_connections: usize,
+    pub(crate) max_per_address: usize,
 }
 
 /// The flags that take a value, with what they mean (printed by `--help`).
@@ -93,7 +98,16 @@ const FLAGS: &[(&str, &str)] = &[
     ),
     (
         "secret",
-        "key that signs sign-in tokens (default: a fixed demo key; set one for real use)",
+        "key that signs sign-in tokens (required, but with --dev, which uses a public demo key)",
+    ),
+    (
+        "max-connections",
+        "connections open at once; more are closed as they are accepted (default 10000)",
+    ),
+    (
+        "max-per-address",
+        "connections open at once from one IP address (default: --max-connections, since the \
+         demo listens on 127.0.0.1, where every client has the same address)",
     ),
     (
         "tick-ms",
@@ -137,8 +151,16 @@ const FLAGS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The demo's signing key when none is given: fine on 127.0.0.1, never in production.
+/// The demo's signing key with `--dev`: public (it is in this file), so anyone who can reach
+/// the server can sign in as anyone.
 pub(crate) const DEMO_SECRET: &str = "presence-tracker demo secret: set --secret";
+
+/// The flags that take no value, with what they mean.
+const SWITCHES: &[(&str, &str)] = &[(
+    "dev",
+    "sign tokens with a public demo key instead of --secret: anyone who reaches the server can \
+     sign in as anyone (for trying it on this machine only)",
+)];
 
 /// One of the policy builder's duration setters.
 type Setter = fn(PolicyBuilder, Duration) -> PolicyBuilder;
@@ -158,7 +180,7 @@ impl Config {
     /// policy's own error when the thresholds do not fit together.
     pub(crate) fn from_env_and_args(program: &str) -> Result<Option<Config>, String> {
         let mut values: Vec<(&str, String)> = Vec::new();
-        for (name, _) in FLAGS {
+        for (name, _) in FLAGS.iter().chain(SWITCHES) {
             let var = format!("PRESENCE_{}", name.replace('-', "_").to_uppercase());
             if let Ok(value) = std::env::var(&var) {
                 values.push((name, value));
@@ -169,6 +191,13 @@ impl Config {
             if arg == "--help" || arg == "-h" {
                 print_help(program);
                 return Ok(None);
+            }
+            if let Some((name, _)) = SWITCHES
+                .iter()
+                .find(|(name, _)| arg.strip_prefix("--") == Some(*name))
+            {
+                values.push((name, "on".to_string()));
+                continue;
             }
             let (flag, inline) = match arg.split_once('=') {
                 Some((flag, value)) => (flag.to_string(), Some(value.to_string())),
@@ -235,9 +264,25 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_IO_JS)),
             snapshot: get("snapshot").map(PathBuf::from),
-            secret: get("secret")
-                .cloned()
-                .unwrap_or_else(|| DEMO_SECRET.to_string()),
+            dev: match get("dev").map(String::as_str) {
+                None | Some("" | "0" | "off" | "false") => false,
+                Some(_) => true,
+            },
+            secret: get("secret").cloned().unwrap_or_default(),
+            max_connections: match get("max-connections") {
+                None => 10_000,
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("--max-connections: {v:?} is not a count above 0")),
+                },
+            },
+            max_per_address: match get("max-per-address") {
+                None => 0, // --max-connections, once known
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("--max-per-address: {v:?} is not a count above 0")),
+                },
+            },
             tick_every: millis("tick-ms")?.filter(|d| !d.is_zero()),
             redis: get("redis").cloned(),
             redis_prefix: get("redis-prefix").cloned(),
@@ -283,7 +328,23 @@ impl Config {
     }
 
     /// Refuses flags that do not go together.
-    fn checked(self) -> Result<Config, String> {
+    fn checked(mut self) -> Result<Config, String> {
+        if self.max_per_address == 0 {
+            self.max_per_address = self.max_connections;
+        }
+        match (self.secret.is_empty(), self.dev) {
+            (true, false) => {
+                return Err(
+                    "--secret is required: it signs the sign-in tokens. To try the demo \
+                            on this machine, pass --dev instead (a public key: anyone who reaches \
+                            the server can sign in as anyone)"
+                        .into(),
+                )
+            }
+            (true, true) => self.secret = DEMO_SECRET.to_string(),
+            (false, true) => return Err("--dev and --secret do not go together".into()),
+            (false, false) => {}
+        }
         if self.redis.is_some() && self.snapshot.is_some() {
             return Err(
                 "--snapshot and --redis do not go together: a node of a cluster hands \
@@ -319,5 +380,9 @@ fn print_help(program: &str) {
     for (name, help) in FLAGS {
         let var = format!("PRESENCE_{}", name.replace('-', "_").to_uppercase());
         println!("  --{name:<22} {help}\n  {:24} (env {var})", "");
+    }
+    for (name, help) in SWITCHES {
+        let var = format!("PRESENCE_{}", name.replace('-', "_").to_uppercase());
+        println!("  --{name:<22} {help}\n  {:24} (env {var}=on)", "");
     }
 }

@@ -64,6 +64,9 @@ pub mod wire;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod cluster;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod net;
 #[cfg(feature = "socketioxide")]
 #[cfg_attr(docsrs, doc(cfg(feature = "socketioxide")))]
 pub mod socketio;

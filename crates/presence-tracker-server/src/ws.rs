@@ -100,6 +100,11 @@ pub struct WsOptions {
     /// [`max_message`](Self::max_message)). Messages go out without
     /// a write buffer: each is written as it is sent.
     pub read_buffer_size: usize,
+    /// How long a message may take to be written (default 20 s, the ping timeout): a client
+    /// that does not read for this long is dropped as lost. A write that blocks holds the
+    /// connection's task, so its pings wait too: without this bound, a client that never
+    /// reads would never be found lost.
+    pub write_timeout: Duration,
     /// How many new connections the route lets in per second (default: no limit). Over it, an
     /// upgrade is answered `503 Service Unavailable` with `Retry-After`, before any work.
     pub admission: Option<Admission>,
@@ -115,6 +120,7 @@ impl Default for WsOptions {
             linger: Duration::from_millis(50),
             max_watched_rooms: 32,
             read_buffer_size: 1024,
+            write_timeout: Duration::from_secs(20),
             admission: None,
         }
     }
@@ -130,6 +136,12 @@ impl WsOptions {
     /// With this admission of new connections (see [`Admission`]).
     pub fn admission(mut self, admission: Admission) -> Self {
         self.admission = Some(admission);
+        self
+    }
+
+    /// With this write timeout (see [`write_timeout`](Self::write_timeout)).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 
@@ -599,7 +611,7 @@ where
                     Check::Alive => {}
                     Check::Lost => return End::Gone(DisconnectKind::Lost),
                     Check::Ping => {
-                        if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        if !self.write(Message::Ping(Default::default())).await {
                             return End::Gone(DisconnectKind::Lost);
                         }
                     }
@@ -648,7 +660,7 @@ where
         let Ok(text) = Utf8Bytes::try_from(json) else {
             return false;
         };
-        self.socket.send(Message::Text(text)).await.is_ok()
+        self.write(Message::Text(text)).await
     }
 
     /// Sends a delivery of the users: its shared JSON (made once for every connection sent
@@ -661,13 +673,23 @@ where
         let Ok(text) = Utf8Bytes::try_from(json) else {
             return false;
         };
-        self.socket.send(Message::Text(text)).await.is_ok()
+        self.write(Message::Text(text)).await
+    }
+
+    /// Writes one message; `false` if the connection is gone, or did not take it within the
+    /// write timeout (a client that does not read: the connection is then dropped).
+    async fn write(&mut self, message: Message) -> bool {
+        let timeout = self.shared.options.write_timeout;
+        matches!(
+            tokio::time::timeout(timeout, self.socket.send(message)).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Sends one message as JSON; `false` if the connection is gone.
     async fn send<T: Serialize>(&mut self, message: &T) -> bool {
         match serde_json::to_string(message) {
-            Ok(json) => self.socket.send(Message::Text(json.into())).await.is_ok(),
+            Ok(json) => self.write(Message::Text(json.into())).await,
             Err(_) => false,
         }
     }
@@ -684,7 +706,7 @@ where
                 reason: Utf8Bytes::from_static(reason),
             };
             // The client may be gone already.
-            let _ = self.socket.send(Message::Close(Some(frame))).await;
+            let _ = self.write(Message::Close(Some(frame))).await;
         }
     }
 }

@@ -1,0 +1,420 @@
+//! A listener for a public endpoint: every connection bounded in time, and the node's and each
+//! address's connections bounded in number ([`GuardedListener`], for [`axum::serve()`]).
+//!
+//! `axum::serve` over a plain `TcpListener` sets no timer: a connection that sends half a
+//! request (slowloris) or nothing at all stays open for ever, a client that stops reading
+//! holds its unsent bytes (and the task writing them) for ever, and a node at its descriptor
+//! limit stops answering everyone. A [`GuardedListener`] accepts the same connections and gives
+//! `axum::serve` streams that fail (and so close) when:
+//!
+//! - the server has written nothing within [`first_response`](ConnectionLimits::first_response)
+//!   of the accept: a request's headers that never finish, or a silent connection (what hyper's
+//!   header-read timeout does, which `axum::serve` does not turn on);
+//! - a write makes no progress for [`write_timeout`](ConnectionLimits::write_timeout): a client
+//!   that does not read (on every route: the WebSocket route, Socket.IO's writer task, a
+//!   long response);
+//! - nothing is read or written for [`idle_timeout`](ConnectionLimits::idle_timeout).
+//!
+//! Connections over [`max_connections`](ConnectionLimits::max_connections), or over
+//! [`max_per_address`](ConnectionLimits::max_per_address) from one IP address, are closed as
+//! they are accepted, before any byte is read.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use presence_tracker_server::net::{ConnectionLimits, GuardedListener};
+//!
+//! # async fn run(app: axum::Router) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+//! let listener = GuardedListener::new(listener, ConnectionLimits::default());
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+
+/// The bounds of a [`GuardedListener`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionLimits {
+    /// The most connections open at once (default 10,000; keep it under the process's
+    /// descriptor limit, `ulimit -n`, with room for the node's own files and Redis).
+    pub max_connections: usize,
+    /// The most connections open at once from one IP address (default 256: an office behind
+    /// one NAT address holds a few tabs per person).
+    pub max_per_address: usize,
+    /// How long after the accept the server must have written something, its first response
+    /// (default 10 s): a request's headers that do not arrive in that time close the
+    /// connection.
+    pub first_response: Duration,
+    /// How long a write may make no progress (default 20 s, the WebSocket route's and
+    /// Socket.IO's ping timeout): a client that stops reading is closed after it.
+    pub write_timeout: Duration,
+    /// How long a connection may go without a byte read or written (default 120 s: both
+    /// integrations ping a quiet client every 25 s, and a long poll lasts as long).
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 10_000,
+            max_per_address: 256,
+            first_response: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// With at most `max` connections at once, and at most `per_address` from one address
+    /// (each at least 1).
+    pub fn connections(mut self, max: usize, per_address: usize) -> Self {
+        self.max_connections = max.max(1);
+        self.max_per_address = per_address.max(1);
+        self
+    }
+
+    /// With these timeouts (see the fields).
+    pub fn timeouts(mut self, first_response: Duration, write: Duration, idle: Duration) -> Self {
+        self.first_response = first_response;
+        self.write_timeout = write;
+        self.idle_timeout = idle;
+        self
+    }
+}
+
+/// How many connections are open, in all and per address.
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// A [`TcpListener`] whose connections are bounded (see the [module](self)): give it to
+/// [`axum::serve()`] instead of the listener.
+#[derive(Debug)]
+pub struct GuardedListener {
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    open: Arc<Mutex<Open>>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl GuardedListener {
+    /// Bounds `listener`'s connections by `limits`.
+    pub fn new(listener: TcpListener, limits: ConnectionLimits) -> Self {
+        GuardedListener {
+            listener,
+            limits,
+            open: Arc::default(),
+            refused: Arc::default(),
+        }
+    }
+
+    /// How many connections are open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().total
+    }
+
+    /// A handle that reads the counts while `axum::serve` owns the listener.
+    pub fn counts(&self) -> ConnectionCounts {
+        ConnectionCounts {
+            open: Arc::clone(&self.open),
+            refused: Arc::clone(&self.refused),
+        }
+    }
+
+    /// Takes a place for a connection from `address`, if there is one.
+    fn admit(&self, address: IpAddr) -> Option<Place> {
+        let mut open = self.open.lock();
+        let from = open.by_address.get(&address).copied().unwrap_or(0);
+        if open.total >= self.limits.max_connections || from >= self.limits.max_per_address {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        open.total += 1;
+        open.by_address.insert(address, from + 1);
+        Some(Place {
+            open: Arc::clone(&self.open),
+            address,
+        })
+    }
+}
+
+/// The counts of a [`GuardedListener`], readable while it serves.
+#[derive(Clone, Debug)]
+pub struct ConnectionCounts {
+    open: Arc<Mutex<Open>>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ConnectionCounts {
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().total
+    }
+
+    /// Connections closed as they were accepted, over a limit, since the start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A connection's place in the counts, given back when it closes.
+#[derive(Debug)]
+struct Place {
+    open: Arc<Mutex<Open>>,
+    address: IpAddr,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_address.get_mut(&self.address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+impl axum::serve::Listener for GuardedListener {
+    type Io = GuardedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, address) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before it was accepted:
+                    // the same pause `axum::serve` makes, then go on.
+                    if !is_connection_error(&e) {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+            };
+            // Over a limit: dropped, which closes it, before any byte is read.
+            let Some(place) = self.admit(address.ip()) else {
+                continue;
+            };
+            return (GuardedStream::new(stream, place, &self.limits), address);
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A connection of a [`GuardedListener`]: a [`TcpStream`] whose reads and writes fail with
+/// [`io::ErrorKind::TimedOut`] once one of its limits' timeouts runs out (and from then on).
+#[derive(Debug)]
+pub struct GuardedStream {
+    stream: TcpStream,
+    _place: Place,
+    write_timeout: Duration,
+    idle_timeout: Duration,
+    /// Until the server's first write: when the first response is due.
+    first_response: Option<Instant>,
+    /// The last byte read or written.
+    last_active: Instant,
+    /// Wakes a pending read at the first-response or idle deadline.
+    read_timer: Pin<Box<Sleep>>,
+    /// Wakes a pending write at its deadline; `None` while no write is pending.
+    write_timer: Option<Pin<Box<Sleep>>>,
+    /// A timeout ran out: every read and write fails.
+    expired: bool,
+}
+
+impl GuardedStream {
+    fn new(stream: TcpStream, place: Place, limits: &ConnectionLimits) -> Self {
+        let now = Instant::now();
+        // Small writes go out at once (a pong, a heartbeat's answer), as most servers set it.
+        let _ = stream.set_nodelay(true);
+        let first = now + limits.first_response;
+        GuardedStream {
+            stream,
+            _place: place,
+            write_timeout: limits.write_timeout,
+            idle_timeout: limits.idle_timeout,
+            first_response: Some(first),
+            last_active: now,
+            read_timer: Box::pin(tokio::time::sleep_until(
+                first.min(now + limits.idle_timeout),
+            )),
+            write_timer: None,
+            expired: false,
+        }
+    }
+
+    /// When a read waiting for bytes gives up.
+    fn read_deadline(&self) -> Instant {
+        let idle = self.last_active + self.idle_timeout;
+        self.first_response.map_or(idle, |first| first.min(idle))
+    }
+
+    fn timed_out(&mut self) -> io::Error {
+        self.expired = true;
+        io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+    }
+
+    fn expired_error() -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+    }
+
+    /// A write went through: the first response is written, the connection active.
+    fn wrote(&mut self) {
+        self.first_response = None;
+        self.last_active = Instant::now();
+        self.write_timer = None;
+    }
+
+    /// A write is pending: `Err` once it has made no progress for the write timeout.
+    fn write_pending(&mut self, cx: &mut Context<'_>) -> Result<(), io::Error> {
+        let timeout = self.write_timeout;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Err(self.timed_out());
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(Err(GuardedStream::expired_error()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.last_active = Instant::now();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => loop {
+                let deadline = this.read_deadline();
+                if this.read_timer.deadline() != deadline {
+                    this.read_timer.as_mut().reset(deadline);
+                }
+                if this.read_timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The deadline passed with nothing read (a write since may have moved it on).
+                if Instant::now() >= this.read_deadline() {
+                    return Poll::Ready(Err(this.timed_out()));
+                }
+            },
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(Err(GuardedStream::expired_error()));
+        }
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                this.wrote();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.write_pending(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(Err(GuardedStream::expired_error()));
+        }
+        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                this.wrote();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.write_pending(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(Err(GuardedStream::expired_error()));
+        }
+        Pin::new(&mut this.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.expired {
+            return Poll::Ready(Ok(()));
+        }
+        // A client that does not read may hold a shutdown up too.
+        match Pin::new(&mut this.stream).poll_shutdown(cx) {
+            Poll::Pending => match this.write_pending(cx) {
+                Ok(()) => Poll::Pending,
+                Err(_) => Poll::Ready(Ok(())),
+            },
+            done => done,
+        }
+    }
+}
