@@ -32,11 +32,10 @@ async fn main() {
         Err(e) => exit(&e, 2),
     };
     let app = App::start(&config).await.unwrap_or_else(|e| exit(&e, 1));
-    let (layer, io) = SocketIo::builder()
+    // Bounded for a public endpoint: small client messages, a short connect timeout.
+    let (layer, io) = socketio::bounded(SocketIo::builder())
         .ping_interval(config.ping_interval)
         .ping_timeout(config.ping_timeout)
-        // Clients send small messages: a 1 KiB read buffer a socket instead of 4 KiB.
-        .ws_read_buffer_size(1024)
         .build_layer();
     let signer = app.signer.clone();
     let mut options = SocketIoOptions::default();

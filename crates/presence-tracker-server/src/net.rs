@@ -37,7 +37,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -252,6 +252,9 @@ pub struct GuardedStream {
     write_timer: Option<Pin<Box<Sleep>>>,
     /// A timeout ran out: every read and write fails.
     expired: bool,
+    /// The task waiting in a read, woken when a write times out (so that a reader that waits
+    /// for bytes learns the connection is over now, not at its own deadline).
+    reader: Option<Waker>,
 }
 
 impl GuardedStream {
@@ -272,6 +275,7 @@ impl GuardedStream {
             )),
             write_timer: None,
             expired: false,
+            reader: None,
         }
     }
 
@@ -283,6 +287,9 @@ impl GuardedStream {
 
     fn timed_out(&mut self) -> io::Error {
         self.expired = true;
+        if let Some(reader) = self.reader.take() {
+            reader.wake();
+        }
         io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
     }
 
@@ -335,6 +342,13 @@ impl AsyncRead for GuardedStream {
                     this.read_timer.as_mut().reset(deadline);
                 }
                 if this.read_timer.as_mut().poll(cx).is_pending() {
+                    if !this
+                        .reader
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        this.reader = Some(cx.waker().clone());
+                    }
                     return Poll::Pending;
                 }
                 // The deadline passed with nothing read (a write since may have moved it on).

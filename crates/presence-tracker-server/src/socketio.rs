@@ -69,6 +69,49 @@
 mod admit;
 mod compact;
 
+/// The largest message a presence client sends over Socket.IO's WebSocket transport, in bytes,
+/// with its Engine.IO and Socket.IO framing: a hello naming several rooms, or a join with
+/// metadata at the policy's default limit of 4 KiB, fits many times over.
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// `builder` bounded as a public presence endpoint wants it (the client's messages are small):
+///
+/// | setting | socketioxide's default | here |
+/// |---|---|---|
+/// | `ws_max_message_size`, `ws_max_frame_size` | 64 MiB, 16 MiB | [`MAX_CLIENT_MESSAGE`] (64 KiB): a bigger message closes the connection |
+/// | `max_buffer_size` | 128 packets | 64 packets a socket: the forwarding and room tasks send a socket whose buffer is full the whole state once it has room |
+/// | `connect_timeout` | 45 s | 10 s: an Engine.IO session (a polling handshake that is never polled, say) that has not connected to a namespace by then is closed |
+/// | `ws_read_buffer_size` | 4 KiB | 1 KiB a socket |
+///
+/// `max_payload` (100 KB by default) is left as it is: socketioxide applies it to the packets
+/// it sends over HTTP long polling too, and a packet over it is never sent there; keep it above
+/// the largest state a connection is sent (a room state is about 120 bytes a member plus its
+/// metadata, up to [`HubConfig::big_room`](crate::HubConfig::big_room) members).
+///
+/// Socketioxide bounds each socket's queue in packets, not bytes, and a write that blocks holds
+/// its queue: serve through [`net::GuardedListener`](crate::net::GuardedListener) (feature
+/// `axum`), whose write timeout closes a connection whose client does not read.
+///
+/// # Examples
+///
+/// ```
+/// use presence_tracker_server::socketio;
+/// use socketioxide::SocketIo;
+///
+/// let (layer, io) = socketio::bounded(SocketIo::builder()).build_layer();
+/// # let _ = (layer, io);
+/// ```
+pub fn bounded<A: socketioxide::adapter::Adapter>(
+    builder: socketioxide::SocketIoBuilder<A>,
+) -> socketioxide::SocketIoBuilder<A> {
+    builder
+        .ws_max_message_size(MAX_CLIENT_MESSAGE)
+        .ws_max_frame_size(MAX_CLIENT_MESSAGE)
+        .max_buffer_size(64)
+        .connect_timeout(Duration::from_secs(10))
+        .ws_read_buffer_size(1024)
+}
+
 pub use admit::{AdmissionLayer, Admit};
 pub use compact::{CompactRequest, CompactRequestLayer};
 
@@ -813,39 +856,25 @@ async fn fan_out<U, S, C, M>(
     };
     // A broadcast some socket could not take: the whole room gets a state at this time.
     let mut state_for_all: Option<tokio::time::Instant> = None;
+    // Sockets that asked for the room whole again as they were sent it a moment ago.
+    let mut asked = Asked::default();
+    let mut asked_due: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             Some((sid, sent)) = states.recv() => {
-                let Some(socket) = io.of(&path).and_then(|ns| ns.get_socket(sid)) else { continue };
-                // A big room's counts, without making its state.
-                let occupancy = ServerMessage::<U, S, String, M>::RoomOccupancy(hub.rooms().occupancy(room.as_str()));
-                let big = matches!(&occupancy, ServerMessage::RoomOccupancy(o) if o.big);
-                let mut sends = Vec::with_capacity(2);
-                match sent {
-                    Sent::Members if !big => {
-                        let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
-                        sends.push(match state.to_json().as_deref().map(raw_json) {
-                            Ok(Ok(raw)) => socket.emit("presence", raw),
-                            _ => Ok(()),
-                        });
-                    }
-                    Sent::Members | Sent::Occupancy => sends.push(socket.emit("presence", &occupancy)),
-                    Sent::Window(window) => {
-                        sends.push(socket.emit("presence", &occupancy));
-                        let now = hub.rooms().window(room.as_str(), window);
-                        sends.push(match now.to_json().as_deref().map(raw_json) {
-                            Ok(Ok(raw)) => socket.emit("presence", raw),
-                            _ => Ok(()),
-                        });
-                    }
+                let now = tokio::time::Instant::now();
+                if let Some(due) = asked.defer(sid, sent, now) {
+                    asked_due = Some(asked_due.map_or(due, |d| d.min(due)));
+                    continue;
                 }
-                if sends.iter().any(|s| matches!(s, Err(SendError::Socket(SocketError::InternalChannelFull)))) {
-                    let (retry, wait) = (retry.clone(), options.full_buffer_retry);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(wait).await;
-                        let _ = retry.send((sid, sent));
-                    });
+                whole_to(&io, &path, &hub, &room, sid, sent, (&retry, options.full_buffer_retry));
+            }
+            () = sleep_until(asked_due), if asked_due.is_some() => {
+                let now = tokio::time::Instant::now();
+                for (sid, sent) in asked.due(now) {
+                    whole_to(&io, &path, &hub, &room, sid, sent, (&retry, options.full_buffer_retry));
                 }
+                asked_due = asked.next_due();
             }
             () = sleep_until(state_for_all), if state_for_all.is_some() => {
                 state_for_all = None;
@@ -868,6 +897,127 @@ async fn fan_out<U, S, C, M>(
                 }
             }
         }
+    }
+}
+
+/// Sends one socket the room whole, as it is `sent` it: the state (or a big room's counts), the
+/// counts, or the counts and its window; asks again after `wait` if its buffer was full.
+fn whole_to<U, S, C, M>(
+    io: &SocketIo,
+    path: &str,
+    hub: &Hub<U, S, C, String, M>,
+    room: &str,
+    sid: Sid,
+    sent: Sent,
+    (retry, wait): (&mpsc::UnboundedSender<(Sid, Sent)>, Duration),
+) where
+    U: Id + Serialize,
+    S: Id + Serialize,
+    C: Clock + 'static,
+    M: Metadata + Serialize,
+{
+    let Some(socket) = io.of(path).and_then(|ns| ns.get_socket(sid)) else {
+        return;
+    };
+    // A big room's counts, without making its state.
+    let occupancy = ServerMessage::<U, S, String, M>::RoomOccupancy(hub.rooms().occupancy(room));
+    let big = matches!(&occupancy, ServerMessage::RoomOccupancy(o) if o.big);
+    let mut sends = Vec::with_capacity(2);
+    match sent {
+        Sent::Members if !big => {
+            let state = RoomDelivery::State(hub.rooms().state(room));
+            sends.push(match state.to_json().as_deref().map(raw_json) {
+                Ok(Ok(raw)) => socket.emit("presence", raw),
+                _ => Ok(()),
+            });
+        }
+        Sent::Members | Sent::Occupancy => sends.push(socket.emit("presence", &occupancy)),
+        Sent::Window(window) => {
+            sends.push(socket.emit("presence", &occupancy));
+            let now = hub.rooms().window(room, window);
+            sends.push(match now.to_json().as_deref().map(raw_json) {
+                Ok(Ok(raw)) => socket.emit("presence", raw),
+                _ => Ok(()),
+            });
+        }
+    }
+    if sends
+        .iter()
+        .any(|s| matches!(s, Err(SendError::Socket(SocketError::InternalChannelFull))))
+    {
+        let retry = retry.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let _ = retry.send((sid, sent));
+        });
+    }
+}
+
+/// How often one socket is sent a room whole in the same view: a request within this of the
+/// last is held until then, and those held meanwhile are one (a client that asks for a room
+/// again and again, reading or not, costs one state a second).
+const SAME_WHOLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The sockets a room's task sent the room whole lately, and the requests it holds.
+#[derive(Default)]
+struct Asked {
+    /// When each socket was last sent the room whole, and in which view.
+    sent: HashMap<Sid, (Sent, tokio::time::Instant)>,
+    /// Held requests: the view, and when it is due.
+    held: HashMap<Sid, (Sent, tokio::time::Instant)>,
+}
+
+impl Asked {
+    /// Whether to hold the request (`Some(when it is due)`), or send it now (`None`: it is
+    /// counted as sent now).
+    fn defer(
+        &mut self,
+        sid: Sid,
+        sent: Sent,
+        now: tokio::time::Instant,
+    ) -> Option<tokio::time::Instant> {
+        if let Some(&(held, due)) = self.held.get(&sid) {
+            if held == sent {
+                return Some(due);
+            }
+        }
+        match self.sent.get(&sid) {
+            Some(&(last, at)) if last == sent && now < at + SAME_WHOLE_INTERVAL => {
+                let due = at + SAME_WHOLE_INTERVAL;
+                self.held.insert(sid, (sent, due));
+                Some(due)
+            }
+            _ => {
+                // A new view supersedes one held.
+                self.held.remove(&sid);
+                if self.sent.len() >= 64 {
+                    self.sent
+                        .retain(|_, (_, at)| now < *at + SAME_WHOLE_INTERVAL);
+                }
+                self.sent.insert(sid, (sent, now));
+                None
+            }
+        }
+    }
+
+    /// The held requests due at `now`, counted as sent now.
+    fn due(&mut self, now: tokio::time::Instant) -> Vec<(Sid, Sent)> {
+        let due: Vec<(Sid, Sent)> = self
+            .held
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(sid, (sent, _))| (*sid, *sent))
+            .collect();
+        for (sid, sent) in &due {
+            self.held.remove(sid);
+            self.sent.insert(*sid, (*sent, now));
+        }
+        due
+    }
+
+    /// When the next held request is due.
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.held.values().map(|(_, at)| *at).min()
     }
 }
 
@@ -1039,5 +1189,54 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_asking_for_the_same_room_again_and_again_is_sent_it_once_a_second() {
+        let mut asked = Asked::default();
+        let (a, b) = (Sid::new(), Sid::new());
+        let t0 = tokio::time::Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(
+            asked.defer(a, Sent::Members, ms(0)),
+            None,
+            "the first goes now"
+        );
+        assert_eq!(
+            asked.defer(b, Sent::Members, ms(10)),
+            None,
+            "another socket too"
+        );
+        // A hundred more within the second: one held, due a second after the first.
+        for i in 1..=100 {
+            assert_eq!(asked.defer(a, Sent::Members, ms(i * 5)), Some(ms(1000)));
+        }
+        assert_eq!(asked.next_due(), Some(ms(1000)));
+        assert!(asked.due(ms(999)).is_empty());
+        assert_eq!(asked.due(ms(1000)), [(a, Sent::Members)]);
+        assert_eq!(asked.next_due(), None);
+        // Sent at 1 s: the next is held until 2 s.
+        assert_eq!(asked.defer(a, Sent::Members, ms(1500)), Some(ms(2000)));
+    }
+
+    #[test]
+    fn another_view_goes_at_once_and_replaces_the_one_held() {
+        let mut asked = Asked::default();
+        let a = Sid::new();
+        let t0 = tokio::time::Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(asked.defer(a, Sent::Members, ms(0)), None);
+        assert!(asked.defer(a, Sent::Members, ms(100)).is_some());
+        // Paging a window: each new view is sent at once.
+        assert_eq!(asked.defer(a, Sent::Occupancy, ms(200)), None);
+        assert!(
+            asked.due(ms(5000)).is_empty(),
+            "the held members view was replaced"
+        );
     }
 }

@@ -51,7 +51,6 @@ use axum::routing::{get, MethodRouter};
 use presence_tracker::{Clock, ConnectionId, DisconnectKind, Id, Metadata};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use bytes::Bytes;
@@ -65,7 +64,7 @@ use crate::{
 
 mod fan;
 
-use fan::{ConnectionKey, RoomFan};
+use fan::{ConnectionKey, Inbox, Outbox, RoomFan};
 
 /// A connection's room messages on their way out: a few, then its rooms' tasks skip it (it
 /// fell behind, which the room whole makes good).
@@ -105,6 +104,12 @@ pub struct WsOptions {
     /// connection's task, so its pings wait too: without this bound, a client that never
     /// reads would never be found lost.
     pub write_timeout: Duration,
+    /// How many bytes of room messages may wait for one connection (default 1 MiB; a message
+    /// goes into an empty queue whatever its size). A connection that reads more slowly than
+    /// its rooms change misses what does not fit, and is sent the room whole once it has room.
+    /// The messages are shared with every other connection sent them, so this bounds what a
+    /// client that does not read keeps alive, not a copy of its own.
+    pub max_queued_bytes: usize,
     /// How many new connections the route lets in per second (default: no limit). Over it, an
     /// upgrade is answered `503 Service Unavailable` with `Retry-After`, before any work.
     pub admission: Option<Admission>,
@@ -121,6 +126,7 @@ impl Default for WsOptions {
             max_watched_rooms: 32,
             read_buffer_size: 1024,
             write_timeout: Duration::from_secs(20),
+            max_queued_bytes: 1 << 20,
             admission: None,
         }
     }
@@ -356,7 +362,9 @@ struct Rooms<U, S, C, M> {
     fan: Arc<RoomFan<U, S, C, M>>,
     key: ConnectionKey,
     open: HashSet<String>,
-    queue: Option<(mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>)>,
+    queue: Option<(Outbox, Inbox)>,
+    /// The queue's bound in bytes.
+    budget: usize,
 }
 
 impl<U, S, C, M> Rooms<U, S, C, M>
@@ -369,7 +377,10 @@ where
     /// Starts sending the connection `room` as it is `sent` it: whole now, then what changes
     /// (whole again if it was sent it already: its view may have changed).
     fn open(&mut self, room: String, sent: Sent) {
-        let (tx, _) = self.queue.get_or_insert_with(|| mpsc::channel(ROOM_QUEUE));
+        let budget = self.budget;
+        let (tx, _) = self
+            .queue
+            .get_or_insert_with(|| fan::queue(ROOM_QUEUE, budget));
         let tx = tx.clone();
         if self.open.contains(&room) {
             self.fan.close(&room, self.key);
@@ -548,6 +559,7 @@ where
             key,
             open: HashSet::new(),
             queue: None,
+            budget: options.max_queued_bytes,
         };
         // The users' state first, then the rooms', then what the hello could not do.
         if let Some(state) = feed.try_recv() {

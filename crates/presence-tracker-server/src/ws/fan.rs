@@ -8,6 +8,7 @@
 //! it misses what comes, and gets the room whole once its queue has room again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +25,72 @@ use crate::link::Sent;
 use crate::wire::{RoomOccupancy, RoomWindow, ServerMessage, Window};
 use crate::{Hub, RoomDelivery, RoomSubscription};
 
-/// Where a connection's room messages go: its queue of encoded messages.
-pub(super) type Outbox = mpsc::Sender<Bytes>;
+/// Where a connection's room messages go: its queue of encoded messages, bounded in messages
+/// and in bytes.
+#[derive(Clone, Debug)]
+pub(super) struct Outbox {
+    tx: mpsc::Sender<Bytes>,
+    /// The bytes in the queue (shared with the [`Inbox`] that takes them out).
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+/// The other end of an [`Outbox`]: the connection's task takes its room messages from it.
+#[derive(Debug)]
+pub(super) struct Inbox {
+    rx: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A connection's room queue: at most `messages` messages, and a message is taken only into an
+/// empty queue or one whose bytes stay within `budget` with it (so one message of any size
+/// always goes, and a connection that does not read holds about `budget` bytes at most).
+pub(super) fn queue(messages: usize, budget: usize) -> (Outbox, Inbox) {
+    let (tx, rx) = mpsc::channel(messages.max(1));
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Outbox {
+            tx,
+            queued: Arc::clone(&queued),
+            budget,
+        },
+        Inbox { rx, queued },
+    )
+}
+
+impl Outbox {
+    fn try_send(&self, json: Bytes) -> Result<(), TrySendError<Bytes>> {
+        let len = json.len();
+        let queued = self.queued.load(AtomicOrdering::Acquire);
+        if queued > 0 && queued.saturating_add(len) > self.budget {
+            return Err(TrySendError::Full(json));
+        }
+        self.queued.fetch_add(len, AtomicOrdering::AcqRel);
+        self.tx.try_send(json).inspect_err(|_| {
+            self.queued.fetch_sub(len, AtomicOrdering::AcqRel);
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl Inbox {
+    /// The next message (its bytes leave the queue's count).
+    pub(super) async fn recv(&mut self) -> Option<Bytes> {
+        let json = self.rx.recv().await?;
+        self.queued.fetch_sub(json.len(), AtomicOrdering::AcqRel);
+        Some(json)
+    }
+
+    #[cfg(test)]
+    fn try_recv(&mut self) -> Result<Bytes, mpsc::error::TryRecvError> {
+        let json = self.rx.try_recv()?;
+        self.queued.fetch_sub(json.len(), AtomicOrdering::AcqRel);
+        Ok(json)
+    }
+}
 
 /// A connection as the route's rooms know it.
 pub(super) type ConnectionKey = u64;
@@ -465,11 +530,11 @@ mod tests {
             Duration::from_millis(50),
             Duration::from_millis(250),
         );
-        let (tx, mut counts) = mpsc::channel(64);
+        let (tx, mut counts) = queue(64, usize::MAX);
         fan.open("doc", 1, Sent::Occupancy, tx);
         settle().await;
         let mut got = Vec::new();
-        let drain = |rx: &mut mpsc::Receiver<Bytes>, got: &mut Vec<u64>| {
+        let drain = |rx: &mut Inbox, got: &mut Vec<u64>| {
             while let Ok(m) = rx.try_recv() {
                 let m = json(&m);
                 assert_eq!(m["type"], "room_occupancy");
@@ -516,8 +581,8 @@ mod tests {
             Duration::from_millis(50),
             Duration::from_millis(250),
         );
-        let (slow_tx, mut slow) = mpsc::channel(1);
-        let (reader_tx, mut reader) = mpsc::channel(16);
+        let (slow_tx, mut slow) = queue(1, usize::MAX);
+        let (reader_tx, mut reader) = queue(16, usize::MAX);
         fan.open("doc", 1, Sent::Members, slow_tx);
         fan.open("doc", 2, Sent::Members, reader_tx);
         settle().await;
@@ -568,5 +633,26 @@ mod tests {
         assert_eq!(ada["sessions"][0]["meta"], "m5");
         // Nothing else: the next window sends it what changes, as to the others.
         assert!(slow.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_queue_takes_bytes_up_to_its_budget_and_one_message_of_any_size() {
+        let (out, mut inbox) = queue(16, 100);
+        let bytes = |n: usize| Bytes::from(vec![b'x'; n]);
+        assert!(out.try_send(bytes(80)).is_ok());
+        assert!(matches!(
+            out.try_send(bytes(30)),
+            Err(TrySendError::Full(_))
+        ));
+        assert!(out.try_send(bytes(20)).is_ok(), "exactly the budget");
+        assert_eq!(inbox.recv().await.map(|b| b.len()), Some(80));
+        assert!(out.try_send(bytes(30)).is_ok());
+        assert_eq!(inbox.try_recv().map(|b| b.len()), Ok(20));
+        assert_eq!(inbox.try_recv().map(|b| b.len()), Ok(30));
+        // Empty: a message over the budget goes, alone.
+        assert!(out.try_send(bytes(1000)).is_ok());
+        assert!(matches!(out.try_send(bytes(1)), Err(TrySendError::Full(_))));
+        assert_eq!(inbox.try_recv().map(|b| b.len()), Ok(1000));
+        assert!(out.try_send(bytes(1)).is_ok());
     }
 }
