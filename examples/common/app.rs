@@ -80,6 +80,7 @@ impl App {
         let hub_config = HubConfig::default()
             .ticking(ticking)
             .all_users_feed(config.all_users)
+            .watchers(config.watchers)
             .big_room(config.big_room);
         let (hub, cluster) = match &config.redis {
             Some(url) => {

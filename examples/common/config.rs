@@ -37,6 +37,8 @@ pub(crate) struct Config {
     /// Whether a connection may be sent every user (the hub's all-users feed), and is when
     /// its hello names no users.
     pub(crate) all_users: bool,
+    /// Whether a connection without a user (a page not signed in) may watch.
+    pub(crate) watchers: bool,
     /// New connections let in per second, and at once: `None` for no limit.
     pub(crate) admission: Option<(u32, u32)>,
     /// Where Socket.IO refuses a connection over the rate: before its Engine.IO session (`http`,
@@ -129,6 +131,11 @@ const FLAGS: &[(&str, &str)] = &[
         "all-users",
         "on: a connection may be sent every user, and is when its hello names none; off: only \
          the users it subscribes to (default on, for the demo; off is what scales)",
+    ),
+    (
+        "watchers",
+        "on: a page that has not signed in may watch (the demo's default); off: such a \
+         connection is refused, what a public endpoint wants unless it shows presence to anyone",
     ),
     (
         "big-room",
@@ -293,6 +300,11 @@ impl Config {
                     Ok(n) if n > 0 => n,
                     _ => return Err(format!("--big-room: {v:?} is not a count above 0")),
                 },
+            },
+            watchers: match get("watchers").map(String::as_str) {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(v) => return Err(format!("--watchers: {v:?} is neither on nor off")),
             },
             all_users: match get("all-users").map(String::as_str) {
                 None | Some("on") => true,

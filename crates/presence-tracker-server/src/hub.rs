@@ -86,11 +86,21 @@ pub struct HubConfig {
     /// interval instead of one per gathering window.
     pub big_room_counts: Duration,
     /// How many versions of a room its subscribers may fall behind before they are sent the
-    /// room whole instead (default 64). Each room with a subscriber has a ring of this many
-    /// slots, allocated when its first subscriber comes (about 48 bytes a slot) and freed
-    /// with its last; the integrations subscribe once per room (its task), which takes each
-    /// version as it comes.
+    /// room whole instead (default 16). Each room with a subscriber has a ring of this many
+    /// slots (about 48 bytes a slot), allocated when its first subscriber comes and freed with
+    /// its last. The integrations subscribe once per room (its task), and
+    /// [`recv_gathered`](crate::RoomSubscription::recv_gathered) takes each version as it comes
+    /// while it gathers, so a burst does not fill the ring; a subscriber that reads less often
+    /// than the room changes wants a bigger one.
     pub room_backlog: usize,
+    /// Whether the integrations take connections the [`Authenticate`](crate::Authenticate)
+    /// hook names [`Identity::Watcher`](crate::Identity::Watcher) (default `false`: such a
+    /// hello is refused `unauthorized`). A watcher has no user and may watch rooms and
+    /// subscribe to users as the hook allows: turn it on for an anonymous status page or an
+    /// authenticated dashboard, and decide what it may see in
+    /// [`authorize_room`](crate::Authenticate::authorize_room) and
+    /// [`authorize_user`](crate::Authenticate::authorize_user).
+    pub watchers: bool,
     /// How fast one connection of the integrations may send messages after its hello
     /// (default 20 a second, bursts of 40; `None`: no limit). See [`RateLimit`].
     pub client_rate: Option<RateLimit>,
@@ -107,7 +117,8 @@ impl Default for HubConfig {
             big_room: 1000,
             max_window: 100,
             big_room_counts: Duration::from_secs(1),
-            room_backlog: 64,
+            room_backlog: 16,
+            watchers: false,
             client_rate: Some(RateLimit::default()),
         }
     }
@@ -167,6 +178,12 @@ impl HubConfig {
     /// [`room_backlog`](Self::room_backlog)).
     pub fn room_backlog(mut self, versions: usize) -> Self {
         self.room_backlog = versions.max(1);
+        self
+    }
+
+    /// With connections without a user taken or not (see [`watchers`](Self::watchers)).
+    pub fn watchers(mut self, enabled: bool) -> Self {
+        self.watchers = enabled;
         self
     }
 

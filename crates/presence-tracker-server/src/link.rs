@@ -95,6 +95,26 @@ impl<U> Outcome<U> {
     }
 }
 
+/// The refusal of a connection without a user, where the hub takes none.
+pub(crate) fn check_watcher<U, S, C, M>(
+    hub: &Hub<U, S, C, String, M>,
+    identity: &Identity<U>,
+) -> Result<(), Refusal>
+where
+    U: Id,
+    S: Id,
+    C: Clock,
+    M: Metadata,
+{
+    if matches!(identity, Identity::Watcher) && !hub.config().watchers {
+        return Err(Refusal::new(
+            "unauthorized",
+            "this server takes no connection without a user: sign in",
+        ));
+    }
+    Ok(())
+}
+
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Link<U, S, M> {
@@ -222,12 +242,20 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                 .collect();
         };
         let Some(rooms) = rooms else {
-            // The session stays where it is; this connection learns where that is.
+            // The session stays where it is, where it may still be (the application may have
+            // taken a room from this user since): this connection learns where that is.
+            let mut refusals = Vec::new();
             for room in hub.tracker().rooms().of_session(&session) {
+                if let Err(refusal) = auth.authorize_room(&self.identity, &room, RoomAccess::Join) {
+                    // Not in it any more: gone already is as good.
+                    let _ = hub.rooms().leave(&session, room.as_str());
+                    refusals.push(refusal.in_room(room));
+                    continue;
+                }
                 let meta = hub.rooms().meta_of(&room, &user, &session);
                 self.member.insert(room, meta.unwrap_or_default());
             }
-            return Vec::new();
+            return refusals;
         };
         let mut refusals = Vec::new();
         let mut wanted = Vec::new();
@@ -420,7 +448,9 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         let refuse =
             |e: Error, room: String| Outcome::<U>::refused(Refusal::from_error(&e).in_room(room));
         match message {
-            ClientMessage::Heartbeat { activity } => self.heartbeat(hub, user, session, activity),
+            ClientMessage::Heartbeat { activity } => {
+                self.heartbeat(hub, auth, user, session, activity)
+            }
             ClientMessage::Leave => match hub.leave(session, self.connection) {
                 Ok(()) => Outcome::default(),
                 Err(e) => Outcome::refused(Refusal::from_error(&e)),
@@ -455,6 +485,9 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
                 }
             }
             ClientMessage::Update { room, meta } => {
+                if let Err(refusal) = auth.authorize_room(&self.identity, &room, RoomAccess::Join) {
+                    return Outcome::refused(refusal.in_room(room));
+                }
                 match hub.rooms().update(session, room.as_str(), meta.clone()) {
                     Ok(()) => {
                         let before = self.view(&room);
@@ -492,9 +525,10 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
 
     /// A heartbeat; if the session expired while the connection stayed open, it is connected
     /// again on this connection and joins its rooms again with the metadata last set.
-    fn heartbeat<C: Clock>(
+    fn heartbeat<C: Clock, A: Authenticate<U>>(
         &mut self,
         hub: &Hub<U, S, C, String, M>,
+        auth: &A,
         user: &U,
         session: &S,
         activity: Activity,
@@ -510,14 +544,19 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         let mut outcome = Outcome::default();
         let rooms: Vec<(String, M)> = self.member.drain().collect();
         for (room, meta) in rooms {
-            match hub.rooms().join(session, room.clone(), meta.clone()) {
+            let joined = auth
+                .authorize_room(&self.identity, &room, RoomAccess::Join)
+                .and_then(|()| {
+                    hub.rooms()
+                        .join(session, room.clone(), meta.clone())
+                        .map_err(|e| Refusal::from_error(&e))
+                });
+            match joined {
                 Ok(()) => {
                     self.member.insert(room, meta);
                 }
-                Err(e) => {
-                    outcome
-                        .refusals
-                        .push(Refusal::from_error(&e).in_room(room.clone()));
+                Err(refusal) => {
+                    outcome.refusals.push(refusal.in_room(room.clone()));
                     // It was sent the room as a member, or as it watches it.
                     let before = self.watching.get(&room).copied().unwrap_or(Sent::Members);
                     let after = self.view(&room);

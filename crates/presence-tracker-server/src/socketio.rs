@@ -365,6 +365,7 @@ where
             hello.token.as_deref(),
         ))
         .map_err(Refused)?;
+    crate::link::check_watcher(hub, &identity).map_err(Refused)?;
     let connection = ConnectionId::from(socket.id.as_str());
     let mut refusal = None;
     let session = match (&identity, hello.session) {

@@ -488,6 +488,9 @@ where
                 .auth
                 .authenticate(&Handshake::new(&headers, &uri, hello.token.as_deref()));
         drop((headers, uri));
+        let identity = identity.and_then(|identity| {
+            crate::link::check_watcher(&shared.hub, &identity).map(|()| identity)
+        });
         let max_watched = shared.options.max_watched_rooms;
         let max_window = shared.hub.config().max_window;
         let users = (hello.users, hello.all_users);

@@ -545,7 +545,8 @@ fn concurrent_callers_never_show_a_room_gap_or_reordering() {
 
 #[tokio::test(start_paused = true)]
 async fn a_burst_in_a_room_is_one_gathered_delivery() {
-    let (hub, clock) = hub();
+    // 53 versions published before the subscriber reads: a ring that holds them.
+    let (hub, clock) = hub_with(Policy::default(), HubConfig::default().room_backlog(64));
     connect(&hub, "ada", "a-1");
     hub.rooms()
         .join("a-1", "doc-1".into(), Meta::default())
@@ -705,4 +706,47 @@ fn each_deliverys_occupancy_counts_its_members() {
     assert!(checked > 100, "only {checked} deliveries checked");
     let (users, _) = recount(&client.members);
     assert!(users.total() > 0 || client.members.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_while_gathering_fills_the_gathered_updates_not_the_ring() {
+    let (hub, clock) = hub_with(Policy::default(), HubConfig::default().room_backlog(4));
+    connect(&hub, "ada", "a-1");
+    hub.rooms()
+        .join("a-1", "doc-1".into(), Meta::default())
+        .expect("joins");
+    let mut feed = hub.rooms().subscribe("doc-1".into()).expect("a room id");
+    let mut client = RoomClient::default();
+    client.apply(&feed.recv().await.expect("the state"));
+    // 40 joins, ten times the ring, while the subscriber gathers (time is paused: the
+    // gathering window stays open while the joins come).
+    let joins = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let session = format!("s-{i}");
+                connect(&hub, &format!("user-{i}"), &session);
+                hub.rooms()
+                    .join(&session, "doc-1".into(), Meta::default())
+                    .expect("joins");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let delivery = feed
+        .recv_gathered(Duration::from_millis(50))
+        .await
+        .expect("a delivery");
+    joins.await.expect("joined");
+    let RoomDelivery::Updates(batch) = &delivery else {
+        panic!("updates, not a state: the ring never lagged");
+    };
+    assert_eq!(
+        batch.to() - batch.from() + 1,
+        40,
+        "every join, in one delivery"
+    );
+    client.apply(&delivery);
+    let _ = clock;
+    assert_eq!(client.members, truth(&hub, "doc-1"));
 }

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use presence_tracker::{Activity, Policy, Presence};
+use presence_tracker_server::ws::WsOptions;
 use presence_tracker_server::{HubConfig, RateLimit};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 mod support;
-use support::{client, closed, hello, next, send, server, server_config, sync};
+use support::{client, closed, hello, next, send, server, server_config, server_options, sync};
 
 #[tokio::test]
 async fn a_hello_gets_the_state_and_others_get_the_update() {
@@ -333,4 +334,24 @@ async fn a_flood_is_refused_once_then_dropped_until_the_rate_allows() {
         Activity::Active,
         "the 20th flip, the last taken"
     );
+}
+
+#[tokio::test]
+async fn a_connection_without_a_user_is_refused_unless_watchers_are_on() {
+    let options = WsOptions::default().hello_timeout(Duration::from_millis(300));
+    let (hub, _clock, url) =
+        server_options::<()>(Policy::default(), HubConfig::default(), options).await;
+    let mut c = client(&url).await;
+    send(&mut c, hello(None, None)).await;
+    let refused = next(&mut c).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("refused"), Some("unauthorized"))
+    );
+    assert_eq!(u16::from(closed(&mut c).await.0), 1008);
+    // A user still comes in.
+    let mut ada = client(&url).await;
+    send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
+    assert_eq!(next(&mut ada).await["type"], "state");
+    assert!(hub.tracker().session("tab-1").is_some());
 }

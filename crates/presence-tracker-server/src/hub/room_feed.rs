@@ -323,8 +323,26 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> RoomSubscription<U, S, C, R, M>
                 delivered => return delivered,
             }
         }
+        // Receives while gathering, so that a burst fills the gathered updates rather than the
+        // room's ring (a subscriber behind the ring gets a state: a room's whole membership).
         if let Some(until) = self.gather_until {
-            tokio::time::sleep_until(until).await;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => break,
+                    item = self.rx.recv() => match item {
+                        Ok(RoomItem::Update(update)) => self.gathered.push(update),
+                        Ok(RoomItem::State(state)) => {
+                            self.gathered.clear();
+                            self.gather_until = None;
+                            return Some(RoomDelivery::State(state));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return Some(RoomDelivery::State(self.resync()));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
         }
         self.ready()
     }

@@ -107,8 +107,23 @@ pub(super) struct RoomFan<U, S, C, M> {
 /// A room's task, and how many connections it sends to.
 struct Task {
     connections: usize,
-    control: mpsc::UnboundedSender<Control>,
+    control: Arc<ControlQueue>,
     handle: JoinHandle<()>,
+}
+
+/// What a room's task is told, in order: a vector and a wake-up, which cost nothing while
+/// empty (a channel would hold a block of 32 slots for every room watched).
+#[derive(Default)]
+struct ControlQueue {
+    orders: Mutex<Vec<Control>>,
+    wake: tokio::sync::Notify,
+}
+
+impl ControlQueue {
+    fn push(&self, order: Control) {
+        self.orders.lock().push(order);
+        self.wake.notify_one();
+    }
 }
 
 /// What a room's task is told.
@@ -142,7 +157,8 @@ where
         let task = match tasks.get_mut(room) {
             Some(task) => task,
             None => {
-                let (control, rx) = mpsc::unbounded_channel();
+                let control = Arc::new(ControlQueue::default());
+                let rx = Arc::clone(&control);
                 let feed = self.hub.rooms().subscribe_updates(room.to_string());
                 let handle =
                     tokio::spawn(run(self.hub.clone(), feed, rx, (self.linger, self.retry)));
@@ -154,7 +170,7 @@ where
             }
         };
         task.connections += 1;
-        let _ = task.control.send(Control::Open(key, sent, out));
+        task.control.push(Control::Open(key, sent, out));
     }
 }
 
@@ -170,7 +186,7 @@ impl<U, S, C, M> RoomFan<U, S, C, M> {
             task.handle.abort();
             tasks.remove(room);
         } else {
-            let _ = task.control.send(Control::Close(key));
+            task.control.push(Control::Close(key));
         }
     }
 }
@@ -205,7 +221,7 @@ struct Sending<U, S, M> {
 async fn run<U, S, C, M>(
     hub: Hub<U, S, C, String, M>,
     mut feed: RoomSubscription<U, S, C, String, M>,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    control: Arc<ControlQueue>,
     (linger, retry): (Duration, Duration),
 ) where
     U: Id + Serialize,
@@ -227,20 +243,24 @@ async fn run<U, S, C, M>(
     let mut retry_at: Option<Instant> = None;
     loop {
         tokio::select! {
-            c = control.recv() => match c {
-                Some(Control::Open(key, sent, out)) => {
-                    let mut c = Connection { sent, out, behind: false, held: None };
-                    whole(&hub, &room, &mut c);
-                    if c.behind && retry_at.is_none() {
-                        retry_at = Some(Instant::now() + retry);
+            () = control.wake.notified() => {
+                let orders = std::mem::take(&mut *control.orders.lock());
+                for order in orders {
+                    match order {
+                        Control::Open(key, sent, out) => {
+                            let mut c = Connection { sent, out, behind: false, held: None };
+                            whole(&hub, &room, &mut c);
+                            if c.behind && retry_at.is_none() {
+                                retry_at = Some(Instant::now() + retry);
+                            }
+                            connections.insert(key, c);
+                        }
+                        Control::Close(key) => {
+                            connections.remove(&key);
+                        }
                     }
-                    connections.insert(key, c);
                 }
-                Some(Control::Close(key)) => {
-                    connections.remove(&key);
-                }
-                None => return,
-            },
+            }
             () = sleep_until(retry_at), if retry_at.is_some() => {
                 retry_at = None;
                 for c in connections.values_mut().filter(|c| c.behind) {

@@ -69,7 +69,7 @@ where
     server_config(policy, HubConfig::default().all_users_feed(true)).await
 }
 
-/// A server of `config`.
+/// A server of `config`, with watchers taken (`Auth` makes a connection without a token one).
 pub async fn server_config<M>(
     policy: Policy,
     config: HubConfig,
@@ -78,7 +78,7 @@ where
     M: Metadata + Serialize + DeserializeOwned + Default + PartialEq + Clone,
 {
     let options = WsOptions::default().hello_timeout(Duration::from_millis(300));
-    server_options(policy, config, options).await
+    server_options(policy, config.watchers(true), options).await
 }
 
 /// A server of `config` whose WebSocket route has `options`.
