@@ -581,6 +581,9 @@ async fn big_frames(kind: Kind, addr: SocketAddr, scale: &Scale) -> Result<(Valu
                     }
                 }
                 lock(&open_for).push(start.elapsed());
+                // Then again, 100 ms later: holding big frames open, not a connection flood
+                // (which `--admit-per-s` is for).
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }));
     }
@@ -675,6 +678,11 @@ async fn silent(_kind: Kind, addr: SocketAddr, scale: &Scale) -> Result<(Value, 
     let mut tasks = Vec::new();
     let slowloris = scale.attackers / 20;
     for i in 0..scale.attackers {
+        // 200 every 100 ms: a connect flood past the listen backlog (1,024) would leave
+        // connections the client thinks open in the server's SYN queue, accepted late.
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let closed_after = Arc::clone(&closed_after);
         let limit = scale.duration + scale.settle;
         tasks.push(tokio::spawn(async move {
@@ -810,6 +818,9 @@ async fn run_one(
 ) -> Result<Value, String> {
     let scale = scale(attack, args.long);
     let mut flags: Vec<(String, u64)> = Vec::new();
+    // A public endpoint's configuration: each connection is sent the users it subscribes to
+    // (the demo's every-user feed costs every connection every user's change). Watchers stay
+    // on, as the demo has them, so that the anonymous attacks can run.
     if !args.long {
         flags.push(("ping-interval-ms".into(), 5000));
         flags.push(("ping-timeout-ms".into(), 5000));
@@ -819,6 +830,7 @@ async fn run_one(
         examples_dir: args.examples_dir.clone(),
         node: "node".into(),
         flags,
+        args: vec!["--all-users".into(), "off".into()],
     };
     let port = free_port()?;
     let server = Server::start(&launch, port).await?;

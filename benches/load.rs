@@ -363,6 +363,7 @@ async fn run_all(args: &Args, plan: &Plan, threads: usize, limit: u64) -> Result
                 examples_dir: examples_dir.clone(),
                 node: args.node.clone(),
                 flags: flags.clone(),
+                args: Vec::new(),
             };
             match run::turn(&launch, plan, round, &mut tokens).await {
                 Ok(turn) => {

@@ -49,6 +49,8 @@ pub(crate) struct Launch {
     pub(crate) node: String,
     /// `--active-ms 10000 ...`: the thresholds, for ours and the peer alike.
     pub(crate) flags: Vec<(String, u64)>,
+    /// More arguments, as they are (ours only).
+    pub(crate) args: Vec<String>,
 }
 
 /// A running server.
@@ -111,7 +113,7 @@ impl Server {
                 let mut command = Command::new(bin);
                 // The public demo key (a token stays good across the restarts of a storm), and
                 // room for every client of the run: they all come from loopback addresses.
-                command.arg("--dev").args([
+                command.args(&launch.args).arg("--dev").args([
                     "--max-connections",
                     "60000",
                     "--max-per-address",

@@ -9,7 +9,8 @@ pub enum Identity<U> {
     /// A signed-in user: its sessions count towards its presence.
     User(U),
     /// An observer: receives the state and its updates, has no presence of its own, and may
-    /// send no signal (a dashboard, a status page).
+    /// send no signal (a dashboard, a status page). The integrations refuse it unless the hub
+    /// takes watchers ([`HubConfig::watchers`](crate::HubConfig::watchers)).
     Watcher,
 }
 

@@ -11,7 +11,9 @@ use presence_tracker::Timestamp;
 /// flips included), joins, leaves, updates, watches, resyncs and malformed ones. A message over
 /// the rate changes nothing. The first one is answered with a refusal `rate_limited` whose
 /// `retry_after_ms` says when a message will be taken again; those after it, until one is taken,
-/// are dropped without an answer (a flood is not answered with a flood).
+/// are dropped without an answer (a flood is not answered with a flood). A connection that
+/// sends more than ten times its rate over it within a second is closed (WebSocket: code 1008;
+/// Socket.IO: disconnected), since no client of the protocol does.
 ///
 /// The default, 20 messages a second with bursts of 40, is more than the shipped browser
 /// client sends (a heartbeat every 5 s, one per activity change, joins of a few rooms at once)
@@ -67,7 +69,13 @@ pub(crate) enum Taken {
     Refuse(Duration),
     /// Over the rate again: drop it silently.
     Drop,
+    /// Over the rate more than [`FLOOD_FACTOR`] times the rate within a second: close the
+    /// connection (a flood, which no client of the protocol sends).
+    Close,
 }
+
+/// How many times its rate a connection may send, dropped, within a second before it is closed.
+pub(crate) const FLOOD_FACTOR: u64 = 10;
 
 /// One connection's bucket, on the hub's clock (milliseconds).
 #[derive(Debug)]
@@ -79,6 +87,9 @@ pub(crate) struct TokenBucket {
     at: Option<Timestamp>,
     /// Whether a refusal went out since the last message taken.
     refused: bool,
+    /// Messages dropped since `window` (a second at most ago).
+    dropped: u64,
+    window: Timestamp,
 }
 
 impl TokenBucket {
@@ -89,6 +100,8 @@ impl TokenBucket {
             tokens: limit.map_or(0, |l| u64::from(l.burst) * MILLI),
             at: None,
             refused: false,
+            dropped: 0,
+            window: Timestamp::EPOCH,
         }
     }
 
@@ -113,6 +126,14 @@ impl TokenBucket {
             self.refused = false;
             return Taken::Yes;
         }
+        if now.saturating_duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.dropped = 0;
+        }
+        self.dropped += 1;
+        if self.dropped > FLOOD_FACTOR * u64::from(limit.per_second) {
+            return Taken::Close;
+        }
         if self.refused {
             return Taken::Drop;
         }
@@ -135,6 +156,7 @@ mod tests {
     fn a_burst_is_taken_then_one_refusal_then_silence_until_refilled() {
         let mut bucket = TokenBucket::new(Some(RateLimit::new(10, 3)));
         let got: Vec<Taken> = (0..6).map(|_| bucket.take(at(0))).collect();
+        // (5 messages, not a flood yet.)
         assert_eq!(
             got,
             [
@@ -195,6 +217,26 @@ mod tests {
         assert_eq!(bucket.take(at(10_500)), Taken::Drop);
         assert_eq!(bucket.take(at(11_000)), Taken::Yes);
         assert_eq!(bucket.take(Timestamp::from_millis(u64::MAX)), Taken::Yes);
+    }
+
+    #[test]
+    fn a_connection_that_keeps_flooding_is_closed_and_one_a_little_over_is_not() {
+        // Ten a second: 100 over it within a second is a flood.
+        let mut bucket = TokenBucket::new(Some(RateLimit::new(10, 10)));
+        let got: Vec<Taken> = (0..111).map(|_| bucket.take(at(0))).collect();
+        assert_eq!(got[..10], [Taken::Yes; 10]);
+        assert!(matches!(got[10], Taken::Refuse(_)));
+        assert!(got[11..110].iter().all(|t| *t == Taken::Drop));
+        assert_eq!(
+            got[110],
+            Taken::Close,
+            "the 101st over the rate in the second"
+        );
+        // Twice the rate for a minute: half taken, never closed.
+        let mut bucket = TokenBucket::new(Some(RateLimit::new(10, 10)));
+        for i in 0..1200 {
+            assert_ne!(bucket.take(at(i * 50)), Taken::Close, "message {i}");
+        }
     }
 
     #[test]

@@ -95,6 +95,19 @@ impl<U> Outcome<U> {
     }
 }
 
+/// What to do with a client's message, by the connection's rate.
+#[derive(Debug)]
+pub(crate) enum Admitted {
+    /// Handle it.
+    Yes,
+    /// Answer it with this refusal only.
+    Refuse(Refusal),
+    /// Drop it unanswered (a refusal went out since the last one taken).
+    Drop,
+    /// Close the connection: it floods.
+    Close,
+}
+
 /// The refusal of a connection without a user, where the hub takes none.
 pub(crate) fn check_watcher<U, S, C, M>(
     hub: &Hub<U, S, C, String, M>,
@@ -161,20 +174,17 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
     }
 
     /// Counts one message of the client against the connection's rate, before anything else
-    /// is done with it: `Ok` to handle it, `Err(Some(refusal))` to answer it with the refusal
-    /// only, `Err(None)` to drop it unanswered (a refusal went out since the last one taken).
-    pub(crate) fn admit<C: Clock>(
-        &mut self,
-        hub: &Hub<U, S, C, String, M>,
-    ) -> Result<(), Option<Refusal>> {
+    /// is done with it.
+    pub(crate) fn admit<C: Clock>(&mut self, hub: &Hub<U, S, C, String, M>) -> Admitted {
         let now = hub.tracker().now();
         let bucket = self
             .bucket
             .get_or_insert_with(|| TokenBucket::new(hub.config().client_rate));
         match bucket.take(now) {
-            Taken::Yes => Ok(()),
-            Taken::Refuse(retry_after) => Err(Some(Refusal::rate_limited(retry_after))),
-            Taken::Drop => Err(None),
+            Taken::Yes => Admitted::Yes,
+            Taken::Refuse(retry_after) => Admitted::Refuse(Refusal::rate_limited(retry_after)),
+            Taken::Drop => Admitted::Drop,
+            Taken::Close => Admitted::Close,
         }
     }
 

@@ -15,6 +15,9 @@
 //!   long response);
 //! - nothing is read or written for [`idle_timeout`](ConnectionLimits::idle_timeout).
 //!
+//! and reads each connection at most [`read_rate`](ConnectionLimits::read_rate) bytes a second
+//! (a client that sends faster waits, as TCP makes it).
+//!
 //! Connections over [`max_connections`](ConnectionLimits::max_connections), or over
 //! [`max_per_address`](ConnectionLimits::max_per_address) from one IP address, are closed as
 //! they are accepted, before any byte is read.
@@ -45,6 +48,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
+/// The most a throttled connection is read at once, and the least it waits for.
+const READ_CHUNK: u64 = 4096;
+
 /// The bounds of a [`GuardedListener`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -65,6 +71,14 @@ pub struct ConnectionLimits {
     /// How long a connection may go without a byte read or written (default 120 s: both
     /// integrations ping a quiet client every 25 s, and a long poll lasts as long).
     pub idle_timeout: Duration,
+    /// How many bytes a second a connection is read, on average (default 64 KiB; 0: no
+    /// limit): a client that sends faster waits, as TCP makes it, and the server's work on
+    /// it (a task socketioxide spawns for each event, say) is bounded. A presence client
+    /// sends well under 1 KiB a second.
+    pub read_rate: u32,
+    /// How many bytes a connection is read at once after a quiet spell (default 256 KiB: a
+    /// hello naming rooms, a join with large metadata, a request with a body).
+    pub read_burst: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -75,6 +89,8 @@ impl Default for ConnectionLimits {
             first_response: Duration::from_secs(10),
             write_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(120),
+            read_rate: 64 << 10,
+            read_burst: 256 << 10,
         }
     }
 }
@@ -85,6 +101,14 @@ impl ConnectionLimits {
     pub fn connections(mut self, max: usize, per_address: usize) -> Self {
         self.max_connections = max.max(1);
         self.max_per_address = per_address.max(1);
+        self
+    }
+
+    /// With connections read at most `bytes_per_second` on average, `burst` at once (0: no
+    /// limit; see [`read_rate`](Self::read_rate)).
+    pub fn read_rate(mut self, bytes_per_second: u32, burst: u32) -> Self {
+        self.read_rate = bytes_per_second;
+        self.read_burst = burst.max(1);
         self
     }
 
@@ -255,6 +279,14 @@ pub struct GuardedStream {
     /// The task waiting in a read, woken when a write times out (so that a reader that waits
     /// for bytes learns the connection is over now, not at its own deadline).
     reader: Option<Waker>,
+    /// Bytes a second read at most (0: no limit), and at once.
+    read_rate: u64,
+    read_burst: u64,
+    /// Bytes that may be read now (below zero: read ahead of the rate), as of `counted`.
+    read_tokens: i64,
+    counted: Instant,
+    /// Wakes a read held back by the rate.
+    throttle: Option<Pin<Box<Sleep>>>,
 }
 
 impl GuardedStream {
@@ -276,6 +308,11 @@ impl GuardedStream {
             write_timer: None,
             expired: false,
             reader: None,
+            read_rate: u64::from(limits.read_rate),
+            read_burst: u64::from(limits.read_burst.max(1)),
+            read_tokens: i64::from(limits.read_burst.max(1)),
+            counted: now,
+            throttle: None,
         }
     }
 
@@ -295,6 +332,70 @@ impl GuardedStream {
 
     fn expired_error() -> io::Error {
         io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+    }
+
+    /// Whether a read must wait for the rate: refills the tokens, and arms the throttle when
+    /// there are none.
+    fn throttled(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.read_rate == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.counted);
+        let refill = elapsed
+            .as_micros()
+            .saturating_mul(u128::from(self.read_rate))
+            / 1_000_000;
+        if refill > 0 {
+            let burst = i64::try_from(self.read_burst).unwrap_or(i64::MAX);
+            let refill = i64::try_from(refill).unwrap_or(i64::MAX);
+            self.read_tokens = self.read_tokens.saturating_add(refill).min(burst);
+            self.counted = now;
+        }
+        // Reads of a chunk at least: a throttled connection wakes a few times a second, not
+        // at every byte.
+        let chunk = i64::try_from(READ_CHUNK.min(self.read_burst)).unwrap_or(1);
+        if self.read_tokens >= chunk {
+            self.throttle = None;
+            return false;
+        }
+        let missing = u64::try_from(chunk - self.read_tokens).unwrap_or(u64::MAX);
+        let wait =
+            Duration::from_micros((missing.saturating_mul(1_000_000) / self.read_rate).max(1000));
+        let timer = self
+            .throttle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(wait)));
+        if timer.as_mut().poll(cx).is_ready() {
+            timer.as_mut().reset(now + wait);
+            // Polled again so that it wakes this task.
+            return timer.as_mut().poll(cx).is_pending();
+        }
+        true
+    }
+
+    /// A read found no bytes: pending until they come, or an error once its deadline (the
+    /// first response's or the idle one) has passed.
+    fn wait_for_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let deadline = self.read_deadline();
+            if self.read_timer.deadline() != deadline {
+                self.read_timer.as_mut().reset(deadline);
+            }
+            if self.read_timer.as_mut().poll(cx).is_pending() {
+                if !self
+                    .reader
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    self.reader = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            // The deadline passed with nothing read (a write since may have moved it on).
+            if Instant::now() >= self.read_deadline() {
+                return Poll::Ready(Err(self.timed_out()));
+            }
+        }
     }
 
     /// A write went through: the first response is written, the connection active.
@@ -327,35 +428,45 @@ impl AsyncRead for GuardedStream {
         if this.expired {
             return Poll::Ready(Err(GuardedStream::expired_error()));
         }
+        if this.throttled(cx) {
+            return Poll::Pending;
+        }
+        let allowed = usize::try_from(this.read_tokens).unwrap_or(0);
+        if this.read_rate > 0 && allowed < buf.remaining() {
+            // No more than the tokens allow: through a buffer of that size.
+            let mut chunk = [0u8; READ_CHUNK as usize];
+            let len = allowed.min(chunk.len());
+            let mut limited = ReadBuf::new(&mut chunk[..len]);
+            return match Pin::new(&mut this.stream).poll_read(cx, &mut limited) {
+                Poll::Ready(Ok(())) => {
+                    let read = limited.filled().len();
+                    buf.put_slice(limited.filled());
+                    if read > 0 {
+                        this.last_active = Instant::now();
+                        this.read_tokens = this
+                            .read_tokens
+                            .saturating_sub(i64::try_from(read).unwrap_or(i64::MAX));
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => this.wait_for_bytes(cx),
+            };
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
+                let read = buf.filled().len() - before;
+                if read > 0 {
                     this.last_active = Instant::now();
+                    this.read_tokens = this
+                        .read_tokens
+                        .saturating_sub(i64::try_from(read).unwrap_or(i64::MAX));
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => loop {
-                let deadline = this.read_deadline();
-                if this.read_timer.deadline() != deadline {
-                    this.read_timer.as_mut().reset(deadline);
-                }
-                if this.read_timer.as_mut().poll(cx).is_pending() {
-                    if !this
-                        .reader
-                        .as_ref()
-                        .is_some_and(|w| w.will_wake(cx.waker()))
-                    {
-                        this.reader = Some(cx.waker().clone());
-                    }
-                    return Poll::Pending;
-                }
-                // The deadline passed with nothing read (a write since may have moved it on).
-                if Instant::now() >= this.read_deadline() {
-                    return Poll::Ready(Err(this.timed_out()));
-                }
-            },
+            Poll::Pending => this.wait_for_bytes(cx),
         }
     }
 }

@@ -132,12 +132,12 @@ use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::{BroadcastError, SendError, SocketError, SocketIo};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use bytes::Bytes;
 
-use crate::link::{Fanout, Link, Outcome, Sent};
+use crate::link::{Admitted, Fanout, Link, Outcome, Sent};
 use crate::wire::{
     ClientMessage, Hello, Refusal, RoomOccupancy, RoomWindow, ServerMessage, Window, PROTOCOL,
 };
@@ -429,12 +429,17 @@ fn serve<U, S, C, M, A>(
         move |socket: &SocketRef, message: Result<ClientMessage<S, String, M, U>, Refusal>| {
             let admitted = link.lock().admit(&hub);
             match admitted {
-                Ok(()) => {}
-                Err(Some(refusal)) => {
+                Admitted::Yes => {}
+                Admitted::Refuse(refusal) => {
                     let _ = socket.emit("refused", &refusal);
                     return;
                 }
-                Err(None) => return,
+                Admitted::Drop => return,
+                Admitted::Close => {
+                    // A flood: no client of the protocol sends one.
+                    let _ = socket.clone().disconnect();
+                    return;
+                }
             }
             let outcome = match message {
                 Ok(message) => link.lock().handle(&hub, auth.as_ref(), message),
@@ -532,12 +537,16 @@ fn serve<U, S, C, M, A>(
         socket.on("resync", move |socket: SocketRef| {
             let admitted = link.lock().admit(&hub);
             match admitted {
-                Ok(()) => {}
-                Err(Some(refusal)) => {
+                Admitted::Yes => {}
+                Admitted::Refuse(refusal) => {
                     let _ = socket.emit("refused", &refusal);
                     return std::future::ready(());
                 }
-                Err(None) => return std::future::ready(()),
+                Admitted::Drop => return std::future::ready(()),
+                Admitted::Close => {
+                    let _ = socket.disconnect();
+                    return std::future::ready(());
+                }
             }
             control.resync.store(true, Ordering::Release);
             control.notify.notify_one();
@@ -698,7 +707,7 @@ struct RoomTask {
     windows: Windows,
     /// Sockets to send the room's state (or occupancy, or window) to: new in the room, or
     /// asking again.
-    send_state: mpsc::UnboundedSender<(Sid, Sent)>,
+    send_state: Arc<StateQueue>,
     task: JoinHandle<()>,
 }
 
@@ -747,7 +756,7 @@ where
                 socket.join(key(&room, sent));
                 // The task sends the state: after every broadcast it made before, so nothing
                 // reaches the socket out of order.
-                let _ = task.send_state.send((socket.id, sent));
+                task.send_state.push((socket.id, sent));
             }
             Fanout::Close(room, was) => {
                 socket.leave(key(&room, was));
@@ -765,7 +774,7 @@ where
                         task.count(sent);
                     }
                     socket.join(key(&room, sent));
-                    let _ = task.send_state.send((socket.id, sent));
+                    task.send_state.push((socket.id, sent));
                 }
             }
         }
@@ -794,7 +803,7 @@ where
     }
 
     fn spawn(&self, room: String) -> RoomTask {
-        let (send_state, states) = mpsc::unbounded_channel();
+        let send_state = Arc::new(StateQueue::default());
         let feed = self.hub.rooms().subscribe_updates(room.clone());
         let windows = Windows::default();
         let task = tokio::spawn(fan_out(
@@ -802,7 +811,7 @@ where
             self.path.clone(),
             self.hub.clone(),
             (feed, Arc::clone(&windows)),
-            (send_state.clone(), states),
+            Arc::clone(&send_state),
             Arc::clone(&self.options),
         ));
         RoomTask {
@@ -814,11 +823,21 @@ where
     }
 }
 
-/// Both ends of a room task's channel of sockets to send the room to, each in its view.
-type StateRequests = (
-    mpsc::UnboundedSender<(Sid, Sent)>,
-    mpsc::UnboundedReceiver<(Sid, Sent)>,
-);
+/// The sockets a room's task is asked to send the room whole to, each in its view: a vector
+/// and a wake-up, which cost nothing while empty (a channel would hold a block of 32 slots for
+/// every room watched).
+#[derive(Default)]
+struct StateQueue {
+    asks: Mutex<Vec<(Sid, Sent)>>,
+    wake: Notify,
+}
+
+impl StateQueue {
+    fn push(&self, ask: (Sid, Sent)) {
+        self.asks.lock().push(ask);
+        self.wake.notify_one();
+    }
+}
 
 /// One room's task: broadcasts the room's deliveries to its socketioxide room of members (its
 /// occupancy while the room is big), its occupancy (when it changed) to its rooms of occupancy
@@ -829,7 +848,7 @@ async fn fan_out<U, S, C, M>(
     path: Cow<'static, str>,
     hub: Hub<U, S, C, String, M>,
     (mut feed, windows): (RoomSubscription<U, S, C, String, M>, Windows),
-    (retry, mut states): StateRequests,
+    states: Arc<StateQueue>,
     options: Arc<SocketIoOptions>,
 ) where
     U: Id + Serialize,
@@ -862,18 +881,26 @@ async fn fan_out<U, S, C, M>(
     let mut asked_due: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            Some((sid, sent)) = states.recv() => {
+            () = states.wake.notified() => {
                 let now = tokio::time::Instant::now();
-                if let Some(due) = asked.defer(sid, sent, now) {
-                    asked_due = Some(asked_due.map_or(due, |d| d.min(due)));
-                    continue;
+                let asks = std::mem::take(&mut *states.asks.lock());
+                for (sid, sent) in asks {
+                    if let Some(due) = asked.defer(sid, sent, now) {
+                        asked_due = Some(asked_due.map_or(due, |d| d.min(due)));
+                        continue;
+                    }
+                    if whole_to(&io, &path, &hub, &room, sid, sent) {
+                        asked.hold(sid, sent, now + options.full_buffer_retry);
+                        asked_due = asked.next_due();
+                    }
                 }
-                whole_to(&io, &path, &hub, &room, sid, sent, (&retry, options.full_buffer_retry));
             }
             () = sleep_until(asked_due), if asked_due.is_some() => {
                 let now = tokio::time::Instant::now();
                 for (sid, sent) in asked.due(now) {
-                    whole_to(&io, &path, &hub, &room, sid, sent, (&retry, options.full_buffer_retry));
+                    if whole_to(&io, &path, &hub, &room, sid, sent) {
+                        asked.hold(sid, sent, now + options.full_buffer_retry);
+                    }
                 }
                 asked_due = asked.next_due();
             }
@@ -902,7 +929,8 @@ async fn fan_out<U, S, C, M>(
 }
 
 /// Sends one socket the room whole, as it is `sent` it: the state (or a big room's counts), the
-/// counts, or the counts and its window; asks again after `wait` if its buffer was full.
+/// counts, or the counts and its window; whether its buffer was full (it is to be sent the room
+/// again).
 fn whole_to<U, S, C, M>(
     io: &SocketIo,
     path: &str,
@@ -910,15 +938,15 @@ fn whole_to<U, S, C, M>(
     room: &str,
     sid: Sid,
     sent: Sent,
-    (retry, wait): (&mpsc::UnboundedSender<(Sid, Sent)>, Duration),
-) where
+) -> bool
+where
     U: Id + Serialize,
     S: Id + Serialize,
     C: Clock + 'static,
     M: Metadata + Serialize,
 {
     let Some(socket) = io.of(path).and_then(|ns| ns.get_socket(sid)) else {
-        return;
+        return false;
     };
     // A big room's counts, without making its state.
     let occupancy = ServerMessage::<U, S, String, M>::RoomOccupancy(hub.rooms().occupancy(room));
@@ -942,16 +970,9 @@ fn whole_to<U, S, C, M>(
             });
         }
     }
-    if sends
+    sends
         .iter()
         .any(|s| matches!(s, Err(SendError::Socket(SocketError::InternalChannelFull))))
-    {
-        let retry = retry.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            let _ = retry.send((sid, sent));
-        });
-    }
 }
 
 /// How often one socket is sent a room whole in the same view: a request within this of the
@@ -999,6 +1020,11 @@ impl Asked {
                 None
             }
         }
+    }
+
+    /// Holds a request until `due` (a socket whose buffer was full, asked again then).
+    fn hold(&mut self, sid: Sid, sent: Sent, due: tokio::time::Instant) {
+        self.held.insert(sid, (sent, due));
     }
 
     /// The held requests due at `now`, counted as sent now.

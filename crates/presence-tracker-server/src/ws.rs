@@ -55,7 +55,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use crate::link::{Fanout, Link, Sent};
+use crate::link::{Admitted, Fanout, Link, Sent};
 use crate::wire::{ClientMessage, Hello, Refusal, ServerMessage, PROTOCOL};
 use crate::{
     Admission, Authenticate, Delivery, Handshake, Hub, Identity, Interest, RefusalWatch,
@@ -166,14 +166,14 @@ impl WsOptions {
 ///
 /// ```no_run
 /// use presence_tracker::{Policy, PresenceTracker};
-/// use presence_tracker_server::{ws, Handshake, Hub, HubConfig, Identity};
+/// use presence_tracker_server::{wire::Refusal, ws, Handshake, Hub, HubConfig, Identity};
 ///
 /// # async fn run() -> std::io::Result<()> {
 /// let hub: Hub<String, String> = Hub::new(PresenceTracker::new(Policy::default()), HubConfig::default());
 /// tokio::spawn(hub.clone().run_ticker());
 /// let auth = |h: &Handshake<'_>| match h.cookie("user") {
 ///     Some(user) => Ok(Identity::User(user.to_string())), // a signed cookie, checked for real
-///     None => Ok(Identity::Watcher),
+///     None => Err(Refusal::new("unauthorized", "sign in first")),
 /// };
 /// let app = axum::Router::new().route("/ws", ws::route(hub, auth));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
@@ -594,12 +594,13 @@ where
                         Message::Ping(_) | Message::Pong(_) => continue,
                     };
                     match link.admit(&self.shared.hub) {
-                        Ok(()) => {}
-                        Err(Some(refusal)) => {
+                        Admitted::Yes => {}
+                        Admitted::Refuse(refusal) => {
                             self.send(&ServerMessage::<U, S, String, M>::Refused(refusal)).await;
                             continue;
                         }
-                        Err(None) => continue,
+                        Admitted::Drop => continue,
+                        Admitted::Close => return End::Close(1008, "too many messages"),
                     }
                     for refusal in self.signal(&text, link, &mut feed, &mut rooms) {
                         self.send(&ServerMessage::<U, S, String, M>::Refused(refusal)).await;

@@ -20,7 +20,11 @@ async fn server(limits: ConnectionLimits) -> (String, ConnectionCounts) {
     let app = axum::Router::new()
         .route("/", get(|| async { "hello" }))
         // 64 MiB: more than the socket buffers hold, for a client that does not read.
-        .route("/big", get(|| async { vec![b'x'; 64 << 20] }));
+        .route("/big", get(|| async { vec![b'x'; 64 << 20] }))
+        .route(
+            "/upload",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");
@@ -167,4 +171,34 @@ async fn connections_over_the_limits_are_closed_as_they_are_accepted() {
     let mut buf = [0u8; 1024];
     let n = c.read(&mut buf).await.expect("reads");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("hello"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_is_read_no_faster_than_the_read_rate() {
+    let limits = limits().read_rate(64 << 10, 64 << 10);
+    let (address, _counts) = server(limits).await;
+    let mut c = TcpStream::connect(&address).await.expect("connects");
+    let body = vec![b'a'; 1 << 20];
+    let start = Instant::now();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.expect("writes");
+    let (mut reader, mut writer) = c.into_split();
+    let sending = tokio::spawn(async move { writer.write_all(&body).await });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&answer).ends_with("1048576") {
+        let n = reader.read(&mut buf).await.expect("reads");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    sending.await.expect("sent").expect("written");
+    // 1 MiB at 64 KiB a second after a burst of 64 KiB: 15 s, give or take a read's size.
+    let took = Instant::now() - start;
+    assert!(
+        took >= Duration::from_secs(15) && took < Duration::from_secs(16),
+        "{took:?}"
+    );
 }

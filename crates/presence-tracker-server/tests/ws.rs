@@ -355,3 +355,22 @@ async fn a_connection_without_a_user_is_refused_unless_watchers_are_on() {
     assert_eq!(next(&mut ada).await["type"], "state");
     assert!(hub.tracker().session("tab-1").is_some());
 }
+
+#[tokio::test]
+async fn a_connection_that_floods_is_closed_and_its_session_stays_until_its_grace() {
+    let config = HubConfig::default().client_rate(Some(RateLimit::new(10, 20)));
+    let (hub, _clock, url) = server_config::<()>(Policy::default(), config).await;
+    let mut ada = client(&url).await;
+    send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
+    next(&mut ada).await;
+    // 20 taken, then over ten times the rate (100) dropped within the second: closed.
+    for i in 0..130 {
+        let activity = if i % 2 == 0 { "idle" } else { "active" };
+        send(&mut ada, json!({"type": "heartbeat", "activity": activity})).await;
+    }
+    let (code, reason) = closed(&mut ada).await;
+    assert_eq!(u16::from(code), 1008);
+    assert!(reason.contains("too many"), "{reason}");
+    // A lost connection: the session waits out its grace, as for any connection lost.
+    assert!(hub.tracker().session("tab-1").is_some());
+}
