@@ -21,7 +21,7 @@ use crate::Error;
 /// | [`leave_grace`](Policy::leave_grace) | 5 s | the same after a clean disconnect or a leave: long enough for a page reload |
 /// | [`retention`](Policy::retention) | 1 h | how long an offline user's "last seen" is kept |
 /// | [`max_sessions_per_user`](Policy::max_sessions_per_user) | 64 | |
-/// | [`max_sessions`](Policy::max_sessions) | unlimited | |
+/// | [`max_sessions`](Policy::max_sessions) | 100,000 | a memory bound: a session is a few hundred bytes, and its rooms' metadata up to [`max_rooms_per_session`](Policy::max_rooms_per_session) × [`max_metadata_bytes`](Policy::max_metadata_bytes) |
 /// | [`max_id_len`](Policy::max_id_len) | 256 | bytes, for string ids |
 ///
 /// Durations are used at millisecond resolution.
@@ -82,7 +82,7 @@ impl Default for Policy {
             leave_grace_ms: 5_000,
             retention_ms: 3_600_000,
             max_sessions_per_user: 64,
-            max_sessions: usize::MAX,
+            max_sessions: 100_000,
             max_id_len: 256,
             max_rooms_per_session: 32,
             max_members_per_room: 100_000,
@@ -155,8 +155,10 @@ impl Policy {
         self.max_sessions_per_user
     }
 
-    /// The most sessions the tracker holds: a memory bound, so a session that expired counts
-    /// until a tick (or a signal of its user) frees it.
+    /// The most sessions the tracker holds (default 100,000): a memory bound, so a session that
+    /// expired counts until a tick (or a signal of its user) frees it. A session whose
+    /// connection vanished stays for the disconnect grace; a node that holds more connections
+    /// than this, or sees more tabs come and go within a grace, raises it.
     pub fn max_sessions(&self) -> usize {
         self.max_sessions
     }

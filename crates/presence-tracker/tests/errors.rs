@@ -39,7 +39,7 @@ fn default_policy_is_the_seed() {
     assert_eq!(p.leave_grace(), secs(5));
     assert_eq!(p.retention(), secs(3600));
     assert_eq!(p.max_sessions_per_user(), 64);
-    assert_eq!(p.max_sessions(), usize::MAX);
+    assert_eq!(p.max_sessions(), 100_000);
     assert_eq!(p.max_id_len(), 256);
     assert_eq!(Policy::builder().build().expect("defaults are valid"), p);
 }
