@@ -389,6 +389,9 @@
 
     const client = {
       sessionId: options.session,
+      // This tab's session as room states show it (its `session` there): the handle the
+      // server's `welcome` gives, or the session id where the server shows ids.
+      member: options.session,
       connectionId: null,
       node: null, // the URL of the server (node) of the current connection
       status: 'connecting',
@@ -721,6 +724,8 @@
           return hello;
         },
         message(message) {
+          // Room states show sessions by handle: this tab's, to recognise itself in them.
+          if (message.type === 'welcome') { client.member = message.session; return; }
           if (message.type === 'room_state') return roomState(message);
           if (message.type === 'room_updates') return roomUpdates(message);
           if (message.type === 'room_occupancy') return roomOccupancy(message);

@@ -364,6 +364,7 @@ async fn run_all(args: &Args, plan: &Plan, threads: usize, limit: u64) -> Result
                 node: args.node.clone(),
                 flags: flags.clone(),
                 args: Vec::new(),
+                env: Vec::new(),
             };
             match run::turn(&launch, plan, round, &mut tokens).await {
                 Ok(turn) => {

@@ -268,6 +268,7 @@ class Users {
   }
 
   apply(m) {
+    if (m.type === 'welcome') return; // this socket's session handle: not a user message
     if (m.type === 'state') {
       this.count.states += 1;
       this.epoch = m.epoch;

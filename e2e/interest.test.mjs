@@ -30,6 +30,7 @@ describe('users by interest over Socket.IO', { timeout: 60_000 }, () => {
     sockets.push(socket);
     const c = { socket, messages: [], refusals: [], named: new Set() };
     socket.on('presence', (m) => {
+      if (m.type === 'welcome') return; // its session's handle in rooms
       c.messages.push(m);
       for (const u of m.users ?? []) c.named.add(u.user);
     });

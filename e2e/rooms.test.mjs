@@ -22,7 +22,12 @@ describe('rooms (documents) in Chromium over Socket.IO', { timeout: 120_000 }, (
 
   const pageUrl = (user, doc) => `${server.url}/?user=${user}&doc=${doc}&${CLIENT}`;
   const room = (id) => getJson(`${server.url}/api/rooms/${id}`);
-  const sessionOf = (page) => page.evaluate(() => window.demo.client.sessionId);
+  /// A tab's session as room states show it: the handle its `welcome` gave.
+  const sessionOf = async (page) => {
+    await waitFor(() => page.evaluate(() => window.demo.client.member !== window.demo.client.sessionId),
+      { what: 'the welcome' });
+    return page.evaluate(() => window.demo.client.member);
+  };
   const connected = (page) => page.evaluate(() => window.demo?.client?.status === 'connected');
   /// What a page holds of a room: user -> [[session, section], ...].
   const held = (page, id) => page.evaluate((id) => {

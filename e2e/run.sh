@@ -62,7 +62,7 @@ fi
 cd "$here"
 node "${ws_flag[@]}" --no-warnings=ExperimentalWarning --test --test-concurrency=1 \
   socketio.test.mjs websocket.test.mjs client.test.mjs rooms.test.mjs rooms-clients.test.mjs \
-  cluster.test.mjs interest.test.mjs admission.test.mjs
+  cluster.test.mjs interest.test.mjs admission.test.mjs http.test.mjs
 
 # The load test: 1,000 Socket.IO clients against the release build (a debug build of the
 # transport cannot serve that many on two cores). Skip with PRESENCE_E2E_LOAD=0.

@@ -17,7 +17,7 @@
 mod common;
 
 use presence_tracker_server::socketio::SocketIoOptions;
-use presence_tracker_server::{socketio, Admission, Handshake};
+use presence_tracker_server::{socketio, Admission};
 use socketioxide::SocketIo;
 
 use common::app::App;
@@ -45,13 +45,7 @@ async fn main() {
     if let Some(admission) = admission.clone().filter(|_| config.admit_at_namespace) {
         options = options.admission(admission);
     }
-    socketio::attach_with(
-        &io,
-        "/",
-        app.hub.clone(),
-        move |h: &Handshake<'_>| signer.authenticate(h),
-        options,
-    );
+    socketio::attach_with(&io, "/", app.hub.clone(), signer, options);
 
     let router = http::routes(
         app.clone(),

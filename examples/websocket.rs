@@ -16,7 +16,7 @@ mod common;
 use std::time::Duration;
 
 use presence_tracker_server::ws::{self, WsOptions};
-use presence_tracker_server::{Admission, Handshake};
+use presence_tracker_server::Admission;
 
 use common::app::App;
 use common::config::Config;
@@ -37,8 +37,7 @@ async fn main() {
     if let Some((rate, burst)) = config.admission {
         options = options.admission(Admission::new(rate, burst));
     }
-    let auth = move |h: &Handshake<'_>| signer.authenticate(h);
-    let route = ws::route_with(app.hub.clone(), auth, options);
+    let route = ws::route_with(app.hub.clone(), signer, options);
 
     let router = http::routes(
         app.clone(),

@@ -51,6 +51,8 @@ pub(crate) struct Launch {
     pub(crate) flags: Vec<(String, u64)>,
     /// More arguments, as they are (ours only).
     pub(crate) args: Vec<String>,
+    /// Environment variables the server is started with.
+    pub(crate) env: Vec<(String, String)>,
 }
 
 /// A running server.
@@ -128,6 +130,7 @@ impl Server {
             }
         };
         command.arg("--port").arg(port.to_string());
+        command.envs(launch.env.iter().map(|(k, v)| (k, v)));
         for (flag, value) in &launch.flags {
             command.arg(format!("--{flag}")).arg(value.to_string());
         }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use presence_tracker::{Presence, PresenceTracker, Snapshot, SystemClock, Timestamp};
 use presence_tracker_server::cluster::{ClusterConfig, ClusterNode};
-use presence_tracker_server::net::{ConnectionLimits, GuardedListener};
+use presence_tracker_server::net::{ConnectionLimits, GuardedListener, Peer};
 use presence_tracker_server::{Delivery, Hub, HubConfig, Meta, Ticking};
 use serde::Serialize;
 
@@ -117,10 +117,12 @@ impl App {
         })
     }
 
-    /// The published updates so far.
-    pub(crate) fn events(&self) -> Vec<LogEntry> {
+    /// The published updates after version `after`, oldest first, at most `limit`.
+    pub(crate) fn events(&self, after: u64, limit: usize) -> Vec<LogEntry> {
         let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        log.iter().cloned().collect()
+        // Oldest first, by version: the first after `after` is found by halving.
+        let start = log.partition_point(|e| e.version <= after);
+        log.range(start..).take(limit).cloned().collect()
     }
 
     /// Binds 127.0.0.1:`port` (0 picks a free port), prints the URL, and serves `router` until
@@ -155,7 +157,7 @@ impl App {
         // Tests read this line to learn the port.
         println!("listening on http://{addr}");
         tokio::select! {
-            served = axum::serve(listener, router) => served.map_err(|e| e.to_string())?,
+            served = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>()) => served.map_err(|e| e.to_string())?,
             () = shutdown_signal() => {}
         }
         if let Some(cluster) = &self.cluster {

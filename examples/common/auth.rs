@@ -10,7 +10,7 @@
 
 use hmac::{Hmac, Mac};
 use presence_tracker_server::wire::Refusal;
-use presence_tracker_server::{Handshake, Identity};
+use presence_tracker_server::{Authenticate, Handshake, Identity};
 use sha2::Sha256;
 
 /// The cookie that carries the token.
@@ -62,10 +62,10 @@ impl Signer {
         Some(user)
     }
 
-    /// The authentication hook: the hello's token (a page keeps one per tab, so two users can
+    /// Who a handshake is: the hello's token (a page keeps one per tab, so two users can
     /// share a browser), else a bearer header, else the cookie; none at all watches; a bad one
     /// is refused.
-    pub(crate) fn authenticate(&self, h: &Handshake<'_>) -> Result<Identity<String>, Refusal> {
+    fn identify(&self, h: &Handshake<'_>) -> Result<Identity<String>, Refusal> {
         let Some(token) = h.token.or_else(|| h.bearer()).or_else(|| h.cookie(COOKIE)) else {
             return Ok(Identity::Watcher);
         };
@@ -76,6 +76,15 @@ impl Signer {
                 "the sign-in token is not valid: sign in again",
             )),
         }
+    }
+}
+
+/// The demo's hook, for the sockets of both integrations and the JSON routes alike: who a
+/// connection is by its token; everyone may see every document and every user (a real
+/// application decides in `authorize_room` and `authorize_user`, and the routes follow).
+impl Authenticate<String> for Signer {
+    fn authenticate(&self, h: &Handshake<'_>) -> Result<Identity<String>, Refusal> {
+        self.identify(h)
     }
 }
 

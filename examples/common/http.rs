@@ -7,20 +7,28 @@
 //! | `GET /presence-client.js`, `/socket.io.js` | the browser client, socket.io-client's bundle |
 //! | `POST /api/login` `{"user":"ada"}` | a signed token, also set as the `presence_token` cookie |
 //! | `GET /api/presence` | the published state (every online user; no session ids) |
-//! | `GET /api/events` | every published update (user states; no session ids) |
+//! | `GET /api/events?after=V&limit=N` | the published updates after version `V`, oldest first, at most `N` (1,000 at most and by default) |
 //! | `GET /api/sessions` | the caller's own sessions (by its cookie or bearer token), 401 otherwise |
-//! | `GET /api/rooms/{room}` | a room as published: its members with their metadata, epoch, version |
+//! | `GET /api/rooms/{room}` | a room as published: its members (sessions by handle) with their metadata, epoch, version |
 //! | `GET /api/cluster` | with `--redis`: this node's id, health and Redis counters; `null` alone |
+//!
+//! Every `/api` route but the login asks the hook the sockets ask ([`Signer`]'s
+//! `Authenticate`), by the cookie or a bearer token: a bad token is 401, as is a request
+//! without a user where the server takes no watchers (`--watchers off`); the presence and its
+//! events are 403 where the server does not send every user (`--all-users off`), a room where
+//! `authorize_room` refuses to let the caller watch it, and the cluster's counters are for
+//! signed-in users only.
 
 use std::path::PathBuf;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use presence_tracker::{Activity, Presence, Timestamp};
-use presence_tracker_server::{Handshake, Identity};
+use presence_tracker_server::wire::Refusal;
+use presence_tracker_server::{Authenticate, Handshake, Identity, RoomAccess};
 use serde::{Deserialize, Serialize};
 
 use super::app::App;
@@ -66,27 +74,11 @@ pub(crate) fn routes(app: App, transport: Transport, socket_io_js: PathBuf) -> R
             get(|| async { javascript(CLIENT_JS.to_string()) }),
         )
         .route("/api/login", post(login))
-        .route(
-            "/api/presence",
-            get(|State(app): State<App>| async move { json(&*app.hub.state()) }),
-        )
-        .route(
-            "/api/events",
-            get(|State(app): State<App>| async move { Json(app.events()) }),
-        )
+        .route("/api/presence", get(presence))
+        .route("/api/events", get(events))
         .route("/api/sessions", get(own_sessions))
-        .route(
-            "/api/cluster",
-            get(|State(app): State<App>| async move { Json(app.cluster_status()) }),
-        )
-        .route(
-            "/api/rooms/{room}",
-            get(
-                |State(app): State<App>, Path(room): Path<String>| async move {
-                    json(&*app.hub.rooms().state(room.as_str()))
-                },
-            ),
-        );
+        .route("/api/cluster", get(cluster))
+        .route("/api/rooms/{room}", get(room_state));
     if let Transport::SocketIo = transport {
         router = router.route(
             "/socket.io.js",
@@ -140,6 +132,113 @@ async fn login(
     ([(header::SET_COOKIE, cookie)], Json(Token { user, token })).into_response()
 }
 
+/// A request the hook refused: its status, and the refusal as JSON.
+struct Denied(StatusCode, Box<Refusal>);
+
+impl Denied {
+    fn new(status: StatusCode, code: &str, message: &str) -> Self {
+        Denied(status, Box::new(Refusal::new(code, message)))
+    }
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        (self.0, Json(*self.1)).into_response()
+    }
+}
+
+/// Who a request is, by the sockets' hook: 401 for a bad token, or for no user where the
+/// server takes no watchers.
+fn caller(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<Identity<String>, Denied> {
+    let identity = app
+        .signer
+        .authenticate(&Handshake::new(headers, uri, None))
+        .map_err(|refusal| Denied(StatusCode::UNAUTHORIZED, Box::new(refusal)))?;
+    if matches!(identity, Identity::Watcher) && !app.hub.config().watchers {
+        return Err(Denied::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this server answers signed-in users only",
+        ));
+    }
+    Ok(identity)
+}
+
+/// 403 where the server does not send every user (a connection may not ask for it either).
+fn every_user(app: &App) -> Result<(), Denied> {
+    if app.hub.config().all_users_feed {
+        return Ok(());
+    }
+    Err(Denied::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this server does not send every user: subscribe to the users to show",
+    ))
+}
+
+async fn presence(
+    State(app): State<App>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, Denied> {
+    caller(&app, &headers, &uri)?;
+    every_user(&app)?;
+    Ok(json(&*app.hub.state()))
+}
+
+/// The most updates one `/api/events` answers.
+const MAX_EVENTS: usize = 1000;
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(app): State<App>,
+    headers: HeaderMap,
+    uri: Uri,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Denied> {
+    caller(&app, &headers, &uri)?;
+    every_user(&app)?;
+    let Ok(Query(query)) = query else {
+        return Err(Denied::new(
+            StatusCode::BAD_REQUEST,
+            "bad_message",
+            "expected ?after=VERSION&limit=N",
+        ));
+    };
+    let limit = query.limit.unwrap_or(MAX_EVENTS).min(MAX_EVENTS);
+    Ok(Json(app.events(query.after, limit)).into_response())
+}
+
+async fn room_state(
+    State(app): State<App>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, Denied> {
+    let identity = caller(&app, &headers, &uri)?;
+    app.signer
+        .authorize_room(&identity, &room, RoomAccess::Watch)
+        .map_err(|refusal| Denied(StatusCode::FORBIDDEN, Box::new(refusal)))?;
+    Ok(json(&*app.hub.rooms().state(room.as_str())))
+}
+
+async fn cluster(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Result<Response, Denied> {
+    match caller(&app, &headers, &uri)? {
+        Identity::User(_) => Ok(Json(app.cluster_status()).into_response()),
+        _ => Err(Denied::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "sign in to see the cluster",
+        )),
+    }
+}
+
 /// One of the caller's sessions.
 #[derive(Serialize)]
 struct OwnSession {
@@ -156,10 +255,7 @@ struct OwnSession {
 
 /// The caller's own sessions, by its cookie or bearer token: nobody else's session ids.
 async fn own_sessions(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Response {
-    match app
-        .signer
-        .authenticate(&Handshake::new(&headers, &uri, None))
-    {
+    match caller(&app, &headers, &uri) {
         Ok(Identity::User(user)) => {
             let sessions: Vec<OwnSession> = app
                 .hub

@@ -27,7 +27,8 @@ use presence_tracker::{
 };
 use tokio::sync::{broadcast, Notify};
 
-use crate::wire::{Scope, State, Update, UserState};
+use crate::limit::{SessionBuckets, Taken, TokenBucket};
+use crate::wire::{MemberIds, Scope, State, Update, UserState};
 use crate::RateLimit;
 
 pub use feed::{Batch, Delivery, Interest, Subscription};
@@ -104,6 +105,16 @@ pub struct HubConfig {
     /// How fast one connection of the integrations may send messages after its hello
     /// (default 20 a second, bursts of 40; `None`: no limit). See [`RateLimit`].
     pub client_rate: Option<RateLimit>,
+    /// How room states show sessions to clients (default: by opaque handles, under a key drawn
+    /// for this hub). See [`MemberIds`].
+    pub member_ids: MemberIds,
+    /// How fast one session may send, over all its connections and across its reconnects:
+    /// each hello naming it counts, and every message after it (default 20 a second, bursts
+    /// of 40, as [`client_rate`](Self::client_rate); `None`: no limit). Without it, a client
+    /// that reconnects gets a full bucket each time, and one that opens its session on several
+    /// connections gets one bucket per connection. A hello over the rate is refused
+    /// `rate_limited` with `retry_after_ms`.
+    pub session_rate: Option<RateLimit>,
 }
 
 impl Default for HubConfig {
@@ -120,6 +131,8 @@ impl Default for HubConfig {
             room_backlog: 16,
             watchers: false,
             client_rate: Some(RateLimit::default()),
+            member_ids: MemberIds::opaque(),
+            session_rate: Some(RateLimit::default()),
         }
     }
 }
@@ -191,6 +204,19 @@ impl HubConfig {
     /// [`client_rate`](Self::client_rate)).
     pub fn client_rate(mut self, limit: Option<RateLimit>) -> Self {
         self.client_rate = limit;
+        self
+    }
+
+    /// With this limit on how fast a session sends (`None`: no limit; see
+    /// [`session_rate`](Self::session_rate)).
+    pub fn session_rate(mut self, limit: Option<RateLimit>) -> Self {
+        self.session_rate = limit;
+        self
+    }
+
+    /// With sessions shown to clients this way (see [`member_ids`](Self::member_ids)).
+    pub fn member_ids(mut self, ids: MemberIds) -> Self {
+        self.member_ids = ids;
         self
     }
 }
@@ -312,6 +338,8 @@ struct Inner<U, S, C, R, M> {
     sleeping_until: AtomicU64,
     /// Connections watching for the cluster to refuse their session.
     watches: refusal::Watches,
+    /// Each session's messages against `config.session_rate`.
+    session_buckets: SessionBuckets<S>,
     /// The cluster this hub is a node of: the tracker's transitions go there, and what the hub
     /// publishes comes from there (`None`: a hub on its own).
     #[cfg(feature = "redis")]
@@ -385,6 +413,8 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
         let (updates, _) = broadcast::channel(config.backlog.max(1));
         let memory = u64::try_from(config.offline_memory.as_millis()).unwrap_or(u64::MAX);
         let big_room = config.big_room.max(1);
+        let ids = config.member_ids;
+        let session_buckets = SessionBuckets::new(config.session_rate);
         Hub {
             inner: Arc::new(Inner {
                 tracker,
@@ -395,7 +425,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
                     online,
                     gone: HashMap::new(),
                     state: None,
-                    rooms: RoomsPublished::new(memory, big_room),
+                    rooms: RoomsPublished::new(memory, big_room, ids),
                     #[cfg(feature = "redis")]
                     cluster_users: HashMap::new(),
                 }),
@@ -404,10 +434,22 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> Hub<U, S, C, R, M> {
                 wake: Notify::new(),
                 sleeping_until: AtomicU64::new(u64::MAX),
                 watches: refusal::Watches::default(),
+                session_buckets,
                 #[cfg(feature = "redis")]
                 cluster,
             }),
         }
+    }
+
+    /// A hello naming `session`, against the session's rate: its bucket (for the messages
+    /// after it) and whether the hello is taken (`None`: no session rate).
+    #[cfg_attr(not(any(feature = "axum", feature = "socketioxide")), allow(dead_code))]
+    pub(crate) fn session_hello(
+        &self,
+        session: &S,
+    ) -> Option<(Arc<parking_lot::Mutex<TokenBucket>>, Taken)> {
+        let now = self.inner.tracker.now();
+        self.inner.session_buckets.hello(session, now)
     }
 
     /// Whether this hub is a node of a cluster (`with_cluster`, feature `redis`).

@@ -144,6 +144,83 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// Whether the bucket is full at `now`: as good as a new one.
+    fn is_full(&self, now: Timestamp) -> bool {
+        let (Some(limit), Some(at)) = (self.limit, self.at) else {
+            return true;
+        };
+        let elapsed = now.as_millis().saturating_sub(at.as_millis());
+        let tokens = self
+            .tokens
+            .saturating_add(elapsed.saturating_mul(u64::from(limit.per_second)));
+        tokens >= u64::from(limit.burst) * MILLI
+    }
+}
+
+/// One bucket per session, shared by its connections and kept across its reconnects: a
+/// session's rate is not renewed by connecting again, nor multiplied by connecting twice.
+///
+/// A bucket no connection holds and that is full again (it would take as much as a new one)
+/// is forgotten when the map is next pruned: the map holds the sessions that sent lately, not
+/// every session ever seen.
+pub(crate) struct SessionBuckets<S> {
+    limit: Option<RateLimit>,
+    buckets: parking_lot::Mutex<Buckets<S>>,
+}
+
+struct Buckets<S> {
+    map: std::collections::HashMap<S, std::sync::Arc<parking_lot::Mutex<TokenBucket>>>,
+    /// The map's size at which it is pruned next.
+    prune_at: usize,
+}
+
+/// The least size at which the map of session buckets is pruned.
+const PRUNE_AT_LEAST: usize = 1024;
+
+impl<S: std::hash::Hash + Eq + Clone> SessionBuckets<S> {
+    pub(crate) fn new(limit: Option<RateLimit>) -> Self {
+        SessionBuckets {
+            limit,
+            buckets: parking_lot::Mutex::new(Buckets {
+                map: std::collections::HashMap::new(),
+                prune_at: PRUNE_AT_LEAST,
+            }),
+        }
+    }
+
+    /// `session`'s bucket (`None` without a limit), with one message (a hello) taken from it.
+    pub(crate) fn hello(
+        &self,
+        session: &S,
+        now: Timestamp,
+    ) -> Option<(std::sync::Arc<parking_lot::Mutex<TokenBucket>>, Taken)> {
+        self.limit?;
+        let bucket = {
+            let mut buckets = self.buckets.lock();
+            if buckets.map.len() >= buckets.prune_at {
+                buckets
+                    .map
+                    .retain(|_, b| std::sync::Arc::strong_count(b) > 1 || !b.lock().is_full(now));
+                // Amortised: the next prune after as many insertions as there are entries.
+                buckets.prune_at = (buckets.map.len() * 2).max(PRUNE_AT_LEAST);
+            }
+            let limit = self.limit;
+            std::sync::Arc::clone(buckets.map.entry(session.clone()).or_insert_with(|| {
+                std::sync::Arc::new(parking_lot::Mutex::new(TokenBucket::new(limit)))
+            }))
+        };
+        let taken = bucket.lock().take(now);
+        Some((bucket, taken))
+    }
+
+    /// How many sessions have a bucket (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.lock().map.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,5 +321,39 @@ mod tests {
         let mut bucket = TokenBucket::new(None);
         assert!((0..10_000).all(|_| bucket.take(at(0)) == Taken::Yes));
         assert_eq!(RateLimit::new(0, 0), RateLimit::new(1, 1));
+    }
+
+    #[test]
+    fn a_session_s_bucket_outlives_its_connections_until_it_is_full_again() {
+        let sessions = SessionBuckets::new(Some(RateLimit::new(1, 2)));
+        let (first, taken) = sessions.hello(&"tab", at(0)).expect("limited");
+        assert_eq!(taken, Taken::Yes);
+        assert_eq!(first.lock().take(at(0)), Taken::Yes);
+        drop(first);
+        // Connecting again does not renew the rate.
+        let (_, taken) = sessions.hello(&"tab", at(0)).expect("limited");
+        assert_eq!(taken, Taken::Refuse(Duration::from_secs(1)));
+        assert!(SessionBuckets::<&str>::new(None)
+            .hello(&"tab", at(0))
+            .is_none());
+
+        // Forgotten once held by nobody and full again; a bucket held or short of tokens stays.
+        let sessions = SessionBuckets::new(Some(RateLimit::new(1, 2)));
+        for i in 0..PRUNE_AT_LEAST {
+            let _ = sessions.hello(&format!("a{i}"), at(0));
+        }
+        // A prune runs here: every bucket is short of a token, none goes.
+        let (held, _) = sessions.hello(&"held".to_string(), at(0)).expect("limited");
+        assert_eq!(sessions.len(), PRUNE_AT_LEAST + 1);
+        // Two seconds on, the first ones are full again: the next prune forgets them.
+        for i in 0..PRUNE_AT_LEAST {
+            let _ = sessions.hello(&format!("b{i}"), at(2000));
+        }
+        assert_eq!(sessions.len(), PRUNE_AT_LEAST + 1, "held and the b's");
+        let (again, _) = sessions
+            .hello(&"held".to_string(), at(2000))
+            .expect("limited");
+        assert!(std::sync::Arc::ptr_eq(&held, &again));
+        drop(held);
     }
 }

@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use presence_tracker::{Activity, Clock, ConnectionId, Error, Id, Metadata, Timestamp};
 
 use crate::limit::{Taken, TokenBucket};
 
-use crate::wire::{ClientMessage, JoinRoom, Refusal, RoomView, Subscribe, Window};
+use crate::wire::{ClientMessage, JoinRoom, Refusal, RoomView, Subscribe, Welcome, Window};
 use crate::{Authenticate, Hub, Identity, Interest, RoomAccess};
 
 /// How a connection is sent a room: a [`RoomView`], with its window.
@@ -150,6 +151,31 @@ pub(crate) struct Link<U, S, M> {
     /// Rooms its session left through it lately, with when: joined again sooner than the
     /// policy's metadata interval after, it would be a metadata change the interval refuses.
     left: Vec<(String, Timestamp)>,
+    /// Its session's messages against the hub's
+    /// [`session_rate`](crate::HubConfig::session_rate), shared with the session's other
+    /// connections and its reconnects.
+    session_bucket: Option<Arc<parking_lot::Mutex<TokenBucket>>>,
+}
+
+/// A hello naming `session`, against the session's rate: the bucket its connection counts its
+/// messages in, or the refusal of the hello (`rate_limited`, with when to retry).
+pub(crate) fn session_hello<U, S, C, M>(
+    hub: &Hub<U, S, C, String, M>,
+    session: &S,
+) -> Result<Option<Arc<parking_lot::Mutex<TokenBucket>>>, Refusal>
+where
+    U: Id,
+    S: Id,
+    C: Clock,
+    M: Metadata,
+{
+    match hub.session_hello(session) {
+        None => Ok(None),
+        Some((bucket, Taken::Yes)) => Ok(Some(bucket)),
+        Some((_, Taken::Refuse(retry_after))) => Err(Refusal::rate_limited(retry_after)),
+        // Refused before, and again: still refused, with no better time to give.
+        Some((_, Taken::Drop | Taken::Close)) => Err(Refusal::rate_limited(Duration::from_secs(1))),
+    }
 }
 
 impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
@@ -170,7 +196,17 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
             max_window,
             bucket: None,
             left: Vec::new(),
+            session_bucket: None,
         }
+    }
+
+    /// With the bucket its session's messages are counted in (see [`session_hello`]).
+    pub(crate) fn with_session_bucket(
+        mut self,
+        bucket: Option<Arc<parking_lot::Mutex<TokenBucket>>>,
+    ) -> Self {
+        self.session_bucket = bucket;
+        self
     }
 
     /// Counts one message of the client against the connection's rate, before anything else
@@ -180,7 +216,15 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
         let bucket = self
             .bucket
             .get_or_insert_with(|| TokenBucket::new(hub.config().client_rate));
-        match bucket.take(now) {
+        let taken = match bucket.take(now) {
+            // Taken by the connection: then by its session, which its other connections share.
+            Taken::Yes => self
+                .session_bucket
+                .as_ref()
+                .map_or(Taken::Yes, |b| b.lock().take(now)),
+            over => over,
+        };
+        match taken {
             Taken::Yes => Admitted::Yes,
             Taken::Refuse(retry_after) => Admitted::Refuse(Refusal::rate_limited(retry_after)),
             Taken::Drop => Admitted::Drop,
@@ -201,6 +245,18 @@ impl<U: Id, S: Id, M: Metadata + Clone + PartialEq + Default> Link<U, S, M> {
     /// The user and session, `None` for a watcher.
     pub(crate) fn session(&self) -> Option<&(U, S)> {
         self.session.as_ref()
+    }
+
+    /// What tells the client its session's handle, where room states show handles.
+    pub(crate) fn welcome<C: Clock, R>(&self, hub: &Hub<U, S, C, R, M>) -> Option<Welcome>
+    where
+        U: Id,
+        S: Id,
+        R: Id,
+        M: Metadata,
+    {
+        let (_, session) = self.session.as_ref()?;
+        hub.config().member_ids.handle(session).map(Welcome::new)
     }
 
     #[cfg_attr(not(feature = "socketioxide"), allow(dead_code))]

@@ -22,6 +22,13 @@
 //! [`max_per_address`](ConnectionLimits::max_per_address) from one IP address, are closed as
 //! they are accepted, before any byte is read.
 //!
+//! Served with [`ConnectInfo`](axum::extract::ConnectInfo) of [`Peer`]
+//! (`app.into_make_service_with_connect_info::<Peer>()`), a handler knows the client's address
+//! and whether the server's writes to it are blocked now ([`Peer::write_blocked`]): the
+//! Socket.IO integration sends no room whole to a socket whose connection is blocked (it
+//! holds the request until the connection drains), so that a client that does not read holds
+//! at most one copy of a state, whatever it asks.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -39,6 +46,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -47,6 +55,64 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+
+/// Whether a connection's writes are blocked: shared by its [`GuardedStream`] and its
+/// [`Peer`]s.
+#[derive(Debug, Default)]
+struct Flow {
+    blocked: AtomicBool,
+}
+
+/// The connection a request came on, for [`ConnectInfo`](axum::extract::ConnectInfo): serve
+/// with `app.into_make_service_with_connect_info::<Peer>()`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use axum::extract::ConnectInfo;
+/// use axum::routing::get;
+/// use presence_tracker_server::net::{ConnectionLimits, GuardedListener, Peer};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let app = axum::Router::new().route(
+///     "/whoami",
+///     get(|ConnectInfo(peer): ConnectInfo<Peer>| async move { peer.address().to_string() }),
+/// );
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+/// let listener = GuardedListener::new(listener, ConnectionLimits::default());
+/// axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).await
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Peer {
+    address: SocketAddr,
+    flow: Arc<Flow>,
+}
+
+impl Peer {
+    /// The client's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Whether a write to the connection is waiting for the client to read now (its kernel
+    /// buffers are full): what the server sends it meanwhile waits in memory. `false` once the
+    /// connection closed.
+    pub fn write_blocked(&self) -> bool {
+        self.flow.blocked.load(Ordering::Relaxed)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, GuardedListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, GuardedListener>) -> Self {
+        Peer {
+            address: *stream.remote_addr(),
+            flow: Arc::clone(&stream.io().flow),
+        }
+    }
+}
 
 /// The most a throttled connection is read at once, and the least it waits for.
 const READ_CHUNK: u64 = 4096;
@@ -287,6 +353,14 @@ pub struct GuardedStream {
     counted: Instant,
     /// Wakes a read held back by the rate.
     throttle: Option<Pin<Box<Sleep>>>,
+    /// Whether a write is blocked, for the connection's [`Peer`]s.
+    flow: Arc<Flow>,
+}
+
+impl Drop for GuardedStream {
+    fn drop(&mut self) {
+        self.flow.blocked.store(false, Ordering::Relaxed);
+    }
 }
 
 impl GuardedStream {
@@ -313,6 +387,7 @@ impl GuardedStream {
             read_tokens: i64::from(limits.read_burst.max(1)),
             counted: now,
             throttle: None,
+            flow: Arc::default(),
         }
     }
 
@@ -402,15 +477,19 @@ impl GuardedStream {
     fn wrote(&mut self) {
         self.first_response = None;
         self.last_active = Instant::now();
-        self.write_timer = None;
+        if self.write_timer.take().is_some() {
+            self.flow.blocked.store(false, Ordering::Relaxed);
+        }
     }
 
     /// A write is pending: `Err` once it has made no progress for the write timeout.
     fn write_pending(&mut self, cx: &mut Context<'_>) -> Result<(), io::Error> {
         let timeout = self.write_timeout;
-        let timer = self
-            .write_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        let flow = &self.flow;
+        let timer = self.write_timer.get_or_insert_with(|| {
+            flow.blocked.store(true, Ordering::Relaxed);
+            Box::pin(tokio::time::sleep(timeout))
+        });
         if timer.as_mut().poll(cx).is_ready() {
             return Err(self.timed_out());
         }

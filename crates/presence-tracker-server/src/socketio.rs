@@ -90,7 +90,11 @@ pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 ///
 /// Socketioxide bounds each socket's queue in packets, not bytes, and a write that blocks holds
 /// its queue: serve through [`net::GuardedListener`](crate::net::GuardedListener) (feature
-/// `axum`), whose write timeout closes a connection whose client does not read.
+/// `axum`), whose write timeout closes a connection whose client does not read, with
+/// [`ConnectInfo`](axum::extract::ConnectInfo) of [`net::Peer`](crate::net::Peer)
+/// (`app.into_make_service_with_connect_info::<Peer>()`), by which [`attach`] sends no room
+/// state to a socket whose connection is blocked (a client asking for a room again and again
+/// without reading would otherwise hold a copy of it per second until it is closed).
 ///
 /// # Examples
 ///
@@ -368,8 +372,11 @@ where
     crate::link::check_watcher(hub, &identity).map_err(Refused)?;
     let connection = ConnectionId::from(socket.id.as_str());
     let mut refusal = None;
+    let mut bucket = None;
     let session = match (&identity, hello.session) {
         (Identity::User(user), Some(session)) => {
+            // The session's rate first: a reconnect loop is refused before it connects.
+            bucket = crate::link::session_hello(hub, &session).map_err(Refused)?;
             // Before the connect: a cluster's refusal may come as soon as it is written.
             refusal = Some(hub.watch_refusal(connection));
             hub.connect(user.clone(), session.clone(), connection, hello.activity)
@@ -385,7 +392,8 @@ where
         connection,
         options.max_watched_rooms,
         hub.config().max_window,
-    );
+    )
+    .with_session_bucket(bucket);
     let mut refusals = link.hello_rooms(hub, auth, hello.rooms);
     let (interest, refused) = link.hello_interest(hub, auth, hello.users, hello.all_users);
     refusals.extend(refused);
@@ -416,6 +424,9 @@ fn serve<U, S, C, M, A>(
     let Some(conn) = socket.extensions.get::<Conn<U, S, M>>() else {
         return; // admitted sockets always have one
     };
+    if let Some(outflow) = Outflow::of(socket) {
+        socket.extensions.insert(outflow);
+    }
     // Runs the message through the link, in the handler (so in the order the socket received
     // it), then tells the client what was refused and changes the room fan-out.
     let handle = {
@@ -552,6 +563,14 @@ fn serve<U, S, C, M, A>(
             control.notify.notify_one();
             std::future::ready(())
         });
+    }
+    // Its session's handle before anything it could be in.
+    let welcome = conn.link.lock().welcome(hub);
+    if let Some(welcome) = welcome {
+        let _ = socket.emit(
+            "presence",
+            &ServerMessage::<U, S, String, M>::Welcome(welcome),
+        );
     }
     let refusal = conn
         .refusal
@@ -870,11 +889,13 @@ async fn fan_out<U, S, C, M>(
         // Sockets get the room as it is now from the state requests: listed unless it is big.
         listed: !hub.rooms().occupancy(room.as_str()).big,
         shown: HashMap::new(),
+        broadcast: None,
         counts_interval: hub.config().big_room_counts,
         counts_after: None,
         counts_due: None,
     };
-    // A broadcast some socket could not take: the whole room gets a state at this time.
+    // A broadcast some socket could not take: the room's sockets are told its version at this
+    // time (`Fan::recover`).
     let mut state_for_all: Option<tokio::time::Instant> = None;
     // Sockets that asked for the room whole again as they were sent it a moment ago.
     let mut asked = Asked::default();
@@ -906,9 +927,7 @@ async fn fan_out<U, S, C, M>(
             }
             () = sleep_until(state_for_all), if state_for_all.is_some() => {
                 state_for_all = None;
-                let state = RoomDelivery::State(hub.rooms().state(room.as_str()));
-                fan.forget();
-                if fan.send(state).await {
+                if fan.recover().await {
                     state_for_all = Some(tokio::time::Instant::now() + options.full_buffer_retry);
                 }
             }
@@ -948,6 +967,15 @@ where
     let Some(socket) = io.of(path).and_then(|ns| ns.get_socket(sid)) else {
         return false;
     };
+    if socket
+        .extensions
+        .get::<Outflow>()
+        .is_some_and(|o| o.blocked())
+    {
+        // It does not read what it was sent: a copy more would wait in memory. Held, and
+        // tried again (the room as it is then) until the connection drains or closes.
+        return true;
+    }
     // A big room's counts, without making its state.
     let occupancy = ServerMessage::<U, S, String, M>::RoomOccupancy(hub.rooms().occupancy(room));
     let big = matches!(&occupancy, ServerMessage::RoomOccupancy(o) if o.big);
@@ -973,6 +1001,44 @@ where
     sends
         .iter()
         .any(|s| matches!(s, Err(SendError::Socket(SocketError::InternalChannelFull))))
+}
+
+/// The connection a socket's packets go out on, when the server knows it: served through
+/// [`net::GuardedListener`](crate::net::GuardedListener) with
+/// [`ConnectInfo`](axum::extract::ConnectInfo) of [`Peer`](crate::net::Peer), on a socket
+/// that connected over WebSocket (a socket that began on HTTP long polling was handshaken on
+/// another connection than the one it upgraded to).
+#[derive(Clone)]
+struct Outflow {
+    #[cfg(feature = "axum")]
+    peer: crate::net::Peer,
+}
+
+impl Outflow {
+    #[cfg(feature = "axum")]
+    fn of(socket: &SocketRef) -> Option<Self> {
+        if socket.transport_type() != socketioxide::TransportType::Websocket {
+            return None;
+        }
+        let parts = socket.req_parts();
+        let axum::extract::ConnectInfo(peer) = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<crate::net::Peer>>()?;
+        Some(Outflow { peer: peer.clone() })
+    }
+
+    #[cfg(not(feature = "axum"))]
+    fn of(_: &SocketRef) -> Option<Self> {
+        None
+    }
+
+    /// Whether a write to the connection is waiting for the client to read.
+    fn blocked(&self) -> bool {
+        #[cfg(feature = "axum")]
+        return self.peer.write_blocked();
+        #[cfg(not(feature = "axum"))]
+        return false;
+    }
 }
 
 /// How often one socket is sent a room whole in the same view: a request within this of the
@@ -1066,6 +1132,8 @@ struct Fan<'a, U, S, C, M> {
     listed: bool,
     /// The window last broadcast to each window's socketioxide room.
     shown: HashMap<Window, Arc<RoomWindow<U, S, String, M>>>,
+    /// The room's epoch and version the members were last broadcast.
+    broadcast: Option<(u64, u64)>,
     /// A big room's counts go out at most every `counts_interval`: not before `counts_after`;
     /// `counts_due` when counts that changed were held back.
     counts_interval: Duration,
@@ -1084,6 +1152,41 @@ where
     fn forget(&mut self) {
         self.counted = None;
         self.shown.clear();
+    }
+
+    /// Some socket missed a broadcast (its buffer was full): the members are sent a version
+    /// check, the others the counts and windows as they are now. Whether some socket missed
+    /// these too.
+    ///
+    /// The check is a `room_updates` from `version + 1` to `version` with no members: by the
+    /// rooms' rule a client that holds the version ignores it (`to <= V`), and one behind asks
+    /// for the room again (`from > V + 1`), which its socket alone is sent. The room whole to
+    /// every socket instead would cost each member a copy of the state whenever one socket
+    /// does not read.
+    async fn recover(&mut self) -> bool {
+        let (io, path) = (self.io, self.path);
+        let mut missed = false;
+        // The version the members were last broadcast, not the room's (which may be ahead by
+        // an update the task has not taken yet: every member would then ask for the room).
+        if let Some((epoch, version)) = self.listed.then_some(self.broadcast).flatten() {
+            let check = version_check(self.room, epoch, version);
+            missed |= broadcast_json(io, path, &self.members, Ok(Bytes::from(check))).await;
+        }
+        self.forget();
+        missed |= self.counts_now().await;
+        let windows: Vec<Window> = self.windows.lock().keys().copied().collect();
+        for window in windows {
+            let now = self.hub.rooms().window(self.room.as_str(), window);
+            missed |= broadcast_json(
+                io,
+                path,
+                &key(self.room, Sent::Window(window)),
+                now.to_json(),
+            )
+            .await;
+            self.shown.insert(window, now);
+        }
+        missed
     }
 
     /// Broadcasts the room's counts now, if they changed since the last sent, to the sockets
@@ -1151,7 +1254,9 @@ where
                 // The room was big and is not any more: the members, whole.
                 RoomDelivery::State(self.hub.rooms().state(self.room.as_str()))
             };
+            let last = whole.occupancy();
             missed |= broadcast_json(io, path, &self.members, whole.to_json()).await;
+            self.broadcast = Some((last.epoch, last.version));
             self.counted_for_members = false;
             self.listed = true;
         }
@@ -1180,6 +1285,16 @@ where
         }
         missed
     }
+}
+
+/// A `room_updates` that changes nothing and tells the room's version: from `version + 1` to
+/// `version`, no members (see `Fan::recover`).
+fn version_check(room: &str, epoch: u64, version: u64) -> String {
+    format!(
+        r#"{{"type":"room_updates","room":{},"epoch":{epoch},"from":{},"to":{version},"members":[]}}"#,
+        Value::String(room.to_string()),
+        version.saturating_add(1),
+    )
 }
 
 /// Sends `message` to the sockets of the socketioxide room `key`; whether some socket's buffer
@@ -1222,6 +1337,21 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_check_is_ignored_by_a_client_that_holds_the_version_and_a_gap_to_one_behind() {
+        let check: ServerMessage<String> =
+            serde_json::from_str(&version_check("doc \"1\"", 7, 41)).expect("a server message");
+        let ServerMessage::RoomUpdates(u) = check else {
+            panic!("room_updates")
+        };
+        assert_eq!((u.room.as_str(), u.epoch), ("doc \"1\"", 7));
+        assert!(u.members.is_empty());
+        // The rooms' rule: ignored at 41 (`to <= V`), a gap at 40 (`from > V + 1`).
+        let (held, behind) = (41u64, 40u64);
+        assert!(u.to <= held);
+        assert!(u.to > behind && u.from > behind + 1);
+    }
 
     #[test]
     fn a_socket_asking_for_the_same_room_again_and_again_is_sent_it_once_a_second() {

@@ -69,6 +69,10 @@
 //! ignored (its state is on the way). A metadata change is one member update (`change`
 //! `updated`), never a leave and a join.
 //!
+//! A server that could not give a connection some update (its buffer was full) may send the
+//! room's connections a version check: room updates from `V + 1` to `V`, with no members. By
+//! the rule above, a client holding `V` ignores it, and one behind asks for the room again.
+//!
 //! A watcher may ask for a room's occupancy instead of its members (`"view":"occupancy"` in
 //! [`ClientMessage::Watch`]): it is sent [`RoomOccupancy`] messages, how many users and
 //! sessions the room holds by presence, at most one per gathering window (the server's
@@ -112,6 +116,7 @@
 //! sent nothing new, and nothing it sends means anything else. A client of rooms talking to a
 //! server without them has its room messages refused (`bad_message`).
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -356,20 +361,48 @@ pub(crate) fn updates_head(epoch: u64, from: u64, to: u64) -> String {
 pub(crate) const UPDATES_TAIL: &str = "]}";
 
 /// One session of a room's member, with its metadata there (shared with the hub, not copied).
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire, `session` is the session's [`MemberHandle`] where the hub gives one (its
+/// [`MemberIds`] are opaque, the default), and the session's id otherwise.
+#[derive(Debug, Deserialize)]
 #[serde(bound(deserialize = "S: Deserialize<'de>, M: Deserialize<'de>"))]
 #[non_exhaustive]
 pub struct MemberSession<S, M> {
-    /// The session (a tab's id: its own client recognises itself by it).
+    /// The session (a tab's id). What a client reads here is its handle, when it has one.
     pub session: S,
     /// Its metadata in the room.
     pub meta: Arc<M>,
+    /// What clients are shown instead of `session` (`None`: `session` itself).
+    #[serde(skip)]
+    handle: Option<MemberHandle>,
 }
 
 impl<S, M> MemberSession<S, M> {
-    /// A session with its metadata.
+    /// A session with its metadata, shown to clients by its id.
     pub fn new(session: S, meta: Arc<M>) -> Self {
-        MemberSession { session, meta }
+        MemberSession {
+            session,
+            meta,
+            handle: None,
+        }
+    }
+
+    /// A session with its metadata, shown to clients as `ids` show it.
+    pub fn shown(session: S, meta: Arc<M>, ids: &MemberIds) -> Self
+    where
+        S: Hash,
+    {
+        let handle = ids.handle(&session);
+        MemberSession {
+            session,
+            meta,
+            handle,
+        }
+    }
+
+    /// What clients are shown instead of the session's id, if anything.
+    pub fn handle(&self) -> Option<MemberHandle> {
+        self.handle
     }
 }
 
@@ -378,6 +411,148 @@ impl<S: Clone, M> Clone for MemberSession<S, M> {
         MemberSession {
             session: self.session.clone(),
             meta: Arc::clone(&self.meta),
+            handle: self.handle,
+        }
+    }
+}
+
+/// Equal when the sessions and their metadata are: the handle follows from the session.
+impl<S: PartialEq, M: PartialEq> PartialEq for MemberSession<S, M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.session == other.session && self.meta == other.meta
+    }
+}
+
+impl<S: Eq, M: Eq> Eq for MemberSession<S, M> {}
+
+impl<S: Serialize, M: Serialize> Serialize for MemberSession<S, M> {
+    fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("MemberSession", 2)?;
+        match &self.handle {
+            Some(handle) => out.serialize_field("session", handle)?,
+            None => out.serialize_field("session", &self.session)?,
+        }
+        out.serialize_field("meta", &self.meta)?;
+        out.end()
+    }
+}
+
+/// How room states show sessions to clients: by an opaque handle (the default), or by their
+/// ids ([`HubConfig::member_ids`](crate::HubConfig::member_ids)).
+///
+/// A session id is what a client presents to be that session again: one that other clients
+/// read from a room could be taken once its session ends (a later hello naming it as another
+/// user's session is its own), and an application may put something in it that others are not
+/// to see. A handle is a keyed hash of the id (SipHash-2-4 under a 128-bit key, shown as 16 hex
+/// digits): the same session has the same handle in every room and message of one hub, and
+/// nothing tells the id from it. A connection is told its own session's handle (the `welcome`
+/// message, [`Welcome`]), so its client recognises itself in a room.
+///
+/// [`opaque`](Self::opaque) draws a key for each hub: handles change when a node restarts, and
+/// differ between the nodes of a cluster (a client that reconnects to another node is sent
+/// every room whole, with its new handles). [`keyed`](Self::keyed) takes the key, so that nodes
+/// sharing it (and built by the same compiler, which fixes how an id is hashed) agree.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MemberIds {
+    key: Option<(u64, u64)>,
+}
+
+impl MemberIds {
+    /// Handles under a key drawn from the operating system's randomness.
+    pub fn opaque() -> Self {
+        let mut key = [0u8; 16];
+        if getrandom::fill(&mut key).is_err() {
+            // No randomness from the system (it never happens on the platforms tokio runs
+            // on): the standard library's per-process hash keys instead.
+            use std::hash::BuildHasher;
+            let state = std::collections::hash_map::RandomState::new();
+            key[..8].copy_from_slice(&state.hash_one(1u8).to_le_bytes());
+            key[8..].copy_from_slice(&state.hash_one(2u8).to_le_bytes());
+        }
+        MemberIds::keyed(key)
+    }
+
+    /// Handles under this key (keep it secret: with it, a handle can be checked against
+    /// guessed ids).
+    pub fn keyed(key: [u8; 16]) -> Self {
+        let (k0, k1) = key.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        MemberIds {
+            key: Some((word(k0), word(k1))),
+        }
+    }
+
+    /// Sessions shown by their ids, as servers before handles showed them: for applications
+    /// whose session ids are not secret (the server assigns them, and a client cannot claim
+    /// another's).
+    pub fn raw() -> Self {
+        MemberIds { key: None }
+    }
+
+    /// Whether sessions are shown by handles.
+    pub fn is_opaque(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// The handle `session` is shown by (`None` for raw ids).
+    pub fn handle<S: Hash + ?Sized>(&self, session: &S) -> Option<MemberHandle> {
+        let (k0, k1) = self.key?;
+        let mut hasher = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
+        session.hash(&mut hasher);
+        Some(MemberHandle(hasher.finish()))
+    }
+}
+
+impl Default for MemberIds {
+    /// [`MemberIds::opaque`].
+    fn default() -> Self {
+        MemberIds::opaque()
+    }
+}
+
+/// The key is not shown.
+impl std::fmt::Debug for MemberIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_opaque() {
+            "MemberIds::Opaque"
+        } else {
+            "MemberIds::Raw"
+        })
+    }
+}
+
+/// What clients are shown instead of a session's id (see [`MemberIds`]): 16 lowercase hex
+/// digits on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemberHandle(u64);
+
+impl std::fmt::Display for MemberHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Serialize for MemberHandle {
+    fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The first message to a connection with a session, where room states show sessions by
+/// handle: the handle its own session is shown by, so that its client recognises itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Welcome {
+    /// The connection's session as room states show it.
+    pub session: String,
+}
+
+impl Welcome {
+    /// The welcome of a session shown by `handle`.
+    pub fn new(handle: MemberHandle) -> Self {
+        Welcome {
+            session: handle.to_string(),
         }
     }
 }
@@ -948,7 +1123,7 @@ impl Refusal {
     }
 }
 
-/// What the server sends, tagged by `type` (`state`, `updates`, `room_state`,
+/// What the server sends, tagged by `type` (`welcome`, `state`, `updates`, `room_state`,
 /// `room_updates`, `room_occupancy`, `room_window`, `refused`).
 ///
 /// `S`, `R` and `M` (sessions, rooms, metadata) appear in the room messages only.
@@ -970,6 +1145,8 @@ pub enum ServerMessage<U, S = String, R = String, M = ()> {
     RoomWindow(RoomWindow<U, S, R, M>),
     /// Something the client sent was refused.
     Refused(Refusal),
+    /// The connection's session as room states show it: first, where they show handles.
+    Welcome(Welcome),
 }
 
 /// What a client sends, tagged by `type`: `hello` first, then `heartbeat`, `leave`, `resync`
@@ -1349,5 +1526,44 @@ mod tests {
                 "{text:?} parsed"
             );
         }
+    }
+
+    #[test]
+    fn a_handle_is_the_same_under_one_key_and_tells_nothing_under_another() {
+        let key = [7u8; 16];
+        let ids = MemberIds::keyed(key);
+        let a = ids.handle("tab-a").expect("opaque");
+        assert_eq!(Some(a), MemberIds::keyed(key).handle("tab-a"));
+        assert_ne!(Some(a), ids.handle("tab-b"));
+        assert_ne!(Some(a), MemberIds::keyed([8u8; 16]).handle("tab-a"));
+        assert_ne!(
+            MemberIds::opaque().handle("tab-a"),
+            MemberIds::opaque().handle("tab-a")
+        );
+        assert_eq!(MemberIds::raw().handle("tab-a"), None);
+        assert_eq!(a.to_string().len(), 16);
+        assert_eq!(
+            format!("{ids:?}"),
+            "MemberIds::Opaque",
+            "the key is not shown"
+        );
+    }
+
+    #[test]
+    fn a_member_session_is_written_with_its_handle_and_compared_by_its_id() {
+        let ids = MemberIds::keyed([1u8; 16]);
+        let shown = MemberSession::shown("tab-a".to_string(), Arc::new(()), &ids);
+        let handle = ids.handle("tab-a").expect("opaque").to_string();
+        assert_eq!(
+            serde_json::to_value(&shown).expect("serialises"),
+            serde_json::json!({"session": handle, "meta": null})
+        );
+        let plain = MemberSession::new("tab-a".to_string(), Arc::new(()));
+        assert_eq!(
+            serde_json::to_value(&plain).expect("serialises"),
+            serde_json::json!({"session": "tab-a", "meta": null})
+        );
+        assert_eq!(shown, plain);
+        assert_eq!(shown.handle().map(|h| h.to_string()), Some(handle));
     }
 }

@@ -498,13 +498,17 @@ where
             Err(refusal) => refusal,
             Ok(Identity::User(user)) => match hello.session {
                 Some(session) => {
-                    match shared.hub.connect(
-                        user.clone(),
-                        session.clone(),
-                        connection,
-                        hello.activity,
-                    ) {
-                        Ok(()) => {
+                    // The session's rate first: a reconnect loop is refused before it connects.
+                    let counted = crate::link::session_hello(&shared.hub, &session);
+                    let connected = counted.and_then(|bucket| {
+                        shared
+                            .hub
+                            .connect(user.clone(), session.clone(), connection, hello.activity)
+                            .map(|()| bucket)
+                            .map_err(|e| Refusal::from_error(&e))
+                    });
+                    match connected {
+                        Ok(bucket) => {
                             let identity = Identity::User(user.clone());
                             let mut link = Link::new(
                                 identity,
@@ -512,11 +516,12 @@ where
                                 connection,
                                 max_watched,
                                 max_window,
-                            );
+                            )
+                            .with_session_bucket(bucket);
                             let refusals = link.hello_rooms(&shared.hub, &shared.auth, hello.rooms);
                             return Ok(with_interest(&shared, link, refusals, users));
                         }
-                        Err(e) => Refusal::from_error(&e),
+                        Err(refusal) => refusal,
                     }
                 }
                 None => {
@@ -564,7 +569,12 @@ where
             queue: None,
             budget: options.max_queued_bytes,
         };
-        // The users' state first, then the rooms', then what the hello could not do.
+        // Its session's handle first, then the users' state, then the rooms', then what the
+        // hello could not do.
+        if let Some(welcome) = link.welcome(&self.shared.hub) {
+            self.send(&ServerMessage::<U, S, String, M>::Welcome(welcome))
+                .await;
+        }
         if let Some(state) = feed.try_recv() {
             if !self.send_delivery(&state).await {
                 return End::Gone(DisconnectKind::Lost);

@@ -202,3 +202,58 @@ async fn a_client_is_read_no_faster_than_the_read_rate() {
         "{took:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_tells_whether_the_connection_s_writes_are_blocked() {
+    use axum::extract::ConnectInfo;
+    use presence_tracker_server::net::Peer;
+    use std::sync::{Arc, Mutex};
+
+    let seen: Arc<Mutex<Option<Peer>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/big",
+        get({
+            let seen = Arc::clone(&seen);
+            move |ConnectInfo(peer): ConnectInfo<Peer>| async move {
+                *seen.lock().expect("not poisoned") = Some(peer);
+                vec![b'x'; 16 << 20]
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let address = listener.local_addr().expect("bound");
+    let listener = GuardedListener::new(listener, limits());
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).await
+    });
+    let mut c = TcpStream::connect(address).await.expect("connects");
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("writes");
+    let peer = loop {
+        if let Some(peer) = seen.lock().expect("not poisoned").clone() {
+            break peer;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(peer.address(), c.local_addr().expect("bound"));
+    // The client reads nothing: once the socket buffers are full, the server's write waits.
+    let start = Instant::now();
+    while !peer.write_blocked() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(Instant::now() - start < WRITE, "never blocked");
+    }
+    // It reads: the write goes on, and the connection ends with the response.
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0usize;
+    loop {
+        match c.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got > 16 << 20, "the whole body: {got}");
+    assert!(!peer.write_blocked());
+}

@@ -750,3 +750,36 @@ async fn a_burst_while_gathering_fills_the_gathered_updates_not_the_ring() {
     let _ = clock;
     assert_eq!(client.members, truth(&hub, "doc-1"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_in_which_many_members_change_takes_one_slot_of_the_ring() {
+    // A ring of 4: a hundred members going idle in one tick must not overflow it.
+    let (hub, clock) = hub_with(Policy::default(), HubConfig::default().room_backlog(4));
+    for i in 0..100 {
+        let session = format!("s-{i}");
+        connect(&hub, &format!("user-{i}"), &session);
+        hub.rooms()
+            .join(&session, "doc-1".into(), Meta::default())
+            .expect("joins");
+    }
+    let mut feed = hub.rooms().subscribe("doc-1".into()).expect("a room id");
+    let mut client = RoomClient::default();
+    client.apply(&feed.recv().await.expect("the state"));
+    let version = client.version;
+    // Nobody sends anything past the active threshold: one tick, a hundred transitions.
+    clock.advance(Policy::default().active() + Duration::from_millis(1));
+    hub.tick();
+    let Some(delivery) = feed.recv_gathered(Duration::from_millis(50)).await else {
+        panic!("updates");
+    };
+    let RoomDelivery::Updates(batch) = &delivery else {
+        panic!("the tick's updates, not the room whole");
+    };
+    assert_eq!((batch.from(), batch.to()), (version + 1, version + 100));
+    client.apply(&delivery);
+    assert_eq!(client.members, truth(&hub, "doc-1"));
+    assert!(client
+        .members
+        .values()
+        .all(|(presence, _)| *presence == Presence::Idle));
+}

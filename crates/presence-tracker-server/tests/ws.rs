@@ -44,8 +44,11 @@ async fn a_hello_gets_the_state_and_others_get_the_update() {
 
 #[tokio::test]
 async fn one_connections_signals_apply_in_the_order_sent() {
-    // Without the rate limit: 200 signals at one instant of the manual clock.
-    let config = HubConfig::default().all_users_feed(true).client_rate(None);
+    // Without the rate limits: 200 signals at one instant of the manual clock.
+    let config = HubConfig::default()
+        .all_users_feed(true)
+        .client_rate(None)
+        .session_rate(None);
     let (hub, _clock, url) = server_config::<()>(Policy::default(), config).await;
     let mut ada = client(&url).await;
     send(&mut ada, hello(Some("user:ada"), Some("tab-1"))).await;
@@ -373,4 +376,51 @@ async fn a_connection_that_floods_is_closed_and_its_session_stays_until_its_grac
     assert!(reason.contains("too many"), "{reason}");
     // A lost connection: the session waits out its grace, as for any connection lost.
     assert!(hub.tracker().session("tab-1").is_some());
+}
+
+#[tokio::test]
+async fn a_session_s_rate_is_not_renewed_by_reconnecting() {
+    // Connections may send 100 at once; the session 5 (hellos included).
+    let config = HubConfig::default()
+        .client_rate(Some(RateLimit::new(100, 100)))
+        .session_rate(Some(RateLimit::new(1, 5)));
+    let (hub, clock, url) = server_config::<()>(Policy::default(), config).await;
+    // Five hellos at one instant: each a fresh connection, all taken.
+    for _ in 0..5 {
+        let mut tab = client(&url).await;
+        send(&mut tab, hello(Some("user:ada"), Some("tab-1"))).await;
+        assert_eq!(next(&mut tab).await["type"], "state");
+    }
+    // The sixth is refused before it connects, and says when to come back.
+    let mut tab = client(&url).await;
+    send(&mut tab, hello(Some("user:ada"), Some("tab-1"))).await;
+    let refused = next(&mut tab).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("refused"), Some("rate_limited"))
+    );
+    assert_eq!(refused["retry_after_ms"], 1000);
+    assert_eq!(u16::from(closed(&mut tab).await.0), 1008);
+    // Another session is not held back by it.
+    let mut other = client(&url).await;
+    send(&mut other, hello(Some("user:ada"), Some("tab-2"))).await;
+    assert_eq!(next(&mut other).await["type"], "state");
+    // A second later, one more hello is taken; its heartbeats then count against the session.
+    clock.advance(Duration::from_secs(1));
+    let mut tab = client(&url).await;
+    send(&mut tab, hello(Some("user:ada"), Some("tab-1"))).await;
+    assert_eq!(next(&mut tab).await["type"], "state");
+    send(&mut tab, json!({"type": "heartbeat", "activity": "idle"})).await;
+    let refused: Vec<_> = sync(&mut tab)
+        .await
+        .into_iter()
+        .filter(|m| m["type"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["code"], "rate_limited");
+    assert_eq!(
+        hub.tracker().session("tab-1").expect("live").activity,
+        Activity::Active,
+        "the heartbeat over the session's rate changed nothing"
+    );
 }

@@ -734,3 +734,95 @@ async fn leaving_and_joining_again_does_not_get_around_the_metadata_interval() {
     let state = next_of(&mut ada, "room_state").await;
     assert_eq!(state["members"][0]["sessions"][0]["meta"], json!({"s": 2}));
 }
+
+/// The sessions of a room state as the wire shows them.
+fn shown_sessions(state: &Value) -> Vec<String> {
+    let mut shown: Vec<String> = state["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .flat_map(|m| m["sessions"].as_array().expect("sessions").iter())
+        .map(|s| s["session"].as_str().expect("a string").to_string())
+        .collect();
+    shown.sort();
+    shown
+}
+
+/// The first text message, whatever it is (`next` skips the welcome).
+async fn first_text(c: &mut Client) -> Value {
+    use futures_util::StreamExt;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .expect("a message within 5 s")
+            .expect("open")
+            .expect("a frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).expect("json");
+        }
+    }
+}
+
+#[tokio::test]
+async fn room_states_show_handles_not_session_ids_and_each_connection_is_told_its_own() {
+    let (_hub, _clock, url) = rooms_server().await;
+    let mut handles = Vec::new();
+    let mut tabs = Vec::new();
+    for (user, session) in [("ada", "ada-secret-tab"), ("bob", "bob-secret-tab")] {
+        let mut c = client(&url).await;
+        let mut h = hello(Some(&format!("user:{user}")), Some(session));
+        h["rooms"] = json!([{"room": "doc", "meta": {"n": 1}}]);
+        send(&mut c, h).await;
+        let welcome = first_text(&mut c).await;
+        assert_eq!(welcome["type"], "welcome", "the welcome comes first");
+        let handle = welcome["session"].as_str().expect("a handle").to_string();
+        assert_eq!(handle.len(), 16);
+        assert!(handle.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(handle, session);
+        handles.push(handle);
+        tabs.push(c);
+    }
+    // A watcher reads the room: the handles, never an id.
+    let mut watcher = client(&url).await;
+    send(&mut watcher, hello(None, None)).await;
+    assert_eq!(
+        first_text(&mut watcher).await["type"],
+        "state",
+        "no welcome without a session"
+    );
+    send(&mut watcher, json!({"type": "watch", "room": "doc"})).await;
+    let state = next_of(&mut watcher, "room_state").await;
+    let text = state.to_string();
+    assert!(!text.contains("secret"), "no session id in {text}");
+    handles.sort();
+    assert_eq!(shown_sessions(&state), handles);
+
+    // The same session has the same handle on its next connection.
+    let mut again = client(&url).await;
+    send(&mut again, hello(Some("user:ada"), Some("ada-secret-tab"))).await;
+    let welcome = first_text(&mut again).await;
+    assert!(handles.contains(&welcome["session"].as_str().expect("a handle").to_string()));
+}
+
+#[tokio::test]
+async fn an_application_may_show_session_ids_instead() {
+    let policy = Policy::builder()
+        .max_metadata_bytes(256)
+        .build()
+        .expect("valid");
+    let config = presence_tracker_server::HubConfig::default()
+        .all_users_feed(true)
+        .member_ids(presence_tracker_server::wire::MemberIds::raw());
+    let (_hub, _clock, url) = support::server_config::<Meta>(policy, config).await;
+    let mut c = client(&url).await;
+    let mut h = hello(Some("user:ada"), Some("tab-a"));
+    h["rooms"] = json!([{"room": "doc", "meta": {"n": 1}}]);
+    send(&mut c, h).await;
+    assert_eq!(
+        first_text(&mut c).await["type"],
+        "state",
+        "no welcome for raw ids"
+    );
+    let state = next_of(&mut c, "room_state").await;
+    assert_eq!(shown_sessions(&state), vec!["tab-a".to_string()]);
+}

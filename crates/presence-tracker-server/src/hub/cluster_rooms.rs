@@ -13,8 +13,8 @@ use super::rooms::RoomsPublished;
 use crate::cluster::{ClusterCause, ClusterRoomEvent};
 use crate::wire::Encoded;
 use crate::wire::{
-    Member, MemberChange, MemberSession, Occupancy, RoomOccupancy, RoomState, RoomUpdate,
-    RoomWindow, Window,
+    Member, MemberChange, MemberIds, MemberSession, Occupancy, RoomOccupancy, RoomState,
+    RoomUpdate, RoomWindow, Window,
 };
 
 /// A room as the hub holds it in a cluster: the cluster's epoch and version, and its members.
@@ -32,7 +32,7 @@ pub(super) struct HeldRoom<U, S, R, M> {
 
 impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
     /// The room as the node has it now (epoch 0 and no members for a room nobody is in).
-    fn read(node: &Node<U, S, R, M>, room: &R, big_room: usize) -> Self {
+    fn read(node: &Node<U, S, R, M>, room: &R, big_room: usize, ids: &MemberIds) -> Self {
         let Some(c) = node.room(room) else {
             return HeldRoom {
                 epoch: 0,
@@ -50,7 +50,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> HeldRoom<U, S, R, M> {
                 let sessions = m
                     .sessions
                     .into_iter()
-                    .map(|(s, meta)| MemberSession::new(s, meta))
+                    .map(|(s, meta)| MemberSession::shown(s, meta, ids))
                     .collect();
                 (user, (m.presence, sessions))
             })
@@ -112,7 +112,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         node: &Node<U, S, R, M>,
         e: ClusterRoomEvent<U, S, R, M>,
     ) -> Option<RoomItem<U, S, R, M>> {
-        let big_room = self.big_room;
+        let (big_room, ids) = (self.big_room, self.ids);
         if !self.feeds.contains_key(&e.room) {
             self.held.remove(&e.room);
             return None;
@@ -129,7 +129,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
                 let sessions: Vec<MemberSession<S, M>> = e
                     .sessions
                     .into_iter()
-                    .map(|(s, meta)| MemberSession::new(s, meta))
+                    .map(|(s, meta)| MemberSession::shown(s, meta, &ids))
                     .collect();
                 held.version = e.version;
                 held.state = None;
@@ -170,7 +170,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         node: &Node<U, S, R, M>,
         room: &R,
     ) -> Option<RoomItem<U, S, R, M>> {
-        let mut now = HeldRoom::read(node, room, self.big_room);
+        let mut now = HeldRoom::read(node, room, self.big_room, &self.ids);
         if self
             .held
             .get(room)
@@ -200,7 +200,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         if let Some(held) = self.held.get_mut(room) {
             return held.state(room);
         }
-        let mut held = HeldRoom::read(node, room, self.big_room);
+        let mut held = HeldRoom::read(node, room, self.big_room, &self.ids);
         let state = held.state(room);
         self.held.insert(room.clone(), held);
         state
@@ -214,7 +214,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
     ) -> Arc<RoomState<U, S, R, M>> {
         match self.held.get_mut(room) {
             Some(held) => held.state(room),
-            None => HeldRoom::read(node, room, self.big_room).state(room),
+            None => HeldRoom::read(node, room, self.big_room, &self.ids).state(room),
         }
     }
 
@@ -230,7 +230,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         };
         match self.held.get(room) {
             Some(held) => of(held),
-            None => of(&HeldRoom::read(node, room, self.big_room)),
+            None => of(&HeldRoom::read(node, room, self.big_room, &self.ids)),
         }
     }
 
@@ -243,7 +243,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
     ) -> Arc<RoomWindow<U, S, R, M>> {
         match self.held.get_mut(room) {
             Some(held) => held.window(room, window),
-            None => HeldRoom::read(node, room, self.big_room).window(room, window),
+            None => HeldRoom::read(node, room, self.big_room, &self.ids).window(room, window),
         }
     }
 }

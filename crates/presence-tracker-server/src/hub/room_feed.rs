@@ -13,10 +13,16 @@ use tokio::sync::broadcast;
 use super::Hub;
 use crate::wire::{MemberChange, Occupancy, RoomOccupancy, RoomState, RoomUpdate};
 
+/// Updates of a room published together, shared by every subscriber.
+pub(crate) type SharedUpdates<U, S, R, M> = Arc<[Arc<RoomUpdate<U, S, R, M>>]>;
+
 /// What a room's channel carries: the next update, or a state that replaces everything (the
 /// room's history started anew).
 pub(crate) enum RoomItem<U, S, R, M> {
     Update(Arc<RoomUpdate<U, S, R, M>>),
+    /// Updates published at once (a signal's or a tick's changes of the room), in version
+    /// order: one slot of the room's ring however many members changed.
+    Updates(SharedUpdates<U, S, R, M>),
     State(Arc<RoomState<U, S, R, M>>),
 }
 
@@ -24,6 +30,7 @@ impl<U, S, R, M> Clone for RoomItem<U, S, R, M> {
     fn clone(&self) -> Self {
         match self {
             RoomItem::Update(u) => RoomItem::Update(Arc::clone(u)),
+            RoomItem::Updates(u) => RoomItem::Updates(Arc::clone(u)),
             RoomItem::State(s) => RoomItem::State(Arc::clone(s)),
         }
     }
@@ -331,6 +338,9 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> RoomSubscription<U, S, C, R, M>
                     () = tokio::time::sleep_until(until) => break,
                     item = self.rx.recv() => match item {
                         Ok(RoomItem::Update(update)) => self.gathered.push(update),
+                        Ok(RoomItem::Updates(updates)) => {
+                            self.gathered.extend(updates.iter().cloned());
+                        }
                         Ok(RoomItem::State(state)) => {
                             self.gathered.clear();
                             self.gather_until = None;
@@ -374,7 +384,14 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> RoomSubscription<U, S, C, R, M>
                 self.gathered.push(update);
                 None
             }
+            Ok(RoomItem::Updates(updates)) if gather => {
+                self.gathered.extend(updates.iter().cloned());
+                None
+            }
             Ok(RoomItem::Update(update)) => RoomBatch::of(vec![update]).map(RoomDelivery::Updates),
+            Ok(RoomItem::Updates(updates)) => {
+                RoomBatch::of(updates.to_vec()).map(RoomDelivery::Updates)
+            }
             Ok(RoomItem::State(state)) => {
                 self.gathered.clear();
                 self.gather_until = None;
@@ -397,6 +414,7 @@ impl<U: Id, S: Id, C: Clock, R: Id, M: Metadata> RoomSubscription<U, S, C, R, M>
         loop {
             match self.rx.try_recv() {
                 Ok(RoomItem::Update(update)) => self.gathered.push(update),
+                Ok(RoomItem::Updates(updates)) => self.gathered.extend(updates.iter().cloned()),
                 Ok(RoomItem::State(state)) => {
                     self.gathered.clear();
                     self.gather_until = None;

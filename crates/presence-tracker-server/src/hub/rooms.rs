@@ -33,8 +33,8 @@ use super::room_feed::{RoomItem, RoomSubscription};
 use super::{new_epoch, Hub};
 use crate::wire::Encoded;
 use crate::wire::{
-    Member, MemberChange, MemberSession, Occupancy, RoomOccupancy, RoomState, RoomUpdate,
-    RoomWindow, Window,
+    Member, MemberChange, MemberIds, MemberSession, Occupancy, RoomOccupancy, RoomState,
+    RoomUpdate, RoomWindow, Window,
 };
 
 /// A hub's rooms, from [`Hub::rooms`]: a session joins, updates and leaves rooms through it
@@ -403,7 +403,12 @@ pub(super) struct RoomsPublished<U, S, R, M> {
     memory: u64,
     /// Above how many members a room is big (see [`Listing`]).
     pub(super) big_room: usize,
+    /// How sessions are shown to clients.
+    pub(super) ids: MemberIds,
 }
+
+/// A room's updates, in version order.
+type Updates<U, S, R, M> = Vec<Arc<RoomUpdate<U, S, R, M>>>;
 
 /// A room as published.
 struct ShownRoom<U, S, R, M> {
@@ -437,9 +442,10 @@ struct Shown<S, M> {
 }
 
 impl<U, S, R, M> RoomsPublished<U, S, R, M> {
-    pub(super) fn new(memory: u64, big_room: usize) -> Self {
+    pub(super) fn new(memory: u64, big_room: usize, ids: MemberIds) -> Self {
         RoomsPublished {
             big_room,
+            ids,
             shown: HashMap::new(),
             feeds: HashMap::new(),
             #[cfg(feature = "redis")]
@@ -458,13 +464,44 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         events: impl Iterator<Item = &'e RoomEvent<U, S, R, M>>,
     ) -> usize {
         let mut sent = 0;
+        // A room's updates of one call go into its ring as one item: a tick in which hundreds
+        // of a room's members change takes one slot, not hundreds (a subscriber behind the
+        // ring is sent the room whole).
+        let mut gathered: HashMap<R, Updates<U, S, R, M>> = HashMap::new();
         for event in events {
             if let Some(item) = self.apply(tracker, event) {
                 sent += 1;
-                self.send(&event.room, item);
+                match item {
+                    RoomItem::Update(update) => {
+                        gathered.entry(event.room.clone()).or_default().push(update);
+                    }
+                    item => {
+                        // A state replaces the room: what was gathered for it goes first.
+                        if let Some(updates) = gathered.remove(&event.room) {
+                            self.send_updates(&event.room, updates);
+                        }
+                        self.send(&event.room, item);
+                    }
+                }
             }
         }
+        for (room, updates) in gathered {
+            self.send_updates(&room, updates);
+        }
         sent
+    }
+
+    /// Sends a room's updates as one item of its ring.
+    fn send_updates(&mut self, room: &R, mut updates: Updates<U, S, R, M>) {
+        let item = match updates.len() {
+            0 => return,
+            1 => match updates.pop() {
+                Some(update) => RoomItem::Update(update),
+                None => return,
+            },
+            _ => RoomItem::Updates(updates.into()),
+        };
+        self.send(room, item);
     }
 
     /// What one event changes in what the room shows; the item to publish, if any.
@@ -493,7 +530,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
         let sessions: Vec<MemberSession<S, M>> = e
             .sessions
             .iter()
-            .map(|s| MemberSession::new(s.session.clone(), Arc::clone(&s.meta)))
+            .map(|s| MemberSession::shown(s.session.clone(), Arc::clone(&s.meta), &self.ids))
             .collect();
         let change = match (shown.members.get_mut(&e.user), e.to) {
             (None, Presence::Offline) => None, // never shown: nothing to take back
@@ -607,7 +644,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
             return None; // it ended meanwhile
         }
         let owned = room.to_owned();
-        let shown = ShownRoom::from_view(view, self.big_room);
+        let shown = ShownRoom::from_view(view, self.big_room, &self.ids);
         self.shown.insert(owned.clone(), shown);
         Some(RoomItem::State(self.state_of(&owned)?))
     }
@@ -761,7 +798,7 @@ impl<U: Id, S: Id, R: Id, M: Metadata> RoomsPublished<U, S, R, M> {
 impl<U: Id, S: Id, R, M> ShownRoom<U, S, R, M> {
     /// The room as the tracker has it, under a new epoch: it covers every event up to its
     /// version.
-    fn from_view(view: RoomView<U, S, M>, big_room: usize) -> Self {
+    fn from_view(view: RoomView<U, S, M>, big_room: usize, ids: &MemberIds) -> Self {
         let mut occupancy = Occupancy::default();
         let mut listing = Listing::default();
         let members = view
@@ -776,7 +813,7 @@ impl<U: Id, S: Id, R, M> ShownRoom<U, S, R, M> {
                     sessions: m
                         .sessions
                         .into_iter()
-                        .map(|s| MemberSession::new(s.session, s.meta))
+                        .map(|s| MemberSession::shown(s.session, s.meta, ids))
                         .collect(),
                 };
                 (m.user, shown)

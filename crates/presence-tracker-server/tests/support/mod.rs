@@ -112,7 +112,8 @@ pub async fn send(c: &mut Client, v: Value) {
     c.send(Message::text(v.to_string())).await.expect("sends");
 }
 
-/// The next JSON message (skipping pings); panics after 5 s without one.
+/// The next JSON message (skipping pings and the `welcome`, which `tests/ws_rooms.rs` reads);
+/// panics after 5 s without one.
 pub async fn next(c: &mut Client) -> Value {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(5), c.next())
@@ -121,7 +122,12 @@ pub async fn next(c: &mut Client) -> Value {
             .expect("open")
             .expect("a frame");
         match m {
-            Message::Text(t) => return serde_json::from_str(&t).expect("json"),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                if v["type"] != "welcome" {
+                    return v;
+                }
+            }
             Message::Close(f) => panic!("closed: {f:?}"),
             _ => continue,
         }
@@ -163,7 +169,12 @@ pub async fn sync(c: &mut Client) -> Vec<Value> {
             .expect("a frame");
         match m {
             Message::Pong(p) if p.as_ref() == b"sync" => return seen,
-            Message::Text(t) => seen.push(serde_json::from_str(&t).expect("json")),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).expect("json");
+                if v["type"] != "welcome" {
+                    seen.push(v);
+                }
+            }
             Message::Close(f) => panic!("closed: {f:?}"),
             _ => {}
         }
